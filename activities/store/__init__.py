@@ -1,0 +1,1 @@
+"""PostgreSQL store: migrations, repository, and the activities that write to it."""

@@ -1,0 +1,314 @@
+"""The PostgreSQL store: an asyncpg pool, explicit transactions, idempotent writes.
+
+NUMERIC columns come back as `Decimal` (asyncpg's default) and go in as
+`Decimal`; JSON payloads are encoded with Decimals as strings, so no value in
+the money path ever passes through float.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any, TypeVar
+
+import asyncpg
+
+from activities.store.migrate import apply_migrations
+from domain.events import Event
+from domain.records import (
+    AlertRecord,
+    FillRecord,
+    OrderRecord,
+    PositionRecord,
+    SignalRecord,
+    StoreBatch,
+    WaveRecord,
+)
+
+
+def _json_default(value: object) -> str:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _dumps(value: object) -> str:
+    return json.dumps(value, default=_json_default, separators=(",", ":"))
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for name in ("json", "jsonb"):
+        await conn.set_type_codec(
+            name, encoder=_dumps, decoder=json.loads, schema="pg_catalog", format="text"
+        )
+
+
+class Store:
+    """Repository over one PostgreSQL database. Create with `Store.connect`."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    @classmethod
+    async def connect(cls, dsn: str, *, min_size: int = 1, max_size: int = 10) -> Store:
+        """Open a pool to `dsn`; raises the driver's error if the server is unreachable."""
+        pool = await asyncpg.create_pool(
+            dsn, min_size=min_size, max_size=max_size, init=_init_connection, command_timeout=30
+        )
+        return cls(pool)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    async def ping(self) -> bool:
+        """True when a connection answers `SELECT 1`."""
+        return bool(await self.pool.fetchval("SELECT 1") == 1)
+
+    # --- schema ---------------------------------------------------------------------
+
+    async def migrate(self) -> list[int]:
+        """Apply pending migrations; returns the versions applied now (empty if none)."""
+        async with self.pool.acquire() as conn:
+            return await apply_migrations(conn)
+
+    async def ensure_event_partitions(self, now: datetime, months_ahead: int = 3) -> int:
+        """Create monthly event partitions from `now`'s month on; returns how many were new."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            return int(
+                await conn.fetchval(
+                    "SELECT posguard_ensure_event_partitions($1, $2)", now, months_ahead + 1
+                )
+            )
+
+    async def apply_retention(self, keep: timedelta) -> int:
+        """Drop event partitions entirely older than `keep`; returns how many were dropped."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            return int(await conn.fetchval("SELECT posguard_drop_event_partitions($1)", keep))
+
+    # --- events ---------------------------------------------------------------------
+
+    async def append_event(self, event: Event) -> bool:
+        """Append one event; returns False (and stores nothing) if its id is already stored."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            return await self._append_event(conn, event)
+
+    async def append_events(self, events: Sequence[Event]) -> int:
+        """Append events in one transaction; returns how many were new."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            return sum([await self._append_event(conn, e) for e in events])
+
+    @staticmethod
+    async def _append_event(conn: asyncpg.Connection, e: Event) -> bool:
+        claimed = await conn.fetchval(
+            "INSERT INTO event_ids (event_id, occurred_at) VALUES ($1, $2) "
+            "ON CONFLICT (event_id) DO NOTHING RETURNING true",
+            e.event_id,
+            e.occurred_at,
+        )
+        if not claimed:
+            return False
+        await conn.execute(
+            """INSERT INTO events (event_id, occurred_at, type, severity, correlation_id,
+                   position_id, account, exchange, symbol, order_id, payload, error_message)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)""",
+            e.event_id,
+            e.occurred_at,
+            e.type.value,
+            e.severity.value,
+            e.correlation_id,
+            e.position_id,
+            e.account,
+            e.exchange,
+            e.symbol,
+            e.order_id,
+            e.payload,
+            e.error_message,
+        )
+        return True
+
+    async def events(
+        self,
+        *,
+        position_id: str | None = None,
+        correlation_id: str | None = None,
+        symbol: str | None = None,
+        event_type: str | None = None,
+        min_severity: str | None = None,
+        since: datetime | None = None,
+        limit: int = 100,
+        newest_first: bool = False,
+    ) -> list[Event]:
+        """Events matching every given filter, oldest first (or newest first)."""
+        where: list[str] = []
+        args: list[Any] = []
+
+        def add(clause: str, value: Any) -> None:
+            args.append(value)
+            where.append(clause.format(f"${len(args)}"))
+
+        if position_id is not None:
+            add("position_id = {}", position_id)
+        if correlation_id is not None:
+            add("correlation_id = {}", correlation_id)
+        if symbol is not None:
+            add("symbol = {}", symbol)
+        if event_type is not None:
+            add("type = {}", event_type)
+        if min_severity is not None:
+            order = ["debug", "info", "warning", "error", "critical"]
+            add("severity = ANY({})", order[order.index(min_severity) :])
+        if since is not None:
+            add("occurred_at > {}", since)
+        args.append(limit)
+        sql = (
+            "SELECT * FROM events"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + f" ORDER BY occurred_at {'DESC' if newest_first else 'ASC'}, event_id"
+            + f" LIMIT ${len(args)}"
+        )
+        rows = await self.pool.fetch(sql, *args)
+        return [
+            Event.model_validate(
+                {k: v for k, v in dict(row).items() if k in Event.model_fields},
+            )
+            for row in rows
+        ]
+
+    # --- rows -------------------------------------------------------------------------
+
+    async def apply(self, batch: StoreBatch) -> int:
+        """Apply one workflow transition atomically; returns how many events were new."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            new_events = 0
+            for event in batch.events:
+                new_events += await self._append_event(conn, event)
+            if batch.position is not None:
+                await self._upsert_position(conn, batch.position)
+            for order in batch.orders:
+                await self._upsert_order(conn, order)
+            for fill in batch.fills:
+                await self._insert_fill(conn, fill)
+            for alert in batch.alerts:
+                await self._insert_alert(conn, alert)
+            return new_events
+
+    async def upsert_position(self, rec: PositionRecord) -> None:
+        """Insert or update a position row unless the stored revision is newer."""
+        async with self.pool.acquire() as conn:
+            await self._upsert_position(conn, rec)
+
+    async def upsert_order(self, rec: OrderRecord) -> None:
+        """Insert or update an order row unless the stored revision is newer."""
+        async with self.pool.acquire() as conn:
+            await self._upsert_order(conn, rec)
+
+    async def record_fill(self, rec: FillRecord) -> bool:
+        """Store a fill once (keyed by exchange trade id); returns False if already known."""
+        async with self.pool.acquire() as conn:
+            return await self._insert_fill(conn, rec)
+
+    @staticmethod
+    def _upsert_sql(
+        table: str, key: str, data: dict[str, Any], *, by_revision: bool = True
+    ) -> tuple[str, list[Any]]:
+        """INSERT ... ON CONFLICT UPDATE; with `by_revision`, only when not older."""
+        cols = list(data)
+        placeholders = ", ".join(f"${i}" for i in range(1, len(cols) + 1))
+        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in cols if c != key)
+        sql = (
+            f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({placeholders}) "
+            f"ON CONFLICT ({key}) DO UPDATE SET {updates}"
+        )
+        if by_revision:
+            sql += f" WHERE {table}.revision <= EXCLUDED.revision"
+        return sql, [data[c] for c in cols]
+
+    async def _upsert_position(self, conn: asyncpg.Connection, rec: PositionRecord) -> None:
+        sql, args = self._upsert_sql("positions", "id", rec.model_dump())
+        await conn.execute(sql, *args)
+
+    async def _upsert_order(self, conn: asyncpg.Connection, rec: OrderRecord) -> None:
+        sql, args = self._upsert_sql("orders", "client_order_id", rec.model_dump())
+        await conn.execute(sql, *args)
+
+    @staticmethod
+    async def _insert_once(conn: Any, table: str, key: str, data: dict[str, Any]) -> bool:
+        """INSERT ... ON CONFLICT DO NOTHING; True when the row is new."""
+        cols = list(data)
+        placeholders = ", ".join(f"${i}" for i in range(1, len(cols) + 1))
+        done = await conn.fetchval(
+            f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({placeholders}) "
+            f"ON CONFLICT ({key}) DO NOTHING RETURNING true",
+            *[data[c] for c in cols],
+        )
+        return bool(done)
+
+    async def _insert_fill(self, conn: asyncpg.Connection, rec: FillRecord) -> bool:
+        return await self._insert_once(conn, "fills", "exchange, trade_id", rec.model_dump())
+
+    @staticmethod
+    async def _insert_alert(conn: asyncpg.Connection, rec: AlertRecord) -> None:
+        await conn.execute(
+            """INSERT INTO alerts (event_id, severity, title, body, position_id, channel)
+               VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING""",
+            rec.event_id,
+            rec.severity.value,
+            rec.title,
+            rec.body,
+            rec.position_id,
+            rec.channel,
+        )
+
+    async def get_position(self, position_id: str) -> PositionRecord | None:
+        """The stored position row, or None."""
+        row = await self.pool.fetchrow("SELECT * FROM positions WHERE id = $1", position_id)
+        return None if row is None else _record(PositionRecord, row)
+
+    async def positions(
+        self, *, statuses: Sequence[str] | None = None, symbol: str | None = None
+    ) -> list[PositionRecord]:
+        """Position rows, newest first, optionally filtered by status and symbol."""
+        rows = await self.pool.fetch(
+            """SELECT * FROM positions
+               WHERE ($1::text[] IS NULL OR status = ANY($1)) AND ($2::text IS NULL OR symbol = $2)
+               ORDER BY created_at DESC""",
+            list(statuses) if statuses is not None else None,
+            symbol,
+        )
+        return [_record(PositionRecord, r) for r in rows]
+
+    async def orders(self, position_id: str) -> list[OrderRecord]:
+        """Order rows of one position, oldest first."""
+        rows = await self.pool.fetch(
+            "SELECT * FROM orders WHERE position_id = $1 ORDER BY created_at, client_order_id",
+            position_id,
+        )
+        return [_record(OrderRecord, r) for r in rows]
+
+    async def fills(self, position_id: str) -> list[FillRecord]:
+        """Fill rows of one position, oldest first."""
+        rows = await self.pool.fetch(
+            "SELECT * FROM fills WHERE position_id = $1 ORDER BY filled_at, trade_id", position_id
+        )
+        return [_record(FillRecord, r) for r in rows]
+
+    async def upsert_wave(self, rec: WaveRecord) -> None:
+        """Insert or update a wave row."""
+        sql, args = self._upsert_sql("waves", "id", rec.model_dump(), by_revision=False)
+        await self.pool.execute(sql, *args)
+
+    async def insert_signal(self, rec: SignalRecord) -> bool:
+        """Store a signal once; returns False when its id is already stored."""
+        return await self._insert_once(self.pool, "signals", "id", rec.model_dump())
+
+
+_R = TypeVar("_R", PositionRecord, OrderRecord, FillRecord)
+
+
+def _record(cls: type[_R], row: Any) -> _R:
+    fields = cls.model_fields
+    return cls.model_validate({k: v for k, v in dict(row).items() if k in fields})

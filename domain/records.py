@@ -1,0 +1,155 @@
+"""Rows the store keeps current: positions, orders, fills, signals, waves, alerts.
+
+These are the store's contract with the workflows. A workflow is the single
+writer of its position's rows; `revision` (its event sequence) makes every
+write monotonic, so a retried or late activity never overwrites newer data.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from domain.events import Event
+from domain.types import Severity
+
+PositionStatus = Literal[
+    "pending_entry",
+    "entry_placed",
+    "pending_sl",
+    "active",
+    "closing",
+    "closed",
+    "rolled_back",
+    "failed",
+]
+OrderKindName = Literal["entry", "stop", "emergency_stop", "close", "take_profit"]
+OrderStatusName = Literal[
+    "pending", "open", "partially_filled", "filled", "canceled", "expired", "rejected", "unknown"
+]
+
+
+class Record(BaseModel):
+    """Base of store rows: immutable values."""
+
+    model_config = ConfigDict(frozen=True)
+
+
+class PositionRecord(Record):
+    """The current state of one position lifecycle (`positions` row)."""
+
+    id: str
+    workflow_id: str
+    account: str
+    exchange: str
+    symbol: str
+    side: Literal["long", "short"]
+    status: PositionStatus
+    revision: int = Field(ge=0)
+    signal_id: str | None = None
+    adopted: bool = False
+    requested_qty: Decimal | None = None
+    quantity: Decimal = Decimal(0)
+    entry_price: Decimal | None = None
+    stop_price: Decimal | None = None
+    stop_order_id: str | None = None
+    trailing_active: bool = False
+    exit_price: Decimal | None = None
+    realized_pnl: Decimal = Decimal(0)
+    fees: Decimal = Decimal(0)
+    exit_reason: str | None = None
+    opened_at: datetime | None = None
+    closed_at: datetime | None = None
+
+
+class OrderRecord(Record):
+    """One order posguard placed (`orders` row), keyed by our client order id."""
+
+    client_order_id: str
+    position_id: str
+    account: str
+    exchange: str
+    symbol: str
+    kind: OrderKindName
+    side: Literal["buy", "sell"]
+    order_type: str
+    status: OrderStatusName
+    quantity: Decimal
+    revision: int = Field(ge=0)
+    exchange_order_id: str | None = None
+    filled_quantity: Decimal = Decimal(0)
+    trigger_price: Decimal | None = None
+    average_price: Decimal | None = None
+    reduce_only: bool = False
+
+
+class FillRecord(Record):
+    """One execution of one of our orders (`fills` row), keyed by exchange trade id."""
+
+    exchange: str
+    trade_id: str
+    client_order_id: str
+    position_id: str
+    price: Decimal
+    quantity: Decimal
+    filled_at: datetime
+    fee: Decimal = Decimal(0)
+    fee_asset: str | None = None
+    realized_pnl: Decimal = Decimal(0)
+
+
+class WaveRecord(Record):
+    """One wave of signals (`waves` row)."""
+
+    id: str
+    period_start: datetime
+    deadline: datetime
+    status: Literal["collecting", "processing", "processed", "failed"] = "collecting"
+    signals_received: int = 0
+    signals_selected: int = 0
+
+
+class SignalRecord(Record):
+    """One trading signal (`signals` row), stored before it is acknowledged."""
+
+    id: str
+    exchange: str
+    symbol: str
+    side: Literal["long", "short"]
+    received_at: datetime
+    raw: dict[str, Any]
+    wave_id: str | None = None
+    score_week: Decimal | None = None
+    score_month: Decimal | None = None
+    status: Literal[
+        "received", "validated", "rejected", "filtered", "selected", "opened", "expired"
+    ] = "received"
+    reason: str | None = None
+
+
+class AlertRecord(Record):
+    """An alert raised to humans; unique per originating event."""
+
+    event_id: str
+    severity: Severity
+    title: str
+    body: str
+    position_id: str | None = None
+    channel: str = "log"
+
+
+class StoreBatch(Record):
+    """Everything one workflow transition writes, applied in one transaction.
+
+    Events are appended idempotently; rows are upserted only when their
+    `revision` is not older than the stored one.
+    """
+
+    events: list[Event] = Field(default_factory=list)
+    position: PositionRecord | None = None
+    orders: list[OrderRecord] = Field(default_factory=list)
+    fills: list[FillRecord] = Field(default_factory=list)
+    alerts: list[AlertRecord] = Field(default_factory=list)

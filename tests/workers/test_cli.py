@@ -1,0 +1,140 @@
+"""The `posguard` command as a user runs it, against the real database and Temporal."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from temporalio.testing import WorkflowEnvironment
+
+from activities.store.repository import Store
+from domain.events import EventType, StopMoved, make_event
+from workers.embedded import find_binary
+from workers.settings import Settings
+from workers.worker import run_worker
+
+
+def posguard(
+    *args: str, env: dict[str, str] | None = None, timeout: int = 60
+) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "POSGUARD_CONFIG": "/nonexistent.toml", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "workers.cli", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+    )
+
+
+def test_help_lists_the_commands() -> None:
+    out = posguard("--help")
+    assert out.returncode == 0
+    for command in ("dev", "worker", "db", "events", "sim"):
+        assert command in out.stdout
+
+
+async def test_db_migrate_is_idempotent(database_url: str) -> None:
+    first = await asyncio.to_thread(posguard, "db", "migrate", env={"DATABASE_URL": database_url})
+    second = await asyncio.to_thread(posguard, "db", "migrate", env={"DATABASE_URL": database_url})
+    assert first.returncode == 0, first.stderr
+    assert "0001_initial" in first.stdout and "schema at version 1" in first.stdout
+    assert second.stdout == first.stdout
+
+
+async def test_events_tail_shows_recorded_events(database_url: str, store: Store) -> None:
+    event = make_event(
+        EventType.TRAILING_STOP_MOVED,
+        StopMoved(
+            old_stop=Decimal("95.5"),
+            new_stop=Decimal("97.25"),
+            reason="trail",
+        ),
+        event_id=f"cli-{uuid.uuid4()}",
+        occurred_at=datetime.now(UTC),
+        symbol="ETHUSDT",
+        exchange="binanceusdm",
+    )
+    await store.append_event(event)
+    out = await asyncio.to_thread(
+        posguard, "events", "tail", "--symbol", "ETHUSDT", env={"DATABASE_URL": database_url}
+    )
+    assert out.returncode == 0, out.stderr
+    line = [ln for ln in out.stdout.splitlines() if "trailing_stop_moved" in ln]
+    assert line and "ETHUSDT" in line[0] and '"new_stop":"97.25"' in line[0]
+
+
+def test_worker_exits_non_zero_when_temporal_is_unreachable(tmp_path: object) -> None:
+    out = posguard(
+        "worker",
+        env={"TEMPORAL_ADDRESS": "127.0.0.1:1", "POSGUARD_CONNECT_TIMEOUT_SECONDS": "2"},
+    )
+    assert out.returncode == 2
+    assert "cannot reach Temporal at 127.0.0.1:1" in out.stderr
+
+
+def test_db_command_exits_non_zero_when_postgres_is_unreachable() -> None:
+    out = posguard(
+        "db",
+        "migrate",
+        env={
+            "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none",
+            "POSGUARD_CONNECT_TIMEOUT_SECONDS": "2",
+        },
+    )
+    assert out.returncode == 2
+    assert "PostgreSQL" in out.stderr
+
+
+async def test_worker_polls_its_task_queue(
+    temporal_env: WorkflowEnvironment, database_url: str
+) -> None:
+    from pydantic import SecretStr
+
+    queue = f"posguard-{uuid.uuid4().hex[:8]}"
+    settings = Settings(task_queue=queue, database_url=SecretStr(database_url))
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_worker(temporal_env.client, settings, stop))
+    try:
+        address = temporal_env.client.service_client.config.target_host
+        pollers: list[object] = []
+        for _ in range(50):
+            out = await asyncio.to_thread(
+                subprocess.run,
+                [
+                    find_binary("temporal"),
+                    "task-queue",
+                    "describe",
+                    "--task-queue",
+                    queue,
+                    "--address",
+                    address,
+                    "-o",
+                    "json",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert out.returncode == 0, out.stderr
+            pollers = json.loads(out.stdout).get("pollers") or []
+            if pollers:
+                break
+            await asyncio.sleep(0.2)
+        assert pollers, "the worker never showed up as a poller"
+    finally:
+        stop.set()
+        await task
+    # The process lifecycle is itself recorded.
+    s = await Store.connect(database_url)
+    try:
+        kinds = {e.type for e in await s.events(limit=1000)}
+    finally:
+        await s.close()
+    assert {EventType.PROCESS_STARTED, EventType.PROCESS_STOPPED} <= kinds

