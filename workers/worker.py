@@ -1,6 +1,6 @@
 """The worker process: connects to Temporal and PostgreSQL, migrates, and runs.
 
-It registers every workflow in `workflows.ALL_WORKFLOWS` and the activities
+It registers every workflow in `workflows.registry.ALL_WORKFLOWS` and the activities
 that exist, on the task queue from settings. It exits non-zero with a clear
 message when a server cannot be reached (see `workers.cli`).
 """
@@ -8,6 +8,7 @@ message when a server cannot be reached (see `workers.cli`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -19,13 +20,17 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from activities.exchange.activities import ExchangeActivities
+from activities.exchange.gateway import ExchangeGateway
 from activities.store.activities import StoreActivities
 from activities.store.repository import Store
 from domain.events import EventType, ProcessLifecycle, make_event
 from workers.embedded import start_postgres
-from workers.settings import Settings
+from workers.exchanges import make_gateways
+from workers.settings import AccountSettings, Settings
 from workers.temporal import UnreachableError
-from workflows import ALL_WORKFLOWS
+from workflows.position_io import exchange_task_queue
+from workflows.registry import ALL_WORKFLOWS
 
 log = logging.getLogger("posguard.worker")
 VERSION = "0.1.0"
@@ -93,20 +98,53 @@ def _lifecycle(kind: EventType, detail: str | None = None) -> Any:
     )
 
 
-async def run_worker(client: Client, settings: Settings, stop: asyncio.Event) -> None:
-    """Run the worker until `stop` is set; records process started/stopped events."""
+def exchange_worker(
+    client: Client, account: AccountSettings, activities: ExchangeActivities
+) -> Worker:
+    """The worker of one account's exchange activities; its rate limit is enforced
+    by the server for the whole task queue, whatever the number of processes."""
+    return Worker(
+        client,
+        task_queue=exchange_task_queue(account.name),
+        activities=activities.all(),
+        max_task_queue_activities_per_second=float(account.max_requests_per_second),
+    )
+
+
+async def run_worker(
+    client: Client,
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    gateways: dict[str, ExchangeGateway] | None = None,
+) -> None:
+    """Run the workers until `stop` is set; records process started/stopped events.
+
+    One worker for workflows and store activities on `settings.task_queue`, and
+    one per account for that account's exchange activities.
+    """
     store = await open_store(settings)
+    own_gateways = gateways is None
+    gateways = make_gateways(settings.accounts) if gateways is None else gateways
     try:
-        activities: list[Any] = [*_activities(StoreActivities(store))]
-        worker = build_worker(client, settings, activities)
+        store_activities = StoreActivities(store)
+        exchange_activities = ExchangeActivities(gateways)
+        workers = [
+            build_worker(client, settings, [store_activities.apply, store_activities.append_event])
+        ]
+        for account in settings.accounts:
+            if account.name in gateways:
+                workers.append(exchange_worker(client, account, exchange_activities))
         await store.append_event(_lifecycle(EventType.PROCESS_STARTED, settings.task_queue))
-        async with worker:
+        async with contextlib.AsyncExitStack() as running:
+            for worker in workers:
+                await running.enter_async_context(worker)
             log.info("worker polling task queue %r", settings.task_queue)
             await stop.wait()
         await store.append_event(_lifecycle(EventType.PROCESS_STOPPED))
     finally:
+        if own_gateways:
+            for gateway in gateways.values():
+                with contextlib.suppress(Exception):
+                    await gateway.close()
         await store.close()
-
-
-def _activities(store_activities: StoreActivities) -> list[Any]:
-    return [store_activities.apply, store_activities.append_event]

@@ -1,0 +1,140 @@
+"""Temporal activities over the exchange gateway.
+
+Exchange errors leave as `ApplicationError`s whose `type` is the domain's
+`ErrorType` value: transient ones are retried by Temporal with backoff,
+permanent ones are non-retryable and handled by the workflow by name. Every
+placement after the first attempt looks its client id up before sending, so a
+retry never places a second order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.exchange.gateway import ExchangeGateway
+from domain.errors import classify_exception
+from domain.market import MarketFilters
+from domain.orders import Fill, OrderView
+from domain.requests import ExchangePosition, OrderRequest, PlaceOrderRequest, SymbolRequest
+
+
+def to_application_error(exc: BaseException, *, placement: bool = False) -> ApplicationError:
+    """The `ApplicationError` Temporal should see for an exchange exception."""
+    kind = classify_exception(exc, placement=placement)
+    return ApplicationError(
+        f"{type(exc).__name__}: {exc}"[:2000],
+        {"code": kind.code, "ambiguous": kind.ambiguous},
+        type=kind.type.value,
+        non_retryable=not kind.retryable,
+    )
+
+
+class ExchangeActivities:
+    """Exchange activities for the accounts this worker holds keys for."""
+
+    def __init__(self, gateways: Mapping[str, ExchangeGateway]) -> None:
+        self._gateways = dict(gateways)
+
+    def _gateway(self, account: str) -> ExchangeGateway:
+        try:
+            return self._gateways[account]
+        except KeyError:
+            raise ApplicationError(
+                f"this worker has no account {account!r}", type="UnknownAccount", non_retryable=True
+            ) from None
+
+    @activity.defn(name="exchange.place_order")
+    async def place_order(self, req: PlaceOrderRequest) -> OrderView:
+        """Place one order idempotently (look-up by client id on every retry)."""
+        gateway = self._gateway(req.account)
+        look_up = req.look_up_first or activity.info().attempt > 1
+        try:
+            return await gateway.place(req.intent, look_up_first=look_up)
+        except Exception as exc:
+            raise to_application_error(exc, placement=True) from exc
+
+    @activity.defn(name="exchange.find_order")
+    async def find_order(self, req: OrderRequest) -> OrderView | None:
+        """The order with this client id, open or done; None if the exchange has none."""
+        try:
+            return await self._gateway(req.account).find(
+                req.symbol, req.client_order_id, req.conditional
+            )
+        except Exception as exc:
+            raise to_application_error(exc) from exc
+
+    @activity.defn(name="exchange.cancel_order")
+    async def cancel_order(self, req: OrderRequest) -> OrderView | None:
+        """Cancel one order (a missing one counts as done); returns its final view."""
+        try:
+            return await self._gateway(req.account).cancel(
+                req.symbol,
+                client_order_id=req.client_order_id,
+                exchange_order_id=req.exchange_order_id,
+                conditional=req.conditional,
+            )
+        except Exception as exc:
+            raise to_application_error(exc) from exc
+
+    @activity.defn(name="exchange.position")
+    async def position(self, req: SymbolRequest) -> ExchangePosition:
+        """The account's position in one symbol (qty 0 when flat)."""
+        try:
+            return await self._gateway(req.account).position(req.symbol)
+        except Exception as exc:
+            raise to_application_error(exc) from exc
+
+    @activity.defn(name="exchange.open_stops")
+    async def open_stops(self, req: SymbolRequest) -> list[OrderView]:
+        """Open conditional (stop / take-profit) orders of one symbol."""
+        try:
+            return await self._gateway(req.account).open_orders(req.symbol, conditional=True)
+        except Exception as exc:
+            raise to_application_error(exc) from exc
+
+    @activity.defn(name="exchange.mark_price")
+    async def mark_price(self, req: SymbolRequest) -> Decimal:
+        """Current mark price of one symbol."""
+        try:
+            return await self._gateway(req.account).mark_price(req.symbol)
+        except Exception as exc:
+            raise to_application_error(exc) from exc
+
+    @activity.defn(name="exchange.filters")
+    async def filters(self, req: SymbolRequest) -> MarketFilters:
+        """Trading filters (tick, step, minimums) of one symbol."""
+        try:
+            return await self._gateway(req.account).filters(req.symbol)
+        except KeyError:
+            raise ApplicationError(
+                f"{req.symbol} is not listed", type="BadSymbol", non_retryable=True
+            ) from None
+        except Exception as exc:
+            raise to_application_error(exc) from exc
+
+    @activity.defn(name="exchange.fills")
+    async def fills(self, req: OrderRequest) -> list[Fill]:
+        """Executions of one of our orders (for a triggered stop: of the order it became)."""
+        try:
+            return await self._gateway(req.account).order_fills(
+                req.symbol, req.client_order_id, req.conditional
+            )
+        except Exception as exc:
+            raise to_application_error(exc) from exc
+
+    def all(self) -> list[object]:
+        """Every activity method, for registration on a worker."""
+        return [
+            self.place_order,
+            self.find_order,
+            self.cancel_order,
+            self.position,
+            self.open_stops,
+            self.mark_price,
+            self.filters,
+            self.fills,
+        ]

@@ -1,0 +1,370 @@
+"""The exchange gateway: posguard's only path to an exchange, over ccxt.async_support.
+
+One `ExchangeGateway` per account. It speaks in domain types (`OrderIntent`,
+`OrderView`, `ExchangePosition`, canonical symbols like "BTCUSDT") and hides
+ccxt's per-exchange parameters (Binance algo orders need `trigger: True`).
+
+Numbers are taken from the exchange's raw strings (`order['info']`) where they
+exist, so no price or quantity passes through float; ccxt's parsed floats are
+only a fallback, converted through their shortest repr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from domain.errors import classify_exception
+from domain.market import MarketFilters
+from domain.orders import Fill, OrderIntent, OrderStatus, OrderType, OrderView, status_from_ccxt
+from domain.requests import ExchangePosition
+from domain.symbols import canonical_from_unified, unified_from_canonical
+from domain.types import OrderSide, Side
+
+
+def to_decimal(value: object) -> Decimal | None:
+    """Exact Decimal of an exchange number (str/int), or of a ccxt float via its repr."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, Decimal):
+        return value
+    if isinstance(value, bool):
+        raise TypeError("bool is not a number here")
+    if isinstance(value, int | str):
+        return Decimal(value)
+    # ccxt parsed floats: repr is the shortest string that round-trips.
+    return Decimal(repr(value))
+
+
+def _first(info: Mapping[str, Any], *keys: str) -> Any:
+    for key in keys:
+        value = info.get(key)
+        if value not in (None, ""):
+            return value
+    return None
+
+
+def order_view(order: Mapping[str, Any], symbol: str) -> OrderView:
+    """Normalise one ccxt order dict (regular or Binance algo order) to an `OrderView`."""
+    info: Mapping[str, Any] = order.get("info") or {}
+    is_algo = "algoId" in info or "algoStatus" in info
+    filled = to_decimal(_first(info, "executedQty", "cumExecQty")) or to_decimal(
+        order.get("filled")
+    )
+    qty = to_decimal(_first(info, "origQty", "quantity", "qty")) or to_decimal(order.get("amount"))
+    average = to_decimal(_first(info, "avgPrice")) or to_decimal(order.get("average"))
+    trigger = to_decimal(_first(info, "triggerPrice", "stopPrice")) or to_decimal(
+        order.get("triggerPrice")
+    )
+    side = order.get("side")
+    status = status_from_ccxt(order.get("status"), filled)
+    updated = order.get("lastUpdateTimestamp") or order.get("timestamp")
+    reduce_only = order.get("reduceOnly")
+    return OrderView(
+        exchange_order_id=str(order.get("id") or _first(info, "algoId", "orderId")),
+        client_order_id=order.get("clientOrderId") or _first(info, "clientAlgoId", "clientOrderId"),
+        symbol=symbol,
+        side=OrderSide(side) if side in ("buy", "sell") else None,
+        status=status,
+        qty=qty,
+        filled_qty=filled or Decimal(0),
+        average_price=average if average else None,
+        trigger_price=trigger if trigger else None,
+        reduce_only=bool(reduce_only) if reduce_only is not None else None,
+        is_conditional=is_algo or trigger is not None,
+        updated_at=datetime.fromtimestamp(updated / 1000, UTC) if updated else None,
+    )
+
+
+class ExchangeGateway:
+    """Orders, positions and market data of one account, in domain terms."""
+
+    def __init__(self, exchange: Any, *, account: str) -> None:
+        self.exchange = exchange
+        self.account = account
+        self._markets_loaded = asyncio.Lock()
+        self._filters: dict[str, MarketFilters] = {}
+
+    @property
+    def exchange_id(self) -> str:
+        return str(self.exchange.id)
+
+    async def close(self) -> None:
+        await self.exchange.close()
+
+    # --- markets ----------------------------------------------------------------------
+
+    async def load_markets(self) -> None:
+        """Load markets once per process; later calls return at once."""
+        async with self._markets_loaded:
+            if not self._filters:
+                markets = await self.exchange.load_markets()
+                for market in markets.values():
+                    if market.get("linear") and market.get("swap"):
+                        filters = self._market_filters(market)
+                        self._filters[filters.symbol] = filters
+
+    @staticmethod
+    def _market_filters(market: Mapping[str, Any]) -> MarketFilters:
+        info = market.get("info") or {}
+        raw = {f.get("filterType"): f for f in info.get("filters", [])}
+        if raw:  # Binance: exact strings from exchangeInfo
+            tick = Decimal(raw["PRICE_FILTER"]["tickSize"])
+            lot = raw.get("MARKET_LOT_SIZE") or raw["LOT_SIZE"]
+            step = Decimal(raw["LOT_SIZE"]["stepSize"])
+            min_qty = Decimal(raw["LOT_SIZE"]["minQty"])
+            max_qty = to_decimal(lot.get("maxQty"))
+            min_notional = to_decimal((raw.get("MIN_NOTIONAL") or {}).get("notional"))
+        else:  # Bybit and others: ccxt's parsed precision and limits
+            tick = to_decimal(market["precision"]["price"]) or Decimal(0)
+            step = to_decimal(market["precision"]["amount"]) or Decimal(0)
+            min_qty = to_decimal(market["limits"]["amount"]["min"]) or step
+            max_qty = to_decimal(market["limits"]["amount"].get("max"))
+            min_notional = to_decimal(market["limits"].get("cost", {}).get("min"))
+        return MarketFilters(
+            symbol=canonical_from_unified(market["symbol"]),
+            tick_size=tick,
+            step_size=step,
+            min_qty=min_qty,
+            max_qty=max_qty,
+            min_notional=min_notional or Decimal(0),
+        )
+
+    async def filters(self, symbol: str) -> MarketFilters:
+        """Trading filters of a canonical symbol ("BTCUSDT"); KeyError if not listed."""
+        await self.load_markets()
+        return self._filters[symbol]
+
+    # --- orders ------------------------------------------------------------------------
+
+    async def place(self, intent: OrderIntent, *, look_up_first: bool) -> OrderView:
+        """Place `intent`, never twice.
+
+        With `look_up_first` (any retry), the order is first looked up by its
+        client id and returned if the exchange already has it; so an ambiguous
+        outcome (accepted, answer lost) never produces a second order. A
+        duplicate-client-id rejection is answered the same way.
+        """
+        if look_up_first:
+            existing = await self.find(intent.symbol, intent.client_order_id, intent.is_conditional)
+            if existing is not None:
+                return existing
+        unified = unified_from_canonical(intent.symbol)
+        params: dict[str, Any] = {"clientOrderId": intent.client_order_id}
+        if intent.reduce_only:
+            params["reduceOnly"] = True
+        if intent.type is OrderType.STOP_MARKET:
+            params["stopLossPrice"] = str(intent.trigger_price)
+        elif intent.type is OrderType.TAKE_PROFIT_MARKET:
+            params["takeProfitPrice"] = str(intent.trigger_price)
+        if intent.is_conditional:
+            params.update(self._trigger_params(intent))
+        if self.exchange_id.startswith("binance") and not intent.is_conditional:
+            params["newOrderRespType"] = "RESULT"
+        try:
+            order = await self.exchange.create_order(
+                unified, "market", intent.side.value, str(intent.qty), None, params
+            )
+        except Exception as exc:
+            if "DuplicateClientOrderId" in _classified(exc):
+                found = await self.find(
+                    intent.symbol, intent.client_order_id, intent.is_conditional
+                )
+                if found is not None:
+                    return found
+            raise
+        view = order_view(order, intent.symbol)
+        if view.status is OrderStatus.UNKNOWN or (
+            not intent.is_conditional and view.status is OrderStatus.OPEN
+        ):
+            # Some exchanges answer before the fill is known (Bybit: id only;
+            # Binance: NEW then FILLED); the order's own record is the truth.
+            found = await self.find(intent.symbol, intent.client_order_id, intent.is_conditional)
+            if found is not None:
+                return found
+        return view
+
+    def _trigger_params(self, intent: OrderIntent) -> dict[str, Any]:
+        if self.exchange_id.startswith("binance"):
+            return {"workingType": intent.working_type.value}
+        trigger_by = "MarkPrice" if intent.working_type.value == "MARK_PRICE" else "LastPrice"
+        return {"triggerBy": trigger_by}
+
+    def _lookup_params(self, client_order_id: str, conditional: bool) -> dict[str, Any]:
+        if self.exchange_id.startswith("binance"):
+            params: dict[str, Any] = {"clientOrderId": client_order_id}
+            if conditional:
+                params["trigger"] = True
+            return params
+        return {"orderLinkId": client_order_id}
+
+    async def find(self, symbol: str, client_order_id: str, conditional: bool) -> OrderView | None:
+        """The order with our client id, open or done, or None if the exchange has none."""
+        unified = unified_from_canonical(symbol)
+        params = self._lookup_params(client_order_id, conditional)
+        try:
+            if self.exchange_id.startswith("binance"):
+                order = await self.exchange.fetch_order(None, unified, params)
+            else:  # Bybit's fetch_order cannot look up by orderLinkId (ccxt.md §0.4)
+                orders = await self.exchange.fetch_open_orders(unified, None, None, params)
+                if not orders:
+                    orders = await self.exchange.fetch_canceled_and_closed_orders(
+                        unified, None, None, params
+                    )
+                if not orders:
+                    return None
+                order = orders[0]
+        except Exception as exc:
+            if "OrderNotFound" in _classified(exc):
+                return None
+            raise
+        return order_view(order, symbol)
+
+    async def fetch(self, symbol: str, exchange_order_id: str, conditional: bool) -> OrderView:
+        """The current view of one order by exchange id."""
+        params = {"trigger": True} if conditional and self.exchange_id.startswith("binance") else {}
+        order = await self.exchange.fetch_order(
+            exchange_order_id, unified_from_canonical(symbol), params
+        )
+        return order_view(order, symbol)
+
+    async def cancel(
+        self, symbol: str, *, client_order_id: str, exchange_order_id: str | None, conditional: bool
+    ) -> OrderView | None:
+        """Cancel one order; a missing order counts as done.
+
+        Returns the order's final view when the exchange still knows it (so the
+        caller can see whether a stop filled before it could be cancelled), or
+        None when the exchange has no such order.
+        """
+        unified = unified_from_canonical(symbol)
+        params: dict[str, Any] = {}
+        if conditional and self.exchange_id.startswith("binance"):
+            params["trigger"] = True
+        try:
+            if exchange_order_id is not None:
+                await self.exchange.cancel_order(exchange_order_id, unified, params)
+            else:
+                params.update(self._lookup_params(client_order_id, conditional))
+                await self.exchange.cancel_order(None, unified, params)
+        except Exception as exc:
+            if "OrderNotFound" not in _classified(exc):
+                raise
+        return await self.find(symbol, client_order_id, conditional)
+
+    async def open_orders(self, symbol: str | None, *, conditional: bool) -> list[OrderView]:
+        """Open orders (stops with `conditional`) of one symbol, or of all symbols."""
+        params: dict[str, Any] = {}
+        if self.exchange_id.startswith("binance"):
+            if conditional:
+                params["trigger"] = True
+            self.exchange.options.setdefault("fetchOpenOrders", {})["warnWithoutSymbol"] = False
+        elif conditional:
+            params["trigger"] = True
+        unified = unified_from_canonical(symbol) if symbol else None
+        orders = await self.exchange.fetch_open_orders(unified, None, None, params)
+        return [order_view(o, canonical_from_unified(o["symbol"])) for o in orders]
+
+    async def order_fills(self, symbol: str, client_order_id: str, conditional: bool) -> list[Fill]:
+        """Executions of our order `client_order_id`, fees in the quote currency.
+
+        A triggered Binance algo stop executes as a new matching-engine order
+        (`actualOrderId`); its trades are the stop's fills.
+        """
+        unified = unified_from_canonical(symbol)
+        params = self._lookup_params(client_order_id, conditional)
+        try:
+            order = await self.exchange.fetch_order(None, unified, params)
+        except Exception as exc:
+            if "OrderNotFound" in _classified(exc):
+                return []
+            raise
+        info = order.get("info") or {}
+        executed_id = _first(info, "actualOrderId") if conditional else order.get("id")
+        if executed_id in (None, "", "0", 0):
+            return []
+        return await self.fills(symbol, str(executed_id), client_order_id)
+
+    async def fills(
+        self, symbol: str, exchange_order_id: str, client_order_id: str | None = None
+    ) -> list[Fill]:
+        """Executions of one matching-engine order, with fees in the quote currency."""
+        trades = await self.exchange.fetch_my_trades(
+            unified_from_canonical(symbol), None, None, {"orderId": exchange_order_id}
+        )
+        result: list[Fill] = []
+        for t in trades:
+            info = t.get("info") or {}
+            fee = t.get("fee") or {}
+            at = t.get("timestamp")
+            result.append(
+                Fill(
+                    trade_id=str(t["id"]),
+                    client_order_id=client_order_id or t.get("clientOrderId"),
+                    qty=to_decimal(_first(info, "qty")) or to_decimal(t["amount"]) or Decimal(0),
+                    price=to_decimal(_first(info, "price")) or to_decimal(t["price"]) or Decimal(0),
+                    fee=to_decimal(_first(info, "commission"))
+                    or to_decimal(fee.get("cost"))
+                    or Decimal(0),
+                    at=datetime.fromtimestamp(at / 1000, UTC) if at else None,
+                )
+            )
+        return result
+
+    # --- positions and prices -----------------------------------------------------------
+
+    async def position(self, symbol: str) -> ExchangePosition:
+        """The account's position in `symbol`; flat (qty 0) when there is none."""
+        positions = await self.positions([symbol])
+        return positions.get(symbol) or ExchangePosition(symbol=symbol, side=None, qty=Decimal(0))
+
+    async def positions(self, symbols: list[str] | None = None) -> dict[str, ExchangePosition]:
+        """Non-flat positions by canonical symbol (all symbols when `symbols` is None)."""
+        unified = [unified_from_canonical(s) for s in symbols] if symbols else None
+        raw = await self.exchange.fetch_positions(unified)
+        result: dict[str, ExchangePosition] = {}
+        for p in raw:
+            info = p.get("info") or {}
+            amount = to_decimal(_first(info, "positionAmt", "size"))
+            if amount is None:
+                amount = to_decimal(p.get("contracts")) or Decimal(0)
+            if amount == 0:
+                continue
+            side_raw = p.get("side")
+            side = Side(side_raw) if side_raw in ("long", "short") else None
+            if side is None:
+                side = Side.LONG if amount > 0 else Side.SHORT
+            symbol = canonical_from_unified(p["symbol"])
+            result[symbol] = ExchangePosition(
+                symbol=symbol,
+                side=side,
+                qty=abs(amount),
+                entry_price=to_decimal(_first(info, "entryPrice", "avgPrice"))
+                or to_decimal(p.get("entryPrice")),
+                mark_price=to_decimal(_first(info, "markPrice")) or to_decimal(p.get("markPrice")),
+                unrealized_pnl=to_decimal(_first(info, "unRealizedProfit", "unrealisedPnl")),
+            )
+        return result
+
+    async def mark_price(self, symbol: str) -> Decimal:
+        """Current mark price (the price stops trigger on)."""
+        unified = unified_from_canonical(symbol)
+        if self.exchange_id.startswith("binance"):
+            data = await self.exchange.fetch_mark_price(unified)
+            info = data.get("info") or {}
+            price = to_decimal(_first(info, "markPrice")) or to_decimal(data.get("markPrice"))
+        else:
+            ticker = await self.exchange.fetch_ticker(unified)
+            price = to_decimal((ticker.get("info") or {}).get("markPrice")) or to_decimal(
+                ticker.get("markPrice")
+            )
+        if price is None:
+            raise ValueError(f"no mark price for {symbol}")
+        return price
+
+
+def _classified(exc: BaseException) -> str:
+    return classify_exception(exc).type.value

@@ -1,0 +1,96 @@
+"""Run the paper exchange: ``python -m simulator [--port N] [--price-path random_walk]``.
+
+Prints the REST, WebSocket and admin URLs plus the API key/secret, then runs
+until interrupted (Ctrl-C / SIGTERM). ``main(argv)`` returns the exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+
+from simulator.markets import build_markets
+from simulator.prices import SCENARIOS, make_source
+from simulator.server import PaperExchange
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="posguard sim", description="Binance USD-M paper exchange for ccxt."
+    )
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=0, help="REST+WS port (0 = ephemeral)")
+    p.add_argument("--admin-port", type=int, default=0, help="admin API port (0 = ephemeral)")
+    p.add_argument(
+        "--symbols",
+        default="",
+        help="extra symbols, comma separated (the six defaults are always present)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of synthetic price paths")
+    p.add_argument(
+        "--price-path",
+        default="none",
+        help=f"none | {' | '.join(SCENARIOS)} | csv:PATH[@SPEED]",
+    )
+    p.add_argument("--tick-interval", type=int, default=1000, help="price tick interval in ms")
+    p.add_argument(
+        "--weight-limit", type=int, default=2400, help="request weight per IP per minute"
+    )
+    p.add_argument("--api-key", default=None, help="API key to accept (random if omitted)")
+    p.add_argument("--api-secret", default=None, help="API secret (random if omitted)")
+    return p
+
+
+async def _run(args: argparse.Namespace) -> int:
+    symbols = [s.strip() for s in args.symbols.split(",") if s.strip()]
+    markets = build_markets(symbols)
+    source = make_source(args.price_path, markets, args.seed, args.tick_interval)
+    sim = PaperExchange(
+        host=args.host,
+        port=args.port,
+        admin_port=args.admin_port,
+        markets=markets,
+        seed=args.seed,
+        price_source=source,
+        tick_interval_ms=args.tick_interval,
+        api_key=args.api_key,
+        api_secret=args.api_secret,
+        weight_limit=args.weight_limit,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    async with sim:
+        info = {
+            "rest_url": sim.rest_url,
+            "ws_url": sim.ws_url,
+            "admin_url": sim.admin_url,
+            "api_key": sim.api_key,
+            "api_secret": sim.api_secret,
+            "symbols": list(markets),
+        }
+        print(f"paper exchange REST  {sim.rest_url}", flush=True)
+        print(f"paper exchange WS    {sim.ws_url}", flush=True)
+        print(f"paper exchange admin {sim.admin_url}", flush=True)
+        print(json.dumps(info), flush=True)
+        await stop.wait()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` (default ``sys.argv[1:]``), serve until interrupted, return 0."""
+    args = _parser().parse_args(argv)
+    try:
+        return asyncio.run(_run(args))
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

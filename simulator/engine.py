@@ -1,0 +1,830 @@
+"""The matching engine: a pure, synchronous, deterministic linear-perpetual venue.
+
+No I/O and no host clock: time comes from the injected clock, prices from
+:meth:`Engine.set_price`. All money is ``Decimal``. Every rejection raises
+:class:`simulator.errors.ApiError` with Binance's code, so the REST layer only
+translates. State changes are reported to listeners as events (see
+:class:`OrderEvent`, :class:`AlgoEvent`, :class:`AccountEvent`).
+
+Fill model: market orders fill at the mark price moved against the taker by
+``slippage_bps`` (rounded to tick), optionally split into ``fill_parts``
+executions; limit orders rest and fill at their price (maker) when the mark
+crosses them. Positions are one-way (``positionSide=BOTH``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+
+from simulator import errors
+from simulator.clock import Clock
+from simulator.markets import Market
+from simulator.model import ZERO, AlgoOrder, Episode, Fill, Order, Position
+from simulator.triggers import TriggerBook
+
+CLIENT_ID_RE = re.compile(r"^[\.A-Z\:/a-z0-9_-]{1,36}$")
+EIGHT_DP = Decimal("0.00000001")
+BPS = Decimal(10000)
+STOP_TYPES = ("STOP_MARKET", "TAKE_PROFIT_MARKET")
+PROTECTIVE_TYPES = ("STOP_MARKET",)
+
+
+@dataclass(slots=True)
+class OrderEvent:
+    """An order changed: ``exec_type`` is NEW, TRADE, CANCELED, EXPIRED (Binance ``x``)."""
+
+    order: Order
+    exec_type: str
+    fill: Fill | None
+    time: int
+
+
+@dataclass(slots=True)
+class AlgoEvent:
+    """An algo order changed status (Binance ALGO_UPDATE)."""
+
+    algo: AlgoOrder
+    time: int
+
+
+@dataclass(slots=True)
+class AccountEvent:
+    """Balance and/or the positions of ``symbols`` changed (Binance ACCOUNT_UPDATE)."""
+
+    reason: str
+    symbols: list[str]
+    time: int
+
+
+Event = OrderEvent | AlgoEvent | AccountEvent
+
+
+@dataclass(slots=True)
+class EngineConfig:
+    """Tunable behaviour of the engine. Fee rates and slippage are fractions/bps."""
+
+    taker_fee: Decimal = Decimal("0.0005")
+    maker_fee: Decimal = Decimal("0.0002")
+    slippage_bps: Decimal = ZERO
+    fill_parts: int = 1
+    market_fill_delay_ms: int = 0
+    initial_balance: Decimal = Decimal("10000")
+    default_leverage: int = 20
+    check_margin: bool = True
+    order_id_start: int = 4_000_000_000
+    algo_id_start: int = 1_000_000
+    per_symbol_slippage_bps: dict[str, Decimal] = field(default_factory=dict)
+
+
+def _sign(x: Decimal) -> int:
+    return 1 if x > 0 else (-1 if x < 0 else 0)
+
+
+class Engine:
+    """Deterministic USD-M perpetual matching engine.
+
+    Contract:
+      * Same markets, config, clock readings and call sequence => same state.
+      * A reduce-only execution never increases ``abs(position)`` nor flips it.
+      * ``wallet_balance`` changes only by realised PnL minus fees.
+    """
+
+    def __init__(
+        self, markets: dict[str, Market], clock: Clock, config: EngineConfig | None = None
+    ):
+        self.markets = markets
+        self.clock = clock
+        self.config = config or EngineConfig()
+        self.wallet_balance: Decimal = self.config.initial_balance
+        self.mark: dict[str, Decimal] = {s: m.initial_price for s, m in markets.items()}
+        self.last: dict[str, Decimal] = dict(self.mark)
+        self.positions: dict[str, Position] = {
+            s: Position(s, leverage=self.config.default_leverage) for s in markets
+        }
+        self.orders: dict[int, Order] = {}
+        self.algos: dict[int, AlgoOrder] = {}
+        self.fills: list[Fill] = []
+        self.episodes: list[Episode] = []
+        self._open_episode: dict[str, Episode] = {}
+        self._orders_by_cid: dict[str, list[int]] = {}
+        self._algos_by_cid: dict[str, list[int]] = {}
+        self._open_orders: dict[int, Order] = {}
+        self._open_algos: dict[int, AlgoOrder] = {}
+        # (symbol, side) -> number of open protective stops; O(1) protection checks
+        self._protective: dict[tuple[str, str], int] = {}
+        # trigger books keyed by (symbol, "MARK_PRICE"|"CONTRACT_PRICE"|"LIMIT")
+        self._books: dict[tuple[str, str], TriggerBook] = {}
+        self._delayed: list[tuple[int, int]] = []  # (due_ms, order_id)
+        self._next_order_id = self.config.order_id_start
+        self._next_algo_id = self.config.algo_id_start
+        self._next_trade_id = 1
+        self._next_cid = 1
+        self._listeners: list[Callable[[Event], None]] = []
+        self.balance_update_time = self.clock.now_ms()
+        for sym in markets:
+            for kind in ("MARK_PRICE", "CONTRACT_PRICE", "LIMIT"):
+                self._books[(sym, kind)] = TriggerBook()
+
+    # ------------------------------------------------------------------ events
+    def subscribe(self, listener: Callable[[Event], None]) -> None:
+        """Call ``listener(event)`` synchronously for every state change."""
+        self._listeners.append(listener)
+
+    def unsubscribe(self, listener: Callable[[Event], None]) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def _emit(self, event: Event) -> None:
+        for listener in self._listeners:
+            listener(event)
+
+    # ------------------------------------------------------------------ prices
+    def market(self, symbol: str) -> Market:
+        m = self.markets.get(symbol)
+        if m is None:
+            raise errors.invalid_symbol()
+        return m
+
+    def set_price(self, symbol: str, price: Decimal) -> None:
+        """Set mark and last price of ``symbol`` and fire crossed triggers.
+
+        Hot path: when nothing crosses this is two dict writes and two heap peeks.
+        """
+        self.mark[symbol] = price
+        self.last[symbol] = price
+        books = self._books
+        mb = books[(symbol, "MARK_PRICE")]
+        cb = books[(symbol, "CONTRACT_PRICE")]
+        lb = books[(symbol, "LIMIT")]
+        if mb.would_fire(price) or cb.would_fire(price) or lb.would_fire(price):
+            self._fire(symbol, price)
+
+    def _fire(self, symbol: str, price: Decimal) -> None:
+        now = self.clock.now_ms()
+        for kind in ("MARK_PRICE", "CONTRACT_PRICE"):
+            for algo_id in self._books[(symbol, kind)].pop_crossed(price):
+                algo = self.algos[algo_id]
+                if algo.is_open:
+                    self._trigger(algo, now)
+        for order_id in self._books[(symbol, "LIMIT")].pop_crossed(price):
+            order = self.orders[order_id]
+            if order.is_open:
+                self._execute(order, order.orig_qty - order.executed_qty, order.price, True, now)
+
+    def working_price(self, symbol: str, working_type: str) -> Decimal:
+        return self.mark[symbol] if working_type == "MARK_PRICE" else self.last[symbol]
+
+    # ------------------------------------------------------------ client ids
+    def _check_cid(self, cid: str | None, prefix: str) -> str:
+        if cid is None or cid == "":
+            cid = f"{prefix}{self._next_cid:016d}"
+            self._next_cid += 1
+            return cid
+        if not CLIENT_ID_RE.match(cid):
+            raise errors.invalid_client_id()
+        return cid
+
+    def _order_by_cid(self, cid: str) -> Order | None:
+        ids = self._orders_by_cid.get(cid)
+        return self.orders[ids[-1]] if ids else None
+
+    def _algo_by_cid(self, cid: str) -> AlgoOrder | None:
+        ids = self._algos_by_cid.get(cid)
+        return self.algos[ids[-1]] if ids else None
+
+    # ------------------------------------------------------------ validation
+    def _check_qty(self, m: Market, qty: Decimal) -> None:
+        if qty <= 0:
+            raise errors.qty_le_zero()
+        if not m.is_step_multiple(qty):
+            raise errors.precision_over_max()
+        if qty < m.min_qty:
+            raise errors.ApiError(-1013, "Filter failure: LOT_SIZE")
+        if qty > m.max_qty:
+            raise errors.qty_gt_max()
+
+    def _check_price(self, m: Market, price: Decimal) -> None:
+        if price <= 0:
+            raise errors.ApiError(-4001, "Price less than 0.")
+        if not m.is_tick_multiple(price):
+            raise errors.price_not_tick()
+
+    def _reducible(self, symbol: str, side: str) -> Decimal:
+        """How much an order of ``side`` could reduce the current position (>= 0)."""
+        amt = self.positions[symbol].amt
+        if side == "SELL" and amt > 0:
+            return amt
+        if side == "BUY" and amt < 0:
+            return -amt
+        return ZERO
+
+    def available_balance(self) -> Decimal:
+        """Wallet + unrealised PnL - initial margin of all positions (cross)."""
+        total = self.wallet_balance
+        for pos in self.positions.values():
+            if pos.amt != 0:
+                mark = self.mark[pos.symbol]
+                total += pos.amt * (mark - pos.entry_price)
+                total -= abs(pos.amt) * mark / pos.leverage
+        return total
+
+    def _check_margin(self, symbol: str, side: str, qty: Decimal, price: Decimal) -> None:
+        if not self.config.check_margin:
+            return
+        opening = qty - self._reducible(symbol, side)
+        if opening <= 0:
+            return
+        need = opening * price / self.positions[symbol].leverage
+        if need > self.available_balance():
+            raise errors.margin_insufficient()
+
+    # ---------------------------------------------------------------- orders
+    def place_order(
+        self,
+        symbol: str,
+        side: str,
+        order_type: str,
+        quantity: Decimal | None,
+        price: Decimal | None = None,
+        *,
+        reduce_only: bool = False,
+        client_order_id: str | None = None,
+        time_in_force: str = "GTC",
+        source: str = "api",
+    ) -> Order:
+        """Validate and accept a MARKET or LIMIT order; market orders execute now
+        (or after ``market_fill_delay_ms``). Raises ApiError on rejection."""
+        m = self.market(symbol)
+        if side not in ("BUY", "SELL"):
+            raise errors.invalid_side()
+        if order_type in ("STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET"):
+            raise errors.ApiError(
+                -4120, "Order type not supported for this endpoint. Please use the Algo Order API."
+            )
+        if order_type not in ("MARKET", "LIMIT"):
+            raise errors.invalid_order_type()
+        if quantity is None:
+            raise errors.mandatory_param("quantity")
+        self._check_qty(m, quantity)
+        if order_type == "LIMIT":
+            if price is None:
+                raise errors.mandatory_param("price")
+            self._check_price(m, price)
+        ref_price = price if (order_type == "LIMIT" and price is not None) else self.mark[symbol]
+        if not reduce_only and quantity * ref_price < m.min_notional:
+            raise errors.notional_too_small(str(m.min_notional))
+        cid = self._check_cid(client_order_id, "sim-")
+        existing = self._order_by_cid(cid)
+        if existing is not None and existing.is_open:
+            raise errors.duplicate_client_order_id()
+        if reduce_only and self._reducible(symbol, side) == 0:
+            raise errors.reduce_only_rejected()
+        if not reduce_only:
+            self._check_margin(symbol, side, quantity, ref_price)
+        now = self.clock.now_ms()
+        order = self._new_order(
+            symbol,
+            side,
+            order_type,
+            order_type,
+            quantity,
+            price if order_type == "LIMIT" and price is not None else ZERO,
+            ZERO,
+            reduce_only,
+            False,
+            time_in_force,
+            "CONTRACT_PRICE",
+            cid,
+            source,
+            now,
+        )
+        self._emit(OrderEvent(order, "NEW", None, now))
+        if order_type == "MARKET":
+            if self.config.market_fill_delay_ms > 0:
+                self._delayed.append((now + self.config.market_fill_delay_ms, order.order_id))
+            else:
+                self._execute_market(order, now)
+        else:
+            assert price is not None
+            mark = self.mark[symbol]
+            marketable = (side == "BUY" and price >= mark) or (side == "SELL" and price <= mark)
+            if marketable:
+                if time_in_force == "GTX":
+                    self._finish(order, "EXPIRED", now)
+                else:
+                    self._execute(order, quantity, mark, False, now)
+            else:
+                # buy limit fills when the price falls to it, sell limit when it rises
+                self._books[(symbol, "LIMIT")].add(order.order_id, price, side == "SELL")
+        return order
+
+    def _new_order(
+        self,
+        symbol: str,
+        side: str,
+        order_type: str,
+        orig_type: str,
+        qty: Decimal,
+        price: Decimal,
+        stop_price: Decimal,
+        reduce_only: bool,
+        close_position: bool,
+        tif: str,
+        working_type: str,
+        cid: str,
+        source: str,
+        now: int,
+        algo_id: int | None = None,
+    ) -> Order:
+        order = Order(
+            order_id=self._next_order_id,
+            client_order_id=cid,
+            symbol=symbol,
+            side=side,
+            type=order_type,
+            orig_type=orig_type,
+            orig_qty=qty,
+            price=price,
+            stop_price=stop_price,
+            reduce_only=reduce_only,
+            close_position=close_position,
+            time_in_force=tif,
+            working_type=working_type,
+            time=now,
+            update_time=now,
+            source=source,
+            algo_id=algo_id,
+        )
+        self._next_order_id += 1
+        self.orders[order.order_id] = order
+        self._open_orders[order.order_id] = order
+        self._orders_by_cid.setdefault(cid, []).append(order.order_id)
+        return order
+
+    def _fill_price(self, symbol: str, side: str) -> Decimal:
+        m = self.markets[symbol]
+        mark = self.mark[symbol]
+        bps = self.config.per_symbol_slippage_bps.get(symbol, self.config.slippage_bps)
+        if bps == 0:
+            return mark
+        if side == "BUY":
+            raw = mark * (BPS + bps) / BPS
+            ticks = (raw / m.tick_size).to_integral_value(rounding=ROUND_CEILING)
+        else:
+            raw = mark * (BPS - bps) / BPS
+            ticks = (raw / m.tick_size).to_integral_value(rounding=ROUND_FLOOR)
+        return max(ticks, Decimal(1)) * m.tick_size
+
+    def _execute_market(self, order: Order, now: int) -> None:
+        qty = order.orig_qty - order.executed_qty
+        if order.reduce_only or order.close_position:
+            qty = min(qty, self._reducible(order.symbol, order.side))
+            if qty <= 0:
+                self._finish(order, "EXPIRED", now)
+                return
+        m = self.markets[order.symbol]
+        parts = max(1, self.config.fill_parts)
+        chunk = m.floor_qty(qty / parts) if parts > 1 else qty
+        if chunk <= 0:
+            chunk = qty
+        remaining = qty
+        price = self._fill_price(order.symbol, order.side)
+        while remaining > 0 and order.is_open:
+            q = chunk if remaining - chunk >= chunk else remaining
+            self._execute(order, q, price, False, now)
+            remaining -= q
+        if order.is_open:
+            # reduce-only clipped below orig_qty: the rest expires like on Binance
+            self._finish(order, "EXPIRED", now)
+
+    def _execute(self, order: Order, qty: Decimal, price: Decimal, maker: bool, now: int) -> None:
+        """Apply one execution of ``qty`` at ``price`` to order, position and wallet."""
+        if order.reduce_only:
+            qty = min(qty, self._reducible(order.symbol, order.side))
+            if qty <= 0:
+                self._finish(order, "EXPIRED", now)
+                return
+        pos = self.positions[order.symbol]
+        delta = qty if order.side == "BUY" else -qty
+        old = pos.amt
+        realized = ZERO
+        if old == 0 or _sign(old) == _sign(delta):
+            new_amt = old + delta
+            pos.entry_price = (abs(old) * pos.entry_price + qty * price) / abs(new_amt)
+        else:
+            closing = min(qty, abs(old))
+            realized = (closing * (price - pos.entry_price) * _sign(old)).quantize(EIGHT_DP)
+            new_amt = old + delta
+            if new_amt == 0:
+                pos.entry_price = ZERO
+            elif _sign(new_amt) != _sign(old):
+                pos.entry_price = price
+        pos.amt = new_amt
+        pos.realized_pnl += realized
+        pos.update_time = now
+        rate = self.config.maker_fee if maker else self.config.taker_fee
+        quote = qty * price
+        fee = (quote * rate).quantize(EIGHT_DP)
+        self.wallet_balance += realized - fee
+        self.balance_update_time = now
+        fill = Fill(
+            trade_id=self._next_trade_id,
+            order_id=order.order_id,
+            symbol=order.symbol,
+            side=order.side,
+            price=price,
+            qty=qty,
+            quote_qty=quote,
+            commission=fee,
+            realized_pnl=realized,
+            maker=maker,
+            time=now,
+        )
+        self._next_trade_id += 1
+        self.fills.append(fill)
+        order.fill_ids.append(fill.trade_id)
+        order.executed_qty += qty
+        order.cum_quote += quote
+        order.update_time = now
+        order.status = "FILLED" if order.executed_qty >= order.orig_qty else "PARTIALLY_FILLED"
+        if order.status == "FILLED":
+            self._open_orders.pop(order.order_id, None)
+            self._books[(order.symbol, "LIMIT")].remove(order.order_id)
+        self._emit(OrderEvent(order, "TRADE", fill, now))
+        self._emit(AccountEvent("ORDER", [order.symbol], now))
+        self._position_changed(order.symbol, old, now)
+
+    def _finish(self, order: Order, status: str, now: int) -> None:
+        order.status = status
+        order.update_time = now
+        self._open_orders.pop(order.order_id, None)
+        self._books[(order.symbol, "LIMIT")].remove(order.order_id)
+        self._emit(OrderEvent(order, status, None, now))
+
+    def poll(self) -> int:
+        """Execute delayed market orders that are due; returns how many ran."""
+        if not self._delayed:
+            return 0
+        now = self.clock.now_ms()
+        due = [d for d in self._delayed if d[0] <= now]
+        if not due:
+            return 0
+        self._delayed = [d for d in self._delayed if d[0] > now]
+        for _, order_id in sorted(due):
+            order = self.orders[order_id]
+            if order.is_open:
+                self._execute_market(order, now)
+            if order.algo_id is not None:
+                algo = self.algos[order.algo_id]
+                algo.algo_status = "FINISHED"
+                algo.update_time = now
+                self._emit(AlgoEvent(algo, now))
+        return len(due)
+
+    def find_order(
+        self, symbol: str, order_id: int | None = None, client_order_id: str | None = None
+    ) -> Order:
+        """Look an order up by id or (most recent) client id; -2013 when unknown."""
+        self.market(symbol)
+        order: Order | None = None
+        if order_id is not None:
+            order = self.orders.get(order_id)
+        elif client_order_id is not None:
+            order = self._order_by_cid(client_order_id)
+        else:
+            raise errors.ApiError(-1102, "Either orderId or origClientOrderId must be sent.")
+        if order is None or order.symbol != symbol:
+            raise errors.order_not_exist()
+        return order
+
+    def cancel_order(
+        self, symbol: str, order_id: int | None = None, client_order_id: str | None = None
+    ) -> Order:
+        """Cancel an open order; -2011 when unknown or no longer open."""
+        try:
+            order = self.find_order(symbol, order_id, client_order_id)
+        except errors.ApiError as exc:
+            if exc.code == -2013:
+                raise errors.unknown_order() from None
+            raise
+        if not order.is_open:
+            raise errors.unknown_order()
+        self._finish(order, "CANCELED", self.clock.now_ms())
+        return order
+
+    def open_orders(self, symbol: str | None = None) -> list[Order]:
+        return [o for o in self._open_orders.values() if symbol is None or o.symbol == symbol]
+
+    def all_orders(self, symbol: str | None = None) -> list[Order]:
+        return [o for o in self.orders.values() if symbol is None or o.symbol == symbol]
+
+    def cancel_all_orders(self, symbol: str) -> list[Order]:
+        self.market(symbol)
+        out = []
+        now = self.clock.now_ms()
+        for order in self.open_orders(symbol):
+            self._finish(order, "CANCELED", now)
+            out.append(order)
+        return out
+
+    # ----------------------------------------------------------------- algos
+    def place_algo(
+        self,
+        symbol: str,
+        side: str,
+        order_type: str,
+        quantity: Decimal | None,
+        trigger_price: Decimal | None,
+        *,
+        reduce_only: bool = False,
+        close_position: bool = False,
+        working_type: str = "CONTRACT_PRICE",
+        client_algo_id: str | None = None,
+        price_protect: bool = False,
+        source: str = "api",
+    ) -> AlgoOrder:
+        """Accept a conditional STOP_MARKET / TAKE_PROFIT_MARKET order.
+
+        Rejections: -2021 would trigger now, -4130 duplicate closePosition stop,
+        -2022 reduce-only with nothing to reduce, -20132 duplicate open clientAlgoId.
+        """
+        m = self.market(symbol)
+        if side not in ("BUY", "SELL"):
+            raise errors.invalid_side()
+        if order_type not in STOP_TYPES:
+            raise errors.invalid_order_type()
+        if working_type not in ("MARK_PRICE", "CONTRACT_PRICE"):
+            raise errors.bad_param("workingType")
+        if trigger_price is None:
+            raise errors.mandatory_param("triggerPrice")
+        self._check_price(m, trigger_price)
+        if close_position:
+            if quantity is not None:
+                raise errors.ApiError(-1106, "Parameter 'quantity' sent when not required.")
+            if reduce_only:
+                raise errors.ApiError(-1106, "Parameter 'reduceOnly' sent when not required.")
+        else:
+            if quantity is None:
+                raise errors.mandatory_param("quantity")
+            self._check_qty(m, quantity)
+            if not reduce_only and quantity * trigger_price < m.min_notional:
+                raise errors.notional_too_small(str(m.min_notional))
+        cid = self._check_cid(client_algo_id, "algo-")
+        existing = self._algo_by_cid(cid)
+        if existing is not None and existing.is_open:
+            raise errors.duplicate_client_algo_id()
+        rises = (side == "BUY") == (order_type == "STOP_MARKET")
+        current = self.working_price(symbol, working_type)
+        if (rises and current >= trigger_price) or (not rises and current <= trigger_price):
+            raise errors.would_trigger()
+        if close_position:
+            for other in self._open_algos.values():
+                if (
+                    other.symbol == symbol
+                    and other.close_position
+                    and other.side == side
+                    and other.order_type == order_type
+                ):
+                    raise errors.close_position_exists()
+        elif reduce_only and self._reducible(symbol, side) == 0:
+            raise errors.reduce_only_rejected()
+        now = self.clock.now_ms()
+        algo = AlgoOrder(
+            algo_id=self._next_algo_id,
+            client_algo_id=cid,
+            symbol=symbol,
+            side=side,
+            order_type=order_type,
+            quantity=quantity,
+            trigger_price=trigger_price,
+            reduce_only=reduce_only,
+            close_position=close_position,
+            working_type=working_type,
+            price_protect=price_protect,
+            create_time=now,
+            update_time=now,
+            source=source,
+        )
+        self._next_algo_id += 1
+        self.algos[algo.algo_id] = algo
+        self._open_algos[algo.algo_id] = algo
+        self._algos_by_cid.setdefault(cid, []).append(algo.algo_id)
+        self._books[(symbol, working_type)].add(algo.algo_id, trigger_price, rises)
+        if self._is_protective(algo):
+            key = (symbol, side)
+            self._protective[key] = self._protective.get(key, 0) + 1
+        self._emit(AlgoEvent(algo, now))
+        self._refresh_protection(symbol, now)
+        return algo
+
+    @staticmethod
+    def _is_protective(algo: AlgoOrder) -> bool:
+        return algo.order_type in PROTECTIVE_TYPES and (algo.reduce_only or algo.close_position)
+
+    def _close_algo(self, algo: AlgoOrder, status: str, now: int, reason: str = "") -> None:
+        """Move an open algo to a terminal/triggered status and keep indexes in sync."""
+        was_open = algo.is_open
+        algo.algo_status = status
+        algo.update_time = now
+        if reason:
+            algo.fail_reason = reason
+        if was_open:
+            self._open_algos.pop(algo.algo_id, None)
+            self._books[(algo.symbol, algo.working_type)].remove(algo.algo_id)
+            if self._is_protective(algo):
+                self._protective[(algo.symbol, algo.side)] -= 1
+        self._emit(AlgoEvent(algo, now))
+        if was_open:
+            self._refresh_protection(algo.symbol, now)
+
+    def _trigger(self, algo: AlgoOrder, now: int) -> None:
+        algo.trigger_time = now
+        if algo.close_position:
+            qty = self._reducible(algo.symbol, algo.side)
+        else:
+            assert algo.quantity is not None
+            qty = min(algo.quantity, self._reducible(algo.symbol, algo.side))
+            if not algo.reduce_only:
+                qty = algo.quantity
+        if qty <= 0:
+            self._close_algo(algo, "EXPIRED", now, "Reduce Only reject")
+            return
+        order = self._new_order(
+            algo.symbol,
+            algo.side,
+            "MARKET",
+            algo.order_type,
+            qty,
+            ZERO,
+            algo.trigger_price,
+            algo.reduce_only or algo.close_position,
+            algo.close_position,
+            "GTC",
+            algo.working_type,
+            algo.client_algo_id,
+            "algo",
+            now,
+            algo.algo_id,
+        )
+        algo.actual_order_id = order.order_id
+        self._close_algo(algo, "TRIGGERED", now)
+        self._emit(OrderEvent(order, "NEW", None, now))
+        if self.config.market_fill_delay_ms > 0:
+            self._delayed.append((now + self.config.market_fill_delay_ms, order.order_id))
+            return
+        self._execute_market(order, now)
+        algo.update_time = now
+        algo.algo_status = "FINISHED"
+        self._emit(AlgoEvent(algo, now))
+
+    def find_algo(self, algo_id: int | None = None, client_algo_id: str | None = None) -> AlgoOrder:
+        """Look an algo order up by id or (most recent) client id; -2013 when unknown."""
+        algo: AlgoOrder | None = None
+        if algo_id is not None:
+            algo = self.algos.get(algo_id)
+        elif client_algo_id is not None:
+            algo = self._algo_by_cid(client_algo_id)
+        else:
+            raise errors.ApiError(-1102, "Either algoId or clientAlgoId must be sent.")
+        if algo is None:
+            raise errors.order_not_exist()
+        return algo
+
+    def cancel_algo(
+        self, algo_id: int | None = None, client_algo_id: str | None = None
+    ) -> AlgoOrder:
+        """Cancel an open algo order; -2011 when unknown or not open."""
+        try:
+            algo = self.find_algo(algo_id, client_algo_id)
+        except errors.ApiError as exc:
+            if exc.code == -2013:
+                raise errors.unknown_order() from None
+            raise
+        if not algo.is_open:
+            raise errors.unknown_order()
+        self._close_algo(algo, "CANCELED", self.clock.now_ms())
+        return algo
+
+    def open_algos(self, symbol: str | None = None) -> list[AlgoOrder]:
+        return [a for a in self._open_algos.values() if symbol is None or a.symbol == symbol]
+
+    def all_algos(self, symbol: str | None = None) -> list[AlgoOrder]:
+        return [a for a in self.algos.values() if symbol is None or a.symbol == symbol]
+
+    def cancel_all_algos(self, symbol: str) -> list[AlgoOrder]:
+        self.market(symbol)
+        now = self.clock.now_ms()
+        out = self.open_algos(symbol)
+        for algo in out:
+            self._close_algo(algo, "CANCELED", now)
+        return out
+
+    # -------------------------------------------------------------- positions
+    def _position_changed(self, symbol: str, old: Decimal, now: int) -> None:
+        new = self.positions[symbol].amt
+        if _sign(old) != _sign(new):
+            ep = self._open_episode.pop(symbol, None)
+            if ep is not None:
+                if ep.unprotected_since is not None:
+                    ep.unprotected_ms += now - ep.unprotected_since
+                    ep.unprotected_since = None
+                ep.closed_ms = now
+            if new != 0:
+                ep = Episode(
+                    episode_id=len(self.episodes) + 1,
+                    symbol=symbol,
+                    side="long" if new > 0 else "short",
+                    opened_ms=now,
+                )
+                self.episodes.append(ep)
+                self._open_episode[symbol] = ep
+            # closePosition stops whose side no longer reduces anything are cancelled
+            exit_side = "SELL" if new > 0 else ("BUY" if new < 0 else "")
+            for algo in list(self._open_algos.values()):
+                if algo.symbol == symbol and algo.close_position and algo.side != exit_side:
+                    self._close_algo(algo, "CANCELED", now)
+        ep = self._open_episode.get(symbol)
+        if ep is not None and abs(new) > ep.max_abs_qty:
+            ep.max_abs_qty = abs(new)
+        self._refresh_protection(symbol, now)
+
+    def _refresh_protection(self, symbol: str, now: int) -> None:
+        ep = self._open_episode.get(symbol)
+        if ep is None:
+            return
+        exit_side = "SELL" if ep.side == "long" else "BUY"
+        protected = self._protective.get((symbol, exit_side), 0) > 0
+        if protected and ep.unprotected_since is not None:
+            ep.unprotected_ms += now - ep.unprotected_since
+            ep.unprotected_since = None
+        elif not protected and ep.unprotected_since is None:
+            ep.unprotected_since = now
+
+    def unrealized_pnl(self, symbol: str) -> Decimal:
+        pos = self.positions[symbol]
+        if pos.amt == 0:
+            return ZERO
+        return pos.amt * (self.mark[symbol] - pos.entry_price)
+
+    def total_unrealized(self) -> Decimal:
+        return sum((self.unrealized_pnl(s) for s in self.positions), ZERO)
+
+    def set_leverage(self, symbol: str, leverage: int) -> Position:
+        m = self.market(symbol)
+        if leverage < 1 or leverage > m.max_leverage:
+            raise errors.invalid_leverage()
+        pos = self.positions[symbol]
+        pos.leverage = leverage
+        return pos
+
+    def set_margin_type(self, symbol: str, margin_type: str) -> Position:
+        self.market(symbol)
+        mt = {"CROSSED": "CROSSED", "CROSS": "CROSSED", "ISOLATED": "ISOLATED"}.get(
+            margin_type.upper()
+        )
+        if mt is None:
+            raise errors.bad_param("marginType")
+        pos = self.positions[symbol]
+        if pos.margin_type == mt:
+            raise errors.no_need_margin_type()
+        if pos.amt != 0 or self.open_orders(symbol):
+            raise errors.ApiError(-4048, "Margin type cannot be changed if there exists position.")
+        pos.margin_type = mt
+        return pos
+
+    # ------------------------------------------------------------ manual ops
+    def manual_open(self, symbol: str, side: str, quantity: Decimal) -> Order:
+        """A person opens/extends a position in the exchange UI (market order)."""
+        return self.place_order(symbol, side, "MARKET", quantity, source="manual")
+
+    def manual_close(self, symbol: str) -> Order | None:
+        """A person closes the whole position in the UI; None when flat."""
+        amt = self.positions[symbol].amt
+        if amt == 0:
+            return None
+        side = "SELL" if amt > 0 else "BUY"
+        return self.place_order(symbol, side, "MARKET", abs(amt), reduce_only=True, source="manual")
+
+    def manual_cancel(self, order_id: int) -> Order | AlgoOrder:
+        """A person cancels an order or algo order by id in the UI."""
+        if order_id in self.algos:
+            return self.cancel_algo(algo_id=order_id)
+        order = self.orders.get(order_id)
+        if order is None:
+            raise errors.unknown_order()
+        return self.cancel_order(order.symbol, order_id=order_id)
+
+    def deposit(self, amount: Decimal) -> None:
+        """Credit (or debit) the USDT wallet, e.g. to top up a demo account."""
+        now = self.clock.now_ms()
+        self.wallet_balance += amount
+        self.balance_update_time = now
+        self._emit(AccountEvent("DEPOSIT", [], now))
+
+    def unprotected_ms(self, symbol: str) -> int:
+        """Total unprotected time of all episodes of ``symbol`` up to now."""
+        now = self.clock.now_ms()
+        return sum(e.unprotected_at(now) for e in self.episodes if e.symbol == symbol)

@@ -1,0 +1,312 @@
+"""Classification of exchange errors (ccxt's hierarchy, mirrored without importing it)."""
+
+from __future__ import annotations
+
+import pytest
+
+from domain.errors import (
+    NON_RETRYABLE_ERROR_TYPES,
+    ErrorClass,
+    ErrorType,
+    cancel_counts_as_done,
+    classify,
+    classify_exception,
+    error_code,
+)
+
+# ccxt 4.5 `base/errors.py` hierarchy: class → parent (notes/ccxt.md §5).
+PARENT: dict[str, str] = {
+    "BaseError": "Exception",
+    "ExchangeError": "BaseError",
+    "AuthenticationError": "ExchangeError",
+    "PermissionDenied": "AuthenticationError",
+    "AccountNotEnabled": "PermissionDenied",
+    "AccountSuspended": "AuthenticationError",
+    "ArgumentsRequired": "ExchangeError",
+    "BadRequest": "ExchangeError",
+    "BadSymbol": "BadRequest",
+    "OperationRejected": "ExchangeError",
+    "NoChange": "OperationRejected",
+    "MarginModeAlreadySet": "NoChange",
+    "MarketClosed": "OperationRejected",
+    "ManualInteractionNeeded": "OperationRejected",
+    "RestrictedLocation": "OperationRejected",
+    "InsufficientFunds": "ExchangeError",
+    "InvalidAddress": "ExchangeError",
+    "AddressPending": "InvalidAddress",
+    "InvalidOrder": "ExchangeError",
+    "OrderNotFound": "InvalidOrder",
+    "OrderNotCached": "InvalidOrder",
+    "OrderImmediatelyFillable": "InvalidOrder",
+    "OrderNotFillable": "InvalidOrder",
+    "DuplicateOrderId": "InvalidOrder",
+    "ContractUnavailable": "InvalidOrder",
+    "NotSupported": "ExchangeError",
+    "InvalidProxySettings": "ExchangeError",
+    "ExchangeClosedByUser": "ExchangeError",
+    "OperationFailed": "BaseError",
+    "NetworkError": "OperationFailed",
+    "DDoSProtection": "NetworkError",
+    "RateLimitExceeded": "NetworkError",
+    "ExchangeNotAvailable": "NetworkError",
+    "OnMaintenance": "ExchangeNotAvailable",
+    "InvalidNonce": "NetworkError",
+    "ChecksumError": "InvalidNonce",
+    "RequestTimeout": "NetworkError",
+    "BadResponse": "OperationFailed",
+    "NullResponse": "BadResponse",
+    "CancelPending": "OperationFailed",
+    "UnsubscribeError": "BaseError",
+}
+
+
+def mro(name: str) -> list[str]:
+    chain = [name]
+    while chain[-1] in PARENT:
+        chain.append(PARENT[chain[-1]])
+    return [*chain, "BaseException", "object"]
+
+
+_classes: dict[str, type[Exception]] = {}
+
+
+def ccxt_like(name: str) -> type[Exception]:
+    """A class with ccxt's name and ancestry, so `type(e).__mro__` matches ccxt's."""
+    if name == "Exception":
+        return Exception
+    if name not in _classes:
+        _classes[name] = type(name, (ccxt_like(PARENT[name]),), {})
+    return _classes[name]
+
+
+E = ErrorType
+EXPECTED: dict[str, ErrorType] = {
+    "ExchangeError": E.EXCHANGE_ERROR,
+    "AuthenticationError": E.AUTHENTICATION,
+    "PermissionDenied": E.PERMISSION_DENIED,
+    "AccountNotEnabled": E.PERMISSION_DENIED,
+    "AccountSuspended": E.PERMISSION_DENIED,
+    "ArgumentsRequired": E.EXCHANGE_ERROR,
+    "BadRequest": E.EXCHANGE_ERROR,
+    "BadSymbol": E.BAD_SYMBOL,
+    "OperationRejected": E.EXCHANGE_ERROR,
+    "NoChange": E.NO_CHANGE,
+    "MarginModeAlreadySet": E.NO_CHANGE,
+    "MarketClosed": E.EXCHANGE_ERROR,
+    "ManualInteractionNeeded": E.EXCHANGE_ERROR,
+    "RestrictedLocation": E.EXCHANGE_ERROR,
+    "InsufficientFunds": E.INSUFFICIENT_FUNDS,
+    "InvalidAddress": E.EXCHANGE_ERROR,
+    "AddressPending": E.EXCHANGE_ERROR,
+    "InvalidOrder": E.INVALID_ORDER,
+    "OrderNotFound": E.ORDER_NOT_FOUND,
+    "OrderNotCached": E.INVALID_ORDER,
+    "OrderImmediatelyFillable": E.ORDER_IMMEDIATELY_FILLABLE,
+    "OrderNotFillable": E.INVALID_ORDER,
+    "DuplicateOrderId": E.DUPLICATE_CLIENT_ORDER_ID,
+    "ContractUnavailable": E.INVALID_ORDER,
+    "NotSupported": E.NOT_SUPPORTED,
+    "InvalidProxySettings": E.EXCHANGE_ERROR,
+    "ExchangeClosedByUser": E.EXCHANGE_ERROR,
+    "OperationFailed": E.OPERATION_FAILED,
+    "NetworkError": E.NETWORK,
+    "DDoSProtection": E.RATE_LIMITED,
+    "RateLimitExceeded": E.RATE_LIMITED,
+    "ExchangeNotAvailable": E.EXCHANGE_UNAVAILABLE,
+    "OnMaintenance": E.EXCHANGE_UNAVAILABLE,
+    "InvalidNonce": E.INVALID_NONCE,
+    "ChecksumError": E.NETWORK,
+    "RequestTimeout": E.REQUEST_TIMEOUT,
+    "BadResponse": E.OPERATION_FAILED,
+    "NullResponse": E.OPERATION_FAILED,
+    "CancelPending": E.OPERATION_FAILED,
+    "BaseError": E.UNEXPECTED,
+    "UnsubscribeError": E.UNEXPECTED,
+}
+
+
+def test_table_covers_the_whole_hierarchy() -> None:
+    assert set(EXPECTED) == set(PARENT)
+
+
+@pytest.mark.parametrize(("name", "expected"), sorted(EXPECTED.items()))
+def test_every_ccxt_class(name: str, expected: ErrorType) -> None:
+    got = classify_exception(ccxt_like(name)("binanceusdm {}"))
+    assert got.type is expected
+    assert got == classify(mro(name), "binanceusdm {}")
+    # the transient family is exactly NetworkError/OperationFailed (and unknowns)
+    transient = "OperationFailed" in mro(name) or name in ("BaseError", "UnsubscribeError")
+    assert got.retryable is transient
+    assert not got.ambiguous  # not a placement
+
+
+@pytest.mark.parametrize(("name", "expected"), sorted(EXPECTED.items()))
+def test_ambiguity_only_for_placements_that_may_have_landed(name: str, expected: ErrorType) -> None:
+    got = classify(mro(name), "", placement=True)
+    may_have_landed = expected.retryable and expected not in {E.RATE_LIMITED, E.INVALID_NONCE}
+    assert got.ambiguous is may_have_landed
+
+
+@pytest.mark.parametrize(
+    ("name", "ambiguous"),
+    [
+        ("RequestTimeout", True),
+        ("NetworkError", True),
+        ("ExchangeNotAvailable", True),
+        ("RateLimitExceeded", False),
+        ("DDoSProtection", False),
+        ("InvalidNonce", False),
+        ("InvalidOrder", False),
+    ],
+)
+def test_placement_ambiguity_examples(name: str, ambiguous: bool) -> None:
+    assert classify(mro(name), "", placement=True).ambiguous is ambiguous
+
+
+@pytest.mark.parametrize(
+    ("name", "message", "expected"),
+    [
+        # duplicate client ids hide behind generic classes (ccxt.md §0.3)
+        (
+            "InvalidOrder",
+            'binanceusdm {"code":-4116,"msg":"ClientOrderId is duplicated."}',
+            E.DUPLICATE_CLIENT_ORDER_ID,
+        ),
+        (
+            "ExchangeError",
+            'binanceusdm {"code":-4116,"msg":"ClientOrderId is duplicated."}',
+            E.DUPLICATE_CLIENT_ORDER_ID,
+        ),
+        (
+            "BadRequest",
+            'binanceusdm {"code":-20132,"msg":"The client algo id is duplicated."}',
+            E.DUPLICATE_CLIENT_ORDER_ID,
+        ),
+        (
+            "InvalidOrder",
+            'bybit {"retCode":110072,"retMsg":"OrderLinkedID is duplicate"}',
+            E.DUPLICATE_CLIENT_ORDER_ID,
+        ),
+        # against a local simulator Binance's linear codes become ExchangeError
+        (
+            "ExchangeError",
+            'binanceusdm {"code":-2021,"msg":"Order would immediately trigger."}',
+            E.ORDER_IMMEDIATELY_FILLABLE,
+        ),
+        ("ExchangeError", 'binanceusdm {"code":-4142,"msg":"..."}', E.ORDER_IMMEDIATELY_FILLABLE),
+        (
+            "InvalidOrder",
+            'binanceusdm {"code":-2022,"msg":"ReduceOnly Order is rejected."}',
+            E.REDUCE_ONLY_REJECTED,
+        ),
+        (
+            "InvalidOrder",
+            'bybit {"retCode":110017,"retMsg":"reduce-only rule not satisfied"}',
+            E.REDUCE_ONLY_REJECTED,
+        ),
+        (
+            "ExchangeError",
+            'binanceusdm {"code":-2019,"msg":"Margin is insufficient."}',
+            E.INSUFFICIENT_FUNDS,
+        ),
+        (
+            "ExchangeError",
+            'binanceusdm {"code":-1008,"msg":"Server is currently overloaded"}',
+            E.OPERATION_FAILED,
+        ),
+        (
+            "ExchangeError",
+            'bybit {"retCode":10016,"retMsg":"System error, try again"}',
+            E.OPERATION_FAILED,
+        ),
+        ("ExchangeError", 'binanceusdm {"code":-4140,"msg":"Invalid symbol status"}', E.BAD_SYMBOL),
+        (
+            "ExchangeError",
+            "binanceusdm -2021 Order would immediately trigger.",
+            E.ORDER_IMMEDIATELY_FILLABLE,
+        ),
+        # a transient class stays transient whatever the body says
+        ("RequestTimeout", 'binanceusdm {"code":-2021}', E.REQUEST_TIMEOUT),
+        ("RateLimitExceeded", 'bybit {"retCode":110072}', E.RATE_LIMITED),
+        # a specific class is not overridden by a code
+        ("OrderNotFound", 'binanceusdm {"code":-4116}', E.ORDER_NOT_FOUND),
+        # numbers that merely look like codes do not count
+        ("InvalidOrder", "bybit price 110072 is out of range", E.INVALID_ORDER),
+        ("ExchangeError", "binanceusdm qty 0.-2021 weird", E.EXCHANGE_ERROR),
+        ("ExchangeError", "binanceusdm unknown code -9999", E.EXCHANGE_ERROR),
+    ],
+)
+def test_codes_in_the_message_refine_generic_classes(
+    name: str, message: str, expected: ErrorType
+) -> None:
+    assert classify(mro(name), message).type is expected
+
+
+def test_code_is_reported() -> None:
+    got = classify(mro("InvalidOrder"), 'bybit {"retCode":110072}')
+    assert got == ErrorClass(type=E.DUPLICATE_CLIENT_ORDER_ID, code=110072)
+    assert error_code("nothing here") is None
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        (TimeoutError("read timed out"), E.REQUEST_TIMEOUT),
+        (ConnectionResetError("reset"), E.NETWORK),
+        (KeyError("x"), E.UNEXPECTED),
+    ],
+)
+def test_non_ccxt_exceptions(exc: BaseException, expected: ErrorType) -> None:
+    got = classify_exception(exc, placement=True)
+    assert got.type is expected
+    assert got.retryable and got.ambiguous
+
+
+@pytest.mark.parametrize("kind", list(ErrorType))
+def test_non_retryable_constants(kind: ErrorType) -> None:
+    assert (kind.value in NON_RETRYABLE_ERROR_TYPES) is (not kind.retryable)
+
+
+def test_non_retryable_names_the_workflow_handles() -> None:
+    for name in (
+        "InvalidOrder",
+        "OrderImmediatelyFillable",
+        "ReduceOnlyRejected",
+        "DuplicateClientOrderId",
+        "InsufficientFunds",
+        "BadSymbol",
+        "AuthenticationError",
+        "PermissionDenied",
+        "OrderNotFound",
+        "NotSupported",
+        "ExchangeError",
+    ):
+        assert name in NON_RETRYABLE_ERROR_TYPES
+    assert "NetworkError" not in NON_RETRYABLE_ERROR_TYPES
+
+
+@pytest.mark.parametrize("kind", list(ErrorType))
+def test_cancel_done_only_when_not_found(kind: ErrorType) -> None:
+    assert cancel_counts_as_done(ErrorClass(type=kind)) is (kind is E.ORDER_NOT_FOUND)
+
+
+def test_classification_round_trips() -> None:
+    got = classify(mro("RequestTimeout"), "", placement=True)
+    assert ErrorClass.model_validate(got.model_dump(mode="json")) == got
+
+
+def test_mirror_matches_the_installed_ccxt() -> None:
+    """The mirrored hierarchy (and so the table above) is the one ccxt really has."""
+    errors = pytest.importorskip("ccxt.base.errors")
+
+    def names(tree: dict[str, dict[str, object]]) -> set[str]:
+        found: set[str] = set()
+        for name, children in tree.items():
+            found |= {name} | names(children)  # type: ignore[arg-type]
+        return found
+
+    assert names(errors.error_hierarchy) == set(PARENT)
+    for name in PARENT:
+        real = getattr(errors, name)
+        assert [c.__name__ for c in real.__mro__] == mro(name), name
+        assert classify_exception(real("x")).type is EXPECTED[name]

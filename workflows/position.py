@@ -1,0 +1,1142 @@
+"""PositionWorkflow: one position's whole life as a durable Temporal workflow.
+
+Entry → stop-loss for the filled quantity (saga: retry, close at market,
+emergency stop, critical alert and retry forever) → watch (user-stream signals
+and a periodic look as fallback) → close, with every remaining order cancelled.
+A crash of any process resumes mid-step: every exchange call is an activity,
+placements are idempotent by client order id, and every transition is an
+idempotent store write.
+
+This workflow is the single writer of its position's orders. The reconciler and
+the user-data stream only *signal* it (`exchange_update`); operators close it
+with the `close` update or by cancelling the workflow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any, TypeVar, cast
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import TimeoutError as TemporalTimeoutError
+
+with workflow.unsafe.imports_passed_through():
+    from domain.client_ids import OrderStep, client_order_id
+    from domain.errors import NON_RETRYABLE_ERROR_TYPES, ErrorType
+    from domain.events import (
+        AlertSent,
+        CloseTriggered,
+        CriticalError,
+        EmergencyStop,
+        EventType,
+        OrderCancelFailed,
+        OrderCancelled,
+        OrderFailed,
+        OrderFilled,
+        OrderPlaced,
+        Payload,
+        PositionActive,
+        PositionAdopted,
+        PositionClosed,
+        PositionCreateStarted,
+        QuantityMismatch,
+        RollbackStarted,
+        RolledBack,
+        StopMissing,
+        StopPlacementStarted,
+        StopWouldTriggerImmediately,
+        event_id,
+        make_event,
+    )
+    from domain.market import MarketFilters
+    from domain.orders import (
+        Fill,
+        OrderIntent,
+        OrderRef,
+        OrderStatus,
+        OrderView,
+        close_intent,
+        entry_intent,
+        stop_intent,
+    )
+    from domain.position import (
+        CloseReason,
+        PositionSnapshot,
+        PositionState,
+        initial_state,
+        is_open_on_exchange,
+        is_terminal,
+    )
+    from domain.protection import (
+        ActionKind,
+        ProtectionAttempt,
+        ProtectionStep,
+        ReactionKind,
+        advance,
+        emergency_stop_price,
+        on_position_observed,
+        on_stop_filled,
+        start_protection,
+    )
+    from domain.records import AlertRecord, OrderRecord, StoreBatch
+    from domain.requests import ExchangePosition, OrderRequest, PlaceOrderRequest, SymbolRequest
+    from domain.sizing import InvalidStop, NotSized, size_position, stop_level
+    from domain.types import Severity
+    from workflows.position_io import (
+        CarriedState,
+        CloseRequest,
+        CloseResult,
+        ExchangeUpdate,
+        PositionInput,
+        PositionView,
+    )
+    from workflows.position_records import order_record, position_record
+    from workflows.search_attributes import POSITION_STATE
+
+T = TypeVar("T")
+
+# Store writes must never be lost: retry until the database is back.
+_STORE_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200),
+    backoff_coefficient=2,
+    maximum_interval=timedelta(seconds=30),
+)
+_STEP_OF_INTENT = {
+    ProtectionStep.PLACE_STOP: OrderStep.STOP,
+    ProtectionStep.PLACE_EMERGENCY_STOP: OrderStep.EMERGENCY_STOP,
+}
+
+
+class ExchangeCallFailed(Exception):
+    """An exchange activity failed for good; `error` says how (domain ErrorType)."""
+
+    def __init__(self, error: ErrorType, message: str) -> None:
+        super().__init__(message)
+        self.error = error
+
+
+def _error_type(err: BaseException) -> ErrorType:
+    cause = err.cause if isinstance(err, ActivityError) else err
+    if isinstance(cause, ApplicationError) and cause.type:
+        try:
+            return ErrorType(cause.type)
+        except ValueError:
+            return ErrorType.EXCHANGE_ERROR
+    if isinstance(cause, TemporalTimeoutError):
+        return ErrorType.REQUEST_TIMEOUT
+    return ErrorType.UNEXPECTED
+
+
+@workflow.defn(name="PositionWorkflow")
+class PositionWorkflow:
+    """One position on one (account, exchange, symbol), from entry to close.
+
+    Contract:
+    - the entry is placed at most once (client id derived from the workflow id
+      and a sequence in workflow state; every retry looks the id up first);
+    - the stop-loss protects the *filled* quantity, and the position is never
+      left unprotected silently (see `domain.protection`);
+    - every state change is recorded as an event and in the positions/orders rows;
+    - messages: `close` (update), `exchange_update` (signal), `state` (query).
+    """
+
+    @workflow.init
+    def __init__(self, inp: PositionInput) -> None:
+        self.spec = inp.spec
+        self.cfg = inp.config
+        carried = inp.carried
+        self.s = (
+            carried.snapshot if carried else PositionSnapshot(state=initial_state(inp.spec.adopt))
+        )
+        self.filters: MarketFilters | None = carried.filters if carried else None
+        self.stale: list[OrderRef] = list(carried.stale_orders) if carried else []
+        self.runs = carried.runs if carried else 1
+        self.revision = carried.revision if carried else 0
+        self.close_request: CloseRequest | None = None
+        if carried and carried.close_reason is not None:
+            self.close_request = CloseRequest(reason=carried.close_reason)
+        self.look_requested = False
+        self.outbox: list[Any] = []
+        self.order_rows: list[OrderRecord] = []
+        self.alerts: list[AlertRecord] = []
+        self.writes: list[workflow.ActivityHandle[int]] = []
+
+    # --- identity ------------------------------------------------------------------------
+
+    @property
+    def workflow_id(self) -> str:
+        return workflow.info().workflow_id
+
+    @property
+    def chain(self) -> str:
+        # Stable across continue-as-new and unique per lifecycle of the same id.
+        return workflow.info().first_execution_run_id
+
+    @property
+    def position_id(self) -> str:
+        return f"{self.workflow_id}/{self.chain}"
+
+    # --- messages ------------------------------------------------------------------------
+
+    @workflow.query
+    def state(self) -> PositionView:
+        """The whole state of the position."""
+        return PositionView(
+            workflow_id=self.workflow_id,
+            position_id=self.position_id,
+            spec=self.spec,
+            snapshot=self.s,
+            stale_orders=self.stale,
+            runs=self.runs,
+            history_length=workflow.info().get_current_history_length(),
+        )
+
+    @workflow.signal
+    def exchange_update(self, update: ExchangeUpdate) -> None:
+        """Something changed on the exchange: read the stop and the position again."""
+        self.look_requested = True
+
+    @workflow.update
+    async def close(self, request: CloseRequest) -> CloseResult:
+        """Close at market, cancel every remaining order, and return how it ended."""
+        self.close_request = request
+        await workflow.wait_condition(lambda: is_terminal(self.s.state))
+        return self._result()
+
+    @close.validator
+    def _validate_close(self, request: CloseRequest) -> None:
+        if is_terminal(self.s.state):
+            raise ApplicationError(f"position already {self.s.state}", type="AlreadyClosed")
+        if self.close_request is not None or self.s.state is PositionState.CLOSING:
+            raise ApplicationError("position is already closing", type="AlreadyClosing")
+
+    # --- main ----------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, inp: PositionInput) -> CloseResult:
+        """Drive the position to a terminal state; returns how it ended."""
+        try:
+            if inp.carried is None:
+                await self._begin()
+            while not is_terminal(self.s.state):
+                await self._step()
+        except asyncio.CancelledError:
+            # `temporal workflow cancel` means "close this position": never leave
+            # an exchange position unmanaged.
+            if is_open_on_exchange(self.s.state) and self.s.qty > 0:
+                await self._close(CloseReason.OPERATOR, requested_by="workflow cancellation")
+            elif not is_terminal(self.s.state):
+                self._transition(PositionState.ROLLED_BACK, CloseReason.OPERATOR)
+            await self._drain_writes()
+            raise
+        await self._drain_writes()
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self._result()
+
+    async def _begin(self) -> None:
+        self._set_search_state()
+        self._emit(
+            EventType.POSITION_CREATE_STARTED,
+            PositionCreateStarted(
+                side=self.spec.side.value,
+                quote_amount=None if self.spec.sizing is None else self.spec.sizing.amount,
+                stop_price=self.spec.stop.price,
+                signal_id=self.spec.signal_id,
+            ),
+        )
+        self.filters = await self._call(
+            "exchange.filters",
+            SymbolRequest(account=self.spec.account, symbol=self.spec.symbol),
+            MarketFilters,
+            summary=f"filters {self.spec.symbol}",
+        )
+        if self.spec.adopt:
+            await self._adopt()
+        else:
+            await self._enter()
+
+    async def _step(self) -> None:
+        """One round of the lifecycle, chosen by state."""
+        state = self.s.state
+        if state is PositionState.PENDING_SL:
+            await self._protect()
+        elif state is PositionState.CLOSING:
+            await self._close(self.s.close_reason or CloseReason.OPERATOR)
+        elif state in (PositionState.ACTIVE, PositionState.FAILED):
+            await self._watch()
+        else:  # pending_entry / entry_placed after a crash mid-entry: resolve the entry
+            await self._enter()
+
+    # --- entry ---------------------------------------------------------------------------
+
+    async def _enter(self) -> None:
+        spec, filters = self.spec, self._filters()
+        assert spec.sizing is not None
+        if self.s.entry_order is None:
+            mark = await self._mark_price()
+            try:
+                stop_preview = stop_level(spec.side, mark, spec.stop, filters)
+            except InvalidStop as exc:
+                return self._roll_back_unsized(str(exc))
+            sized = size_position(spec.sizing, mark, stop_preview, filters)
+            if isinstance(sized, NotSized):
+                return self._roll_back_unsized(f"cannot size: {sized.reason}")
+            seq, self.s = self.s.allocate_order_seq()
+            cid = client_order_id(self.workflow_id, self.chain, OrderStep.ENTRY, seq)
+            self.s = self.s.model_copy(
+                update={"entry_order": OrderRef(client_order_id=cid, qty=sized.qty)}
+            )
+        ref = self.s.entry_order
+        assert ref is not None
+        intent = entry_intent(ref.client_order_id, spec.symbol, spec.side, ref.qty)
+        # After a crash the placement may already have happened: look it up first.
+        resumed = self.s.state is not PositionState.PENDING_ENTRY or ref.exchange_order_id
+        view, error = await self._place(intent, look_up_first=bool(resumed))
+        if view is None and error is not None and error.retryable:
+            view = await self._find(intent, patient=True)  # ambiguous: the truth decides
+        if view is not None and not view.is_final and view.filled_qty == 0:
+            view = await self._await_entry_fill(intent, view)
+        if view is None or view.filled_qty == 0:
+            self._emit(
+                EventType.ENTRY_ORDER_FAILED,
+                OrderFailed(
+                    client_order_id=intent.client_order_id,
+                    error_type=(error or ErrorType.EXCHANGE_ERROR).value,
+                    message="entry not filled" if error is None else "entry refused",
+                ),
+            )
+            self._record_order(intent, view)
+            self._transition(PositionState.ROLLED_BACK, CloseReason.ENTRY_NOT_FILLED)
+            return
+        if self.s.state is PositionState.PENDING_ENTRY:
+            self._transition(PositionState.ENTRY_PLACED)
+            self._emit(
+                EventType.ENTRY_ORDER_PLACED,
+                OrderPlaced(
+                    client_order_id=intent.client_order_id,
+                    exchange_order_id=view.exchange_order_id,
+                    side=intent.side.value,
+                    quantity=intent.qty,
+                ),
+            )
+        self.s = self.s.model_copy(
+            update={
+                "entry_order": ref.model_copy(update={"exchange_order_id": view.exchange_order_id})
+            }
+        )
+        # Protect first: the stop goes out before fees are looked up.
+        entry_fill = self._aggregate_fill(view)
+        self.s = self.s.apply_entry_fills([entry_fill], workflow.now())
+        self._record_order(intent, view)
+        self._emit(
+            EventType.ENTRY_ORDER_FILLED,
+            OrderFilled(
+                client_order_id=intent.client_order_id,
+                exchange_order_id=view.exchange_order_id,
+                filled_quantity=view.filled_qty,
+                average_price=entry_fill.price,
+                partial=view.filled_qty < intent.qty,
+            ),
+        )
+        self._transition(PositionState.PENDING_SL)
+        await self._protect()
+        await self._book_entry_fees(intent, view)
+
+    def _aggregate_fill(self, view: OrderView) -> Fill:
+        price = view.average_price
+        if price is None:
+            raise ApplicationError("filled order without an average price", type="BadExchangeData")
+        return Fill(trade_id=f"order:{view.exchange_order_id}", qty=view.filled_qty, price=price)
+
+    async def _book_entry_fees(self, intent: OrderIntent, view: OrderView) -> None:
+        try:
+            fills = await self._call(
+                "exchange.fills",
+                self._order_request(intent),
+                list[Fill],
+                summary="entry fees",
+                attempts=self.cfg.exchange_attempts,
+            )
+        except ExchangeCallFailed:
+            return  # fees stay unknown; the fill itself is booked
+        fee = sum((f.fee for f in fills), Decimal(0))
+        if fee:
+            self.s = self.s.model_copy(update={"fees": self.s.fees + fee})
+            self._flush()
+
+    async def _await_entry_fill(self, intent: OrderIntent, view: OrderView) -> OrderView | None:
+        # A market order can be reported NEW before it fills (seen on Binance).
+        current: OrderView | None = view
+        for delay_ms in (100, 300, 1000, 3000):
+            await workflow.sleep(timedelta(milliseconds=delay_ms))
+            current = await self._find(intent, patient=True)
+            if current is None or current.is_final or current.filled_qty > 0:
+                return current
+        return current
+
+    def _roll_back_unsized(self, why: str) -> None:
+        self._emit(
+            EventType.ENTRY_ORDER_FAILED,
+            OrderFailed(client_order_id=None, error_type="Unsizable", message=why),
+        )
+        self._transition(PositionState.ROLLED_BACK, CloseReason.UNSIZABLE)
+
+    async def _adopt(self) -> None:
+        pos = await self._position()
+        if pos.is_flat or pos.side is not self.spec.side or pos.entry_price is None:
+            self._emit(
+                EventType.CRITICAL_ERROR,
+                CriticalError(
+                    error_type="NothingToAdopt",
+                    message=f"no {self.spec.side} position in {self.spec.symbol} to adopt",
+                ),
+                severity=Severity.WARNING,
+            )
+            self._transition(PositionState.ROLLED_BACK, CloseReason.EXTERNAL)
+            return
+        self.s = self.s.adopt(pos.qty, pos.entry_price, workflow.now())
+        self._emit(
+            EventType.POSITION_ADOPTED,
+            PositionAdopted(
+                quantity=pos.qty,
+                entry_price=pos.entry_price,
+                side=self.spec.side.value,
+                had_stop=False,
+            ),
+        )
+        await self._protect()
+
+    # --- protection (the stop-loss saga) -------------------------------------------------
+
+    async def _protect(self) -> None:
+        """Run the saga until the position is protected, closed, or emergency-protected."""
+        progress, action = start_protection()
+        reused_cid: str | None = None
+        while True:
+            if action.alert is Severity.CRITICAL:
+                self._alert(
+                    Severity.CRITICAL,
+                    "position unprotected",
+                    f"{self.spec.symbol}: stop, close and emergency stop all failed; retrying",
+                )
+            if action.delay:
+                await workflow.sleep(action.delay)
+            if action.kind is ActionKind.PROTECTED:
+                self._became_protected()
+                return
+            if action.kind is ActionKind.CLOSED:
+                return
+            if action.kind is ActionKind.EMERGENCY_PROTECTED:
+                if self.s.state is not PositionState.FAILED:
+                    self._transition(PositionState.FAILED)
+                return
+            if action.kind is ActionKind.RECONCILE:
+                if not await self._reconcile_qty():
+                    return
+                progress, action = start_protection()
+                continue
+            step = progress.step
+            if step is ProtectionStep.CLOSE_AT_MARKET:
+                error = await self._close_attempt(action.reason.value)
+                if error is None and is_terminal(self.s.state):
+                    return
+                if error is not None and self.s.state is PositionState.CLOSING:
+                    self._transition(PositionState.FAILED)
+            else:
+                error, reused_cid = await self._stop_attempt(step, reused_cid)
+                if (
+                    error is ErrorType.ORDER_IMMEDIATELY_FILLABLE
+                    and step is ProtectionStep.PLACE_STOP
+                ):
+                    self._emit(
+                        EventType.SL_WOULD_TRIGGER_IMMEDIATELY,
+                        StopWouldTriggerImmediately(
+                            stop_price=self._stop_price(), mark_price=None, action="close_at_market"
+                        ),
+                    )
+            progress, action = advance(
+                progress, ProtectionAttempt(step=step, error=error), self.cfg.protection
+            )
+
+    def _stop_price(self) -> Decimal:
+        entry = self.s.avg_entry_price
+        assert entry is not None
+        return stop_level(self.spec.side, entry, self.spec.stop, self._filters())
+
+    async def _stop_attempt(
+        self, step: ProtectionStep, reused_cid: str | None
+    ) -> tuple[ErrorType | None, str | None]:
+        """Place the stop (or the emergency stop); returns (error, cid to reuse on retry)."""
+        emergency = step is ProtectionStep.PLACE_EMERGENCY_STOP
+        try:
+            if emergency:
+                price = emergency_stop_price(
+                    self.spec.side,
+                    await self._mark_price(),
+                    self.spec.emergency_stop_percent,
+                    self._filters(),
+                )
+            else:
+                price = self._stop_price()
+        except (InvalidStop, ExchangeCallFailed) as exc:
+            failure = exc.error if isinstance(exc, ExchangeCallFailed) else ErrorType.INVALID_ORDER
+            self._emit_stop_failure(emergency, None, failure, str(exc))
+            return failure, None
+        cid = reused_cid or self._new_cid(_STEP_OF_INTENT[step])
+        intent = stop_intent(
+            cid, self.spec.symbol, self.spec.side, self.s.qty, price, emergency=emergency
+        )
+        self._emit(
+            EventType.SL_PLACEMENT_STARTED,
+            StopPlacementStarted(client_order_id=cid, stop_price=price, quantity=self.s.qty),
+        )
+        view, error = await self._place(intent, look_up_first=reused_cid is not None)
+        if view is None:
+            assert error is not None
+            self._emit_stop_failure(emergency, cid, error, "stop not placed")
+            self._record_order(
+                intent, None, status=OrderStatus.REJECTED if not error.retryable else None
+            )
+            # A transient failure may have placed it after all: same id next time.
+            return error, (cid if error.retryable else None)
+        ref = OrderRef(
+            client_order_id=cid,
+            exchange_order_id=view.exchange_order_id,
+            qty=intent.qty,
+            trigger_price=price,
+        )
+        self._record_order(intent, view)
+        if emergency:
+            self.s = self.s.model_copy(update={"emergency_stop": ref})
+            self._emit(
+                EventType.EMERGENCY_STOP_PLACED,
+                EmergencyStop(client_order_id=cid, stop_price=price, quantity=intent.qty),
+            )
+        else:
+            self.s = self.s.with_stop(ref, workflow.now())
+            self._emit(
+                EventType.SL_PLACED,
+                OrderPlaced(
+                    client_order_id=cid,
+                    exchange_order_id=view.exchange_order_id,
+                    side=intent.side.value,
+                    quantity=intent.qty,
+                    trigger_price=price,
+                    reduce_only=True,
+                ),
+                order_id=cid,
+            )
+        return None, None
+
+    def _emit_stop_failure(
+        self, emergency: bool, cid: str | None, error: ErrorType, msg: str
+    ) -> None:
+        if emergency:
+            self._emit(
+                EventType.EMERGENCY_STOP_FAILED,
+                EmergencyStop(
+                    client_order_id=cid,
+                    stop_price=Decimal(0) if cid is None else self._stop_price(),
+                    quantity=self.s.qty,
+                    error=f"{error.value}: {msg}",
+                ),
+            )
+        else:
+            self._emit(
+                EventType.SL_PLACEMENT_FAILED,
+                OrderFailed(client_order_id=cid, error_type=error.value, message=msg),
+            )
+
+    def _became_protected(self) -> None:
+        stop = self.s.stop
+        assert stop is not None and stop.trigger_price is not None
+        entry = self.s.avg_entry_price
+        assert entry is not None
+        if self.s.state is not PositionState.ACTIVE:
+            self._transition(PositionState.ACTIVE)
+        self._emit(
+            EventType.POSITION_ACTIVE,
+            PositionActive(quantity=self.s.qty, entry_price=entry, stop_price=stop.trigger_price),
+        )
+        # A real stop now protects: an emergency stop left from a bad round goes.
+        if self.s.emergency_stop is not None:
+            self.stale.append(self.s.emergency_stop)
+            self.s = self.s.model_copy(update={"emergency_stop": None})
+
+    # --- watching --------------------------------------------------------------------------
+
+    async def _watch(self) -> None:
+        """Wait for a close request, an exchange update or the periodic look; act on it."""
+        timeout = self.cfg.check_interval
+        if self.spec.max_age is not None and self.s.opened_at is not None:
+            left = self.s.opened_at + self.spec.max_age - workflow.now()
+            timeout = max(min(timeout, left), timedelta(milliseconds=1))
+        try:
+            await workflow.wait_condition(
+                lambda: (
+                    self.close_request is not None
+                    or self.look_requested
+                    or self._should_continue_as_new()
+                ),
+                timeout=timeout,
+                timeout_summary="periodic look at stop and position",
+            )
+        except TimeoutError:
+            pass
+        if self.close_request is not None:
+            request = self.close_request
+            await self._close(request.reason, requested_by=request.requested_by)
+            return
+        if self._aged_out():
+            await self._close(CloseReason.MAX_AGE)
+            return
+        self.look_requested = False
+        await self._look()
+        if self.s.state is PositionState.FAILED:
+            await self._protect()  # keep trying to get the real stop back on
+        if not is_terminal(self.s.state) and self._should_continue_as_new():
+            await self._continue_as_new()
+
+    def _aged_out(self) -> bool:
+        if self.spec.max_age is None or self.s.opened_at is None:
+            return False
+        return workflow.now() >= self.s.opened_at + self.spec.max_age
+
+    async def _look(self) -> None:
+        """Read our stop and the exchange position; react per `domain.protection`."""
+        await self._cancel_stale()
+        for ref, emergency in ((self.s.stop, False), (self.s.emergency_stop, True)):
+            if ref is None:
+                continue
+            view = await self._find(self._stop_intent_of(ref, emergency), patient=False)
+            if view is not None and view.status is OrderStatus.FILLED:
+                await self._stop_filled(ref, emergency)
+                return
+            if view is None or view.status in (
+                OrderStatus.CANCELED,
+                OrderStatus.EXPIRED,
+                OrderStatus.REJECTED,
+            ):
+                if not emergency:
+                    pos = await self._position()
+                    if not pos.is_flat:
+                        self._emit(
+                            EventType.STOP_MISSING_DETECTED,
+                            StopMissing(
+                                expected_client_order_id=ref.client_order_id, quantity=self.s.qty
+                            ),
+                        )
+                        self.s = self.s.with_stop(None, workflow.now())
+                        self._transition(PositionState.PENDING_SL)
+                        return
+                else:
+                    self.s = self.s.model_copy(update={"emergency_stop": None})
+        pos = await self._position()
+        reaction = on_position_observed(self.s.state, self.spec.side, self.s.qty, pos.side, pos.qty)
+        if reaction.kind is ReactionKind.RECORD_CLOSE:
+            await self._record_external_close(reaction.close_reason or CloseReason.EXTERNAL, pos)
+        elif reaction.kind is ReactionKind.RESIZE_STOP and reaction.qty is not None:
+            self._emit(
+                EventType.QUANTITY_MISMATCH,
+                QuantityMismatch(expected=self.s.qty, on_exchange=reaction.qty),
+            )
+            self.s = self.s.with_exchange_qty(reaction.qty, workflow.now())
+            await self._replace_stop_for_qty()
+        elif reaction.kind is ReactionKind.INTERVENTION:
+            self._alert(
+                Severity.CRITICAL,
+                "position needs intervention",
+                f"exchange shows {pos.side} {pos.qty}",
+            )
+
+    def _stop_intent_of(self, ref: OrderRef, emergency: bool) -> OrderIntent:
+        assert ref.trigger_price is not None
+        return stop_intent(
+            ref.client_order_id,
+            self.spec.symbol,
+            self.spec.side,
+            ref.qty,
+            ref.trigger_price,
+            emergency=emergency,
+        )
+
+    async def _stop_filled(self, ref: OrderRef, emergency: bool) -> None:
+        intent = self._stop_intent_of(ref, emergency)
+        fills = await self._fills(intent)
+        filled = sum((f.qty for f in fills), Decimal(0))
+        reaction = on_stop_filled(self.s.state, self.s.qty, filled, emergency=emergency)
+        if reaction.kind is ReactionKind.VERIFY_POSITION:
+            pos = await self._position()
+            filled = self.s.qty - pos.qty
+        if fills:
+            self.s = self.s.apply_exit_fills(self.spec.side, fills, workflow.now())
+        else:
+            self.s = self.s.with_exchange_qty(self.s.qty - filled, workflow.now())
+        self._emit(
+            EventType.STOP_TRIGGERED,
+            OrderFilled(
+                client_order_id=ref.client_order_id,
+                exchange_order_id=ref.exchange_order_id,
+                filled_quantity=filled,
+                average_price=self.s.avg_exit_price or ref.trigger_price or Decimal(0),
+                fee=sum((f.fee for f in fills), Decimal(0)),
+            ),
+            order_id=ref.client_order_id,
+        )
+        self._record_order(intent, None, status=OrderStatus.FILLED)
+        if emergency:
+            self.s = self.s.model_copy(update={"emergency_stop": None})
+        else:
+            self.s = self.s.with_stop(None, workflow.now())
+        if self.s.qty > 0:
+            self._transition(PositionState.PENDING_SL)  # the rest needs a stop of its own
+            return
+        reason = CloseReason.EMERGENCY_STOP_FILLED if emergency else CloseReason.STOP_FILLED
+        await self._finish_close(reason)
+
+    async def _record_external_close(self, reason: CloseReason, pos: ExchangePosition) -> None:
+        self._emit(
+            EventType.CLOSE_TRIGGERED, CloseTriggered(reason=reason.value, requested_by="exchange")
+        )
+        self.s = self.s.with_exchange_qty(Decimal(0), workflow.now())
+        await self._finish_close(reason)
+
+    async def _replace_stop_for_qty(self) -> None:
+        """New stop for the current quantity first, then the old one cancelled."""
+        old = self.s.stop
+        error, _ = await self._stop_attempt(ProtectionStep.PLACE_STOP, None)
+        if error is not None:
+            if old is None:
+                self._transition(PositionState.PENDING_SL)
+            return  # the old stop still protects (it can only over-protect)
+        if old is not None:
+            await self._cancel(self._stop_intent_of(old, False), old)
+
+    async def _reconcile_qty(self) -> bool:
+        """Adopt the exchange's quantity; False when the position turned out flat."""
+        pos = await self._position()
+        if pos.is_flat:
+            await self._record_external_close(CloseReason.EXTERNAL, pos)
+            return False
+        if pos.qty != self.s.qty:
+            self._emit(
+                EventType.QUANTITY_MISMATCH,
+                QuantityMismatch(expected=self.s.qty, on_exchange=pos.qty),
+            )
+            self.s = self.s.with_exchange_qty(pos.qty, workflow.now())
+        return True
+
+    # --- closing -----------------------------------------------------------------------------
+
+    async def _close(self, reason: CloseReason, *, requested_by: str | None = None) -> None:
+        """Close at market until flat, then cancel every remaining order."""
+        if self.s.state is not PositionState.CLOSING:
+            self.s = self.s.model_copy(update={"close_reason": reason})
+            self._transition(PositionState.CLOSING)
+            self._emit(
+                EventType.CLOSE_TRIGGERED,
+                CloseTriggered(reason=reason.value, requested_by=requested_by),
+            )
+        for attempt in range(1, 1000):
+            error = await self._close_attempt(reason.value)
+            if error is None:
+                return
+            self._alert(
+                Severity.CRITICAL if attempt >= 3 else Severity.ERROR,
+                "close failed",
+                f"{self.spec.symbol}: {error.value}; the stop stays in place; retrying",
+            )
+            await workflow.sleep(
+                self.cfg.protection.backoff(self.cfg.protection.retry_delay, attempt)
+            )
+
+    async def _close_attempt(self, why: str) -> ErrorType | None:
+        """One reduce-only market close of what we hold; None when the position is flat."""
+        if self.s.state is not PositionState.CLOSING:
+            if self.s.close_reason is None:
+                self.s = self.s.model_copy(update={"close_reason": CloseReason.STOP_UNPLACEABLE})
+            self._transition(PositionState.CLOSING)
+            self._emit(
+                EventType.POSITION_ROLLBACK_STARTED,
+                RollbackStarted(reason=why, quantity=self.s.qty),
+            )
+        pos = await self._position()
+        if not pos.is_flat and pos.qty < self.s.qty:
+            self.s = self.s.with_exchange_qty(pos.qty, workflow.now())
+        if not pos.is_flat:
+            cid = self._new_cid(OrderStep.CLOSE)
+            intent = close_intent(cid, self.spec.symbol, self.spec.side, self.s.qty)
+            view, error = await self._place(intent, look_up_first=False)
+            if view is None and error is not None and error.retryable:
+                view = await self._find(intent, patient=True)
+            if view is None or view.filled_qty == 0:
+                if error is not ErrorType.REDUCE_ONLY_REJECTED:
+                    return error or ErrorType.EXCHANGE_ERROR
+            else:
+                self._record_order(intent, view)
+                self._emit(
+                    EventType.CLOSE_ORDER_PLACED,
+                    OrderPlaced(
+                        client_order_id=cid,
+                        exchange_order_id=view.exchange_order_id,
+                        side=intent.side.value,
+                        quantity=intent.qty,
+                        reduce_only=True,
+                    ),
+                )
+                fills = await self._fills(intent) or [self._aggregate_fill(view)]
+                self.s = self.s.apply_exit_fills(self.spec.side, fills, workflow.now())
+                self._emit(
+                    EventType.CLOSE_ORDER_FILLED,
+                    OrderFilled(
+                        client_order_id=cid,
+                        exchange_order_id=view.exchange_order_id,
+                        filled_quantity=view.filled_qty,
+                        average_price=self.s.avg_exit_price or Decimal(0),
+                        fee=sum((f.fee for f in fills), Decimal(0)),
+                    ),
+                )
+            pos = await self._position()  # verify, never assume
+            if not pos.is_flat:
+                self.s = self.s.with_exchange_qty(pos.qty, workflow.now())
+                return ErrorType.EXCHANGE_ERROR
+        else:
+            self.s = self.s.with_exchange_qty(Decimal(0), workflow.now())
+        await self._finish_close(self.s.close_reason or CloseReason.OPERATOR)
+        return None
+
+    async def _finish_close(self, reason: CloseReason) -> None:
+        """The position is flat: cancel every remaining order, book the close."""
+        for ref, emergency in ((self.s.stop, False), (self.s.emergency_stop, True)):
+            if ref is not None:
+                await self._cancel(self._stop_intent_of(ref, emergency), ref)
+        self.s = self.s.model_copy(update={"stop": None, "emergency_stop": None})
+        await self._cancel_stale()
+        self.s = self.s.model_copy(update={"close_reason": reason})
+        rollback = reason in (CloseReason.STOP_UNPLACEABLE, CloseReason.STOP_BEYOND_MARK)
+        if self.s.state is PositionState.FAILED and rollback:
+            self._transition(PositionState.CLOSING)
+        target = (
+            PositionState.ROLLED_BACK
+            if rollback and self.s.state is PositionState.CLOSING
+            else PositionState.CLOSED
+        )
+        if rollback:
+            self._emit(
+                EventType.POSITION_ROLLED_BACK,
+                RolledBack(
+                    reason=reason.value,
+                    close_price=self.s.avg_exit_price,
+                    realized_pnl=self.s.realised_pnl,
+                ),
+            )
+        self._emit(
+            EventType.POSITION_CLOSED,
+            PositionClosed(
+                reason=reason.value,
+                exit_price=self.s.avg_exit_price,
+                quantity=self.s.exited_qty,
+                realized_pnl=self.s.realised_pnl,
+                fees=self.s.fees,
+            ),
+        )
+        self._transition(target)
+
+    # --- orders --------------------------------------------------------------------------------
+
+    async def _cancel(self, intent: OrderIntent, ref: OrderRef) -> bool:
+        """Cancel one of our orders; on failure it is kept and retried later, never forgotten."""
+        try:
+            await self._call(
+                "exchange.cancel_order",
+                self._order_request(intent, ref.exchange_order_id),
+                OrderView | None,
+                summary=f"cancel {intent.kind.value} {intent.client_order_id}",
+            )
+        except ExchangeCallFailed as exc:
+            self._emit(
+                EventType.ORDER_CANCEL_FAILED,
+                OrderCancelFailed(
+                    client_order_id=ref.client_order_id,
+                    exchange_order_id=ref.exchange_order_id,
+                    error_type=exc.error.value,
+                    message=str(exc),
+                ),
+            )
+            if ref not in self.stale:
+                self.stale.append(ref)
+            return False
+        self._emit(
+            EventType.ORDER_CANCELLED,
+            OrderCancelled(
+                client_order_id=ref.client_order_id,
+                exchange_order_id=ref.exchange_order_id,
+                reason=self.s.state.value,
+            ),
+        )
+        self._record_order(intent, None, status=OrderStatus.CANCELED)
+        if ref in self.stale:
+            self.stale.remove(ref)
+        return True
+
+    async def _cancel_stale(self) -> None:
+        for ref in list(self.stale):
+            emergency = ref.client_order_id.find(f"-{OrderStep.EMERGENCY_STOP.value}-") >= 0
+            await self._cancel(self._stop_intent_of(ref, emergency), ref)
+
+    async def _place(
+        self, intent: OrderIntent, *, look_up_first: bool
+    ) -> tuple[OrderView | None, ErrorType | None]:
+        try:
+            view = await self._call(
+                "exchange.place_order",
+                PlaceOrderRequest(
+                    account=self.spec.account, intent=intent, look_up_first=look_up_first
+                ),
+                OrderView,
+                summary=f"{intent.kind.value} {intent.side.value} {intent.qty} {intent.symbol}"
+                + (f" @ {intent.trigger_price}" if intent.trigger_price else ""),
+            )
+        except ExchangeCallFailed as exc:
+            return None, exc.error
+        return view, None
+
+    async def _find(self, intent: OrderIntent, *, patient: bool) -> OrderView | None:
+        return cast(
+            "OrderView | None",
+            await self._call(
+                "exchange.find_order",
+                self._order_request(intent),
+                OrderView | None,
+                summary=f"find {intent.client_order_id}",
+                attempts=0 if patient else self.cfg.exchange_attempts,
+            ),
+        )
+
+    async def _fills(self, intent: OrderIntent) -> list[Fill]:
+        try:
+            return cast(
+                list[Fill],
+                await self._call(
+                    "exchange.fills",
+                    self._order_request(intent),
+                    list[Fill],
+                    summary=f"fills {intent.client_order_id}",
+                ),
+            )
+        except ExchangeCallFailed:
+            return []
+
+    def _order_request(
+        self, intent: OrderIntent, exchange_order_id: str | None = None
+    ) -> OrderRequest:
+        return OrderRequest(
+            account=self.spec.account,
+            symbol=intent.symbol,
+            client_order_id=intent.client_order_id,
+            exchange_order_id=exchange_order_id,
+            conditional=intent.is_conditional,
+        )
+
+    async def _position(self) -> ExchangePosition:
+        return cast(
+            ExchangePosition,
+            await self._call(
+                "exchange.position",
+                SymbolRequest(account=self.spec.account, symbol=self.spec.symbol),
+                ExchangePosition,
+                summary=f"position {self.spec.symbol}",
+                attempts=0,
+            ),
+        )
+
+    async def _mark_price(self) -> Decimal:
+        return cast(
+            Decimal,
+            await self._call(
+                "exchange.mark_price",
+                SymbolRequest(account=self.spec.account, symbol=self.spec.symbol),
+                Decimal,
+                summary=f"mark {self.spec.symbol}",
+                attempts=0,
+            ),
+        )
+
+    def _new_cid(self, step: OrderStep) -> str:
+        seq, self.s = self.s.allocate_order_seq()
+        return client_order_id(self.workflow_id, self.chain, step, seq)
+
+    def _filters(self) -> MarketFilters:
+        assert self.filters is not None
+        return self.filters
+
+    async def _call(
+        self, name: str, arg: Any, result_type: Any, *, summary: str, attempts: int | None = None
+    ) -> Any:
+        """Run one exchange activity on the account's queue; ExchangeCallFailed when it gives up.
+
+        `attempts=0` retries transient errors forever (reads whose answer we must have).
+        """
+        n = self.cfg.exchange_attempts if attempts is None else attempts
+        try:
+            return await workflow.execute_activity(
+                name,
+                arg,
+                result_type=result_type,
+                task_queue=self.cfg.exchange_task_queue,
+                start_to_close_timeout=self.cfg.exchange_call_timeout,
+                retry_policy=RetryPolicy(
+                    initial_interval=timedelta(milliseconds=200),
+                    backoff_coefficient=2,
+                    maximum_interval=timedelta(seconds=10),
+                    maximum_attempts=n,
+                    non_retryable_error_types=list(NON_RETRYABLE_ERROR_TYPES),
+                ),
+                summary=summary[:200],
+            )
+        except ActivityError as err:
+            raise ExchangeCallFailed(_error_type(err), str(err.cause or err)) from err
+
+    # --- recording -----------------------------------------------------------------------------
+
+    def _transition(self, to: PositionState, reason: CloseReason | None = None) -> None:
+        if reason is not None:
+            self.s = self.s.model_copy(update={"close_reason": reason})
+        self.s = self.s.advance(to, workflow.now())
+        self._set_search_state()
+        self._flush()
+
+    def _set_search_state(self) -> None:
+        workflow.upsert_search_attributes([POSITION_STATE.value_set(self.s.state.value)])
+        stop = self.s.stop_price
+        workflow.set_current_details(
+            f"**{self.spec.side.value} {self.s.qty} {self.spec.symbol}** — {self.s.state.value}\n\n"
+            f"entry {self.s.avg_entry_price} · stop {stop} · realised {self.s.realised_pnl} "
+            f"· fees {self.s.fees}"
+        )
+
+    def _emit(
+        self,
+        kind: EventType,
+        payload: Payload,
+        *,
+        severity: Severity | None = None,
+        order_id: str | None = None,
+    ) -> None:
+        seq, self.s = self.s.allocate_event_seq()
+        self.outbox.append(
+            make_event(
+                kind,
+                payload,
+                event_id=event_id(self.position_id, seq),
+                occurred_at=workflow.now(),
+                severity=severity,
+                correlation_id=self.position_id,
+                position_id=self.position_id,
+                account=self.spec.account,
+                exchange=self.spec.exchange.value,
+                symbol=self.spec.symbol,
+                order_id=order_id,
+            )
+        )
+        self._flush()
+
+    def _alert(self, severity: Severity, title: str, body: str) -> None:
+        self._emit(
+            EventType.CRITICAL_ERROR if severity is Severity.CRITICAL else EventType.ALERT_SENT,
+            CriticalError(error_type=title, message=body)
+            if severity is Severity.CRITICAL
+            else AlertSent(channel="log", title=title, body=body),
+            severity=severity,
+        )
+        self.alerts.append(
+            AlertRecord(
+                event_id=event_id(self.position_id, self.s.event_seq - 1),
+                severity=severity,
+                title=title,
+                body=body,
+                position_id=self.position_id,
+            )
+        )
+        workflow.logger.warning("%s: %s", title, body)
+
+    def _record_order(
+        self, intent: OrderIntent, view: OrderView | None, *, status: OrderStatus | None = None
+    ) -> None:
+        self.order_rows.append(
+            order_record(self.position_id, self.spec, intent, view, self.s.event_seq, status=status)
+        )
+        self._flush()
+
+    def _flush(self) -> None:
+        """Write pending events and current rows without waiting (revision keeps order)."""
+        self.revision += 1
+        batch = StoreBatch(
+            events=self.outbox,
+            position=position_record(
+                self.position_id, self.workflow_id, self.spec, self.s, self.revision
+            ),
+            orders=[o.model_copy(update={"revision": self.revision}) for o in self.order_rows],
+            alerts=self.alerts,
+        )
+        self.outbox, self.order_rows, self.alerts = [], [], []
+        self.writes = [h for h in self.writes if not h.done()]
+        self.writes.append(
+            workflow.start_activity(
+                "store.apply",
+                batch,
+                result_type=int,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=_STORE_RETRY,
+                summary=f"record {self.s.state.value}",
+            )
+        )
+
+    async def _drain_writes(self) -> None:
+        if self.outbox or self.order_rows or self.alerts:
+            self._flush()
+        pending: Sequence[workflow.ActivityHandle[int]] = self.writes
+        self.writes = []
+        for handle in pending:
+            await handle
+
+    # --- history ------------------------------------------------------------------------------
+
+    def _should_continue_as_new(self) -> bool:
+        info = workflow.info()
+        return (
+            info.is_continue_as_new_suggested()
+            or info.get_current_history_length() >= self.cfg.max_history_events
+        )
+
+    async def _continue_as_new(self) -> None:
+        await self._drain_writes()
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        workflow.continue_as_new(
+            PositionInput(
+                spec=self.spec,
+                config=self.cfg,
+                carried=CarriedState(
+                    snapshot=self.s,
+                    filters=self._filters(),
+                    stale_orders=self.stale,
+                    close_reason=None if self.close_request is None else self.close_request.reason,
+                    runs=self.runs + 1,
+                    revision=self.revision,
+                ),
+            )
+        )
+
+    def _result(self) -> CloseResult:
+        return CloseResult(
+            state=self.s.state,
+            reason=self.s.close_reason,
+            exit_price=self.s.avg_exit_price,
+            realised_pnl=self.s.realised_pnl,
+            fees=self.s.fees,
+        )
