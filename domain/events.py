@@ -66,6 +66,8 @@ class EventType(StrEnum):
     CLOSE_ORDER_PLACED = "close_order_placed"
     CLOSE_ORDER_FILLED = "close_order_filled"
     STOP_TRIGGERED = "stop_triggered"
+    TAKE_PROFIT_PLACED = "take_profit_placed"
+    TAKE_PROFIT_FILLED = "take_profit_filled"
     POSITION_CLOSED = "position_closed"
     # Synchronisation (reconciliation)
     SYNC_STARTED = "sync_started"
@@ -461,6 +463,8 @@ PAYLOADS: dict[EventType, type[Payload]] = {
     EventType.CLOSE_ORDER_PLACED: OrderPlaced,
     EventType.CLOSE_ORDER_FILLED: OrderFilled,
     EventType.STOP_TRIGGERED: OrderFilled,
+    EventType.TAKE_PROFIT_PLACED: OrderPlaced,
+    EventType.TAKE_PROFIT_FILLED: OrderFilled,
     EventType.POSITION_CLOSED: PositionClosed,
     EventType.SYNC_STARTED: SyncStarted,
     EventType.PHANTOM_DETECTED: PhantomDetected,

@@ -70,6 +70,9 @@ class EngineConfig:
     maker_fee: Decimal = Decimal("0.0002")
     slippage_bps: Decimal = ZERO
     fill_parts: int = 1
+    # Share of an opening market order the book can fill (thin liquidity); the
+    # rest expires, as a Binance market order does when it runs out of depth.
+    market_fill_ratio: Decimal = Decimal(1)
     market_fill_delay_ms: int = 0
     initial_balance: Decimal = Decimal("10000")
     default_leverage: int = 20
@@ -386,6 +389,12 @@ class Engine:
                 self._finish(order, "EXPIRED", now)
                 return
         m = self.markets[order.symbol]
+        ratio = self.config.market_fill_ratio
+        if ratio < 1 and not (order.reduce_only or order.close_position):
+            qty = m.floor_qty(qty * ratio)
+            if qty <= 0:
+                self._finish(order, "EXPIRED", now)
+                return
         parts = max(1, self.config.fill_parts)
         chunk = m.floor_qty(qty / parts) if parts > 1 else qty
         if chunk <= 0:

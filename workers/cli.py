@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
+import atexit
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, NoReturn
 
+from workers import position_commands as pc
 from workers.settings import Settings
 from workers.temporal import UnreachableError
 
@@ -38,13 +40,9 @@ async def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    from workers.temporal import connect
     from workers.worker import run_worker
 
-    address = settings.temporal_address or f"127.0.0.1:{settings.temporal_port}"
-    client = await connect(
-        address, settings.temporal_namespace, timeout_s=settings.connect_timeout_seconds
-    )
+    client = await pc.temporal_client(settings)
     await run_worker(client, settings, _stop_event())
     return 0
 
@@ -79,15 +77,6 @@ async def cmd_db_retention(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _format_event(event: Any) -> str:
-    payload = json.dumps(event.payload, separators=(",", ":"))
-    where = " ".join(x for x in (event.exchange, event.symbol) if x)
-    return (
-        f"{event.occurred_at:%Y-%m-%d %H:%M:%S.%f}"[:-3]
-        + f"  {event.severity.value:<8} {event.type.value:<28} {where:<22} {payload}"
-    )
-
-
 async def cmd_events_tail(args: argparse.Namespace, settings: Settings) -> int:
     from workers.worker import open_store
 
@@ -100,9 +89,9 @@ async def cmd_events_tail(args: argparse.Namespace, settings: Settings) -> int:
             "min_severity": args.severity,
         }
         events = await store.events(**filters, limit=args.n, newest_first=True)
-        events.reverse()
+        events.sort(key=pc.chronological)
         for event in events:
-            print(_format_event(event))
+            print(pc.format_event(event))
         last = events[-1].occurred_at if events else None
         stop = _stop_event() if args.follow else None
         while stop is not None and not stop.is_set():
@@ -111,7 +100,7 @@ async def cmd_events_tail(args: argparse.Namespace, settings: Settings) -> int:
             except TimeoutError:
                 pass
             for event in await store.events(**filters, since=last, limit=1000):
-                print(_format_event(event), flush=True)
+                print(pc.format_event(event), flush=True)
                 last = event.occurred_at
     finally:
         await store.close()
@@ -167,15 +156,102 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_events_tail)
 
+    p = sub.add_parser(
+        "open",
+        help="open a position: start its workflow, wait until it is protected",
+        description="Open a position at market and protect it with a reduce-only stop. "
+        "Starts the position's workflow, then waits until it is active (or rolled back, "
+        "or failed) and prints a summary. Exit 1 if a position on that symbol is open.",
+    )
+    p.add_argument("symbol", type=pc.symbol, help="e.g. BTCUSDT")
+    p.add_argument("side", choices=["long", "short"])
+    size = p.add_mutually_exclusive_group(required=True)
+    size.add_argument(
+        "--quote", type=pc.amount, metavar="AMOUNT", help="notional in quote, e.g. 100"
+    )
+    size.add_argument(
+        "--risk", type=pc.amount, metavar="AMOUNT", help="loss at the stop in quote, e.g. 10"
+    )
+    p.add_argument(
+        "--stop",
+        type=pc.stop_rule,
+        required=True,
+        metavar="LEVEL",
+        help="2%% (from the entry) or 59000 (a price)",
+    )
+    p.add_argument(
+        "--emergency-stop",
+        type=pc.percent,
+        metavar="PCT",
+        help="used only if the stop cannot be placed; default max(2 x stop, stop + 3)%% "
+        "or 5%% for a stop price",
+    )
+    p.add_argument(
+        "--take-profit", type=pc.take_profit_rule, metavar="LEVEL", help="3%% or a price"
+    )
+    p.add_argument("--max-age", type=pc.duration, metavar="DURATION", help="close after, e.g. 4h")
+    p.add_argument("--account", help="configured account (default: the first one)")
+    p.add_argument("--timeout", type=float, default=30, help="seconds to wait (default 30)")
+    p.add_argument("--no-wait", action="store_true", help="print the workflow id and return")
+    p.set_defaults(func=pc.cmd_open)
+
+    p = sub.add_parser(
+        "close",
+        help="close a position at market and cancel its orders (the `close` update)",
+    )
+    p.add_argument("symbol", type=pc.symbol, help="e.g. BTCUSDT")
+    p.add_argument("--account", help="configured account (default: the first one)")
+    p.add_argument(
+        "--reason",
+        default="operator",
+        choices=[r.value for r in pc.CloseReason],
+        help="recorded reason (default operator)",
+    )
+    p.add_argument("--timeout", type=float, default=60, help="seconds to wait (default 60)")
+    p.set_defaults(func=pc.cmd_close)
+
+    p = sub.add_parser("positions", help="table of open positions (--all: closed ones too)")
+    p.add_argument("--all", action="store_true", help="also closed positions, from the store")
+    p.set_defaults(func=pc.cmd_positions)
+
+    p = sub.add_parser("position", help="one position: its state and its event timeline")
+    p.add_argument("symbol", type=pc.symbol, help="e.g. BTCUSDT")
+    p.add_argument("--account", help="configured account (default: the first one)")
+    p.add_argument("-n", type=int, default=50, help="how many events (default 50)")
+    p.set_defaults(func=pc.cmd_position)
+
     sub.add_parser(
         "sim", help="run the paper exchange standalone (see `posguard sim --help`)", add_help=False
     )
     return parser
 
 
+def _exit_now(code: int) -> NoReturn:
+    """End the process with `code` without interpreter teardown.
+
+    The Temporal client's Rust threads can abort a finalising interpreter
+    ("PyGILState_Release: thread state ... must be current", temporalio/sdk-python#300),
+    which turns a successful command into exit -6 or -11. Exit handlers (the
+    embedded PostgreSQL's stop, logging) still run first.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    atexit._run_exitfuncs()
+    os._exit(code)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `posguard` console script."""
-    argv = sys.argv[1:] if argv is None else argv
+    """Entry point of the `posguard` console script.
+
+    Run as a program (argv None) it ends the process itself once the command is
+    done (see `_exit_now`); called with argv (in-process) it returns the code.
+    """
+    if argv is None:
+        _exit_now(_main(sys.argv[1:]))
+    return _main(argv)
+
+
+def _main(argv: list[str]) -> int:
     if argv[:1] == ["sim"]:
         return _sim_passthrough(argv[1:])
     args = build_parser().parse_args(argv)
@@ -192,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     except UnreachableError as exc:
         print(f"posguard: {exc}", file=sys.stderr)
         return 2
+    except pc.CommandError as exc:
+        print(f"posguard: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

@@ -11,17 +11,46 @@ import asyncio
 import contextlib
 import logging
 
+from signals_ingest.gate_process import run_gate
+from simulator.markets import build_markets
+from simulator.prices import make_source
+from simulator.server import PaperExchange
 from workers.embedded import TemporalDevServer
-from workers.settings import Settings
+from workers.settings import EMBEDDED_PAPER, Settings
 from workers.temporal import connect
 from workers.worker import run_worker
 
 log = logging.getLogger("posguard.dev")
 
 
+async def start_paper_exchange(settings: Settings) -> tuple[Settings, PaperExchange | None]:
+    """Start the embedded paper exchange if an account asks for it; settings pointing at it."""
+    wanted = [a for a in settings.accounts if a.paper_url == EMBEDDED_PAPER]
+    if not wanted:
+        return settings, None
+    markets = build_markets(None)
+    sim = PaperExchange(
+        port=settings.sim_port,
+        admin_port=settings.sim_admin_port,
+        markets=markets,
+        price_source=make_source(settings.sim_price_path, markets, 1, 1000),
+        api_key=wanted[0].api_key.get_secret_value(),
+        api_secret=wanted[0].secret.get_secret_value(),
+    )
+    await sim.start()
+    accounts = [
+        a.model_copy(update={"paper_url": sim.rest_url, "paper_ws_url": sim.ws_url})
+        if a.paper_url == EMBEDDED_PAPER
+        else a
+        for a in settings.accounts
+    ]
+    return settings.model_copy(update={"accounts": accounts}), sim
+
+
 async def run_dev_stack(settings: Settings, stop: asyncio.Event) -> int:
     """Run until `stop` is set; returns the process exit code."""
     settings.state_dir.mkdir(parents=True, exist_ok=True)
+    sim: PaperExchange | None = None
     server: TemporalDevServer | None = None
     address = settings.temporal_address
     if address is None:
@@ -34,6 +63,7 @@ async def run_dev_stack(settings: Settings, stop: asyncio.Event) -> int:
         await asyncio.to_thread(server.start)
         address = server.address
     try:
+        settings, sim = await start_paper_exchange(settings)
         client = await connect(
             address, settings.temporal_namespace, timeout_s=settings.connect_timeout_seconds
         )
@@ -44,11 +74,26 @@ async def run_dev_stack(settings: Settings, stop: asyncio.Event) -> int:
             f"  Web UI        http://127.0.0.1:{settings.ui_port}\n"
             f"  PostgreSQL    {database}\n"
             f"  task queue    {settings.task_queue}\n"
+            + (
+                f"  paper exchange {sim.rest_url} (admin {sim.admin_url})\n"
+                if sim is not None
+                else ""
+            )
+            + f"  price gate    http://127.0.0.1:{settings.health_port + 1}/health\n"
             "Ctrl-C stops everything.",
             flush=True,
         )
-        await run_worker(client, settings, stop)
+        # Worker and price gate side by side; either failing stops both.
+        tasks = [
+            asyncio.create_task(run_worker(client, settings, stop), name="worker"),
+            asyncio.create_task(run_gate(settings, stop, client=client), name="price-gate"),
+        ]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        stop.set()
+        await asyncio.gather(*tasks)
     finally:
+        if sim is not None:
+            await sim.stop()
         if server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(server.stop)

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from activities.exchange.gateway import ExchangeGateway
-from workers.settings import AccountSettings
+from workers.settings import EMBEDDED_PAPER, AccountSettings
+
+log = logging.getLogger("posguard.exchanges")
 
 
 def make_exchange(account: AccountSettings) -> Any:
     """A ccxt.async_support client for `account`: the paper exchange or the real one."""
     key = account.api_key.get_secret_value()
     secret = account.secret.get_secret_value()
+    if account.paper_url == EMBEDDED_PAPER:
+        raise ValueError(
+            f"account {account.name!r} uses the embedded paper exchange, which only runs "
+            "inside `posguard dev`; set its paper_url to a running `posguard sim`"
+        )
     if account.paper_url is not None:
         from simulator.client import binanceusdm_client
 
@@ -33,5 +41,15 @@ def make_exchange(account: AccountSettings) -> Any:
 
 
 def make_gateways(accounts: list[AccountSettings]) -> dict[str, ExchangeGateway]:
-    """One gateway per configured account, keyed by account name."""
-    return {a.name: ExchangeGateway(make_exchange(a), account=a.name) for a in accounts}
+    """One gateway per usable account, keyed by account name.
+
+    An account on the embedded paper exchange is skipped (with a warning) outside
+    `posguard dev`, which replaces "embedded" by the running exchange's URL.
+    """
+    gateways: dict[str, ExchangeGateway] = {}
+    for account in accounts:
+        if account.paper_url == EMBEDDED_PAPER:
+            log.warning("account %r needs `posguard dev` (embedded paper exchange)", account.name)
+            continue
+        gateways[account.name] = ExchangeGateway(make_exchange(account), account=account.name)
+    return gateways

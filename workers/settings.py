@@ -19,6 +19,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+EMBEDDED_PAPER = "embedded"
+
 
 class AccountSettings(BaseModel):
     """One exchange account. Keys stay in the worker; workflows only see `name`."""
@@ -29,6 +31,7 @@ class AccountSettings(BaseModel):
     secret: SecretStr = SecretStr("paper-secret")
     testnet: bool = False
     # Base URL of a paper exchange (the simulator); None means the real exchange.
+    # "embedded" means the paper exchange `posguard dev` starts in-process.
     paper_url: str | None = None
     paper_ws_url: str | None = None
     # Per-account cap enforced by the worker on top of ccxt's own limiter.
@@ -64,7 +67,11 @@ class Settings(BaseSettings):
     event_retention_days: int = Field(default=365, ge=1)
     event_partition_months_ahead: int = Field(default=3, ge=0)
     connect_timeout_seconds: int = Field(default=15, ge=1)
-    accounts: list[AccountSettings] = Field(default_factory=lambda: [AccountSettings()])
+    accounts: list[AccountSettings] = Field(
+        default_factory=lambda: [AccountSettings(paper_url=EMBEDDED_PAPER)]
+    )
+    # Price path of the embedded paper exchange (see `posguard sim --help`).
+    sim_price_path: str = "random_walk"
 
     @classmethod
     def settings_customise_sources(

@@ -22,11 +22,11 @@ from typing import Any, TypeVar, cast
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
 with workflow.unsafe.imports_passed_through():
-    from domain.client_ids import OrderStep, client_order_id
+    from domain.client_ids import OrderStep, client_order_id, parse_client_id
     from domain.errors import NON_RETRYABLE_ERROR_TYPES, ErrorType
     from domain.events import (
         AlertSent,
@@ -57,12 +57,14 @@ with workflow.unsafe.imports_passed_through():
     from domain.orders import (
         Fill,
         OrderIntent,
+        OrderKind,
         OrderRef,
         OrderStatus,
         OrderView,
         close_intent,
         entry_intent,
         stop_intent,
+        take_profit_intent,
     )
     from domain.position import (
         CloseReason,
@@ -85,15 +87,17 @@ with workflow.unsafe.imports_passed_through():
     )
     from domain.records import AlertRecord, OrderRecord, StoreBatch
     from domain.requests import ExchangePosition, OrderRequest, PlaceOrderRequest, SymbolRequest
-    from domain.sizing import InvalidStop, NotSized, size_position, stop_level
-    from domain.types import Severity
+    from domain.sizing import InvalidStop, NotSized, size_position, stop_level, take_profit_level
+    from domain.types import Severity, Side
     from workflows.position_io import (
+        BandView,
         CarriedState,
         CloseRequest,
         CloseResult,
         ExchangeUpdate,
         PositionInput,
         PositionView,
+        PriceTick,
     )
     from workflows.position_records import order_record, position_record
     from workflows.search_attributes import POSITION_STATE
@@ -196,6 +200,36 @@ class PositionWorkflow:
             history_length=workflow.info().get_current_history_length(),
         )
 
+    @workflow.query
+    def band(self) -> BandView:
+        """The price band the gate must watch for this position."""
+        return self._band()
+
+    @workflow.update
+    def price(self, tick: PriceTick) -> BandView:
+        """A mark price outside the band: act on it, answer with the new band.
+
+        The gate keeps at most one of these in flight per position, so the
+        answer (the new band) is what it waits for before sending another.
+        """
+        self.s = self.s.observe_price(tick.price)
+        stop = self.s.stop_price
+        if stop is not None and self.spec.side.sign * (tick.price - stop) <= 0:
+            self.look_requested = True  # the exchange's stop should have fired: check
+        return self._band()
+
+    def _band(self) -> BandView:
+        open_ = not is_terminal(self.s.state)
+        stop = self.s.stop_price if open_ else None
+        below, above = (stop, None) if self.spec.side is Side.LONG else (None, stop)
+        return BandView(
+            workflow_id=self.workflow_id,
+            symbol=self.spec.symbol,
+            wake_below=below,
+            wake_above=above,
+            open=open_,
+        )
+
     @workflow.signal
     def exchange_update(self, update: ExchangeUpdate) -> None:
         """Something changed on the exchange: read the stop and the position again."""
@@ -228,15 +262,30 @@ class PositionWorkflow:
         except asyncio.CancelledError:
             # `temporal workflow cancel` means "close this position": never leave
             # an exchange position unmanaged.
-            if is_open_on_exchange(self.s.state) and self.s.qty > 0:
-                await self._close(CloseReason.OPERATOR, requested_by="workflow cancellation")
-            elif not is_terminal(self.s.state):
-                self._transition(PositionState.ROLLED_BACK, CloseReason.OPERATOR)
+            await self._wind_down()
             await self._drain_writes()
             raise
         await self._drain_writes()
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._result()
+
+    async def _wind_down(self) -> None:
+        """After a cancellation: close whatever the exchange holds for us, then end."""
+        ref = self.s.entry_order
+        if self.s.state is PositionState.PENDING_ENTRY and ref is not None:
+            # The entry may have been accepted just before the cancel: ask the exchange.
+            intent = entry_intent(ref.client_order_id, self.spec.symbol, self.spec.side, ref.qty)
+            view = await self._find(intent, patient=True)
+            if view is not None and view.filled_qty > 0:
+                self._transition(PositionState.ENTRY_PLACED)
+                self.s = self.s.apply_entry_fills([self._aggregate_fill(view)], workflow.now())
+                self._record_order(intent, view)
+        if self.s.state is PositionState.ENTRY_PLACED:
+            self._transition(PositionState.PENDING_SL)
+        if is_open_on_exchange(self.s.state) and self.s.qty > 0:
+            await self._close(CloseReason.OPERATOR, requested_by="workflow cancellation")
+        elif not is_terminal(self.s.state):
+            self._transition(PositionState.ROLLED_BACK, CloseReason.OPERATOR)
 
     async def _begin(self) -> None:
         self._set_search_state()
@@ -428,6 +477,7 @@ class PositionWorkflow:
                 await workflow.sleep(action.delay)
             if action.kind is ActionKind.PROTECTED:
                 self._became_protected()
+                await self._place_take_profit()
                 return
             if action.kind is ActionKind.CLOSED:
                 return
@@ -453,6 +503,10 @@ class PositionWorkflow:
                     error is ErrorType.ORDER_IMMEDIATELY_FILLABLE
                     and step is ProtectionStep.PLACE_STOP
                 ):
+                    # The mark is already beyond the stop: the trader's loss limit is hit.
+                    self.s = self.s.model_copy(
+                        update={"close_reason": CloseReason.STOP_BEYOND_MARK}
+                    )
                     self._emit(
                         EventType.SL_WOULD_TRIGGER_IMMEDIATELY,
                         StopWouldTriggerImmediately(
@@ -552,6 +606,43 @@ class PositionWorkflow:
                 OrderFailed(client_order_id=cid, error_type=error.value, message=msg),
             )
 
+    async def _place_take_profit(self) -> None:
+        """Rest a reduce-only take-profit if the spec asks for one (never blocks the stop)."""
+        rule, entry = self.spec.take_profit, self.s.avg_entry_price
+        if rule is None or self.s.take_profit is not None or entry is None:
+            return
+        try:
+            price = take_profit_level(self.spec.side, entry, rule, self._filters())
+        except InvalidStop as exc:
+            self._alert(Severity.WARNING, "take-profit not placed", str(exc))
+            return
+        cid = self._new_cid(OrderStep.TAKE_PROFIT)
+        intent = take_profit_intent(cid, self.spec.symbol, self.spec.side, self.s.qty, price)
+        view, error = await self._place(intent, look_up_first=False)
+        self._record_order(intent, view)
+        if view is None:
+            self._alert(Severity.WARNING, "take-profit not placed", f"{error}")
+            return
+        ref = OrderRef(
+            client_order_id=cid,
+            exchange_order_id=view.exchange_order_id,
+            qty=intent.qty,
+            trigger_price=price,
+        )
+        self.s = self.s.model_copy(update={"take_profit": ref})
+        self._emit(
+            EventType.TAKE_PROFIT_PLACED,
+            OrderPlaced(
+                client_order_id=cid,
+                exchange_order_id=view.exchange_order_id,
+                side=intent.side.value,
+                quantity=intent.qty,
+                trigger_price=price,
+                reduce_only=True,
+            ),
+            order_id=cid,
+        )
+
     def _became_protected(self) -> None:
         stop = self.s.stop
         assert stop is not None and stop.trigger_price is not None
@@ -610,32 +701,36 @@ class PositionWorkflow:
     async def _look(self) -> None:
         """Read our stop and the exchange position; react per `domain.protection`."""
         await self._cancel_stale()
-        for ref, emergency in ((self.s.stop, False), (self.s.emergency_stop, True)):
+        for ref in (self.s.stop, self.s.emergency_stop, self.s.take_profit):
             if ref is None:
                 continue
-            view = await self._find(self._stop_intent_of(ref, emergency), patient=False)
+            view = await self._find(self._intent_of(ref), patient=False)
             if view is not None and view.status is OrderStatus.FILLED:
-                await self._stop_filled(ref, emergency)
+                await self._exit_order_filled(ref)
                 return
-            if view is None or view.status in (
+            gone = view is None or view.status in (
                 OrderStatus.CANCELED,
                 OrderStatus.EXPIRED,
                 OrderStatus.REJECTED,
-            ):
-                if not emergency:
-                    pos = await self._position()
-                    if not pos.is_flat:
-                        self._emit(
-                            EventType.STOP_MISSING_DETECTED,
-                            StopMissing(
-                                expected_client_order_id=ref.client_order_id, quantity=self.s.qty
-                            ),
-                        )
-                        self.s = self.s.with_stop(None, workflow.now())
-                        self._transition(PositionState.PENDING_SL)
-                        return
-                else:
-                    self.s = self.s.model_copy(update={"emergency_stop": None})
+            )
+            if not gone:
+                continue
+            if ref is self.s.stop:
+                pos = await self._position()
+                if not pos.is_flat:
+                    self._emit(
+                        EventType.STOP_MISSING_DETECTED,
+                        StopMissing(
+                            expected_client_order_id=ref.client_order_id, quantity=self.s.qty
+                        ),
+                    )
+                    self.s = self.s.with_stop(None, workflow.now())
+                    self._transition(PositionState.PENDING_SL)
+                    return
+            elif ref is self.s.emergency_stop:
+                self.s = self.s.model_copy(update={"emergency_stop": None})
+            else:
+                self.s = self.s.model_copy(update={"take_profit": None})
         pos = await self._position()
         reaction = on_position_observed(self.s.state, self.spec.side, self.s.qty, pos.side, pos.qty)
         if reaction.kind is ReactionKind.RECORD_CLOSE:
@@ -654,19 +749,29 @@ class PositionWorkflow:
                 f"exchange shows {pos.side} {pos.qty}",
             )
 
-    def _stop_intent_of(self, ref: OrderRef, emergency: bool) -> OrderIntent:
+    def _intent_of(self, ref: OrderRef) -> OrderIntent:
+        """The intent behind one of our resting exit orders, from its client id."""
         assert ref.trigger_price is not None
+        parsed = parse_client_id(ref.client_order_id)
+        step = parsed.step if parsed is not None else OrderStep.STOP
+        if step is OrderStep.TAKE_PROFIT:
+            return take_profit_intent(
+                ref.client_order_id, self.spec.symbol, self.spec.side, ref.qty, ref.trigger_price
+            )
         return stop_intent(
             ref.client_order_id,
             self.spec.symbol,
             self.spec.side,
             ref.qty,
             ref.trigger_price,
-            emergency=emergency,
+            emergency=step is OrderStep.EMERGENCY_STOP,
         )
 
-    async def _stop_filled(self, ref: OrderRef, emergency: bool) -> None:
-        intent = self._stop_intent_of(ref, emergency)
+    async def _exit_order_filled(self, ref: OrderRef) -> None:
+        """Our stop, emergency stop or take-profit filled: book it; close or re-protect."""
+        intent = self._intent_of(ref)
+        emergency = intent.kind is OrderKind.EMERGENCY_STOP
+        take_profit = intent.kind is OrderKind.TAKE_PROFIT
         fills = await self._fills(intent)
         filled = sum((f.qty for f in fills), Decimal(0))
         reaction = on_stop_filled(self.s.state, self.s.qty, filled, emergency=emergency)
@@ -678,7 +783,7 @@ class PositionWorkflow:
         else:
             self.s = self.s.with_exchange_qty(self.s.qty - filled, workflow.now())
         self._emit(
-            EventType.STOP_TRIGGERED,
+            EventType.TAKE_PROFIT_FILLED if take_profit else EventType.STOP_TRIGGERED,
             OrderFilled(
                 client_order_id=ref.client_order_id,
                 exchange_order_id=ref.exchange_order_id,
@@ -689,14 +794,16 @@ class PositionWorkflow:
             order_id=ref.client_order_id,
         )
         self._record_order(intent, None, status=OrderStatus.FILLED)
-        if emergency:
-            self.s = self.s.model_copy(update={"emergency_stop": None})
-        else:
-            self.s = self.s.with_stop(None, workflow.now())
+        field = "take_profit" if take_profit else "emergency_stop" if emergency else "stop"
+        self.s = self.s.model_copy(update={field: None})
         if self.s.qty > 0:
-            self._transition(PositionState.PENDING_SL)  # the rest needs a stop of its own
+            if not take_profit:
+                self._transition(PositionState.PENDING_SL)  # the rest needs a stop of its own
             return
-        reason = CloseReason.EMERGENCY_STOP_FILLED if emergency else CloseReason.STOP_FILLED
+        if take_profit:
+            reason = CloseReason.TAKE_PROFIT
+        else:
+            reason = CloseReason.EMERGENCY_STOP_FILLED if emergency else CloseReason.STOP_FILLED
         await self._finish_close(reason)
 
     async def _record_external_close(self, reason: CloseReason, pos: ExchangePosition) -> None:
@@ -715,7 +822,7 @@ class PositionWorkflow:
                 self._transition(PositionState.PENDING_SL)
             return  # the old stop still protects (it can only over-protect)
         if old is not None:
-            await self._cancel(self._stop_intent_of(old, False), old)
+            await self._cancel(self._intent_of(old), old)
 
     async def _reconcile_qty(self) -> bool:
         """Adopt the exchange's quantity; False when the position turned out flat."""
@@ -812,10 +919,12 @@ class PositionWorkflow:
 
     async def _finish_close(self, reason: CloseReason) -> None:
         """The position is flat: cancel every remaining order, book the close."""
-        for ref, emergency in ((self.s.stop, False), (self.s.emergency_stop, True)):
+        for ref in (self.s.stop, self.s.emergency_stop, self.s.take_profit):
             if ref is not None:
-                await self._cancel(self._stop_intent_of(ref, emergency), ref)
-        self.s = self.s.model_copy(update={"stop": None, "emergency_stop": None})
+                await self._cancel(self._intent_of(ref), ref)
+        self.s = self.s.model_copy(
+            update={"stop": None, "emergency_stop": None, "take_profit": None}
+        )
         await self._cancel_stale()
         self.s = self.s.model_copy(update={"close_reason": reason})
         rollback = reason in (CloseReason.STOP_UNPLACEABLE, CloseReason.STOP_BEYOND_MARK)
@@ -886,8 +995,7 @@ class PositionWorkflow:
 
     async def _cancel_stale(self) -> None:
         for ref in list(self.stale):
-            emergency = ref.client_order_id.find(f"-{OrderStep.EMERGENCY_STOP.value}-") >= 0
-            await self._cancel(self._stop_intent_of(ref, emergency), ref)
+            await self._cancel(self._intent_of(ref), ref)
 
     async def _place(
         self, intent: OrderIntent, *, look_up_first: bool
@@ -1000,6 +1108,10 @@ class PositionWorkflow:
                 summary=summary[:200],
             )
         except ActivityError as err:
+            if is_cancelled_exception(err):
+                # The workflow itself was cancelled while waiting: never let that
+                # pass as an exchange failure (run() turns it into a close).
+                raise asyncio.CancelledError() from err
             raise ExchangeCallFailed(_error_type(err), str(err.cause or err)) from err
 
     # --- recording -----------------------------------------------------------------------------
@@ -1047,21 +1159,22 @@ class PositionWorkflow:
         self._flush()
 
     def _alert(self, severity: Severity, title: str, body: str) -> None:
+        """Raise an alert to humans: an event plus an `alerts` row, in the same write."""
+        self.alerts.append(
+            AlertRecord(
+                event_id=event_id(self.position_id, self.s.event_seq),  # the event emitted next
+                severity=severity,
+                title=title,
+                body=body,
+                position_id=self.position_id,
+            )
+        )
         self._emit(
             EventType.CRITICAL_ERROR if severity is Severity.CRITICAL else EventType.ALERT_SENT,
             CriticalError(error_type=title, message=body)
             if severity is Severity.CRITICAL
             else AlertSent(channel="log", title=title, body=body),
             severity=severity,
-        )
-        self.alerts.append(
-            AlertRecord(
-                event_id=event_id(self.position_id, self.s.event_seq - 1),
-                severity=severity,
-                title=title,
-                body=body,
-                position_id=self.position_id,
-            )
         )
         workflow.logger.warning("%s: %s", title, body)
 

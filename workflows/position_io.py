@@ -5,7 +5,7 @@ Shared by the workflow, the CLI and the ingest process; all pydantic, all Decima
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -119,3 +119,29 @@ class PositionView(BaseModel):
     stale_orders: list[OrderRef]
     runs: int
     history_length: int
+
+
+class PriceTick(BaseModel):
+    """A mark price the price gate sends when it leaves the position's band."""
+
+    model_config = ConfigDict(frozen=True)
+
+    price: Decimal
+    at: datetime
+
+
+class BandView(BaseModel):
+    """The prices between which the position needs no message (see domain/band.py).
+
+    A tick strictly inside `(wake_below, wake_above)` costs no Temporal call; a
+    bound of None never wakes. `open` is False once the position is over, and the
+    gate then forgets it.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    workflow_id: str
+    symbol: str
+    wake_below: Decimal | None = None
+    wake_above: Decimal | None = None
+    open: bool = True

@@ -167,7 +167,11 @@ class Store:
         sql = (
             "SELECT * FROM events"
             + (" WHERE " + " AND ".join(where) if where else "")
-            + f" ORDER BY occurred_at {'DESC' if newest_first else 'ASC'}, event_id"
+            + (
+                " ORDER BY occurred_at DESC, event_id DESC"
+                if newest_first
+                else " ORDER BY occurred_at, event_id"
+            )
             + f" LIMIT ${len(args)}"
         )
         rows = await self.pool.fetch(sql, *args)
@@ -228,6 +232,17 @@ class Store:
         return sql, [data[c] for c in cols]
 
     async def _upsert_position(self, conn: asyncpg.Connection, rec: PositionRecord) -> None:
+        # Temporal runs one workflow per id at a time, so a new lifecycle on the
+        # same workflow id proves the previous one ended. If it ended without
+        # recording its close (terminated), its row is marked superseded instead
+        # of blocking the one-live-position-per-key index forever.
+        await conn.execute(
+            """UPDATE positions SET status = 'closed',
+                   exit_reason = coalesce(exit_reason, 'superseded: workflow ended unrecorded')
+               WHERE workflow_id = $1 AND id <> $2 AND status NOT IN ('closed', 'rolled_back')""",
+            rec.workflow_id,
+            rec.id,
+        )
         sql, args = self._upsert_sql("positions", "id", rec.model_dump())
         await conn.execute(sql, *args)
 

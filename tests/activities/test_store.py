@@ -222,3 +222,17 @@ async def test_indexes_cover_the_queries(store: Store) -> None:
         "events_occurred_idx",
     ):
         assert expected in names
+
+
+async def test_a_terminated_lifecycle_never_blocks_the_next_one(store: Store) -> None:
+    # A workflow terminated by hand leaves its row live; the next lifecycle of the
+    # same workflow id supersedes it instead of failing every write.
+    stale = position("term-1", symbol="TERMUSDT").model_copy(update={"workflow_id": "wf-term"})
+    await store.upsert_position(stale)
+    fresh = position("term-2", symbol="TERMUSDT").model_copy(update={"workflow_id": "wf-term"})
+    await store.upsert_position(fresh)
+    old = await store.get_position("term-1")
+    assert old is not None and old.status == "closed"
+    assert old.exit_reason is not None and old.exit_reason.startswith("superseded")
+    new = await store.get_position("term-2")
+    assert new is not None and new.status == "active"

@@ -23,7 +23,7 @@ from domain.types import ExchangeId, Side
 from simulator.server import PaperExchange
 from workers.positions import start_position
 from workers.settings import Settings
-from workflows.position_io import PositionConfig, PositionView
+from workflows.position_io import CloseRequest, CloseResult, PositionConfig, PositionView
 
 PRICES = {
     "BTCUSDT": "60000",
@@ -76,6 +76,12 @@ class Stack:
             self.client, position, task_queue=self.settings.task_queue, config=cfg
         )
 
+    async def close(self, handle: WorkflowHandle[Any, Any]) -> CloseResult:
+        """Close through the operator update and wait until the workflow has ended."""
+        result = await handle.execute_update("close", CloseRequest(), result_type=CloseResult)
+        await handle.result()
+        return result
+
     async def view(self, handle: WorkflowHandle[Any, Any]) -> PositionView:
         return await handle.query("state", result_type=PositionView)
 
@@ -123,7 +129,11 @@ class Stack:
         ]
 
     def open_stops(self, symbol: str) -> list[dict[str, Any]]:
-        return [a for a in self.orders(symbol, algo=True) if a["algoStatus"] == "NEW"]
+        return [
+            a
+            for a in self.orders(symbol, algo=True)
+            if a["algoStatus"] == "NEW" and a["orderType"] == "STOP_MARKET"
+        ]
 
     async def event_types(self, position_id: str) -> list[str]:
         # Store writes are asynchronous to the workflow; the result waits for them.

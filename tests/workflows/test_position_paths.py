@@ -9,12 +9,15 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from temporalio.client import WorkflowFailureError
 
 from domain.position import CloseReason, PositionState
+from domain.sizing import TakeProfitRule
 from domain.types import Side
-from tests.workflows.harness import Stack, spec
+from tests.workflows.harness import Stack, eventually, spec
+from workers.positions import PositionAlreadyOpen
 from workflows.position import PositionWorkflow
-from workflows.position_io import CloseRequest
+from workflows.position_io import ExchangeUpdate
 
 
 @pytest.mark.parametrize("side", list(Side))
@@ -34,13 +37,12 @@ async def test_happy_path_entry_stop_then_operator_close(stack: Stack, side: Sid
     assert entry is not None and view.snapshot.stop_price is not None
     assert side.sign * (entry - view.snapshot.stop_price) >= entry * Decimal("0.02") - 1
 
-    result = await handle.execute_update(PositionWorkflow.close, CloseRequest())
+    result = await stack.close(handle)
     assert result.state is PositionState.CLOSED and result.reason is CloseReason.OPERATOR
     assert stack.position_amt(symbol) == 0
     assert stack.open_stops(symbol) == []
     entries = [o for o in stack.orders_of(view, algo=False) if not o["reduceOnly"]]
     assert len(entries) == 1 and entries[0]["status"] == "FILLED"
-    assert (await handle.result()).state is PositionState.CLOSED  # store writes drained
     events = await stack.event_types(view.position_id)
     for expected in (
         "position_create_started",
@@ -59,3 +61,243 @@ async def test_happy_path_entry_stop_then_operator_close(stack: Stack, side: Sid
     row = await stack.store.get_position(view.position_id)
     assert row is not None and row.status == "closed" and row.quantity == 0
     assert row.fees > 0 and row.exit_price is not None
+
+
+async def wait_entry_filled(stack: Stack, symbol: str, before: int) -> None:
+    """Poll the exchange until a new opening market order of `symbol` has filled."""
+
+    async def filled() -> bool:
+        entries = [o for o in stack.orders(symbol, algo=False) if not o["reduceOnly"]]
+        return len(entries) > before and entries[-1]["status"] in ("FILLED", "EXPIRED")
+
+    assert await eventually(filled)
+
+
+def entry_count(stack: Stack, symbol: str) -> int:
+    return len([o for o in stack.orders(symbol, algo=False) if not o["reduceOnly"]])
+
+
+@pytest.mark.parametrize("side", list(Side))
+async def test_partial_fill_protects_the_filled_quantity(stack: Stack, side: Side) -> None:
+    stack.sim.configure(market_fill_ratio="0.5")
+    try:
+        handle = await stack.open(spec("ETHUSDT", side, quote="1500"))
+        view = await stack.wait_state(handle, PositionState.ACTIVE)
+    finally:
+        stack.sim.configure(market_fill_ratio="1")
+    [entry] = [o for o in stack.orders_of(view, algo=False) if not o["reduceOnly"]]
+    requested, filled = Decimal(entry["origQty"]), Decimal(entry["executedQty"])
+    assert entry["status"] == "EXPIRED" and 0 < filled < requested
+    assert view.snapshot.qty == filled
+    [stop] = stack.open_stops("ETHUSDT")
+    assert Decimal(stop["quantity"]) == filled  # the filled, not the requested, quantity
+    await stack.close(handle)
+    assert stack.position_amt("ETHUSDT") == 0
+
+
+@pytest.mark.parametrize("side", list(Side))
+async def test_stop_rejected_three_times_rolls_back_to_flat(stack: Stack, side: Side) -> None:
+    symbol = "SOLUSDT"
+    stack.sim.add_fault("error", endpoint="POST /fapi/v1/algoOrder", code=-1000, status=500)
+    try:
+        handle = await stack.open(spec(symbol, side), exchange_attempts=1)
+        result = await handle.result()
+    finally:
+        stack.sim.clear_faults()
+    assert result.state is PositionState.ROLLED_BACK
+    assert result.reason is CloseReason.STOP_UNPLACEABLE
+    assert stack.position_amt(symbol) == 0
+    assert stack.open_stops(symbol) == []
+    view = await stack.view(handle)
+    events = await stack.event_types(view.position_id)
+    assert events.count("sl_placement_failed") == 3
+    assert "position_rollback_started" in events and "position_rolled_back" in events
+    closes = [o for o in stack.orders_of(view, algo=False) if o["reduceOnly"]]
+    assert len(closes) == 1 and closes[0]["status"] == "FILLED"
+
+
+async def test_rollback_close_fails_then_emergency_stop_protects(stack: Stack) -> None:
+    symbol, side = "BNBUSDT", Side.LONG
+    before = entry_count(stack, symbol)
+    # Three slow rejections of the stop give the test time to break the close too.
+    stack.sim.add_fault("latency", endpoint="POST /fapi/v1/algoOrder", latency_ms=400, count=3)
+    stack.sim.add_fault(
+        "error", endpoint="POST /fapi/v1/algoOrder", code=-1000, status=500, count=3
+    )
+    handle = await stack.open(spec(symbol, side), exchange_attempts=1)
+    await wait_entry_filled(stack, symbol, before)
+    close_fault = stack.sim.add_fault(
+        "error", endpoint="POST /fapi/v1/order", code=-1000, status=500
+    )
+    try:
+        view = await stack.wait_for(handle, lambda v: v.snapshot.emergency_stop is not None)
+    finally:
+        stack.sim.faults.remove(close_fault.id)
+    assert view.snapshot.state is PositionState.FAILED
+    [emergency] = stack.open_stops(symbol)
+    entry = view.snapshot.avg_entry_price
+    assert entry is not None
+    # Wider than the 2 % stop: the emergency distance (5 %) from the mark.
+    assert Decimal(emergency["triggerPrice"]) < entry * Decimal("0.96")
+    assert Decimal(emergency["quantity"]) == view.snapshot.qty
+    assert stack.position_amt(symbol) == view.snapshot.qty
+    events = await stack.event_types(view.position_id)
+    assert "emergency_stop_placed" in events
+    # The exchange works again: the next look puts the real stop back.
+    await handle.signal(PositionWorkflow.exchange_update, ExchangeUpdate(detail="test"))
+    view = await stack.wait_state(handle, PositionState.ACTIVE)
+    assert view.snapshot.state is PositionState.ACTIVE
+    await stack.close(handle)
+    assert stack.position_amt(symbol) == 0 and stack.open_stops(symbol) == []
+
+
+async def test_everything_fails_raises_critical_and_retries_until_recovery(stack: Stack) -> None:
+    symbol, side = "XRPUSDT", Side.SHORT
+    before = entry_count(stack, symbol)
+    stop_fault = stack.sim.add_fault(
+        "error", endpoint="POST /fapi/v1/algoOrder", code=-1000, status=500
+    )
+    handle = await stack.open(spec(symbol, side), exchange_attempts=1)
+    await wait_entry_filled(stack, symbol, before)
+    close_fault = stack.sim.add_fault(
+        "error", endpoint="POST /fapi/v1/order", code=-1000, status=500
+    )
+    view = await stack.view(handle)
+
+    async def critical_recorded() -> bool:
+        events = await stack.store.events(position_id=view.position_id, min_severity="critical")
+        return any(e.type.value == "critical_error" for e in events)
+
+    try:
+        assert await eventually(critical_recorded, seconds=30)
+        assert stack.position_amt(symbol) != 0  # still open: nothing could be done
+        alerts = await stack.store.pool.fetch(
+            "SELECT severity FROM alerts WHERE position_id = $1", view.position_id
+        )
+        assert "critical" in [a["severity"] for a in alerts]
+    finally:
+        stack.sim.faults.remove(stop_fault.id)
+        stack.sim.faults.remove(close_fault.id)
+    # The exchange recovers: the saga's next round protects the position.
+    view = await stack.wait_for(
+        handle, lambda v: v.snapshot.state is PositionState.ACTIVE or v.snapshot.qty == 0
+    )
+    assert view.snapshot.state in (PositionState.ACTIVE, PositionState.ROLLED_BACK)
+    if view.snapshot.state is PositionState.ACTIVE:
+        assert len(stack.open_stops(symbol)) == 1
+        await stack.close(handle)
+    assert stack.position_amt(symbol) == 0
+
+
+@pytest.mark.parametrize("side", list(Side))
+async def test_stop_that_would_trigger_immediately_closes_at_market(
+    stack: Stack, side: Side
+) -> None:
+    symbol = "DOGEUSDT"
+    stack.sim.set_price(symbol, "0.15")
+    before = entry_count(stack, symbol)
+    # The stop request is slow; meanwhile the mark crashes through the stop level,
+    # so the exchange itself answers -2021.
+    stack.sim.add_fault("latency", endpoint="POST /fapi/v1/algoOrder", latency_ms=800, count=1)
+    handle = await stack.open(spec(symbol, side))
+    await wait_entry_filled(stack, symbol, before)
+    stack.sim.set_price(symbol, "0.1400" if side is Side.LONG else "0.1600")
+    result = await handle.result()
+    stack.sim.set_price(symbol, "0.15")
+    assert result.state is PositionState.ROLLED_BACK
+    assert result.reason is CloseReason.STOP_BEYOND_MARK
+    assert stack.position_amt(symbol) == 0 and stack.open_stops(symbol) == []
+    view = await stack.view(handle)
+    assert "sl_would_trigger_immediately" in await stack.event_types(view.position_id)
+    assert result.realised_pnl < 0
+
+
+@pytest.mark.parametrize("side", list(Side))
+async def test_stop_filled_by_a_price_move_closes_the_position(stack: Stack, side: Side) -> None:
+    symbol = "BTCUSDT"
+    stack.sim.set_price(symbol, "60000")
+    handle = await stack.open(spec(symbol, side))
+    view = await stack.wait_state(handle, PositionState.ACTIVE)
+    stop = view.snapshot.stop_price
+    assert stop is not None
+    stack.sim.set_price(symbol, stop - side.sign * 100)  # through the stop
+    assert stack.position_amt(symbol) == 0  # the exchange's stop fired
+    # No message needed: the periodic look (time-skipped) finds the fill.
+    result = await handle.result()
+    stack.sim.set_price(symbol, "60000")
+    assert result.state is PositionState.CLOSED and result.reason is CloseReason.STOP_FILLED
+    assert result.exit_price is not None and result.realised_pnl < 0 and result.fees > 0
+    assert stack.open_stops(symbol) == []
+    events = await stack.event_types(view.position_id)
+    assert "stop_triggered" in events and events[-1] == "position_closed"
+
+
+async def test_adopt_protects_a_position_found_on_the_exchange(stack: Stack) -> None:
+    symbol = "SOLUSDT"
+    stack.sim.open_position(symbol, "BUY", "3")  # opened by hand, no stop
+    handle = await stack.open(spec(symbol, Side.LONG, adopt=True))
+    view = await stack.wait_state(handle, PositionState.ACTIVE)
+    assert view.snapshot.qty == Decimal(3)
+    [stop] = stack.open_stops(symbol)
+    assert Decimal(stop["quantity"]) == Decimal(3)
+    assert "position_adopted" in await stack.event_types(view.position_id)
+    await stack.close(handle)
+    assert stack.position_amt(symbol) == 0
+
+
+async def test_cancelling_the_workflow_closes_the_position(stack: Stack) -> None:
+    symbol = "ETHUSDT"
+    handle = await stack.open(spec(symbol, Side.SHORT))
+    view = await stack.wait_state(handle, PositionState.ACTIVE)
+    await handle.cancel()
+    with pytest.raises(WorkflowFailureError):
+        await handle.result()
+    assert stack.position_amt(symbol) == 0 and stack.open_stops(symbol) == []
+    events = await stack.event_types(view.position_id)
+    assert "close_triggered" in events and "position_closed" in events
+
+
+async def test_a_second_position_on_the_same_key_is_refused(stack: Stack) -> None:
+    handle = await stack.open(spec("BNBUSDT", Side.LONG))
+    await stack.wait_state(handle, PositionState.ACTIVE)
+    with pytest.raises(PositionAlreadyOpen):
+        await stack.open(spec("BNBUSDT", Side.SHORT))
+    await stack.close(handle)
+    # Once closed, the same key can be traded again (a new lifecycle).
+    again = await stack.open(spec("BNBUSDT", Side.SHORT))
+    await stack.wait_state(again, PositionState.ACTIVE)
+    await stack.close(again)
+    assert stack.position_amt("BNBUSDT") == 0
+
+
+async def test_position_closed_outside_posguard_is_recorded_and_its_stop_cancelled(
+    stack: Stack,
+) -> None:
+    symbol = "XRPUSDT"
+    handle = await stack.open(spec(symbol, Side.LONG))
+    await stack.wait_state(handle, PositionState.ACTIVE)
+    stack.sim.close_position(symbol)  # a person closes it in the exchange UI
+    await handle.signal(PositionWorkflow.exchange_update, ExchangeUpdate(detail="ACCOUNT_UPDATE"))
+    result = await handle.result()
+    assert result.state is PositionState.CLOSED and result.reason is CloseReason.EXTERNAL
+    assert stack.open_stops(symbol) == []
+
+
+@pytest.mark.parametrize("side", list(Side))
+async def test_take_profit_fills_and_the_stop_is_cancelled(stack: Stack, side: Side) -> None:
+    symbol = "ETHUSDT"
+    stack.sim.set_price(symbol, "3000")
+    handle = await stack.open(spec(symbol, side, take_profit=TakeProfitRule(percent=Decimal(3))))
+    view = await stack.wait_for(handle, lambda v: v.snapshot.take_profit is not None)
+    assert view.snapshot.take_profit is not None and view.snapshot.take_profit.trigger_price
+    assert len(stack.open_stops(symbol)) == 1
+    [tp] = [a for a in stack.orders_of(view, algo=True) if a["orderType"] == "TAKE_PROFIT_MARKET"]
+    assert tp["algoStatus"] == "NEW" and tp["reduceOnly"] is True
+    target = view.snapshot.take_profit.trigger_price
+    stack.sim.set_price(symbol, target + side.sign * 5)
+    result = await handle.result()
+    stack.sim.set_price(symbol, "3000")
+    assert result.state is PositionState.CLOSED and result.reason is CloseReason.TAKE_PROFIT
+    assert result.realised_pnl > 0
+    assert stack.position_amt(symbol) == 0 and stack.open_stops(symbol) == []
+    assert "take_profit_filled" in await stack.event_types(view.position_id)

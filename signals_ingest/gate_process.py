@@ -1,0 +1,273 @@
+"""The market-data process: Temporal + exchange mark prices + price gate + health endpoint.
+
+`run_gate(settings, stop)` runs until `stop` is set. For every market-data source
+(accounts grouped by exchange and endpoint) it keeps one ccxt.pro connection, one
+`PriceGate` and one `MarketFeed`, and every `sync_interval` it lists the running
+position workflows (visibility) to pick up new positions and forget closed ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from aiohttp import web
+from temporalio.client import Client
+
+from signals_ingest.market_feed import EventSink, MarketFeed, Shard
+from signals_ingest.price_gate import PriceGate
+from signals_ingest.temporal_waker import TemporalWaker, parse_position_workflow_id, sync_gate
+from workers.settings import AccountSettings, Settings
+from workflows.position_io import WORKFLOW_TYPE
+
+__all__ = ["GateSource", "HealthServer", "run_gate"]
+
+log = logging.getLogger("posguard.gate")
+
+
+@dataclass
+class GateSource:
+    """One market-data connection and the positions it gates."""
+
+    name: str
+    exchange_id: str
+    accounts: set[str]
+    gate: PriceGate
+    feed: MarketFeed
+    exchange: Any
+    shard: Shard
+    last_sync_error: str | None = None
+    syncs: int = 0
+
+    def selects(self, workflow_id: str) -> bool:
+        key = parse_position_workflow_id(workflow_id)
+        return (
+            key is not None
+            and key.account in self.accounts
+            and key.exchange == self.exchange_id
+            and self.shard.owns(key.symbol)
+        )
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "exchange": self.exchange_id,
+            "shard": str(self.shard),
+            "connected": self.feed.connected,
+            "subscribed": sorted(self.feed.subscribed),
+            "messages": self.feed.messages,
+            "reconnects": self.feed.reconnects,
+            "stream_failures": self.feed.failures,
+            "syncs": self.syncs,
+            "last_sync_error": self.last_sync_error,
+            "gate": self.gate.stats(),
+        }
+
+    def healthy(self) -> bool:
+        # Nothing to watch is healthy; otherwise the stream must be up.
+        return (self.feed.connected or not self.feed.subscribed) and self.last_sync_error is None
+
+
+def _source_key(acct: AccountSettings) -> tuple[str, str | None, str | None, bool]:
+    return (acct.exchange, acct.paper_url, acct.paper_ws_url, acct.testnet)
+
+
+def make_market_data_client(acct: AccountSettings) -> Any:
+    """A ccxt.pro client for public mark prices of `acct`'s exchange (paper or real)."""
+    if acct.paper_url is not None:
+        from simulator.client import binanceusdm_client
+
+        urls = {"rest": acct.paper_url}
+        if acct.paper_ws_url:
+            urls["ws"] = acct.paper_ws_url
+        return binanceusdm_client(
+            urls,
+            api_key=acct.api_key.get_secret_value(),
+            secret=acct.secret.get_secret_value(),
+            pro=True,
+        )
+    import ccxt.pro as ccxt_pro
+
+    options: dict[str, Any] = {}
+    if acct.exchange == "bybit":
+        options = {"fetchMarkets": {"types": ["linear"]}}
+    client = getattr(ccxt_pro, acct.exchange)({"enableRateLimit": True, "options": options})
+    if acct.testnet:
+        client.enable_demo_trading(True)
+    return client
+
+
+class HealthServer:
+    """`GET /health` (200 healthy / 503 not) and `GET /stats`, JSON, on 127.0.0.1."""
+
+    def __init__(
+        self, sources: Callable[[], list[GateSource]], port: int, host: str = "127.0.0.1"
+    ) -> None:
+        self._sources = sources
+        self.host = host
+        self.port = port
+        self._runner: web.AppRunner | None = None
+
+    def body(self) -> dict[str, Any]:
+        sources = self._sources()
+        ok = all(s.healthy() for s in sources)
+        return {"status": "ok" if ok else "degraded", "sources": [s.health() for s in sources]}
+
+    async def _health(self, request: web.Request) -> web.Response:
+        body = self.body()
+        return web.json_response(body, status=200 if body["status"] == "ok" else 503)
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        return web.json_response(self.body())
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/health", self._health)
+        app.router.add_get("/stats", self._stats)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        await site.start()
+        server = site._server
+        if server is not None and self.port == 0:
+            self.port = int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
+async def _sync_loop(
+    source: GateSource,
+    client: Client,
+    stop: asyncio.Event,
+    *,
+    interval: timedelta,
+    refresh_every: int,
+    workflow_type: str,
+) -> None:
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval.total_seconds())  # float ok: seconds
+        if stop.is_set():
+            return
+        source.syncs += 1
+        try:
+            result = await sync_gate(
+                source.gate,
+                client,
+                workflow_type=workflow_type,
+                select=source.selects,
+                refresh=refresh_every > 0 and source.syncs % refresh_every == 0,
+            )
+            source.last_sync_error = None
+            if result.added or result.removed:
+                log.info("%s: sync %s", source.name, result)
+        except Exception as exc:
+            source.last_sync_error = repr(exc)[:300]
+            log.warning("%s: sync failed: %r", source.name, exc)
+
+
+async def run_gate(
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    client: Client | None = None,
+    shard: Shard | None = None,
+    health_port: int | None = None,
+    events: EventSink | None = None,
+    sync_interval: timedelta = timedelta(seconds=5),
+    refresh_every: int = 12,
+    workflow_type: str = WORKFLOW_TYPE,
+    sources_out: list[GateSource] | None = None,
+    health_out: list[HealthServer] | None = None,
+) -> None:
+    """Run the market-data process until `stop` is set.
+
+    - `client`: a Temporal client (default: connect to `settings.temporal_address`, else
+      the embedded dev server's port) using posguard's data converter;
+    - `shard`: this process's symbols (default all);
+    - `health_port`: where `/health` listens (default `settings.health_port + 1`, since
+      the worker owns `health_port`; 0 = any free port; negative = no endpoint);
+    - `events`: where WEBSOCKET_* events go (e.g. the worker's `Store`); None = nowhere;
+    - `sync_interval` / `refresh_every`: how often running positions are listed, and
+      every how many listings the bands of all idle positions are re-read;
+    - `sources_out` / `health_out`: filled with the live sources and the health server
+      (for tests and embedding).
+    """
+    shard = shard or Shard()
+    if client is None:
+        from workers.temporal import connect
+
+        address = settings.temporal_address or f"127.0.0.1:{settings.temporal_port}"
+        client = await connect(
+            address, settings.temporal_namespace, timeout_s=settings.connect_timeout_seconds
+        )
+    waker = TemporalWaker(client)
+    groups: dict[tuple[str, str | None, str | None, bool], list[AccountSettings]] = {}
+    for acct in settings.accounts:
+        groups.setdefault(_source_key(acct), []).append(acct)
+    sources: list[GateSource] = [] if sources_out is None else sources_out
+    for accts in groups.values():
+        first = accts[0]
+        exchange = make_market_data_client(first)
+        name = f"{first.exchange}:{','.join(a.name for a in accts)}"
+        gate = PriceGate(waker, name=name)
+        sources.append(
+            GateSource(
+                name=name,
+                exchange_id=first.exchange,
+                accounts={a.name for a in accts},
+                gate=gate,
+                feed=MarketFeed(exchange, gate, shard=shard, events=events),
+                exchange=exchange,
+                shard=shard,
+            )
+        )
+    port = settings.health_port + 1 if health_port is None else health_port
+    health = HealthServer(lambda: sources, port) if port >= 0 else None
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        if health is not None:
+            await health.start()
+            if health_out is not None:
+                health_out.append(health)
+            log.info("gate health on http://%s:%d/health", health.host, health.port)
+        for src in sources:
+            # Initial load: every running position, primed, so the first tick of each
+            # symbol sends the current price to all of them once.
+            result = await sync_gate(
+                src.gate, client, workflow_type=workflow_type, select=src.selects, prime=True
+            )
+            log.info("%s: loaded %d positions (shard %s)", src.name, result.added, shard)
+            tasks.append(asyncio.create_task(src.feed.run(stop)))
+            tasks.append(
+                asyncio.create_task(
+                    _sync_loop(
+                        src,
+                        client,
+                        stop,
+                        interval=sync_interval,
+                        refresh_every=refresh_every,
+                        workflow_type=workflow_type,
+                    )
+                )
+            )
+        await stop.wait()
+    finally:
+        stop.set()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(t, 10)
+        for src in sources:
+            await src.gate.close()
+            with contextlib.suppress(Exception):
+                await src.exchange.close()
+        if health is not None:
+            await health.stop()

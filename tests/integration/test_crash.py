@@ -1,0 +1,380 @@
+"""Crash tests: the worker process is SIGKILLed in the middle of a step and replaced.
+
+Everything is real and crosses process boundaries: the Temporal dev server, an
+embedded PostgreSQL, the paper exchange (served from this test process) and
+`python -m workers.cli worker` as a separate process, which is killed with
+SIGKILL (no cleanup of any kind) and then started again. The simulator's ground
+truth decides: no order placed twice, no moment without a stop.
+
+The windows are widened with latency faults on the exchange, so the kill lands
+where the scenario says (the fault's hit counter tells us the request is in
+flight), not where a race happens to put it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from temporalio.client import WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+
+from activities.store.repository import Store
+from domain.client_ids import belongs_to
+from domain.position import PositionSpec, PositionState
+from domain.protection import ProtectionPolicy
+from domain.sizing import SizingMode, SizingRequest, StopRule
+from domain.types import ExchangeId, Side
+from simulator.faults import FaultRule
+from simulator.server import PaperExchange
+from workers.positions import start_position
+from workflows.position_io import ExchangeUpdate, PositionConfig, PositionView, exchange_task_queue
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+LATENCY_MS = 3000
+# Longer than the latency (a request that is merely slow succeeds), short enough
+# that the dead worker's in-flight activity times out quickly and is retried.
+CALL_TIMEOUT = timedelta(seconds=6)
+STEP_S = 60.0  # float ok: wall-clock bound of any single wait
+
+
+@dataclass
+class WorkerProcess:
+    """`python -m workers.cli worker` in its own process, with its log kept."""
+
+    env: dict[str, str]
+    name: str
+    proc: asyncio.subprocess.Process | None = None
+    lines: list[str] = field(default_factory=list)
+    _reader: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "workers.cli",
+            "worker",
+            cwd=str(REPO),
+            env=self.env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        self._reader = asyncio.create_task(self._read())
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STEP_S
+        while not any("worker polling task queue" in line for line in self.lines):
+            if self.proc.returncode is not None or loop.time() > deadline:
+                raise AssertionError(f"worker {self.name} did not start:\n{self.log()}")
+            await asyncio.sleep(0.05)
+
+    async def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        while line := await self.proc.stdout.readline():
+            self.lines.append(line.decode(errors="replace").rstrip())
+
+    def log(self) -> str:
+        return "\n".join(self.lines[-60:])
+
+    async def kill(self) -> None:
+        """SIGKILL: the process gets no chance to finish anything."""
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGKILL)
+            await self.proc.wait()
+        await self._stop_reader()
+
+    async def stop(self) -> None:
+        """Graceful stop (SIGTERM), SIGKILL if it takes too long."""
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.proc.wait(), 10)
+            except TimeoutError:
+                self.proc.send_signal(signal.SIGKILL)
+                await self.proc.wait()
+        await self._stop_reader()
+
+    async def _stop_reader(self) -> None:
+        if self._reader is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._reader, 5)
+            self._reader = None
+
+
+@dataclass
+class Crash:
+    """One crash scenario's world: account, exchange, worker processes, Temporal client."""
+
+    env: WorkflowEnvironment
+    sim: PaperExchange
+    store: Store
+    account: str
+    task_queue: str
+    worker_env: dict[str, str]
+    workers: list[WorkerProcess] = field(default_factory=list)
+    handles: list[WorkflowHandle[Any, Any]] = field(default_factory=list)
+
+    async def start_worker(self) -> WorkerProcess:
+        worker = WorkerProcess(self.worker_env, f"{self.task_queue}#{len(self.workers) + 1}")
+        self.workers.append(worker)
+        await worker.start()
+        return worker
+
+    def spec(self, symbol: str, quote: str = "1200") -> PositionSpec:
+        return PositionSpec(
+            account=self.account,
+            exchange=ExchangeId.BINANCE_USDM,
+            symbol=symbol,
+            side=Side.LONG,
+            sizing=SizingRequest(mode=SizingMode.QUOTE, amount=Decimal(quote)),
+            stop=StopRule(percent=Decimal(2)),
+            emergency_stop_percent=Decimal(5),
+        )
+
+    def config(self) -> PositionConfig:
+        return PositionConfig(
+            exchange_task_queue=exchange_task_queue(self.account),
+            # No periodic look during the test: only what the scenario triggers.
+            check_interval=timedelta(minutes=10),
+            protection=ProtectionPolicy(
+                retry_delay=timedelta(milliseconds=100), round_delay=timedelta(seconds=5)
+            ),
+            exchange_call_timeout=CALL_TIMEOUT,
+            exchange_attempts=3,
+        )
+
+    async def open(self, symbol: str) -> WorkflowHandle[Any, Any]:
+        handle = await start_position(
+            self.env.client, self.spec(symbol), task_queue=self.task_queue, config=self.config()
+        )
+        self.handles.append(handle)
+        return handle
+
+    async def view(self, handle: WorkflowHandle[Any, Any]) -> PositionView:
+        view: PositionView = await handle.query("state", result_type=PositionView)
+        return view
+
+    def truth(self) -> dict[str, Any]:
+        return self.sim.ground_truth()
+
+    def entries(self, symbol: str) -> list[dict[str, Any]]:
+        """Every non-reduce-only MARKET order in `symbol` (ours: nobody else trades it)."""
+        return [
+            o
+            for o in self.truth()["orders"]
+            if o["symbol"] == symbol
+            and o["type"] == "MARKET"
+            and not o["reduceOnly"]
+            and o["source"] != "manual"
+        ]
+
+    def stops(self, symbol: str) -> list[dict[str, Any]]:
+        return [a for a in self.truth()["algoOrders"] if a["symbol"] == symbol]
+
+    def open_stops(self, symbol: str) -> list[dict[str, Any]]:
+        return [a for a in self.stops(symbol) if a["algoStatus"] == "NEW"]
+
+    def position_amt(self, symbol: str) -> Decimal:
+        for p in self.truth()["positions"]:
+            if p["symbol"] == symbol:
+                return Decimal(p["positionAmt"])
+        return Decimal(0)
+
+    def open_episode(self, symbol: str) -> dict[str, Any]:
+        episodes: list[dict[str, Any]] = self.truth()["episodes"]
+        [episode] = [e for e in episodes if e["symbol"] == symbol and e["open"]]
+        return episode
+
+    async def event_types(self, position_id: str) -> list[str]:
+        return [e.type.value for e in await self.store.events(position_id=position_id, limit=5000)]
+
+
+async def until(what: str, check: Callable[[], Awaitable[bool]], crash: Crash) -> None:
+    """Poll `check` until true; fail with every worker's log after STEP_S seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + STEP_S
+    while not await check():
+        if loop.time() > deadline:
+            logs = "\n".join(f"--- {w.name}\n{w.log()}" for w in crash.workers)
+            raise AssertionError(f"timed out waiting for {what}\n{logs}")
+        await asyncio.sleep(0.02)
+
+
+def is_state(crash: Crash, handle: WorkflowHandle[Any, Any], state: PositionState) -> Any:
+    async def check() -> bool:
+        try:
+            return (await crash.view(handle)).snapshot.state is state
+        except Exception:  # no worker answers queries yet (e.g. right after a kill)
+            return False
+
+    return check
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def crash(
+    temporal_env: WorkflowEnvironment, database_url: str, store: Store
+) -> AsyncIterator[Crash]:
+    """A fresh paper exchange, a unique account and task queue; workers cleaned up after."""
+    async with PaperExchange(mark_interval_ms=200, admin_port=None) as sim:
+        for symbol, price in {"BTCUSDT": "60000", "ETHUSDT": "3000", "SOLUSDT": "150"}.items():
+            sim.set_price(symbol, price)
+        tag = uuid.uuid4().hex[:8]
+        account = f"crash{tag}"
+        task_queue = f"crash-{tag}"
+        accounts = [
+            {
+                "name": account,
+                "exchange": "binanceusdm",
+                "api_key": sim.api_key,
+                "secret": sim.api_secret,
+                "paper_url": sim.rest_url,
+                "max_requests_per_second": "1000",
+            }
+        ]
+        worker_env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("POSGUARD_") and k not in ("DATABASE_URL", "TEMPORAL_ADDRESS")
+        }
+        worker_env.update(
+            TEMPORAL_ADDRESS=temporal_env.client.service_client.config.target_host,
+            DATABASE_URL=database_url,
+            POSGUARD_TASK_QUEUE=task_queue,
+            POSGUARD_CONFIG="/nonexistent.toml",
+            POSGUARD_ACCOUNTS=json.dumps(accounts),
+            PYTHONUNBUFFERED="1",
+        )
+        world = Crash(temporal_env, sim, store, account, task_queue, worker_env)
+        try:
+            yield world
+        finally:
+            # Leave nothing running: the workflows first (while a worker may still
+            # be alive to see it), then the processes.
+            for handle in world.handles:
+                with contextlib.suppress(Exception):  # already over
+                    await handle.terminate("test over")
+            for worker in world.workers:
+                await worker.stop()
+
+
+async def test_kill_after_entry_fill_before_stop_places_neither_twice(crash: Crash) -> None:
+    symbol = "BTCUSDT"
+    first = await crash.start_worker()
+    slow_stop: FaultRule = crash.sim.add_fault(
+        "latency", endpoint="POST /fapi/v1/algoOrder", latency_ms=LATENCY_MS
+    )
+    handle = await crash.open(symbol)
+
+    async def entry_filled_stop_in_flight() -> bool:
+        filled = [o for o in crash.entries(symbol) if o["status"] == "FILLED"]
+        return bool(filled) and slow_stop.hits >= 1
+
+    await until("the entry fill and the stop request in flight", entry_filled_stop_in_flight, crash)
+    assert crash.stops(symbol) == []  # the stop is not placed yet: the kill lands in the window
+    await first.kill()
+    crash.sim.clear_faults()
+    await crash.start_worker()
+
+    await until("state active", is_state(crash, handle, PositionState.ACTIVE), crash)
+    view = await crash.view(handle)
+
+    entries = crash.entries(symbol)
+    assert len(entries) == 1, entries  # exactly one entry ever placed
+    assert entries[0]["status"] == "FILLED"
+    amt = crash.position_amt(symbol)
+    assert amt == view.snapshot.qty > 0
+    [stop] = crash.open_stops(symbol)
+    assert stop["reduceOnly"] is True and stop["side"] == "SELL"
+    assert Decimal(stop["quantity"]) == amt
+    assert view.snapshot.stop is not None
+    assert stop["clientAlgoId"] == view.snapshot.stop.client_order_id
+    chain = view.position_id.rsplit("/", 1)[1]
+    assert all(belongs_to(a["clientAlgoId"], view.workflow_id, chain) for a in crash.stops(symbol))
+    assert len(crash.stops(symbol)) == 1  # the in-flight stop was found, not placed again
+    episode = crash.open_episode(symbol)
+    unprotected = episode["unprotectedMs"]
+    await asyncio.sleep(0.3)
+    assert crash.open_episode(symbol)["unprotectedMs"] == unprotected  # protected now
+
+    async def events_recorded() -> bool:
+        return "sl_placed" in await crash.event_types(view.position_id)
+
+    await until("sl_placed in PostgreSQL", events_recorded, crash)
+    events = Counter(await crash.event_types(view.position_id))
+    assert events["entry_order_filled"] == 1, events
+    assert events["entry_order_placed"] == 1, events
+    assert events["sl_placed"] == 1, events
+
+
+async def test_kill_between_new_stop_and_old_cancel_keeps_one_stop(crash: Crash) -> None:
+    symbol = "ETHUSDT"
+    first = await crash.start_worker()
+    handle = await crash.open(symbol)
+    await until("state active", is_state(crash, handle, PositionState.ACTIVE), crash)
+    before = await crash.view(handle)
+    [old_stop] = crash.open_stops(symbol)
+    assert before.snapshot.stop is not None
+    assert old_stop["clientAlgoId"] == before.snapshot.stop.client_order_id
+
+    # Quantity added by hand: the workflow must resize its stop, new one first.
+    extra = Decimal("0.1")
+    crash.sim.open_position(symbol, "BUY", extra)
+    new_qty = before.snapshot.qty + extra
+    assert crash.position_amt(symbol) == new_qty
+    slow_cancel = crash.sim.add_fault(
+        "latency", endpoint="DELETE /fapi/v1/algoOrder", latency_ms=LATENCY_MS
+    )
+    await handle.signal("exchange_update", ExchangeUpdate(source="test", detail="qty added"))
+
+    async def two_stops_cancel_in_flight() -> bool:
+        return len(crash.open_stops(symbol)) == 2 and slow_cancel.hits >= 1
+
+    await until("two open stops and the cancel in flight", two_stops_cancel_in_flight, crash)
+    unprotected_before = crash.open_episode(symbol)["unprotectedMs"]
+    await first.kill()
+    crash.sim.clear_faults()
+    await crash.start_worker()
+
+    async def resized() -> bool:
+        try:
+            view = await crash.view(handle)
+        except Exception:
+            return False
+        stop = view.snapshot.stop
+        return (
+            view.snapshot.state is PositionState.ACTIVE
+            and stop is not None
+            and stop.qty == new_qty
+            and len(crash.open_stops(symbol)) == 1
+            and not view.stale_orders
+        )
+
+    await until("one stop for the new quantity", resized, crash)
+    view = await crash.view(handle)
+    [stop] = crash.open_stops(symbol)
+    assert view.snapshot.stop is not None
+    assert stop["clientAlgoId"] == view.snapshot.stop.client_order_id != old_stop["clientAlgoId"]
+    assert Decimal(stop["quantity"]) == new_qty == crash.position_amt(symbol)
+    assert stop["reduceOnly"] is True and stop["side"] == "SELL"
+    # No moment without a stop: the unprotected time did not grow through the crash.
+    assert crash.open_episode(symbol)["unprotectedMs"] == unprotected_before
+    # Every stop placed once: two stops in all (old and new), no client id twice.
+    placed = Counter(a["clientAlgoId"] for a in crash.stops(symbol))
+    assert len(placed) == 2 and set(placed.values()) == {1}, placed
+    assert len(crash.entries(symbol)) == 1

@@ -1,0 +1,311 @@
+"""Record the histories that tests/replay/test_replay.py replays (test-only tool).
+
+Runs real scenarios of PositionWorkflow on the real Temporal dev server, with an
+in-process worker, an embedded PostgreSQL (or DATABASE_URL) and the paper
+exchange, and saves each workflow run's history as JSON in tests/histories/.
+
+    .venv/bin/python tests/replay/record_histories.py            # all scenarios
+    .venv/bin/python tests/replay/record_histories.py adopt ...  # only these
+
+Re-record only after an intentional change of the workflow, and keep the old
+files of every shape still running in production (see tests/histories/README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from pydantic import SecretStr  # noqa: E402
+from temporalio.client import WorkflowHandle  # noqa: E402
+from temporalio.testing import WorkflowEnvironment  # noqa: E402
+
+from activities.store.repository import Store  # noqa: E402
+from domain.position import PositionState  # noqa: E402
+from domain.protection import ProtectionPolicy  # noqa: E402
+from domain.types import Side  # noqa: E402
+from simulator.server import PaperExchange  # noqa: E402
+from tests.workflows.harness import Stack, spec  # noqa: E402
+from workers.embedded import find_binary, start_postgres  # noqa: E402
+from workers.settings import AccountSettings, Settings  # noqa: E402
+from workers.temporal import DATA_CONVERTER  # noqa: E402
+from workers.worker import run_worker  # noqa: E402
+from workflows.position import PositionWorkflow  # noqa: E402
+from workflows.position_io import (  # noqa: E402
+    CloseRequest,
+    ExchangeUpdate,
+    PositionConfig,
+    PriceTick,
+    exchange_task_queue,
+)
+from workflows.search_attributes import ALL_KEYS  # noqa: E402
+
+HISTORIES = ROOT / "tests" / "histories"
+PRICES = {
+    "BTCUSDT": "60000",
+    "ETHUSDT": "3000",
+    "SOLUSDT": "150",
+    "BNBUSDT": "600",
+    "XRPUSDT": "0.6",
+    "DOGEUSDT": "0.15",
+    "ADAUSDT": "0.5",
+    "LINKUSDT": "15",
+}
+Handle = WorkflowHandle[Any, Any]
+Scenario = Callable[[Stack], Awaitable[list[tuple[str, Handle]]]]
+
+
+async def _active(stack: Stack, handle: Handle) -> None:
+    view = await stack.wait_state(handle, PositionState.ACTIVE)
+    if view.snapshot.state is not PositionState.ACTIVE:
+        raise RuntimeError(f"{handle.id}: not active but {view.snapshot.state}")
+
+
+async def _settled(stack: Stack, handle: Handle, done: Callable[[Any], bool]) -> None:
+    view = await stack.wait_for(handle, done)
+    if not done(view):
+        raise RuntimeError(f"{handle.id}: did not settle ({view.snapshot.state})")
+
+
+async def _quiet(handle: Handle) -> None:
+    """Wait until the workflow has no activity in flight (it is waiting for news)."""
+    for _ in range(200):
+        described = await handle.describe()
+        if not described.raw_description.pending_activities:
+            return
+        await asyncio.sleep(0.05)
+    raise RuntimeError(f"{handle.id}: activities still pending")
+
+
+async def _look(stack: Stack, handle: Handle, detail: str) -> None:
+    """Signal an exchange update and wait until the workflow has looked (history grew)."""
+    before = (await stack.view(handle)).history_length
+    await handle.signal(PositionWorkflow.exchange_update, ExchangeUpdate(detail=detail))
+    await _settled(stack, handle, lambda v: v.history_length >= before + 8)
+    await asyncio.sleep(0.3)
+
+
+async def happy_path_long(stack: Stack) -> list[tuple[str, Handle]]:
+    """Entry, stop, price ticks, a look, a resize after quantity added by hand, operator close."""
+    symbol = "BTCUSDT"
+    handle = await stack.open(spec(symbol, Side.LONG))
+    await _active(stack, handle)
+    for price in ("60500", "61000", "59000"):
+        await handle.execute_update(
+            PositionWorkflow.price, PriceTick(price=Decimal(price), at=datetime.now(UTC))
+        )
+    await _look(stack, handle, "nothing changed")
+    qty = (await stack.view(handle)).snapshot.qty
+    stack.sim.open_position(symbol, "BUY", Decimal("0.005"))
+    await handle.signal(PositionWorkflow.exchange_update, ExchangeUpdate(detail="qty added"))
+    await _settled(
+        stack,
+        handle,
+        lambda v: v.snapshot.stop is not None and v.snapshot.stop.qty == qty + Decimal("0.005"),
+    )
+    await asyncio.sleep(0.5)  # the old stop's cancel
+    await handle.execute_update(PositionWorkflow.close, CloseRequest(requested_by="recorder"))
+    await handle.result()
+    return [("happy_path_long", handle)]
+
+
+async def stop_filled_short(stack: Stack) -> list[tuple[str, Handle]]:
+    """A short whose stop fires on the exchange; the user stream says so; closed."""
+    symbol = "ETHUSDT"
+    handle = await stack.open(spec(symbol, Side.SHORT))
+    await _active(stack, handle)
+    view = await stack.view(handle)
+    assert view.snapshot.stop_price is not None
+    stack.sim.set_price(symbol, view.snapshot.stop_price * Decimal("1.01"))
+    await handle.signal(PositionWorkflow.exchange_update, ExchangeUpdate(detail="stop filled"))
+    await handle.result()
+    stack.sim.set_price(symbol, PRICES[symbol])
+    return [("stop_filled_short", handle)]
+
+
+async def rollback_stop_beyond_mark(stack: Stack) -> list[tuple[str, Handle]]:
+    """The first stop would trigger at once (-2021): closed at market, rolled back."""
+    rule = stack.sim.add_fault(
+        "error",
+        endpoint="POST /fapi/v1/algoOrder",
+        symbol="SOLUSDT",
+        code=-2021,
+        msg="Order would immediately trigger.",
+    )
+    try:
+        handle = await stack.open(spec("SOLUSDT", Side.LONG))
+        await handle.result()
+    finally:
+        stack.sim.faults.remove(rule.id)
+    return [("rollback_stop_beyond_mark", handle)]
+
+
+async def rollback_stop_unplaceable(stack: Stack) -> list[tuple[str, Handle]]:
+    """Every stop attempt refused (InvalidOrder): closed at market, rolled back."""
+    rule = stack.sim.add_fault(
+        "error",
+        endpoint="POST /fapi/v1/algoOrder",
+        symbol="BNBUSDT",
+        code=-4164,
+        msg="Order's notional must be no smaller than 5.0",
+    )
+    try:
+        handle = await stack.open(spec("BNBUSDT", Side.SHORT))
+        await handle.result()
+    finally:
+        stack.sim.faults.remove(rule.id)
+    return [("rollback_stop_unplaceable", handle)]
+
+
+async def operator_close(stack: Stack) -> list[tuple[str, Handle]]:
+    """Entry, stop, then the operator's `close` update at once."""
+    handle = await stack.open(spec("XRPUSDT", Side.LONG))
+    await _active(stack, handle)
+    await handle.execute_update(PositionWorkflow.close, CloseRequest(requested_by="operator"))
+    await handle.result()
+    return [("operator_close", handle)]
+
+
+async def operator_cancel(stack: Stack) -> list[tuple[str, Handle]]:
+    """`temporal workflow cancel`: the position is closed, the workflow ends cancelled."""
+    handle = await stack.open(spec("DOGEUSDT", Side.SHORT))
+    await _active(stack, handle)
+    # A cancel that lands while an exchange activity is in flight is swallowed
+    # today (see the report on PositionWorkflow._call): record the settled case.
+    await _quiet(handle)
+    await handle.cancel()
+    try:
+        await handle.result()
+    except Exception:  # WorkflowFailureError(CancelledError): expected
+        pass
+    return [("operator_cancel", handle)]
+
+
+async def adopt(stack: Stack) -> list[tuple[str, Handle]]:
+    """A position opened outside posguard is adopted, protected, then closed."""
+    symbol = "ADAUSDT"
+    stack.sim.open_position(symbol, "BUY", Decimal(2000))
+    handle = await stack.open(spec(symbol, Side.LONG, adopt=True))
+    await _active(stack, handle)
+    await handle.execute_update(PositionWorkflow.close, CloseRequest(requested_by="operator"))
+    await handle.result()
+    return [("adopt", handle)]
+
+
+async def continue_as_new(stack: Stack) -> list[tuple[str, Handle]]:
+    """Looks until the history limit makes the workflow continue as new; both runs kept."""
+    handle = await stack.open(spec("LINKUSDT", Side.LONG), max_history_events=100)
+    await _active(stack, handle)
+    for n in range(40):
+        view = await stack.view(handle)
+        if view.runs >= 2:
+            break
+        await _look(stack, handle, f"look {n}")
+    else:
+        raise RuntimeError("no continue-as-new after 40 looks")
+    await handle.execute_update(PositionWorkflow.close, CloseRequest(requested_by="operator"))
+    await handle.result()
+    first = stack.client.get_workflow_handle(handle.id, run_id=view.position_id.rsplit("/")[-1])
+    return [("continue_as_new_run1", first), ("continue_as_new_run2", handle)]
+
+
+SCENARIOS: dict[str, Scenario] = {
+    f.__name__: f
+    for f in (
+        happy_path_long,
+        stop_filled_short,
+        rollback_stop_beyond_mark,
+        rollback_stop_unplaceable,
+        operator_close,
+        operator_cancel,
+        adopt,
+        continue_as_new,
+    )
+}
+
+
+async def record(names: list[str]) -> None:
+    pg_url = os.environ.get("DATABASE_URL")
+    if not pg_url:
+        parent = Path(tempfile.mkdtemp(prefix="posguard-record-pg-"))
+        parent.chmod(0o755)
+        pg_url = start_postgres(parent / "data", delete_on_exit=True)
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=find_binary("temporal"),
+        data_converter=DATA_CONVERTER,
+        search_attributes=list(ALL_KEYS),
+        dev_server_log_level="error",
+    )
+    try:
+        async with PaperExchange(
+            mark_interval_ms=200, admin_port=None, symbols=list(PRICES)
+        ) as sim:
+            for symbol, price in PRICES.items():
+                sim.set_price(symbol, price)
+            account = AccountSettings(
+                name="paper",
+                api_key=SecretStr(sim.api_key),
+                secret=SecretStr(sim.api_secret),
+                paper_url=sim.rest_url,
+                max_requests_per_second=Decimal(1000),
+            )
+            settings = Settings(
+                task_queue=f"record-{uuid.uuid4().hex[:8]}",
+                database_url=SecretStr(pg_url),
+                accounts=[account],
+            )
+            config = PositionConfig(
+                exchange_task_queue=exchange_task_queue("paper"),
+                check_interval=timedelta(minutes=10),
+                protection=ProtectionPolicy(
+                    retry_delay=timedelta(milliseconds=100), round_delay=timedelta(seconds=2)
+                ),
+                exchange_call_timeout=timedelta(seconds=5),
+                exchange_attempts=2,
+            )
+            stop = asyncio.Event()
+            worker = asyncio.create_task(run_worker(env.client, settings, stop))
+            await asyncio.sleep(1)
+            if worker.done():
+                worker.result()
+            store = await Store.connect(pg_url)
+            try:
+                stack = Stack(env.client, sim, store, settings, config)
+                HISTORIES.mkdir(parents=True, exist_ok=True)
+                for name in names:
+                    for file, handle in await asyncio.wait_for(SCENARIOS[name](stack), 120):
+                        history = await handle.fetch_history()
+                        text = json.dumps(json.loads(history.to_json()), indent=1) + "\n"
+                        path = HISTORIES / f"{file}.json"
+                        path.write_text(text)
+                        print(f"{path.relative_to(ROOT)}: {len(history.events)} events")
+            finally:
+                await store.close()
+                stop.set()
+                await worker
+    finally:
+        await env.shutdown()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("scenarios", nargs="*", choices=[[], *SCENARIOS], default=[])
+    args = parser.parse_args()
+    asyncio.run(record(args.scenarios or list(SCENARIOS)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,615 @@
+"""The operator's position commands: `open`, `close`, `positions`, `position`.
+
+They reach the same Temporal the worker uses (TEMPORAL_ADDRESS, else
+127.0.0.1:{temporal_port}) and, for history, the store. A position's workflow is
+the only writer of its orders: these commands start it, ask it (`state` query)
+and request its close (`close` update); they never touch the exchange.
+Every price, quantity and amount prints exactly (Decimal, never float).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import re
+import socket
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+from pydantic import ValidationError
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowQueryFailedError,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateStage,
+)
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
+from domain.position import CloseReason, PositionSpec, PositionState, is_terminal
+from domain.records import PositionRecord
+from domain.sizing import LevelRule, SizingMode, SizingRequest, StopRule, TakeProfitRule
+from domain.symbols import InvalidSymbol, canonical
+from domain.types import ExchangeId, Side
+from workers.settings import AccountSettings, Settings
+from workers.temporal import connect
+
+LIST_OPEN = 'WorkflowType="PositionWorkflow" AND ExecutionStatus="Running"'
+# Where `open` stops waiting: protected, or over, or needing a human.
+SETTLED = frozenset(
+    {PositionState.ACTIVE, PositionState.FAILED, PositionState.ROLLED_BACK, PositionState.CLOSED}
+)
+QUERY_TIMEOUT = timedelta(seconds=5)
+
+
+class CommandError(RuntimeError):
+    """The command could not do what was asked; the CLI prints it and exits 1."""
+
+
+# --- argument types ------------------------------------------------------------------------
+
+
+def _positive(text: str) -> Decimal:
+    try:
+        value = Decimal(text.strip().replace("_", ""))
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value.is_finite() or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number: {text!r}")
+    return value
+
+
+def amount(text: str) -> Decimal:
+    """A positive amount of quote currency, e.g. `100`."""
+    return _positive(text)
+
+
+_L = TypeVar("_L", bound=LevelRule)
+
+
+def _level(cls: type[_L], text: str) -> _L:
+    value = text.strip()
+    try:
+        if value.endswith("%"):
+            return cls(percent=_positive(value[:-1]))
+        return cls(price=_positive(value))
+    except ValidationError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc.errors()[0]['msg']}") from None
+
+
+def stop_rule(text: str) -> StopRule:
+    """`2%` is 2 percent from the entry, `59000` is that price."""
+    return _level(StopRule, text)
+
+
+def take_profit_rule(text: str) -> TakeProfitRule:
+    """`3%` is 3 percent from the entry, `63000` is that price."""
+    return _level(TakeProfitRule, text)
+
+
+def percent(text: str) -> Decimal:
+    """A percentage below 100, written `5%` or `5`."""
+    value = _positive(text.strip().removesuffix("%"))
+    if value >= 100:
+        raise argparse.ArgumentTypeError(f"a percentage must be below 100: {text!r}")
+    return value
+
+
+_DURATION_PART = re.compile(r"(\d+)([dhms])")
+_UNIT = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+
+
+def duration(text: str) -> timedelta:
+    """`4h`, `90m`, `1h30m`, `2d`, `45s`."""
+    value = text.strip().lower()
+    parts = _DURATION_PART.findall(value)
+    if not parts or "".join(n + u for n, u in parts) != value:
+        raise argparse.ArgumentTypeError(f"not a duration like 4h, 90m or 1h30m: {text!r}")
+    total = sum((timedelta(**{_UNIT[u]: int(n)}) for n, u in parts), timedelta())
+    if total <= timedelta():
+        raise argparse.ArgumentTypeError(f"must be longer than zero: {text!r}")
+    return total
+
+
+def symbol(text: str) -> str:
+    """`BTCUSDT`, `btcusdt` or `BTC/USDT:USDT`, as posguard's canonical `BTCUSDT`."""
+    try:
+        return canonical(text)
+    except (InvalidSymbol, ValidationError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def default_emergency_percent(stop: StopRule) -> Decimal:
+    """max(2 x stop %, stop % + 3) for a percent stop; 5 % for a stop at a price."""
+    if stop.percent is None:
+        return Decimal(5)
+    return max(2 * stop.percent, stop.percent + 3)
+
+
+# --- formatting ----------------------------------------------------------------------------
+
+
+def dec(value: Decimal | None) -> str:
+    """Exact decimal text without exponent or trailing zeros; `-` for None."""
+    if value is None:
+        return "-"
+    text = format(value, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in ("", "-0") else text
+
+
+def level(rule: LevelRule | None) -> str:
+    if rule is None:
+        return "-"
+    return f"{dec(rule.percent)}%" if rule.percent is not None else dec(rule.price)
+
+
+def age(delta: timedelta | None) -> str:
+    """`3d4h`, `4h`, `4h12m`, `12m5s`, `42s` (two units at most); `-` when unknown."""
+    if delta is None:
+        return "-"
+    seconds = max(int(delta.total_seconds()), 0)
+    units = []
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "m"), (1, "s")):
+        count, seconds = divmod(seconds, size)
+        if count or units:
+            units.append((count, unit))
+    shown = "".join(f"{n}{u}" for n, u in units[:2] if n)
+    return shown or "0s"
+
+
+def format_event(event: Any) -> str:
+    """One recorded event as a line of `events tail`."""
+    payload = json.dumps(event.payload, separators=(",", ":"))
+    where = " ".join(x for x in (event.exchange, event.symbol) if x)
+    return (
+        f"{event.occurred_at:%Y-%m-%d %H:%M:%S.%f}"[:-3]
+        + f"  {event.severity.value:<8} {event.type.value:<28} {where:<22} {payload}"
+    )
+
+
+def chronological(event: Any) -> tuple[datetime, str]:
+    """Sort key: time, then event id (a position's ids end in a zero-padded sequence).
+
+    The store's newest-first order breaks ties by ascending id, so a reversed
+    page would show same-millisecond events of one transition backwards.
+    """
+    return (event.occurred_at, event.event_id)
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    )
+
+
+def _fields(pairs: Sequence[tuple[str, str]]) -> str:
+    width = max(len(k) for k, _ in pairs)
+    return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in pairs)
+
+
+def ui_url(settings: Settings, workflow_id: str) -> str:
+    """The workflow's page in the Temporal Web UI (it opens the latest run)."""
+    return (
+        f"http://127.0.0.1:{settings.ui_port}/namespaces/"
+        f"{quote(settings.temporal_namespace, safe='')}/workflows/{quote(workflow_id, safe='')}"
+    )
+
+
+def describe_view(view: Any, settings: Settings) -> str:
+    """A PositionView as the block `open` and `position` print."""
+    spec, s = view.spec, view.snapshot
+    pairs = [
+        (
+            "position",
+            f"{spec.side.value} {dec(s.qty)} {spec.symbol} on {spec.account} "
+            f"({spec.exchange.value})",
+        ),
+        ("entry", dec(s.avg_entry_price)),
+        ("stop", f"{dec(s.stop_price)}  (rule {level(spec.stop)})"),
+    ]
+    if s.emergency_stop is not None and s.emergency_stop.trigger_price is not None:
+        pairs.append(("emergency stop", dec(s.emergency_stop.trigger_price)))
+    else:
+        pairs.append(("emergency stop", f"{dec(spec.emergency_stop_percent)}% if ever needed"))
+    if spec.take_profit is not None:
+        pairs.append(("take-profit", level(spec.take_profit)))
+    if spec.max_age is not None:
+        pairs.append(("max age", age(spec.max_age)))
+    if s.avg_exit_price is not None:
+        pairs.append(("exit", dec(s.avg_exit_price)))
+    pairs += [("realised pnl", dec(s.realised_pnl)), ("fees", dec(s.fees))]
+    if s.close_reason is not None:
+        pairs.append(("reason", s.close_reason.value))
+    if s.opened_at is not None:
+        opened = f"{s.opened_at:%Y-%m-%d %H:%M:%S} UTC ({age(datetime.now(UTC) - s.opened_at)} ago)"
+        pairs.append(("opened", opened))
+    pairs += [("position id", view.position_id), ("Web UI", ui_url(settings, view.workflow_id))]
+    return f"{view.workflow_id}  {s.state.value}\n{_fields(pairs)}"
+
+
+def describe_record(rec: PositionRecord, settings: Settings) -> str:
+    """A store row (a position whose workflow is no longer running)."""
+    pairs = [
+        (
+            "position",
+            f"{rec.side} {dec(rec.quantity)} {rec.symbol} on {rec.account} ({rec.exchange})",
+        ),
+        ("entry", dec(rec.entry_price)),
+        ("stop", dec(rec.stop_price)),
+        ("exit", dec(rec.exit_price)),
+        ("realised pnl", dec(rec.realized_pnl)),
+        ("fees", dec(rec.fees)),
+        ("reason", rec.exit_reason or "-"),
+        ("opened", "-" if rec.opened_at is None else f"{rec.opened_at:%Y-%m-%d %H:%M:%S} UTC"),
+        ("closed", "-" if rec.closed_at is None else f"{rec.closed_at:%Y-%m-%d %H:%M:%S} UTC"),
+        ("position id", rec.id),
+        ("Web UI", ui_url(settings, rec.workflow_id)),
+    ]
+    return f"{rec.workflow_id}  {rec.status}\n{_fields(pairs)}"
+
+
+# --- connections -----------------------------------------------------------------------------
+
+
+async def temporal_client(settings: Settings) -> Client:
+    """Client of TEMPORAL_ADDRESS, else the local dev server; `UnreachableError` if down."""
+    address = settings.temporal_address or f"127.0.0.1:{settings.temporal_port}"
+    return await connect(
+        address, settings.temporal_namespace, timeout_s=settings.connect_timeout_seconds
+    )
+
+
+def account_of(settings: Settings, name: str | None) -> AccountSettings:
+    """The named account, or the first configured one."""
+    if name is None:
+        if not settings.accounts:
+            raise CommandError("no account is configured (POSGUARD_ACCOUNTS or posguard.toml)")
+        return settings.accounts[0]
+    try:
+        return settings.account(name)
+    except KeyError as exc:
+        raise CommandError(str(exc.args[0])) from None
+
+
+def exchange_of(account: AccountSettings) -> ExchangeId:
+    try:
+        return ExchangeId(account.exchange)
+    except ValueError:
+        raise CommandError(
+            f"account {account.name!r} has unknown exchange {account.exchange!r}"
+        ) from None
+
+
+def _operator() -> str:
+    try:
+        user = getpass.getuser()
+    except Exception:  # no login name in some containers
+        user = "unknown"
+    return f"posguard close ({user}@{socket.gethostname()})"
+
+
+async def _view(handle: WorkflowHandle[Any, Any], timeout: timedelta = QUERY_TIMEOUT) -> Any:
+    """The `state` query's answer, or None when the workflow cannot answer now."""
+    from workflows.position import PositionWorkflow
+
+    try:
+        return await handle.query(PositionWorkflow.state, rpc_timeout=timeout)
+    except (RPCError, WorkflowQueryFailedError):
+        return None
+
+
+# --- open --------------------------------------------------------------------------------------
+
+
+def build_spec(args: argparse.Namespace, account: AccountSettings) -> PositionSpec:
+    """The PositionSpec of `posguard open`'s arguments."""
+    sizing = SizingRequest(
+        mode=SizingMode.QUOTE if args.quote is not None else SizingMode.RISK,
+        amount=args.quote if args.quote is not None else args.risk,
+    )
+    emergency = args.emergency_stop or default_emergency_percent(args.stop)
+    try:
+        return PositionSpec(
+            account=account.name,
+            exchange=exchange_of(account),
+            symbol=args.symbol,
+            side=Side(args.side),
+            sizing=sizing,
+            stop=args.stop,
+            emergency_stop_percent=emergency,
+            take_profit=args.take_profit,
+            max_age=args.max_age,
+        )
+    except ValidationError as exc:
+        raise CommandError(f"invalid position: {exc.errors()[0]['msg']}") from None
+
+
+async def _wait_settled(handle: WorkflowHandle[Any, Any], timeout_s: float) -> Any:  # float ok
+    """Poll `state` until the position settles (see SETTLED) or `timeout_s` passes."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    view = None
+    while True:
+        left = deadline - loop.time()
+        latest = await _view(handle, timedelta(seconds=max(min(left, 5), 0.5)))
+        view = latest or view
+        if view is not None and view.snapshot.state in SETTLED:
+            return view
+        if loop.time() >= deadline:
+            return view
+        await asyncio.sleep(0.2)
+
+
+async def cmd_open(args: argparse.Namespace, settings: Settings) -> int:
+    from workers.positions import PositionAlreadyOpen, start_position
+    from workflows.position_io import PositionConfig, exchange_task_queue
+
+    account = account_of(settings, args.account)
+    spec = build_spec(args, account)
+    client = await temporal_client(settings)
+    try:
+        handle = await start_position(
+            client,
+            spec,
+            task_queue=settings.task_queue,
+            config=PositionConfig(exchange_task_queue=exchange_task_queue(account.name)),
+        )
+    except PositionAlreadyOpen as exc:
+        raise CommandError(
+            f"{exc}; see it with `posguard position {spec.symbol}`, "
+            f"close it with `posguard close {spec.symbol}`"
+        ) from None
+    sizing = spec.sizing
+    assert sizing is not None
+    print(
+        f"started {handle.id}: {spec.side.value} {spec.symbol}, {sizing.mode.value} "
+        f"{dec(sizing.amount)}, stop {level(spec.stop)}, emergency stop "
+        f"{dec(spec.emergency_stop_percent)}%",
+        flush=True,
+    )
+    if args.no_wait:
+        print(_fields([("Web UI", ui_url(settings, handle.id))]))
+        return 0
+    view = await _wait_settled(handle, args.timeout)
+    if view is None:
+        print(f"no answer from the workflow after {args.timeout:g} s: is a worker running?")
+        print(_fields([("Web UI", ui_url(settings, handle.id))]))
+        return 1
+    print(describe_view(view, settings))
+    state = view.snapshot.state
+    if state is PositionState.ACTIVE:
+        return 0
+    if state is PositionState.FAILED:
+        print("NEEDS INTERVENTION: the stop could not be placed; an emergency stop protects it")
+    elif is_terminal(state):
+        print(f"not opened: {state.value} ({view.snapshot.close_reason or 'no reason'})")
+    else:
+        print(
+            f"still {state.value} after {args.timeout:g} s; the workflow keeps going: "
+            f"watch it with `posguard position {spec.symbol}`"
+        )
+    return 1
+
+
+# --- close ---------------------------------------------------------------------------------------
+
+
+async def _not_open(client: Client, workflow_id: str, exc: RPCError) -> str:
+    """Why a close could not be delivered: no such workflow, or it is over."""
+    from workflows.position import PositionWorkflow
+
+    if exc.status not in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
+        return f"{workflow_id}: cannot request the close: {exc.message}"
+    handle = client.get_workflow_handle_for(PositionWorkflow.run, workflow_id)
+    try:
+        desc = await handle.describe()
+    except RPCError as err:
+        if err.status is RPCStatusCode.NOT_FOUND:
+            return f"no position workflow {workflow_id}: nothing to close"
+        raise
+    status = desc.status.name.lower() if desc.status is not None else "unknown"
+    if desc.status is WorkflowExecutionStatus.COMPLETED:
+        result = await handle.result()
+        return (
+            f"{workflow_id} is already {result.state.value} "
+            f"(reason {result.reason.value if result.reason else '-'}, "
+            f"exit {dec(result.exit_price)}, realised pnl {dec(result.realised_pnl)}): "
+            "nothing to close"
+        )
+    return f"{workflow_id} is not open (its workflow is {status}): nothing to close"
+
+
+async def cmd_close(args: argparse.Namespace, settings: Settings) -> int:
+    from workers.positions import position_handle
+    from workflows.position import PositionWorkflow
+    from workflows.position_io import CloseRequest
+
+    account = account_of(settings, args.account)
+    client = await temporal_client(settings)
+    handle = position_handle(client, account.name, exchange_of(account), args.symbol)
+    request = CloseRequest(reason=CloseReason(args.reason), requested_by=_operator())
+    try:
+        update = await handle.start_update(
+            PositionWorkflow.close, request, wait_for_stage=WorkflowUpdateStage.ACCEPTED
+        )
+        print(f"close of {handle.id} accepted ({request.reason.value}); waiting", flush=True)
+        result = await asyncio.wait_for(update.result(), args.timeout)
+    except WorkflowUpdateFailedError as exc:
+        cause = exc.cause
+        if isinstance(cause, ApplicationError) and cause.type in (
+            "AlreadyClosed",
+            "AlreadyClosing",
+        ):
+            raise CommandError(f"{handle.id}: close refused: {cause.message}") from None
+        raise CommandError(f"{handle.id}: close failed: {cause or exc}") from None
+    except RPCError as exc:
+        raise CommandError(await _not_open(client, handle.id, exc)) from None
+    except TimeoutError:
+        raise CommandError(
+            f"{handle.id}: still closing after {args.timeout:g} s; the workflow keeps trying "
+            f"(the stop stays on the exchange): watch it with `posguard position {args.symbol}`"
+        ) from None
+    print(
+        f"{handle.id}  {result.state.value}\n"
+        + _fields(
+            [
+                ("state", result.state.value),
+                ("reason", result.reason.value if result.reason else "-"),
+                ("exit price", dec(result.exit_price)),
+                ("realised pnl", dec(result.realised_pnl)),
+                ("fees", dec(result.fees)),
+                ("net pnl", dec(result.realised_pnl - result.fees)),
+            ]
+        )
+    )
+    return 0
+
+
+# --- positions -----------------------------------------------------------------------------------
+
+COLUMNS = ("symbol", "side", "state", "qty", "entry", "stop", "realised pnl", "fees", "age",
+           "workflow id")  # fmt: skip
+
+
+def _row_of_view(view: Any, started: datetime) -> list[str]:
+    s = view.snapshot
+    return [
+        view.spec.symbol,
+        view.spec.side.value,
+        s.state.value,
+        dec(s.qty),
+        dec(s.avg_entry_price),
+        dec(s.stop_price),
+        dec(s.realised_pnl),
+        dec(s.fees),
+        age(datetime.now(UTC) - (s.opened_at or started)),
+        view.workflow_id,
+    ]
+
+
+def _row_of_record(rec: PositionRecord) -> list[str]:
+    state = rec.status if rec.exit_reason is None else f"{rec.status} ({rec.exit_reason})"
+    if not is_terminal(PositionState(rec.status)):
+        state += " NOT RUNNING"  # its workflow is gone: nothing manages this position
+    lived = (
+        (rec.closed_at or datetime.now(UTC)) - rec.opened_at if rec.opened_at is not None else None
+    )
+    return [
+        rec.symbol,
+        rec.side,
+        state,
+        dec(rec.quantity),
+        dec(rec.entry_price),
+        dec(rec.stop_price),
+        dec(rec.realized_pnl),
+        dec(rec.fees),
+        age(lived),
+        rec.workflow_id,
+    ]
+
+
+async def cmd_positions(args: argparse.Namespace, settings: Settings) -> int:
+    from workers.worker import open_store
+    from workflows.position import PositionWorkflow
+    from workflows.search_attributes import POSITION_STATE
+
+    client = await temporal_client(settings)
+    running = [wf async for wf in client.list_workflows(LIST_OPEN)]
+    handles = [
+        client.get_workflow_handle_for(PositionWorkflow.run, wf.id, run_id=wf.run_id)
+        for wf in running
+    ]
+    views = await asyncio.gather(*(_view(h) for h in handles))
+    rows: list[list[str]] = []
+    live_ids: set[str] = set()
+    for wf, view in zip(running, views, strict=True):
+        if view is None:  # no worker answered: show what visibility knows
+            state = wf.typed_search_attributes.get(POSITION_STATE) or "?"
+            rows.append(["?", "?", f"{state} (no answer)", *["?"] * 5, "-", wf.id])
+            continue
+        live_ids.add(view.position_id)
+        rows.append(_row_of_view(view, wf.start_time))
+    rows.sort(key=lambda r: (r[0], r[-1]))
+    if args.all:
+        store = await open_store(settings)
+        try:
+            records = await store.positions()
+        finally:
+            await store.close()
+        rows += [_row_of_record(r) for r in records if r.id not in live_ids]
+    if not rows:
+        print("no positions" if args.all else "no open positions")
+        return 0
+    print(table(COLUMNS, rows))
+    return 0
+
+
+# --- position ------------------------------------------------------------------------------------
+
+
+async def cmd_position(args: argparse.Namespace, settings: Settings) -> int:
+    from workers.positions import position_handle
+    from workers.worker import open_store
+    from workflows.position_io import position_workflow_id
+
+    account = account_of(settings, args.account)
+    exchange = exchange_of(account)
+    workflow_id = position_workflow_id(account.name, exchange, args.symbol)
+    client = await temporal_client(settings)
+    handle = position_handle(client, account.name, exchange, args.symbol)
+    status: WorkflowExecutionStatus | None = None
+    try:
+        status = (await handle.describe()).status
+    except RPCError as exc:
+        if exc.status is not RPCStatusCode.NOT_FOUND:
+            raise
+    view = await _view(handle) if status is WorkflowExecutionStatus.RUNNING else None
+    store = await open_store(settings)
+    try:
+        record: PositionRecord | None = None
+        if view is not None:
+            position_id: str | None = view.position_id
+        else:  # the latest lifecycle of this key that the store knows
+            rows = [
+                r for r in await store.positions(symbol=args.symbol) if r.workflow_id == workflow_id
+            ]
+            record = rows[0] if rows else None
+            position_id = None if record is None else record.id
+        events = (
+            []
+            if position_id is None
+            else await store.events(position_id=position_id, limit=args.n, newest_first=True)
+        )
+    finally:
+        await store.close()
+    if view is None and record is None:
+        raise CommandError(f"no position recorded for {workflow_id}")
+    if view is not None:
+        print(describe_view(view, settings))
+    else:
+        assert record is not None
+        print(describe_record(record, settings))
+        if status is WorkflowExecutionStatus.RUNNING:
+            print("  (the workflow is running but did not answer: is a worker running?)")
+        elif not is_terminal(PositionState(record.status)):
+            gone = "gone" if status is None else status.name.lower()
+            print(
+                f"WARNING: its workflow is {gone}: nothing manages this position or its stop; "
+                "check the exchange"
+            )
+    events.sort(key=chronological)
+    print(f"\nevents (latest {len(events)}, oldest first)")
+    for event in events:
+        print(format_event(event))
+    return 0
