@@ -20,6 +20,7 @@ from domain.market import Amount, Price, Quantity
 from domain.orders import Fill, OrderRef
 from domain.sizing import SizingRequest, StopRule, TakeProfitRule
 from domain.symbols import canonical
+from domain.trailing import TrailingRule
 from domain.types import ExchangeId, Side
 
 # --- state machine -------------------------------------------------------------
@@ -135,6 +136,7 @@ class PositionSpec(BaseModel):
     stop: StopRule
     emergency_stop_percent: Percent
     take_profit: TakeProfitRule | None = None
+    trailing: TrailingRule | None = None
     max_age: timedelta | None = Field(default=None, gt=timedelta(0))
     adopt: bool = False
     signal_id: str | None = None

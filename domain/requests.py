@@ -10,7 +10,9 @@ from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict
 
-from domain.orders import OrderIntent
+from domain.market import MarketFilters
+from domain.orders import OrderIntent, OrderView
+from domain.sizing import StopRule
 from domain.types import Side
 
 
@@ -57,3 +59,34 @@ class ExchangePosition(BaseModel):
     @property
     def is_flat(self) -> bool:
         return self.qty == 0
+
+
+class EntryWithStopRequest(_Request):
+    """Place the entry and, as soon as it fills, its stop for the filled quantity.
+
+    Both client ids are chosen by the workflow beforehand, so a retry looks both
+    up instead of placing anything twice. The stop price is derived from the
+    fill price with `domain.sizing.stop_level`, exactly as the workflow would.
+    """
+
+    entry: OrderIntent
+    stop_client_order_id: str
+    stop: StopRule
+    filters: MarketFilters
+    look_up_first: bool = False
+
+
+class EntryWithStopResult(BaseModel):
+    """The entry as the exchange reports it, and what became of its stop.
+
+    `stop` is None when no stop was placed: then `stop_error` says why (an
+    `ErrorType` value), or both are None when the entry had not filled yet.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    entry: OrderView
+    stop: OrderView | None = None
+    stop_price: Decimal | None = None
+    stop_error: str | None = None
+    stop_ambiguous: bool = False

@@ -231,6 +231,25 @@ class TrailingParams(BaseModel):
         return self
 
 
+class TrailingRule(BaseModel):
+    """A position's trailing settings as the trader gives them: `TrailingParams`
+    without the tick size, which comes from the exchange's filters."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    callback_pct: _PositivePct
+    activation_pct: _PositivePct | None = None
+    breakeven_trigger_pct: _PositivePct | None = None
+    breakeven_fee_pct: _Pct = Decimal(0)
+    time_activation_after: timedelta | None = None
+    min_step_pct: _Pct = Decimal(0)
+    min_interval: timedelta = timedelta(0)
+
+    def params(self, tick_size: Decimal) -> TrailingParams:
+        """The full parameters for a symbol with `tick_size` (validated there)."""
+        return TrailingParams(tick_size=tick_size, **self.model_dump())
+
+
 class StopMove(BaseModel):
     """A request to replace the live stop `old` by the tighter stop `new`."""
 

@@ -13,6 +13,7 @@ log = logging.getLogger("posguard.exchanges")
 
 def make_exchange(account: AccountSettings) -> Any:
     """A ccxt.async_support client for `account`: the paper exchange or the real one."""
+    rate_limit_ms = max(1, int(1000 / account.max_requests_per_second))
     key = account.api_key.get_secret_value()
     secret = account.secret.get_secret_value()
     if account.paper_url == EMBEDDED_PAPER:
@@ -26,14 +27,20 @@ def make_exchange(account: AccountSettings) -> Any:
         urls = {"rest": account.paper_url}
         if account.paper_ws_url:
             urls["ws"] = account.paper_ws_url
-        return binanceusdm_client(urls, api_key=key, secret=secret)
+        return binanceusdm_client(urls, api_key=key, secret=secret, rateLimit=rate_limit_ms)
     import ccxt.async_support as ccxt_async
 
     options: dict[str, Any] = {}
     if account.exchange == "bybit":
         options = {"fetchMarkets": {"types": ["linear"]}}
     client = getattr(ccxt_async, account.exchange)(
-        {"apiKey": key, "secret": secret, "enableRateLimit": True, "options": options}
+        {
+            "apiKey": key,
+            "secret": secret,
+            "enableRateLimit": True,
+            "rateLimit": rate_limit_ms,
+            "options": options,
+        }
     )
     if account.testnet:
         client.enable_demo_trading(True)
@@ -51,5 +58,9 @@ def make_gateways(accounts: list[AccountSettings]) -> dict[str, ExchangeGateway]
         if account.paper_url == EMBEDDED_PAPER:
             log.warning("account %r needs `posguard dev` (embedded paper exchange)", account.name)
             continue
-        gateways[account.name] = ExchangeGateway(make_exchange(account), account=account.name)
+        # A second client is the priority lane for protective orders: a stop or a
+        # close never waits in ccxt's limiter behind entries and reads.
+        gateways[account.name] = ExchangeGateway(
+            make_exchange(account), account=account.name, protective=make_exchange(account)
+        )
     return gateways

@@ -34,8 +34,10 @@ class AccountSettings(BaseModel):
     # "embedded" means the paper exchange `posguard dev` starts in-process.
     paper_url: str | None = None
     paper_ws_url: str | None = None
-    # Per-account cap enforced by the worker on top of ccxt's own limiter.
-    max_requests_per_second: Decimal = Decimal(10)
+    # Request budget of the account: ccxt's limiter spaces requests by
+    # 1000 / this ms (weighted by endpoint cost), and the server caps the account's
+    # exchange task queue at this many activities per second. 20 = ccxt's Binance default.
+    max_requests_per_second: Decimal = Field(default=Decimal(20), gt=0)
 
 
 def _config_file() -> Path:
@@ -68,7 +70,9 @@ class Settings(BaseSettings):
     event_partition_months_ahead: int = Field(default=3, ge=0)
     connect_timeout_seconds: int = Field(default=15, ge=1)
     accounts: list[AccountSettings] = Field(
-        default_factory=lambda: [AccountSettings(paper_url=EMBEDDED_PAPER)]
+        default_factory=lambda: [
+            AccountSettings(paper_url=EMBEDDED_PAPER, max_requests_per_second=Decimal(200))
+        ]
     )
     # Price path of the embedded paper exchange (see `posguard sim --help`).
     sim_price_path: str = "random_walk"

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar, cast
 
@@ -26,6 +26,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_
 from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
 with workflow.unsafe.imports_passed_through():
+    from domain.band import band_for
     from domain.client_ids import OrderStep, client_order_id, parse_client_id
     from domain.errors import NON_RETRYABLE_ERROR_TYPES, ErrorType
     from domain.events import (
@@ -44,12 +45,18 @@ with workflow.unsafe.imports_passed_through():
         PositionAdopted,
         PositionClosed,
         PositionCreateStarted,
+        PriceBandCrossed,
         QuantityMismatch,
         RollbackStarted,
         RolledBack,
         StopMissing,
+        StopMoved,
+        StopMoveFailed,
         StopPlacementStarted,
         StopWouldTriggerImmediately,
+        TrailingCreated,
+        TrailingParamsChanged,
+        TrailingRemoved,
         event_id,
         make_event,
     )
@@ -76,18 +83,41 @@ with workflow.unsafe.imports_passed_through():
     )
     from domain.protection import (
         ActionKind,
+        MoveOutcome,
         ProtectionAttempt,
         ProtectionStep,
         ReactionKind,
         advance,
         emergency_stop_price,
+        on_move_failed,
         on_position_observed,
         on_stop_filled,
         start_protection,
     )
     from domain.records import AlertRecord, OrderRecord, StoreBatch
-    from domain.requests import ExchangePosition, OrderRequest, PlaceOrderRequest, SymbolRequest
+    from domain.requests import (
+        EntryWithStopRequest,
+        EntryWithStopResult,
+        ExchangePosition,
+        OrderRequest,
+        PlaceOrderRequest,
+        SymbolRequest,
+    )
     from domain.sizing import InvalidStop, NotSized, size_position, stop_level, take_profit_level
+    from domain.trailing import (
+        MoveReason,
+        StopMove,
+        TrailingDecision,
+        TrailingParams,
+        TrailingRule,
+        TrailingState,
+        on_move_result,
+        on_price,
+        on_timer,
+        with_params,
+    )
+    from domain.trailing import initial_state as initial_trailing
+    from domain.trailing import next_timer as next_trailing_timer
     from domain.types import Severity, Side
     from workflows.position_io import (
         BandView,
@@ -161,6 +191,12 @@ class PositionWorkflow:
         self.stale: list[OrderRef] = list(carried.stale_orders) if carried else []
         self.runs = carried.runs if carried else 1
         self.revision = carried.revision if carried else 0
+        self.trailing_rule: TrailingRule | None = (
+            carried.trailing_rule if carried else inp.spec.trailing
+        )
+        self.trail: TrailingState | None = carried.trailing if carried else None
+        self.pending_move: StopMove | None = None
+        self.draining = False  # continue-as-new under way: ticks only observed
         self.close_request: CloseRequest | None = None
         if carried and carried.close_reason is not None:
             self.close_request = CloseRequest(reason=carried.close_reason)
@@ -169,6 +205,7 @@ class PositionWorkflow:
         self.order_rows: list[OrderRecord] = []
         self.alerts: list[AlertRecord] = []
         self.writes: list[workflow.ActivityHandle[int]] = []
+        self.flushed: PositionSnapshot | None = None  # the snapshot last written
 
     # --- identity ------------------------------------------------------------------------
 
@@ -206,22 +243,73 @@ class PositionWorkflow:
         return self._band()
 
     @workflow.update
-    def price(self, tick: PriceTick) -> BandView:
+    async def price(self, tick: PriceTick) -> BandView:
         """A mark price outside the band: act on it, answer with the new band.
 
-        The gate keeps at most one of these in flight per position, so the
-        answer (the new band) is what it waits for before sending another.
+        The gate keeps at most one of these in flight per position and waits for
+        the answer, so a stop move it causes is finished (new stop placed, old one
+        cancelled) before the next price for this position can arrive.
         """
         self.s = self.s.observe_price(tick.price)
         stop = self.s.stop_price
         if stop is not None and self.spec.side.sign * (tick.price - stop) <= 0:
             self.look_requested = True  # the exchange's stop should have fired: check
+        if self._trailing_live() and not self.draining:
+            await workflow.wait_condition(lambda: self.pending_move is None)
+            if self._trailing_live() and not self.draining:
+                params, trail = self._trailing_params(), self.trail
+                assert trail is not None
+                self._emit(
+                    EventType.PRICE_BAND_CROSSED,
+                    PriceBandCrossed(
+                        price=tick.price,
+                        wake_below=self._band().wake_below,
+                        wake_above=self._band().wake_above,
+                    ),
+                    flush=False,
+                )
+                self._apply_trailing(on_price(trail, params, tick.price, workflow.now()))
+                await workflow.wait_condition(lambda: self.pending_move is None)
+        self._flush()
         return self._band()
+
+    @workflow.update
+    def set_trailing(self, rule: TrailingRule) -> TrailingRule | None:
+        """Change the trailing settings at run time; returns the previous ones.
+
+        The live stop never loosens: a looser setting only stops future moves.
+        """
+        old = self.trailing_rule
+        self.trailing_rule = rule
+        if self.trail is not None:
+            self.trail = with_params(self.trail, self._trailing_params())
+        elif self.s.state is PositionState.ACTIVE:
+            self._start_trailing()
+        self._emit(
+            EventType.TRAILING_PARAMS_CHANGED,
+            TrailingParamsChanged(
+                old={} if old is None else old.model_dump(mode="json"),
+                new=rule.model_dump(mode="json"),
+            ),
+        )
+        self._flush()
+        return old
+
+    @set_trailing.validator
+    def _validate_set_trailing(self, rule: TrailingRule) -> None:
+        if is_terminal(self.s.state) or self.filters is None:
+            raise ApplicationError(f"position is {self.s.state}", type="NotOpen")
+        rule.params(self.filters.tick_size)  # raises if invalid for this symbol
 
     def _band(self) -> BandView:
         open_ = not is_terminal(self.s.state)
-        stop = self.s.stop_price if open_ else None
-        below, above = (stop, None) if self.spec.side is Side.LONG else (None, stop)
+        if open_ and self._trailing_live():
+            assert self.trail is not None
+            band = band_for(self.trail, self._trailing_params(), workflow.now())
+            below, above = band.wake_below, band.wake_above
+        else:
+            stop = self.s.stop_price if open_ else None
+            below, above = (stop, None) if self.spec.side is Side.LONG else (None, stop)
         return BandView(
             workflow_id=self.workflow_id,
             symbol=self.spec.symbol,
@@ -335,17 +423,42 @@ class PositionWorkflow:
             sized = size_position(spec.sizing, mark, stop_preview, filters)
             if isinstance(sized, NotSized):
                 return self._roll_back_unsized(f"cannot size: {sized.reason}")
-            seq, self.s = self.s.allocate_order_seq()
-            cid = client_order_id(self.workflow_id, self.chain, OrderStep.ENTRY, seq)
+            cid = self._new_cid(OrderStep.ENTRY)
+            self._new_cid(OrderStep.STOP)  # the entry's stop takes the next sequence
             self.s = self.s.model_copy(
                 update={"entry_order": OrderRef(client_order_id=cid, qty=sized.qty)}
             )
         ref = self.s.entry_order
         assert ref is not None
         intent = entry_intent(ref.client_order_id, spec.symbol, spec.side, ref.qty)
+        parsed = parse_client_id(ref.client_order_id)
+        assert parsed is not None
+        stop_cid = client_order_id(self.workflow_id, self.chain, OrderStep.STOP, parsed.seq + 1)
         # After a crash the placement may already have happened: look it up first.
         resumed = self.s.state is not PositionState.PENDING_ENTRY or ref.exchange_order_id
-        view, error = await self._place(intent, look_up_first=bool(resumed))
+        view: OrderView | None = None
+        error: ErrorType | None = None
+        placed: EntryWithStopResult | None = None
+        try:
+            placed = cast(
+                EntryWithStopResult,
+                await self._call(
+                    "exchange.place_entry_with_stop",
+                    EntryWithStopRequest(
+                        account=spec.account,
+                        entry=intent,
+                        stop_client_order_id=stop_cid,
+                        stop=spec.stop,
+                        filters=filters,
+                        look_up_first=bool(resumed),
+                    ),
+                    EntryWithStopResult,
+                    summary=f"entry {intent.side.value} {intent.qty} {intent.symbol} + stop",
+                ),
+            )
+            view = placed.entry
+        except ExchangeCallFailed as exc:
+            error = exc.error
         if view is None and error is not None and error.retryable:
             view = await self._find(intent, patient=True)  # ambiguous: the truth decides
         if view is not None and not view.is_final and view.filled_qty == 0:
@@ -393,8 +506,30 @@ class PositionWorkflow:
             ),
         )
         self._transition(PositionState.PENDING_SL)
-        await self._protect()
+        await self._protect(*self._entry_stop_outcome(placed, stop_cid))
         await self._book_entry_fees(intent, view)
+
+    def _entry_stop_outcome(
+        self, placed: EntryWithStopResult | None, cid: str
+    ) -> tuple[ProtectionAttempt | None, str | None]:
+        """What the combined entry activity did with the stop, as the saga's first attempt."""
+        if placed is None or (placed.stop is None and placed.stop_error is None):
+            return None, None  # the entry filled later: the saga places the stop
+        price = placed.stop_price
+        if price is not None:
+            self._emit(
+                EventType.SL_PLACEMENT_STARTED,
+                StopPlacementStarted(client_order_id=cid, stop_price=price, quantity=self.s.qty),
+            )
+        if placed.stop is not None and price is not None:
+            intent = stop_intent(cid, self.spec.symbol, self.spec.side, self.s.qty, price)
+            self._stop_placed(intent, placed.stop)
+            return ProtectionAttempt(step=ProtectionStep.PLACE_STOP), None
+        assert placed.stop_error is not None
+        error = ErrorType(placed.stop_error)
+        self._emit_stop_failure(False, cid, error, "stop not placed with the entry")
+        reuse = cid if placed.stop_ambiguous or error.retryable else None
+        return ProtectionAttempt(step=ProtectionStep.PLACE_STOP, error=error), reuse
 
     def _aggregate_fill(self, view: OrderView) -> Fill:
         price = view.average_price
@@ -416,13 +551,12 @@ class PositionWorkflow:
         fee = sum((f.fee for f in fills), Decimal(0))
         if fee:
             self.s = self.s.model_copy(update={"fees": self.s.fees + fee})
-            self._flush()
 
     async def _await_entry_fill(self, intent: OrderIntent, view: OrderView) -> OrderView | None:
         # A market order can be reported NEW before it fills (seen on Binance).
         current: OrderView | None = view
         for delay_ms in (100, 300, 1000, 3000):
-            await workflow.sleep(timedelta(milliseconds=delay_ms))
+            await self._sleep(timedelta(milliseconds=delay_ms))
             current = await self._find(intent, patient=True)
             if current is None or current.is_final or current.filled_qty > 0:
                 return current
@@ -462,10 +596,17 @@ class PositionWorkflow:
 
     # --- protection (the stop-loss saga) -------------------------------------------------
 
-    async def _protect(self) -> None:
-        """Run the saga until the position is protected, closed, or emergency-protected."""
+    async def _protect(
+        self, first: ProtectionAttempt | None = None, reused_cid: str | None = None
+    ) -> None:
+        """Run the saga until the position is protected, closed, or emergency-protected.
+
+        `first` is an attempt already made (the stop sent with the entry).
+        """
         progress, action = start_protection()
-        reused_cid: str | None = None
+        if first is not None:
+            self._note_stop_attempt(first.step, first.error)
+            progress, action = advance(progress, first, self.cfg.protection)
         while True:
             if action.alert is Severity.CRITICAL:
                 self._alert(
@@ -474,7 +615,7 @@ class PositionWorkflow:
                     f"{self.spec.symbol}: stop, close and emergency stop all failed; retrying",
                 )
             if action.delay:
-                await workflow.sleep(action.delay)
+                await self._sleep(action.delay)
             if action.kind is ActionKind.PROTECTED:
                 self._became_protected()
                 await self._place_take_profit()
@@ -499,25 +640,26 @@ class PositionWorkflow:
                     self._transition(PositionState.FAILED)
             else:
                 error, reused_cid = await self._stop_attempt(step, reused_cid)
-                if (
-                    error is ErrorType.ORDER_IMMEDIATELY_FILLABLE
-                    and step is ProtectionStep.PLACE_STOP
-                ):
-                    # The mark is already beyond the stop: the trader's loss limit is hit.
-                    self.s = self.s.model_copy(
-                        update={"close_reason": CloseReason.STOP_BEYOND_MARK}
-                    )
-                    self._emit(
-                        EventType.SL_WOULD_TRIGGER_IMMEDIATELY,
-                        StopWouldTriggerImmediately(
-                            stop_price=self._stop_price(), mark_price=None, action="close_at_market"
-                        ),
-                    )
+                self._note_stop_attempt(step, error)
             progress, action = advance(
                 progress, ProtectionAttempt(step=step, error=error), self.cfg.protection
             )
 
+    def _note_stop_attempt(self, step: ProtectionStep, error: ErrorType | None) -> None:
+        if error is ErrorType.ORDER_IMMEDIATELY_FILLABLE and step is ProtectionStep.PLACE_STOP:
+            # The mark is already beyond the stop: the trader's loss limit is hit.
+            self.s = self.s.model_copy(update={"close_reason": CloseReason.STOP_BEYOND_MARK})
+            self._emit(
+                EventType.SL_WOULD_TRIGGER_IMMEDIATELY,
+                StopWouldTriggerImmediately(
+                    stop_price=self._stop_price(), mark_price=None, action="close_at_market"
+                ),
+            )
+
     def _stop_price(self) -> Decimal:
+        """The stop level to (re)place: the trailed stop once trailing has moved it."""
+        if self.trail is not None:
+            return self.trail.stop
         entry = self.s.avg_entry_price
         assert entry is not None
         return stop_level(self.spec.side, entry, self.spec.stop, self._filters())
@@ -558,6 +700,14 @@ class PositionWorkflow:
             )
             # A transient failure may have placed it after all: same id next time.
             return error, (cid if error.retryable else None)
+        self._stop_placed(intent, view)
+        return None, None
+
+    def _stop_placed(self, intent: OrderIntent, view: OrderView) -> None:
+        """Remember and record a stop (or emergency stop) the exchange accepted."""
+        price = intent.trigger_price
+        assert price is not None
+        cid = intent.client_order_id
         ref = OrderRef(
             client_order_id=cid,
             exchange_order_id=view.exchange_order_id,
@@ -565,27 +715,26 @@ class PositionWorkflow:
             trigger_price=price,
         )
         self._record_order(intent, view)
-        if emergency:
+        if intent.kind is OrderKind.EMERGENCY_STOP:
             self.s = self.s.model_copy(update={"emergency_stop": ref})
             self._emit(
                 EventType.EMERGENCY_STOP_PLACED,
                 EmergencyStop(client_order_id=cid, stop_price=price, quantity=intent.qty),
             )
-        else:
-            self.s = self.s.with_stop(ref, workflow.now())
-            self._emit(
-                EventType.SL_PLACED,
-                OrderPlaced(
-                    client_order_id=cid,
-                    exchange_order_id=view.exchange_order_id,
-                    side=intent.side.value,
-                    quantity=intent.qty,
-                    trigger_price=price,
-                    reduce_only=True,
-                ),
-                order_id=cid,
-            )
-        return None, None
+            return
+        self.s = self.s.with_stop(ref, workflow.now())
+        self._emit(
+            EventType.SL_PLACED,
+            OrderPlaced(
+                client_order_id=cid,
+                exchange_order_id=view.exchange_order_id,
+                side=intent.side.value,
+                quantity=intent.qty,
+                trigger_price=price,
+                reduce_only=True,
+            ),
+            order_id=cid,
+        )
 
     def _emit_stop_failure(
         self, emergency: bool, cid: str | None, error: ErrorType, msg: str
@@ -650,6 +799,7 @@ class PositionWorkflow:
         assert entry is not None
         if self.s.state is not PositionState.ACTIVE:
             self._transition(PositionState.ACTIVE)
+        self._start_trailing()
         self._emit(
             EventType.POSITION_ACTIVE,
             PositionActive(quantity=self.s.qty, entry_price=entry, stop_price=stop.trigger_price),
@@ -659,26 +809,162 @@ class PositionWorkflow:
             self.stale.append(self.s.emergency_stop)
             self.s = self.s.model_copy(update={"emergency_stop": None})
 
+    # --- trailing ----------------------------------------------------------------------------
+
+    def _trailing_live(self) -> bool:
+        return self.trail is not None and self.s.state is PositionState.ACTIVE
+
+    def _trailing_params(self) -> TrailingParams:
+        assert self.trailing_rule is not None
+        return self.trailing_rule.params(self._filters().tick_size)
+
+    def _start_trailing(self) -> None:
+        """Arm the trailing machine on the live stop (once per position)."""
+        stop, entry = self.s.stop_price, self.s.avg_entry_price
+        if self.trailing_rule is None or self.trail is not None or stop is None or entry is None:
+            return
+        self.trail = initial_trailing(
+            self.spec.side, entry, stop, self.s.opened_at or workflow.now()
+        )
+        rule = self.trailing_rule
+        activation = None
+        if rule.activation_pct is not None:
+            activation = entry * (1 + self.spec.side.sign * rule.activation_pct / 100)
+        self._emit(
+            EventType.TRAILING_CREATED,
+            TrailingCreated(
+                activation_price=activation,
+                callback_pct=rule.callback_pct,
+                breakeven_trigger_pct=rule.breakeven_trigger_pct,
+                params=rule.model_dump(mode="json"),
+            ),
+        )
+
+    def _apply_trailing(self, decision: TrailingDecision) -> None:
+        """Take the machine's decision: record what happened, queue the move."""
+        self.trail = decision.state
+        live = self.s.stop_price
+        for reason in decision.events:
+            kind = (
+                EventType.TRAILING_BREAKEVEN
+                if reason is MoveReason.BREAKEVEN
+                else EventType.TRAILING_ACTIVATED
+            )
+            self._emit(
+                kind,
+                StopMoved(
+                    old_stop=live,
+                    new_stop=decision.move.new if decision.move else live or Decimal(0),
+                    reason=reason.value,
+                    best_price=decision.state.best_price,
+                ),
+                flush=False,
+            )
+        if decision.move is not None:
+            self.pending_move = decision.move
+
+    async def _move_stop(self) -> None:
+        """Replace the live stop by a tighter one: new stop first, then cancel the old.
+
+        Both are reduce-only, so two live stops can never over-close; if the new
+        one cannot be placed the old one simply stays.
+        """
+        move, trail = self.pending_move, self.trail
+        assert move is not None and trail is not None
+        old = self.s.stop
+        cid = self._new_cid(OrderStep.MOVE)
+        intent = stop_intent(cid, self.spec.symbol, self.spec.side, self.s.qty, move.new)
+        view, error = await self._place(intent, look_up_first=False)
+        now = workflow.now()
+        if view is None:
+            assert error is not None
+            self.trail = on_move_result(trail, move, False, now)
+            decision = on_move_failed(error)
+            rejected = None if error.retryable else OrderStatus.REJECTED
+            self._record_order(intent, None, status=rejected)
+            if error.retryable:  # it may exist after all: cancel it at the next look
+                self.stale.append(
+                    OrderRef(client_order_id=cid, qty=intent.qty, trigger_price=move.new)
+                )
+            self._emit(
+                EventType.TRAILING_MOVE_FAILED,
+                StopMoveFailed(
+                    old_stop=move.old,
+                    new_stop=move.new,
+                    error_type=error.value,
+                    message="new stop not placed; the old stop stays",
+                ),
+            )
+            if decision.alert is not None:
+                self._alert(decision.alert, "stop move failed", error.value)
+            if decision.outcome is MoveOutcome.RECONCILE:
+                self.look_requested = True
+        else:
+            ref = OrderRef(
+                client_order_id=cid,
+                exchange_order_id=view.exchange_order_id,
+                qty=intent.qty,
+                trigger_price=move.new,
+            )
+            self.s = self.s.with_stop(ref, now)
+            self.trail = on_move_result(trail, move, True, now)
+            self._record_order(intent, view)
+            self._emit(
+                EventType.TRAILING_STOP_MOVED,
+                StopMoved(
+                    old_stop=move.old,
+                    new_stop=move.new,
+                    reason=move.reason.value,
+                    best_price=trail.best_price,
+                    client_order_id=cid,
+                ),
+                order_id=cid,
+            )
+            if old is not None:
+                await self._cancel(self._intent_of(old), old)  # on failure: kept in stale
+        self.pending_move = None
+
     # --- watching --------------------------------------------------------------------------
 
     async def _watch(self) -> None:
         """Wait for a close request, an exchange update or the periodic look; act on it."""
-        timeout = self.cfg.check_interval
+        now = workflow.now()
+        deadlines = [now + self.cfg.check_interval]
         if self.spec.max_age is not None and self.s.opened_at is not None:
-            left = self.s.opened_at + self.spec.max_age - workflow.now()
-            timeout = max(min(timeout, left), timedelta(milliseconds=1))
+            deadlines.append(self.s.opened_at + self.spec.max_age)
+        trail_due = self._trailing_timer()
+        if trail_due is not None:
+            deadlines.append(trail_due)
+        timeout = max(min(deadlines) - now, timedelta(milliseconds=1))
+        self._flush()
         try:
             await workflow.wait_condition(
                 lambda: (
                     self.close_request is not None
                     or self.look_requested
+                    or self.pending_move is not None
                     or self._should_continue_as_new()
                 ),
                 timeout=timeout,
-                timeout_summary="periodic look at stop and position",
+                timeout_summary="next look at stop and position",
             )
         except TimeoutError:
             pass
+        if self.pending_move is not None and self.close_request is None:
+            await self._move_stop()
+            return
+        trail_due = self._trailing_timer()
+        if trail_due is not None and workflow.now() >= trail_due:
+            assert self.trail is not None
+            self._apply_trailing(on_timer(self.trail, self._trailing_params(), workflow.now()))
+            if self.pending_move is not None:
+                await self._move_stop()
+            return
+        nothing_due = min(deadlines) > workflow.now() and not (
+            self.close_request is not None or self.look_requested or self._should_continue_as_new()
+        )
+        if nothing_due:
+            return
         if self.close_request is not None:
             request = self.close_request
             await self._close(request.reason, requested_by=request.requested_by)
@@ -692,6 +978,12 @@ class PositionWorkflow:
             await self._protect()  # keep trying to get the real stop back on
         if not is_terminal(self.s.state) and self._should_continue_as_new():
             await self._continue_as_new()
+
+    def _trailing_timer(self) -> datetime | None:
+        if not self._trailing_live() or self.pending_move is not None:
+            return None
+        assert self.trail is not None
+        return next_trailing_timer(self.trail, self._trailing_params())
 
     def _aged_out(self) -> bool:
         if self.spec.max_age is None or self.s.opened_at is None:
@@ -858,9 +1150,7 @@ class PositionWorkflow:
                 "close failed",
                 f"{self.spec.symbol}: {error.value}; the stop stays in place; retrying",
             )
-            await workflow.sleep(
-                self.cfg.protection.backoff(self.cfg.protection.retry_delay, attempt)
-            )
+            await self._sleep(self.cfg.protection.backoff(self.cfg.protection.retry_delay, attempt))
 
     async def _close_attempt(self, why: str) -> ErrorType | None:
         """One reduce-only market close of what we hold; None when the position is flat."""
@@ -927,6 +1217,9 @@ class PositionWorkflow:
         )
         await self._cancel_stale()
         self.s = self.s.model_copy(update={"close_reason": reason})
+        if self.trail is not None:
+            self._emit(EventType.TRAILING_REMOVED, TrailingRemoved(reason=reason.value))
+            self.trail = None
         rollback = reason in (CloseReason.STOP_UNPLACEABLE, CloseReason.STOP_BEYOND_MARK)
         if self.s.state is PositionState.FAILED and rollback:
             self._transition(PositionState.CLOSING)
@@ -1091,6 +1384,7 @@ class PositionWorkflow:
         `attempts=0` retries transient errors forever (reads whose answer we must have).
         """
         n = self.cfg.exchange_attempts if attempts is None else attempts
+        self._flush()
         try:
             return await workflow.execute_activity(
                 name,
@@ -1121,7 +1415,6 @@ class PositionWorkflow:
             self.s = self.s.model_copy(update={"close_reason": reason})
         self.s = self.s.advance(to, workflow.now())
         self._set_search_state()
-        self._flush()
 
     def _set_search_state(self) -> None:
         workflow.upsert_search_attributes([POSITION_STATE.value_set(self.s.state.value)])
@@ -1139,7 +1432,9 @@ class PositionWorkflow:
         *,
         severity: Severity | None = None,
         order_id: str | None = None,
+        flush: bool = True,
     ) -> None:
+        """Record an event (deterministic id); `flush=False` batches it with the next write."""
         seq, self.s = self.s.allocate_event_seq()
         self.outbox.append(
             make_event(
@@ -1156,7 +1451,6 @@ class PositionWorkflow:
                 order_id=order_id,
             )
         )
-        self._flush()
 
     def _alert(self, severity: Severity, title: str, body: str) -> None:
         """Raise an alert to humans: an event plus an `alerts` row, in the same write."""
@@ -1184,10 +1478,21 @@ class PositionWorkflow:
         self.order_rows.append(
             order_record(self.position_id, self.spec, intent, view, self.s.event_seq, status=status)
         )
+
+    async def _sleep(self, duration: timedelta) -> None:
         self._flush()
+        await workflow.sleep(duration)
 
     def _flush(self) -> None:
-        """Write pending events and current rows without waiting (revision keeps order)."""
+        """Write pending events and current rows without waiting (revision keeps order).
+
+        Called before every wait and every exchange call, so each step costs one
+        store write at most, scheduled in the same workflow task as the exchange
+        call it precedes; nothing is written when nothing changed.
+        """
+        if not (self.outbox or self.order_rows or self.alerts) and self.s is self.flushed:
+            return
+        self.flushed = self.s
         self.revision += 1
         batch = StoreBatch(
             events=self.outbox,
@@ -1211,8 +1516,7 @@ class PositionWorkflow:
         )
 
     async def _drain_writes(self) -> None:
-        if self.outbox or self.order_rows or self.alerts:
-            self._flush()
+        self._flush()
         pending: Sequence[workflow.ActivityHandle[int]] = self.writes
         self.writes = []
         for handle in pending:
@@ -1228,8 +1532,17 @@ class PositionWorkflow:
         )
 
     async def _continue_as_new(self) -> None:
-        await self._drain_writes()
-        await workflow.wait_condition(workflow.all_handlers_finished)
+        """Start a fresh run with the whole state, once no message is half handled."""
+        self.draining = True  # from now on ticks are only observed; the next run acts
+        while True:
+            if self.pending_move is not None:
+                await self._move_stop()  # a price update is waiting for it
+            await self._drain_writes()
+            await workflow.wait_condition(
+                lambda: workflow.all_handlers_finished() or self.pending_move is not None
+            )
+            if self.pending_move is None and workflow.all_handlers_finished():
+                break
         workflow.continue_as_new(
             PositionInput(
                 spec=self.spec,
@@ -1241,6 +1554,8 @@ class PositionWorkflow:
                     close_reason=None if self.close_request is None else self.close_request.reason,
                     runs=self.runs + 1,
                     revision=self.revision,
+                    trailing_rule=self.trailing_rule,
+                    trailing=self.trail,
                 ),
             )
         )

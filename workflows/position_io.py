@@ -14,6 +14,7 @@ from domain.market import MarketFilters
 from domain.orders import OrderRef
 from domain.position import CloseReason, PositionSnapshot, PositionSpec, PositionState
 from domain.protection import ProtectionPolicy
+from domain.trailing import TrailingRule, TrailingState
 from domain.types import ExchangeId
 
 WORKFLOW_TYPE = "PositionWorkflow"
@@ -61,6 +62,8 @@ class CarriedState(BaseModel):
     runs: int = 1
     # Store rows are written with strictly increasing revisions across runs.
     revision: int = 0
+    trailing_rule: TrailingRule | None = None
+    trailing: TrailingState | None = None
 
 
 class PositionInput(BaseModel):

@@ -16,10 +16,19 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.exchange.gateway import ExchangeGateway
-from domain.errors import classify_exception
+from domain.errors import ErrorType, classify_exception
 from domain.market import MarketFilters
-from domain.orders import Fill, OrderView
-from domain.requests import ExchangePosition, OrderRequest, PlaceOrderRequest, SymbolRequest
+from domain.orders import Fill, OrderView, stop_intent
+from domain.requests import (
+    EntryWithStopRequest,
+    EntryWithStopResult,
+    ExchangePosition,
+    OrderRequest,
+    PlaceOrderRequest,
+    SymbolRequest,
+)
+from domain.sizing import InvalidStop, stop_level
+from domain.types import OrderSide, Side
 
 
 def to_application_error(exc: BaseException, *, placement: bool = False) -> ApplicationError:
@@ -56,6 +65,42 @@ class ExchangeActivities:
             return await gateway.place(req.intent, look_up_first=look_up)
         except Exception as exc:
             raise to_application_error(exc, placement=True) from exc
+
+    @activity.defn(name="exchange.place_entry_with_stop")
+    async def place_entry_with_stop(self, req: EntryWithStopRequest) -> EntryWithStopResult:
+        """Entry, then at once its stop for the filled quantity (no round trip between).
+
+        Idempotent like `place_order`: every retry looks both client ids up first.
+        A failure of the stop is returned, not raised, so the workflow's stop-loss
+        saga continues from it; only a failure of the entry fails the activity.
+        """
+        gateway = self._gateway(req.account)
+        retry = req.look_up_first or activity.info().attempt > 1
+        try:
+            entry = await gateway.place(req.entry, look_up_first=retry)
+        except Exception as exc:
+            raise to_application_error(exc, placement=True) from exc
+        if entry.filled_qty <= 0 or entry.average_price is None:
+            return EntryWithStopResult(entry=entry)
+        side = Side.LONG if req.entry.side is OrderSide.BUY else Side.SHORT
+        try:
+            price = stop_level(side, entry.average_price, req.stop, req.filters)
+        except InvalidStop:
+            return EntryWithStopResult(entry=entry, stop_error=ErrorType.INVALID_ORDER.value)
+        intent = stop_intent(
+            req.stop_client_order_id, req.entry.symbol, side, entry.filled_qty, price
+        )
+        try:
+            stop = await gateway.place(intent, look_up_first=retry)
+        except Exception as exc:
+            kind = classify_exception(exc, placement=True)
+            return EntryWithStopResult(
+                entry=entry,
+                stop_price=price,
+                stop_error=kind.type.value,
+                stop_ambiguous=kind.ambiguous,
+            )
+        return EntryWithStopResult(entry=entry, stop=stop, stop_price=price)
 
     @activity.defn(name="exchange.find_order")
     async def find_order(self, req: OrderRequest) -> OrderView | None:
@@ -130,6 +175,7 @@ class ExchangeActivities:
         """Every activity method, for registration on a worker."""
         return [
             self.place_order,
+            self.place_entry_with_stop,
             self.find_order,
             self.cancel_order,
             self.position,

@@ -82,8 +82,11 @@ def order_view(order: Mapping[str, Any], symbol: str) -> OrderView:
 class ExchangeGateway:
     """Orders, positions and market data of one account, in domain terms."""
 
-    def __init__(self, exchange: Any, *, account: str) -> None:
+    def __init__(self, exchange: Any, *, account: str, protective: Any | None = None) -> None:
         self.exchange = exchange
+        # Reduce-only placements and cancels go through their own client (and so
+        # their own rate-limit queue) when one is given.
+        self.protective = protective if protective is not None else exchange
         self.account = account
         self._markets_loaded = asyncio.Lock()
         self._filters: dict[str, MarketFilters] = {}
@@ -94,6 +97,8 @@ class ExchangeGateway:
 
     async def close(self) -> None:
         await self.exchange.close()
+        if self.protective is not self.exchange:
+            await self.protective.close()
 
     # --- markets ----------------------------------------------------------------------
 
@@ -102,6 +107,9 @@ class ExchangeGateway:
         async with self._markets_loaded:
             if not self._filters:
                 markets = await self.exchange.load_markets()
+                if self.protective is not self.exchange:
+                    # Same markets for the priority lane, without a second download.
+                    self.protective.set_markets(markets, self.exchange.currencies)
                 for market in markets.values():
                     if market.get("linear") and market.get("swap"):
                         filters = self._market_filters(market)
@@ -148,6 +156,7 @@ class ExchangeGateway:
         outcome (accepted, answer lost) never produces a second order. A
         duplicate-client-id rejection is answered the same way.
         """
+        await self.load_markets()
         if look_up_first:
             existing = await self.find(intent.symbol, intent.client_order_id, intent.is_conditional)
             if existing is not None:
@@ -165,7 +174,8 @@ class ExchangeGateway:
         if self.exchange_id.startswith("binance") and not intent.is_conditional:
             params["newOrderRespType"] = "RESULT"
         try:
-            order = await self.exchange.create_order(
+            client = self.protective if intent.reduce_only else self.exchange
+            order = await client.create_order(
                 unified, "market", intent.side.value, str(intent.qty), None, params
             )
         except Exception as exc:
@@ -245,11 +255,12 @@ class ExchangeGateway:
         if conditional and self.exchange_id.startswith("binance"):
             params["trigger"] = True
         try:
+            await self.load_markets()
             if exchange_order_id is not None:
-                await self.exchange.cancel_order(exchange_order_id, unified, params)
+                await self.protective.cancel_order(exchange_order_id, unified, params)
             else:
                 params.update(self._lookup_params(client_order_id, conditional))
-                await self.exchange.cancel_order(None, unified, params)
+                await self.protective.cancel_order(None, unified, params)
         except Exception as exc:
             if "OrderNotFound" not in _classified(exc):
                 raise

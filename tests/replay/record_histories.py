@@ -92,9 +92,11 @@ async def _quiet(handle: Handle) -> None:
 
 async def _look(stack: Stack, handle: Handle, detail: str) -> None:
     """Signal an exchange update and wait until the workflow has looked (history grew)."""
-    before = (await stack.view(handle)).history_length
+    view = await stack.view(handle)
+    before, runs = view.history_length, view.runs
     await handle.signal(PositionWorkflow.exchange_update, ExchangeUpdate(detail=detail))
-    await _settled(stack, handle, lambda v: v.history_length >= before + 8)
+    # The look may end the run (continue-as-new): the new run's history starts over.
+    await _settled(stack, handle, lambda v: v.history_length >= before + 8 or v.runs > runs)
     await asyncio.sleep(0.3)
 
 
