@@ -47,6 +47,25 @@ async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def cmd_gate(args: argparse.Namespace, settings: Settings) -> int:
+    from signals_ingest.gate_process import run_gate
+    from signals_ingest.market_feed import Shard
+    from workers.worker import open_store
+
+    store = await open_store(settings)  # WEBSOCKET_* events are recorded
+    try:
+        await run_gate(
+            settings,
+            _stop_event(),
+            shard=Shard.parse(args.shard),
+            health_port=args.health_port,
+            events=store,
+        )
+    finally:
+        await store.close()
+    return 0
+
+
 async def cmd_db_migrate(args: argparse.Namespace, settings: Settings) -> int:
     from workers.worker import open_store
 
@@ -131,6 +150,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="run a worker against TEMPORAL_ADDRESS / DATABASE_URL")
     p.set_defaults(func=cmd_worker)
 
+    p = sub.add_parser(
+        "gate",
+        help="run the price gate: mark prices in, a message to a position only when it "
+        "leaves its band",
+    )
+    p.add_argument("--shard", default="0/1", help="this process's symbols as i/n (default 0/1)")
+    p.add_argument("--health-port", type=int, default=None, help="default: health_port + 1")
+    p.set_defaults(func=cmd_gate)
+
     db = sub.add_parser("db", help="database maintenance").add_subparsers(
         dest="db_command", required=True, metavar="DB_COMMAND"
     )
@@ -190,10 +218,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--take-profit", type=pc.take_profit_rule, metavar="LEVEL", help="3%% or a price"
     )
     p.add_argument("--max-age", type=pc.duration, metavar="DURATION", help="close after, e.g. 4h")
+    pc.add_trailing_arguments(p)
+    p.add_argument(
+        "--no-trail", action="store_true", help="no trailing even if settings give a default"
+    )
     p.add_argument("--account", help="configured account (default: the first one)")
     p.add_argument("--timeout", type=float, default=30, help="seconds to wait (default 30)")
     p.add_argument("--no-wait", action="store_true", help="print the workflow id and return")
     p.set_defaults(func=pc.cmd_open)
+
+    p = sub.add_parser(
+        "trail",
+        help="change a running position's trailing stop settings (never loosens the stop)",
+    )
+    p.add_argument("symbol", type=pc.symbol, help="e.g. BTCUSDT")
+    pc.add_trailing_arguments(p)
+    p.add_argument("--account", help="configured account (default: the first one)")
+    p.set_defaults(func=pc.cmd_trail)
 
     p = sub.add_parser(
         "close",

@@ -37,6 +37,7 @@ from domain.position import CloseReason, PositionSpec, PositionState, is_termina
 from domain.records import PositionRecord
 from domain.sizing import LevelRule, SizingMode, SizingRequest, StopRule, TakeProfitRule
 from domain.symbols import InvalidSymbol, canonical
+from domain.trailing import TrailingRule
 from domain.types import ExchangeId, Side
 from workers.settings import AccountSettings, Settings
 from workers.temporal import connect
@@ -312,13 +313,63 @@ async def _view(handle: WorkflowHandle[Any, Any], timeout: timedelta = QUERY_TIM
 # --- open --------------------------------------------------------------------------------------
 
 
-def build_spec(args: argparse.Namespace, account: AccountSettings) -> PositionSpec:
+def trailing_rule(
+    args: argparse.Namespace, default: TrailingRule | None = None
+) -> TrailingRule | None:
+    """The trailing settings of the command line, on top of `default` (from settings)."""
+    given = {
+        "callback_pct": args.trail,
+        "activation_pct": args.trail_activation,
+        "breakeven_trigger_pct": args.breakeven,
+        "breakeven_fee_pct": args.breakeven_fees,
+        "min_step_pct": args.trail_step,
+        "min_interval": args.trail_interval,
+        "time_activation_after": args.trail_after,
+    }
+    given = {k: v for k, v in given.items() if v is not None}
+    if not given:
+        return default
+    base = default.model_dump() if default is not None else {}
+    if "callback_pct" not in given and "callback_pct" not in base:
+        raise CommandError("trailing needs --trail PCT (the callback distance)")
+    try:
+        return TrailingRule(**{**base, **given})
+    except ValidationError as exc:
+        raise CommandError(f"invalid trailing settings: {exc.errors()[0]['msg']}") from None
+
+
+def add_trailing_arguments(p: argparse.ArgumentParser) -> None:
+    """The trailing options shared by `open` and `trail`."""
+    p.add_argument("--trail", type=percent, metavar="PCT", help="callback distance, e.g. 1%%")
+    p.add_argument("--trail-activation", type=percent, metavar="PCT", help="profit that starts it")
+    p.add_argument(
+        "--breakeven", type=percent, metavar="PCT", help="profit that moves the stop to entry"
+    )
+    p.add_argument(
+        "--breakeven-fees", type=percent, metavar="PCT", help="fees the breakeven stop covers"
+    )
+    p.add_argument("--trail-step", type=percent, metavar="PCT", help="smallest move sent")
+    p.add_argument(
+        "--trail-interval", type=duration, metavar="DURATION", help="least time between moves"
+    )
+    p.add_argument(
+        "--trail-after",
+        type=duration,
+        metavar="DURATION",
+        help="start when in profit after this age",
+    )
+
+
+def build_spec(
+    args: argparse.Namespace, account: AccountSettings, settings: Settings | None = None
+) -> PositionSpec:
     """The PositionSpec of `posguard open`'s arguments."""
     sizing = SizingRequest(
         mode=SizingMode.QUOTE if args.quote is not None else SizingMode.RISK,
         amount=args.quote if args.quote is not None else args.risk,
     )
     emergency = args.emergency_stop or default_emergency_percent(args.stop)
+    settings = settings or Settings()
     try:
         return PositionSpec(
             account=account.name,
@@ -329,6 +380,7 @@ def build_spec(args: argparse.Namespace, account: AccountSettings) -> PositionSp
             stop=args.stop,
             emergency_stop_percent=emergency,
             take_profit=args.take_profit,
+            trailing=None if args.no_trail else trailing_rule(args, default=settings.trailing),
             max_age=args.max_age,
         )
     except ValidationError as exc:
@@ -356,7 +408,7 @@ async def cmd_open(args: argparse.Namespace, settings: Settings) -> int:
     from workflows.position_io import PositionConfig, exchange_task_queue
 
     account = account_of(settings, args.account)
-    spec = build_spec(args, account)
+    spec = build_spec(args, account, settings)
     client = await temporal_client(settings)
     try:
         handle = await start_position(
@@ -428,6 +480,38 @@ async def _not_open(client: Client, workflow_id: str, exc: RPCError) -> str:
             "nothing to close"
         )
     return f"{workflow_id} is not open (its workflow is {status}): nothing to close"
+
+
+async def cmd_trail(args: argparse.Namespace, settings: Settings) -> int:
+    """Change a running position's trailing settings (the `set_trailing` update)."""
+    from workers.positions import position_handle
+    from workflows.position import PositionWorkflow
+
+    account = account_of(settings, args.account)
+    client = await temporal_client(settings)
+    handle = position_handle(client, account.name, exchange_of(account), args.symbol)
+    current = (await _view(handle)).trailing_rule
+    rule = trailing_rule(args, default=current)
+    if rule is None:
+        raise CommandError("nothing to change: give at least --trail PCT")
+    try:
+        previous = await handle.execute_update(PositionWorkflow.set_trailing, rule)
+    except WorkflowUpdateFailedError as exc:
+        raise CommandError(f"{handle.id}: {exc.cause or exc}") from None
+    print(f"{handle.id}: trailing {_rule_text(previous)} -> {_rule_text(rule)}")
+    print("the live stop never loosens: a looser setting only changes future moves")
+    return 0
+
+
+def _rule_text(rule: TrailingRule | None) -> str:
+    if rule is None:
+        return "off"
+    parts = [f"callback {dec(rule.callback_pct)}%"]
+    if rule.activation_pct is not None:
+        parts.append(f"from +{dec(rule.activation_pct)}%")
+    if rule.breakeven_trigger_pct is not None:
+        parts.append(f"breakeven at +{dec(rule.breakeven_trigger_pct)}%")
+    return ", ".join(parts)
 
 
 async def cmd_close(args: argparse.Namespace, settings: Settings) -> int:

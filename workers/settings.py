@@ -19,6 +19,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from domain.trailing import TrailingRule
+
 EMBEDDED_PAPER = "embedded"
 
 
@@ -74,6 +76,8 @@ class Settings(BaseSettings):
             AccountSettings(paper_url=EMBEDDED_PAPER, max_requests_per_second=Decimal(200))
         ]
     )
+    # Trailing settings a new position gets unless told otherwise (None: no trailing).
+    trailing: TrailingRule | None = None
     # Price path of the embedded paper exchange (see `posguard sim --help`).
     sim_price_path: str = "random_walk"
 

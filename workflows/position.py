@@ -235,6 +235,8 @@ class PositionWorkflow:
             stale_orders=self.stale,
             runs=self.runs,
             history_length=workflow.info().get_current_history_length(),
+            trailing_rule=self.trailing_rule,
+            trailing=self.trail,
         )
 
     @workflow.query

@@ -122,6 +122,8 @@ class PositionView(BaseModel):
     stale_orders: list[OrderRef]
     runs: int
     history_length: int
+    trailing_rule: TrailingRule | None = None
+    trailing: TrailingState | None = None
 
 
 class PriceTick(BaseModel):

@@ -477,3 +477,31 @@ async def test_terminate_leaves_the_position_and_its_stop_unmanaged(live: Live) 
         live.sim.close_position("BNBUSDT")
         for algo in live.open_stops("BNBUSDT"):
             live.sim.cancel_order(algo["algoId"])
+
+
+async def test_open_with_a_trailing_stop_and_change_it_while_running(live: Live) -> None:
+    live.sim.set_price("ETHUSDT", "3000")
+    opened = await live.posguard(
+        "open",
+        "ETHUSDT",
+        "long",
+        "--quote",
+        "1500",
+        "--stop",
+        "2%",
+        "--trail",
+        "1%",
+        "--trail-activation",
+        "0.5%",
+        "--trail-step",
+        "0.1%",
+    )
+    opened.ok()
+    changed = (await live.posguard("trail", "ETHUSDT", "--trail", "1.5%")).ok()
+    assert "trailing callback 1%, from +0.5% -> callback 1.5%, from +0.5%" in changed.stdout
+    refused = await live.posguard("trail", "ETHUSDT", "--trail-activation", "200%")
+    assert refused.returncode == 2 and "must be below 100" in refused.stderr
+    shown = (await live.posguard("position", "ETHUSDT")).ok().stdout
+    assert "trailing_params_changed" in shown
+    (await live.posguard("close", "ETHUSDT")).ok()
+    assert live.amt("ETHUSDT") == 0

@@ -1,0 +1,93 @@
+"""The trailing stop inside the position workflow, against the paper exchange.
+
+Prices reach the workflow as the price gate sends them (the `price` update);
+each move must put the new stop on the exchange before the old one goes.
+"""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+
+from domain.position import CloseReason, PositionState
+from domain.trailing import TrailingRule
+from domain.types import Side
+from tests.workflows.harness import Stack, spec
+from workflows.position import PositionWorkflow
+from workflows.position_io import BandView, PriceTick
+
+RULE = TrailingRule(callback_pct=Decimal(1), activation_pct=Decimal("0.5"))
+
+
+async def tick(stack: Stack, handle: object, symbol: str, price: Decimal) -> BandView:
+    stack.sim.set_price(symbol, price)
+    return await handle.execute_update(  # type: ignore[attr-defined, no-any-return]
+        PositionWorkflow.price, PriceTick(price=price, at=datetime.now(UTC))
+    )
+
+
+@pytest.mark.parametrize("side", list(Side))
+async def test_stop_trails_new_first_and_closes_on_the_reversal(stack: Stack, side: Side) -> None:
+    symbol = "BTCUSDT"
+    stack.sim.set_price(symbol, "60000")
+    handle = await stack.open(spec(symbol, side, trailing=RULE))
+    view = await stack.wait_state(handle, PositionState.ACTIVE)
+    entry, first_stop = view.snapshot.avg_entry_price, view.snapshot.stop_price
+    assert entry is not None and first_stop is not None
+    stops = [first_stop]
+    for k in range(1, 13):  # +0.25 % a step, 3 % in all, in the position's favour
+        price = (entry * (1 + side.sign * Decimal("0.0025") * k)).quantize(Decimal("0.1"))
+        band = await tick(stack, handle, symbol, price)
+        live = (await stack.view(handle)).snapshot.stop_price
+        assert live is not None
+        assert side.sign * (live - stops[-1]) >= 0  # never loosens
+        stops.append(live)
+        # The band brackets the price: the stop below a long, above a short.
+        lower, upper = (band.wake_below, band.wake_above)
+        if side is Side.LONG:
+            assert lower is not None and lower <= live
+        else:
+            assert upper is not None and upper >= live
+    assert side.sign * (stops[-1] - entry) > 0  # profit locked in
+    [live_stop] = stack.open_stops(symbol)  # every old stop was cancelled
+    assert Decimal(live_stop["triggerPrice"]) == stops[-1]
+    moves = [a for a in stack.orders_of(view, algo=True) if "-mv-" in a["clientAlgoId"]]
+    assert len(moves) >= 3
+    # New stop first: each move's order exists before the stop it replaced was cancelled.
+    by_time = sorted(stack.orders_of(view, algo=True), key=lambda a: a["createTime"])
+    for older, newer in itertools.pairwise(by_time):
+        assert newer["createTime"] <= older["updateTime"]
+    # The reversal: the trailed stop closes the position in profit.
+    await tick(stack, handle, symbol, stops[-1] - side.sign * 50)
+    result = await handle.result()
+    stack.sim.set_price(symbol, "60000")
+    assert result.state is PositionState.CLOSED and result.reason is CloseReason.STOP_FILLED
+    assert result.realised_pnl > 0
+    events = await stack.event_types(view.position_id)
+    for expected in ("trailing_created", "trailing_activated", "trailing_stop_moved"):
+        assert expected in events
+    assert "trailing_removed" in events
+
+
+async def test_trailing_parameters_change_at_run_time_never_loosen(stack: Stack) -> None:
+    symbol = "ETHUSDT"
+    stack.sim.set_price(symbol, "3000")
+    handle = await stack.open(spec(symbol, Side.LONG, trailing=RULE))
+    view = await stack.wait_state(handle, PositionState.ACTIVE)
+    entry = view.snapshot.avg_entry_price
+    assert entry is not None
+    await tick(stack, handle, symbol, entry * Decimal("1.03"))
+    tight = (await stack.view(handle)).snapshot.stop_price
+    assert tight is not None
+    looser = TrailingRule(callback_pct=Decimal(5), activation_pct=Decimal("0.5"))
+    previous = await handle.execute_update(PositionWorkflow.set_trailing, looser)
+    assert previous == RULE
+    await tick(stack, handle, symbol, entry * Decimal("1.031"))
+    assert (await stack.view(handle)).snapshot.stop_price == tight  # the live stop stays
+    events = await stack.event_types(view.position_id)
+    assert "trailing_params_changed" in events
+    await stack.close(handle)
+    assert stack.position_amt(symbol) == 0
