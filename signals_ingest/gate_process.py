@@ -4,6 +4,8 @@
 (accounts grouped by exchange and endpoint) it keeps one ccxt.pro connection, one
 `PriceGate` and one `MarketFeed`, and every `sync_interval` it lists the running
 position workflows (visibility) to pick up new positions and forget closed ones.
+For every account it also follows the private user-data stream (`UserStream`):
+any order update of a symbol makes that symbol's position workflow look again.
 """
 
 from __future__ import annotations
@@ -11,19 +13,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
 from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 
 from signals_ingest.market_feed import EventSink, MarketFeed, Shard
 from signals_ingest.price_gate import PriceGate
 from signals_ingest.temporal_waker import TemporalWaker, parse_position_workflow_id, sync_gate
-from workers.settings import AccountSettings, Settings
-from workflows.position_io import WORKFLOW_TYPE
+from signals_ingest.user_stream import UserStream
+from workers.settings import EMBEDDED_PAPER, AccountSettings, Settings
+from workflows.position_io import WORKFLOW_TYPE, ExchangeUpdate, position_workflow_id
 
 __all__ = ["GateSource", "HealthServer", "run_gate"]
 
@@ -143,6 +147,26 @@ class HealthServer:
             self._runner = None
 
 
+def _position_notifier(
+    client: Client, acct: AccountSettings, shard: Shard | None
+) -> Callable[[str, str], Awaitable[None]]:
+    """`notify(symbol, detail)`: signal that symbol's position workflow to look again."""
+
+    async def notify(symbol: str, detail: str) -> None:
+        if shard is not None and not shard.owns(symbol):
+            return  # another gate process owns this symbol
+        workflow_id = position_workflow_id(acct.name, acct.exchange, symbol)
+        try:
+            await client.get_workflow_handle(workflow_id).signal(
+                "exchange_update", ExchangeUpdate(source="user_stream", detail=detail)
+            )
+        except RPCError as err:
+            if err.status is not RPCStatusCode.NOT_FOUND:
+                raise  # no running position for it: the reconciler's business
+
+    return notify
+
+
 async def _sync_loop(
     source: GateSource,
     client: Client,
@@ -230,6 +254,13 @@ async def run_gate(
                 shard=shard,
             )
         )
+    streams: list[tuple[UserStream, Any]] = []
+    for acct in settings.accounts:
+        if acct.paper_url == EMBEDDED_PAPER:
+            continue
+        private = make_market_data_client(acct)
+        notify = _position_notifier(client, acct, shard)
+        streams.append((UserStream(private, notify, account=acct.name, events=events), private))
     port = settings.health_port + 1 if health_port is None else health_port
     health = HealthServer(lambda: sources, port) if port >= 0 else None
     tasks: list[asyncio.Task[None]] = []
@@ -259,12 +290,17 @@ async def run_gate(
                     )
                 )
             )
+        for stream, _ in streams:
+            tasks.append(asyncio.create_task(stream.run(stop)))
         await stop.wait()
     finally:
         stop.set()
         for t in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(t, 10)
+        for _, stream_client in streams:
+            with contextlib.suppress(Exception):
+                await stream_client.close()
         for src in sources:
             await src.gate.close()
             with contextlib.suppress(Exception):

@@ -1,0 +1,182 @@
+"""The exchange's user-data stream → `exchange_update` signals to position workflows.
+
+One `UserStream` per account. Every order update the exchange pushes (a stop
+that triggered, an entry filled, an order cancelled by hand, a position closed in
+the exchange's UI, a liquidation) names a symbol; the position workflow of that
+(account, exchange, symbol) is told to look again. The workflow re-reads its stop
+and position itself, so the message's content is never trusted and a duplicated
+or late message costs one look. A lost message costs nothing either: the
+workflow's periodic look is the fallback.
+
+ccxt.pro returns from `watch_orders` on the first message of a burst and keeps
+the rest in its order cache, so after every wake-up the whole cache is compared
+with what was seen before: no update is lost to a burst.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from domain.events import EventType, WebsocketState, make_event
+from domain.symbols import canonical_from_unified
+from signals_ingest.market_feed import EventSink
+
+__all__ = ["UserStream", "changed_symbols"]
+
+log = logging.getLogger("posguard.user_stream")
+
+Notify = Callable[[str, str], Awaitable[None]]
+"""`notify(symbol, detail)`: tell the position of `symbol` that something changed."""
+
+
+def _order_key(order: dict[str, Any]) -> tuple[Any, ...]:
+    info = order.get("info") or {}
+    return (
+        order.get("status"),
+        order.get("filled"),
+        info.get("X") or info.get("algoStatus") or info.get("st"),
+        order.get("lastUpdateTimestamp") or info.get("T"),
+    )
+
+
+def changed_symbols(
+    orders: list[dict[str, Any]], seen: dict[str, tuple[Any, ...]]
+) -> dict[str, str]:
+    """Symbols whose orders changed since `seen` (updated in place), with a detail each."""
+    changed: dict[str, str] = {}
+    for order in orders:
+        oid = str(order.get("id"))
+        key = _order_key(order)
+        if seen.get(oid) == key:
+            continue
+        seen[oid] = key
+        unified = order.get("symbol")
+        if not unified:
+            continue
+        try:
+            symbol = canonical_from_unified(unified)
+        except ValueError:
+            continue
+        changed[symbol] = f"order {oid} {order.get('clientOrderId') or ''} {order.get('status')}"
+    if len(seen) > 10_000:  # bounded memory: forget the oldest half
+        for oid in list(seen)[: len(seen) // 2]:
+            del seen[oid]
+    return changed
+
+
+class UserStream:
+    """Watch one account's private order stream and notify the positions it concerns."""
+
+    def __init__(
+        self,
+        exchange: Any,
+        notify: Notify,
+        *,
+        account: str,
+        events: EventSink | None = None,
+        backoff_initial_s: float = 0.5,  # float ok: seconds
+        backoff_max_s: float = 30,  # float ok: seconds
+    ) -> None:
+        self.exchange = exchange
+        self.notify = notify
+        self.account = account
+        self.events = events
+        self.backoff_initial_s = backoff_initial_s
+        self.backoff_max_s = backoff_max_s
+        self.connected = False
+        self.notifications = 0
+        self.reconnects = 0
+        self._seen: dict[str, tuple[Any, ...]] = {}
+        self._down_since: float | None = None  # float ok: monotonic time
+        self._event_seq = 0
+        self._host = socket.gethostname()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Watch until `stop` is set, reconnecting with exponential backoff."""
+        attempt = 0
+        stopper = asyncio.ensure_future(stop.wait())
+        try:
+            while not stop.is_set():
+                watch = asyncio.ensure_future(self.exchange.watch_orders())
+                await asyncio.wait({watch, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                if not watch.done():
+                    watch.cancel()
+                    with contextlib.suppress(BaseException):
+                        await watch
+                    break
+                try:
+                    fresh = watch.result()
+                except Exception as exc:
+                    attempt += 1
+                    await self._disconnected(exc, attempt)
+                    delay = min(self.backoff_max_s, self.backoff_initial_s * 2 ** (attempt - 1))
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), delay)
+                    continue
+                if not self.connected:
+                    await self._connected(attempt)
+                attempt = 0
+                await self._dispatch([*list(self.exchange.orders or []), *fresh])
+        finally:
+            stopper.cancel()
+            self.connected = False
+
+    async def _dispatch(self, orders: list[dict[str, Any]]) -> None:
+        for symbol, detail in changed_symbols(orders, self._seen).items():
+            try:
+                await self.notify(symbol, detail)
+                self.notifications += 1
+            except Exception:  # a failed signal must not stop the stream
+                log.exception("could not notify the position of %s", symbol)
+
+    async def _connected(self, attempt: int) -> None:
+        first = self._down_since is None and not self.reconnects and attempt == 0
+        self.connected = True
+        downtime = None
+        if self._down_since is not None:
+            downtime = int((time.monotonic() - self._down_since) * 1000)  # float ok
+            self.reconnects += 1
+        self._down_since = None
+        kind = EventType.WEBSOCKET_CONNECTED if first else EventType.WEBSOCKET_RECONNECTED
+        log.info("user stream of %s %s", self.account, "connected" if first else "reconnected")
+        await self._record(
+            kind, WebsocketState(url=f"user-stream/{self.account}", downtime_ms=downtime)
+        )
+
+    async def _disconnected(self, exc: BaseException, attempt: int) -> None:
+        log.warning("user stream of %s failed (attempt %d): %r", self.account, attempt, exc)
+        if not self.connected and attempt > 1:
+            return  # one event per outage
+        self.connected = False
+        self._down_since = time.monotonic()  # float ok: timing
+        await self._record(
+            EventType.WEBSOCKET_DISCONNECTED,
+            WebsocketState(
+                url=f"user-stream/{self.account}", attempt=attempt, reason=repr(exc)[:500]
+            ),
+        )
+
+    async def _record(self, kind: EventType, payload: WebsocketState) -> None:
+        if self.events is None:
+            return
+        self._event_seq += 1
+        event = make_event(
+            kind,
+            payload,
+            event_id=f"user-stream/{self.account}/{self._host}/{os.getpid()}/{self._event_seq}",
+            occurred_at=datetime.now(UTC),
+            account=self.account,
+            exchange=getattr(self.exchange, "id", None),
+        )
+        try:
+            await self.events.append_event(event)
+        except Exception:
+            log.exception("could not record %s", kind)
