@@ -65,6 +65,7 @@ class Settings(BaseSettings):
     state_dir: Path = Path(".posguard")
     temporal_port: int = 7233
     ui_port: int = 8233
+    # Worker health endpoint (-1: none); the price gate uses health_port + 1.
     health_port: int = 8081
     sim_port: int = 8700
     sim_admin_port: int = 8701

