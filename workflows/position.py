@@ -94,7 +94,7 @@ with workflow.unsafe.imports_passed_through():
         on_stop_filled,
         start_protection,
     )
-    from domain.records import AlertRecord, OrderRecord, StoreBatch
+    from domain.records import AlertRecord, FillRecord, OrderRecord, StoreBatch
     from domain.requests import (
         EntryWithStopRequest,
         EntryWithStopResult,
@@ -203,6 +203,7 @@ class PositionWorkflow:
         self.look_requested = False
         self.outbox: list[Any] = []
         self.order_rows: list[OrderRecord] = []
+        self.fill_rows: list[FillRecord] = []
         self.alerts: list[AlertRecord] = []
         self.writes: list[workflow.ActivityHandle[int]] = []
         self.flushed: PositionSnapshot | None = None  # the snapshot last written
@@ -550,6 +551,7 @@ class PositionWorkflow:
             )
         except ExchangeCallFailed:
             return  # fees stay unknown; the fill itself is booked
+        self._record_fills(intent.client_order_id, fills)
         fee = sum((f.fee for f in fills), Decimal(0))
         if fee:
             self.s = self.s.model_copy(update={"fees": self.s.fees + fee})
@@ -1067,6 +1069,8 @@ class PositionWorkflow:
         emergency = intent.kind is OrderKind.EMERGENCY_STOP
         take_profit = intent.kind is OrderKind.TAKE_PROFIT
         fills = await self._fills(intent)
+        self._record_order(intent, None, status=OrderStatus.FILLED)
+        self._record_fills(intent.client_order_id, fills)
         filled = sum((f.qty for f in fills), Decimal(0))
         reaction = on_stop_filled(self.s.state, self.s.qty, filled, emergency=emergency)
         if reaction.kind is ReactionKind.VERIFY_POSITION:
@@ -1087,7 +1091,6 @@ class PositionWorkflow:
             ),
             order_id=ref.client_order_id,
         )
-        self._record_order(intent, None, status=OrderStatus.FILLED)
         field = "take_profit" if take_profit else "emergency_stop" if emergency else "stop"
         self.s = self.s.model_copy(update={field: None})
         if self.s.qty > 0:
@@ -1188,7 +1191,9 @@ class PositionWorkflow:
                         reduce_only=True,
                     ),
                 )
-                fills = await self._fills(intent) or [self._aggregate_fill(view)]
+                fills = await self._fills(intent)
+                self._record_fills(cid, fills)
+                fills = fills or [self._aggregate_fill(view)]
                 self.s = self.s.apply_exit_fills(self.spec.side, fills, workflow.now())
                 self._emit(
                     EventType.CLOSE_ORDER_FILLED,
@@ -1474,6 +1479,22 @@ class PositionWorkflow:
         )
         workflow.logger.warning("%s: %s", title, body)
 
+    def _record_fills(self, client_order_id: str, fills: list[Fill]) -> None:
+        """Queue the exchange's executions of one of our orders for the `fills` table."""
+        for fill in fills:
+            self.fill_rows.append(
+                FillRecord(
+                    exchange=self.spec.exchange.value,
+                    trade_id=fill.trade_id,
+                    client_order_id=client_order_id,
+                    position_id=self.position_id,
+                    price=fill.price,
+                    quantity=fill.qty,
+                    fee=fill.fee,
+                    filled_at=fill.at or workflow.now(),
+                )
+            )
+
     def _record_order(
         self, intent: OrderIntent, view: OrderView | None, *, status: OrderStatus | None = None
     ) -> None:
@@ -1492,7 +1513,8 @@ class PositionWorkflow:
         store write at most, scheduled in the same workflow task as the exchange
         call it precedes; nothing is written when nothing changed.
         """
-        if not (self.outbox or self.order_rows or self.alerts) and self.s is self.flushed:
+        pending = self.outbox or self.order_rows or self.fill_rows or self.alerts
+        if not pending and self.s is self.flushed:
             return
         self.flushed = self.s
         self.revision += 1
@@ -1502,9 +1524,10 @@ class PositionWorkflow:
                 self.position_id, self.workflow_id, self.spec, self.s, self.revision
             ),
             orders=[o.model_copy(update={"revision": self.revision}) for o in self.order_rows],
+            fills=self.fill_rows,
             alerts=self.alerts,
         )
-        self.outbox, self.order_rows, self.alerts = [], [], []
+        self.outbox, self.order_rows, self.fill_rows, self.alerts = [], [], [], []
         self.writes = [h for h in self.writes if not h.done()]
         self.writes.append(
             workflow.start_activity(

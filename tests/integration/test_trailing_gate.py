@@ -206,7 +206,8 @@ def algos_of(truth: dict[str, Any], view: PositionView) -> list[dict[str, Any]]:
     mine = [
         a
         for a in truth["algoOrders"]
-        if a["symbol"] == view.spec.symbol and belongs_to(a["clientAlgoId"], view.workflow_id, chain)
+        if a["symbol"] == view.spec.symbol
+        and belongs_to(a["clientAlgoId"], view.workflow_id, chain)
     ]
     return sorted(mine, key=lambda a: (a["createTime"], a["algoId"]))
 
@@ -319,7 +320,9 @@ async def test_stop_trails_through_the_gate_and_closes_on_the_reversal(
     assert all(is_move(a) for a in algos[1:])
     assert_new_before_old(algos)
     assert algos[-1]["algoStatus"] in ("FINISHED", "TRIGGERED")
-    assert not [a for a in truth["algoOrders"] if a["symbol"] == symbol and a["algoStatus"] == "NEW"]
+    assert not [
+        a for a in truth["algoOrders"] if a["symbol"] == symbol and a["algoStatus"] == "NEW"
+    ]
     episode = episode_of(truth, symbol)
     assert episode["closedMs"] is not None
     assert_never_unprotected_after_first_stop(truth, view)

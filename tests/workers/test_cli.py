@@ -148,7 +148,6 @@ async def test_worker_health_and_a_database_outage_is_recorded(
     import aiohttp
     from pydantic import SecretStr
 
-
     with socket_module.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

@@ -61,6 +61,13 @@ async def test_happy_path_entry_stop_then_operator_close(stack: Stack, side: Sid
     row = await stack.store.get_position(view.position_id)
     assert row is not None and row.status == "closed" and row.quantity == 0
     assert row.fees > 0 and row.exit_price is not None
+    # The timeline and the money can be rebuilt from PostgreSQL alone.
+    fills = await stack.store.fills(view.position_id)
+    kinds = {o.client_order_id: o.kind for o in await stack.store.orders(view.position_id)}
+    entry_qty = sum(f.quantity for f in fills if kinds[f.client_order_id] == "entry")
+    exit_qty = sum(f.quantity for f in fills if kinds[f.client_order_id] == "close")
+    assert entry_qty == exit_qty == view.snapshot.qty
+    assert sum(f.fee for f in fills) == row.fees
 
 
 async def wait_entry_filled(stack: Stack, symbol: str, before: int) -> None:

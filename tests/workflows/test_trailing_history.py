@@ -131,7 +131,21 @@ async def test_a_day_of_ticks_bounded_history_and_trail_intact_across_runs(
             if gate.on_tick(SYMBOL, price, start_ms + 1000 * s):
                 assert await gate.wait_idle(30), f"wake-up at second {s} not answered"
         assert await gate.wait_idle(30)
-        await time_skipping_env.sleep(timedelta(seconds=BATCH))
+        ts = time.monotonic()
+        try:
+            await time_skipping_env.sleep(timedelta(seconds=BATCH))
+        except Exception:
+            desc = await handle.describe()
+            print(
+                "DEBUG batch",
+                batch,
+                time.monotonic() - ts,
+                desc.raw_description.pending_activities,
+                desc.raw_description.pending_workflow_task,
+            )
+            raise
+        if batch % 50 == 0:
+            print("batch", batch, time.monotonic() - t0, waker_calls)
         if (batch + 1) % SAMPLE_EVERY == 0:
             samples.append(await stack.view(handle))
             if (batch + 1) % (SAMPLE_EVERY * 6) == 0:  # every hour: the exchange agrees
@@ -210,7 +224,9 @@ def _running_max(xs: list[float]) -> list[float]:  # float ok
     return out
 
 
-async def _assert_exchange_stop_is_query_stop(stack: Stack, handle: WorkflowHandle[Any, Any]) -> None:
+async def _assert_exchange_stop_is_query_stop(
+    stack: Stack, handle: WorkflowHandle[Any, Any]
+) -> None:
     """Once no move is half done, exactly one stop rests on the exchange: the query's."""
     last: tuple[Any, ...] = ()
 
