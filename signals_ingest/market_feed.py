@@ -16,30 +16,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
 import time
 import zlib
-from collections.abc import Awaitable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any, Protocol
+from typing import Any
 
-from domain.events import Event as StoredEvent
-from domain.events import EventType, WebsocketState, make_event
+from domain.events import EventType, WebsocketState
 from domain.symbols import canonical_from_unified, unified_from_canonical
 from signals_ingest.price_gate import PriceGate
+from signals_ingest.stream_events import EventSink, StreamEvents
 
 __all__ = ["EventSink", "MarketFeed", "Shard", "mark_price_of"]
 
 log = logging.getLogger("posguard.market_feed")
-
-
-class EventSink(Protocol):
-    """What the feed needs of `activities.store.repository.Store`."""
-
-    def append_event(self, event: StoredEvent) -> Awaitable[bool]: ...
 
 
 @dataclass(frozen=True)
@@ -128,8 +118,7 @@ class MarketFeed:
         self.reconnects = 0
         self.subscribed: frozenset[str] = frozenset()
         self._changed = asyncio.Event()
-        self._event_seq = 0
-        self._host = socket.gethostname()
+        self._events = StreamEvents(events, "ws", exchange=getattr(exchange, "id", None))
         self._ever_connected = False
         self._unified: list[str] = []
         self._last: dict[str, Any] = {}  # unified symbol -> last ticker object fed
@@ -265,20 +254,7 @@ class MarketFeed:
         )
 
     async def _record(self, kind: EventType, payload: WebsocketState) -> None:
-        if self.events is None:
-            return
-        self._event_seq += 1
-        event = make_event(
-            kind,
-            payload,
-            event_id=f"ws/{self._host}/{os.getpid()}/{self._event_seq}",
-            occurred_at=datetime.now(UTC),
-            exchange=getattr(self.exchange, "id", None),
-        )
-        try:
-            await self.events.append_event(event)
-        except Exception:  # a database outage must not stop market data
-            log.exception("could not record %s", kind)
+        await self._events.record(kind, payload)
 
 
 def _ws_url(exchange: Any) -> str:

@@ -18,16 +18,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any
 
-from domain.events import EventType, WebsocketState, make_event
+from domain.events import EventType, WebsocketState
 from domain.symbols import canonical_from_unified
-from signals_ingest.market_feed import EventSink
+from signals_ingest.stream_events import EventSink, StreamEvents
 
 __all__ = ["UserStream", "changed_symbols"]
 
@@ -96,8 +93,12 @@ class UserStream:
         self.reconnects = 0
         self._seen: dict[str, tuple[Any, ...]] = {}
         self._down_since: float | None = None  # float ok: monotonic time
-        self._event_seq = 0
-        self._host = socket.gethostname()
+        self._events = StreamEvents(
+            events,
+            f"user-stream/{account}",
+            account=account,
+            exchange=getattr(exchange, "id", None),
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Watch until `stop` is set, reconnecting with exponential backoff."""
@@ -165,18 +166,4 @@ class UserStream:
         )
 
     async def _record(self, kind: EventType, payload: WebsocketState) -> None:
-        if self.events is None:
-            return
-        self._event_seq += 1
-        event = make_event(
-            kind,
-            payload,
-            event_id=f"user-stream/{self.account}/{self._host}/{os.getpid()}/{self._event_seq}",
-            occurred_at=datetime.now(UTC),
-            account=self.account,
-            exchange=getattr(self.exchange, "id", None),
-        )
-        try:
-            await self.events.append_event(event)
-        except Exception:
-            log.exception("could not record %s", kind)
+        await self._events.record(kind, payload)

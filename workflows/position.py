@@ -707,38 +707,43 @@ class PositionWorkflow:
         self._stop_placed(intent, view)
         return None, None
 
-    def _stop_placed(self, intent: OrderIntent, view: OrderView) -> None:
-        """Remember and record a stop (or emergency stop) the exchange accepted."""
+    def _resting(self, intent: OrderIntent, view: OrderView) -> tuple[OrderRef, OrderPlaced]:
+        """What to remember and to record of a resting exit order the exchange accepted."""
         price = intent.trigger_price
         assert price is not None
-        cid = intent.client_order_id
         ref = OrderRef(
-            client_order_id=cid,
+            client_order_id=intent.client_order_id,
             exchange_order_id=view.exchange_order_id,
             qty=intent.qty,
             trigger_price=price,
         )
+        placed = OrderPlaced(
+            client_order_id=intent.client_order_id,
+            exchange_order_id=view.exchange_order_id,
+            side=intent.side.value,
+            quantity=intent.qty,
+            trigger_price=price,
+            reduce_only=True,
+        )
+        return ref, placed
+
+    def _stop_placed(self, intent: OrderIntent, view: OrderView) -> None:
+        """Remember and record a stop (or emergency stop) the exchange accepted."""
+        ref, placed = self._resting(intent, view)
         self._record_order(intent, view)
         if intent.kind is OrderKind.EMERGENCY_STOP:
             self.s = self.s.model_copy(update={"emergency_stop": ref})
             self._emit(
                 EventType.EMERGENCY_STOP_PLACED,
-                EmergencyStop(client_order_id=cid, stop_price=price, quantity=intent.qty),
+                EmergencyStop(
+                    client_order_id=ref.client_order_id,
+                    stop_price=placed.trigger_price or Decimal(0),
+                    quantity=intent.qty,
+                ),
             )
             return
         self.s = self.s.with_stop(ref, workflow.now())
-        self._emit(
-            EventType.SL_PLACED,
-            OrderPlaced(
-                client_order_id=cid,
-                exchange_order_id=view.exchange_order_id,
-                side=intent.side.value,
-                quantity=intent.qty,
-                trigger_price=price,
-                reduce_only=True,
-            ),
-            order_id=cid,
-        )
+        self._emit(EventType.SL_PLACED, placed, order_id=ref.client_order_id)
 
     def _emit_stop_failure(
         self, emergency: bool, cid: str | None, error: ErrorType, msg: str
@@ -776,25 +781,9 @@ class PositionWorkflow:
         if view is None:
             self._alert(Severity.WARNING, "take-profit not placed", f"{error}")
             return
-        ref = OrderRef(
-            client_order_id=cid,
-            exchange_order_id=view.exchange_order_id,
-            qty=intent.qty,
-            trigger_price=price,
-        )
+        ref, placed = self._resting(intent, view)
         self.s = self.s.model_copy(update={"take_profit": ref})
-        self._emit(
-            EventType.TAKE_PROFIT_PLACED,
-            OrderPlaced(
-                client_order_id=cid,
-                exchange_order_id=view.exchange_order_id,
-                side=intent.side.value,
-                quantity=intent.qty,
-                trigger_price=price,
-                reduce_only=True,
-            ),
-            order_id=cid,
-        )
+        self._emit(EventType.TAKE_PROFIT_PLACED, placed, order_id=cid)
 
     def _became_protected(self) -> None:
         stop = self.s.stop
@@ -904,12 +893,7 @@ class PositionWorkflow:
             if decision.outcome is MoveOutcome.RECONCILE:
                 self.look_requested = True
         else:
-            ref = OrderRef(
-                client_order_id=cid,
-                exchange_order_id=view.exchange_order_id,
-                qty=intent.qty,
-                trigger_price=move.new,
-            )
+            ref, _ = self._resting(intent, view)
             self.s = self.s.with_stop(ref, now)
             self.trail = on_move_result(trail, move, True, now)
             self._record_order(intent, view)

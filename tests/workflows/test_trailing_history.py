@@ -144,8 +144,8 @@ async def test_a_day_of_ticks_bounded_history_and_trail_intact_across_runs(
                 desc.raw_description.pending_workflow_task,
             )
             raise
-        if batch % 50 == 0:
-            print("batch", batch, time.monotonic() - t0, waker_calls)
+        v = await stack.view(handle)
+        print("batch", batch, round(time.monotonic() - t0, 2), waker_calls, v.runs, v.history_length, v.snapshot.stop_price)
         if (batch + 1) % SAMPLE_EVERY == 0:
             samples.append(await stack.view(handle))
             if (batch + 1) % (SAMPLE_EVERY * 6) == 0:  # every hour: the exchange agrees
