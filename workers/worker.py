@@ -129,7 +129,7 @@ async def run_worker(
     gateways = make_gateways(settings.accounts) if gateways is None else gateways
     try:
         store_activities = StoreActivities(store)
-        exchange_activities = ExchangeActivities(gateways)
+        exchange_activities = ExchangeActivities(gateways, events=store)
         workers = [
             build_worker(client, settings, [store_activities.apply, store_activities.append_event])
         ]

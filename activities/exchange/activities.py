@@ -9,14 +9,18 @@ retry never places a second order.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Awaitable, Mapping
+from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Protocol
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.exchange.gateway import ExchangeGateway
 from domain.errors import ErrorType, classify_exception
+from domain.events import Event, EventType, RateLimitHit, make_event
 from domain.market import MarketFilters
 from domain.orders import Fill, OrderView, stop_intent
 from domain.requests import (
@@ -29,6 +33,12 @@ from domain.requests import (
 )
 from domain.sizing import InvalidStop, stop_level
 from domain.types import OrderSide, Side
+
+
+class EventSink(Protocol):
+    """Where rate-limit events go (the worker's `Store`)."""
+
+    def append_event(self, event: Event) -> Awaitable[bool]: ...
 
 
 def to_application_error(exc: BaseException, *, placement: bool = False) -> ApplicationError:
@@ -45,8 +55,28 @@ def to_application_error(exc: BaseException, *, placement: bool = False) -> Appl
 class ExchangeActivities:
     """Exchange activities for the accounts this worker holds keys for."""
 
-    def __init__(self, gateways: Mapping[str, ExchangeGateway]) -> None:
+    def __init__(
+        self, gateways: Mapping[str, ExchangeGateway], events: EventSink | None = None
+    ) -> None:
         self._gateways = dict(gateways)
+        self._events = events
+
+    async def _failed(self, exc: BaseException, *, placement: bool = False) -> ApplicationError:
+        """The error to raise for `exc`; a rate limit is also recorded as an event."""
+        error = to_application_error(exc, placement=placement)
+        if error.type == ErrorType.RATE_LIMITED.value and self._events is not None:
+            info = activity.info()
+            event = make_event(
+                EventType.RATE_LIMIT_HIT,
+                RateLimitHit(exchange=info.activity_type, endpoint=None, retry_after_ms=None),
+                event_id=f"rate-limit/{info.workflow_id}/{info.activity_id}/{info.attempt}",
+                occurred_at=datetime.now(UTC),
+                correlation_id=info.workflow_id,
+                error_message=str(exc)[:500],
+            )
+            with contextlib.suppress(Exception):  # recording must not hide the real error
+                await self._events.append_event(event)
+        return error
 
     def _gateway(self, account: str) -> ExchangeGateway:
         try:
@@ -64,7 +94,7 @@ class ExchangeActivities:
         try:
             return await gateway.place(req.intent, look_up_first=look_up)
         except Exception as exc:
-            raise to_application_error(exc, placement=True) from exc
+            raise await self._failed(exc, placement=True) from exc
 
     @activity.defn(name="exchange.place_entry_with_stop")
     async def place_entry_with_stop(self, req: EntryWithStopRequest) -> EntryWithStopResult:
@@ -79,7 +109,7 @@ class ExchangeActivities:
         try:
             entry = await gateway.place(req.entry, look_up_first=retry)
         except Exception as exc:
-            raise to_application_error(exc, placement=True) from exc
+            raise await self._failed(exc, placement=True) from exc
         if entry.filled_qty <= 0 or entry.average_price is None:
             return EntryWithStopResult(entry=entry)
         side = Side.LONG if req.entry.side is OrderSide.BUY else Side.SHORT
@@ -110,7 +140,7 @@ class ExchangeActivities:
                 req.symbol, req.client_order_id, req.conditional
             )
         except Exception as exc:
-            raise to_application_error(exc) from exc
+            raise await self._failed(exc) from exc
 
     @activity.defn(name="exchange.cancel_order")
     async def cancel_order(self, req: OrderRequest) -> OrderView | None:
@@ -123,7 +153,7 @@ class ExchangeActivities:
                 conditional=req.conditional,
             )
         except Exception as exc:
-            raise to_application_error(exc) from exc
+            raise await self._failed(exc) from exc
 
     @activity.defn(name="exchange.position")
     async def position(self, req: SymbolRequest) -> ExchangePosition:
@@ -131,7 +161,7 @@ class ExchangeActivities:
         try:
             return await self._gateway(req.account).position(req.symbol)
         except Exception as exc:
-            raise to_application_error(exc) from exc
+            raise await self._failed(exc) from exc
 
     @activity.defn(name="exchange.open_stops")
     async def open_stops(self, req: SymbolRequest) -> list[OrderView]:
@@ -139,7 +169,7 @@ class ExchangeActivities:
         try:
             return await self._gateway(req.account).open_orders(req.symbol, conditional=True)
         except Exception as exc:
-            raise to_application_error(exc) from exc
+            raise await self._failed(exc) from exc
 
     @activity.defn(name="exchange.mark_price")
     async def mark_price(self, req: SymbolRequest) -> Decimal:
@@ -147,7 +177,7 @@ class ExchangeActivities:
         try:
             return await self._gateway(req.account).mark_price(req.symbol)
         except Exception as exc:
-            raise to_application_error(exc) from exc
+            raise await self._failed(exc) from exc
 
     @activity.defn(name="exchange.filters")
     async def filters(self, req: SymbolRequest) -> MarketFilters:
@@ -159,7 +189,7 @@ class ExchangeActivities:
                 f"{req.symbol} is not listed", type="BadSymbol", non_retryable=True
             ) from None
         except Exception as exc:
-            raise to_application_error(exc) from exc
+            raise await self._failed(exc) from exc
 
     @activity.defn(name="exchange.fills")
     async def fills(self, req: OrderRequest) -> list[Fill]:
@@ -169,7 +199,7 @@ class ExchangeActivities:
                 req.symbol, req.client_order_id, req.conditional
             )
         except Exception as exc:
-            raise to_application_error(exc) from exc
+            raise await self._failed(exc) from exc
 
     def all(self) -> list[object]:
         """Every activity method, for registration on a worker."""

@@ -308,3 +308,16 @@ async def test_take_profit_fills_and_the_stop_is_cancelled(stack: Stack, side: S
     assert result.realised_pnl > 0
     assert stack.position_amt(symbol) == 0 and stack.open_stops(symbol) == []
     assert "take_profit_filled" in await stack.event_types(view.position_id)
+
+
+async def test_a_rate_limit_is_retried_and_recorded(stack: Stack) -> None:
+    symbol = "SOLUSDT"
+    stack.sim.add_fault("rate_limit", endpoint="POST /fapi/v1/order", symbol=symbol, count=1)
+    handle = await stack.open(spec(symbol, Side.LONG))
+    view = await stack.wait_state(handle, PositionState.ACTIVE)
+    assert view.snapshot.state is PositionState.ACTIVE  # Temporal retried the entry
+    entries = [o for o in stack.orders_of(view, algo=False) if not o["reduceOnly"]]
+    assert len(entries) == 1
+    hits = await stack.store.events(event_type="rate_limit_hit", limit=100)
+    assert any(e.correlation_id == view.workflow_id for e in hits)
+    await stack.close(handle)
