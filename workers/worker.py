@@ -130,8 +130,18 @@ async def run_worker(
     try:
         store_activities = StoreActivities(store)
         exchange_activities = ExchangeActivities(gateways, events=store)
+        # The workflow worker also holds the exchange activities, which workflows run
+        # as local activities where latency matters (a stop move).
         workers = [
-            build_worker(client, settings, [store_activities.apply, store_activities.append_event])
+            build_worker(
+                client,
+                settings,
+                [
+                    store_activities.apply,
+                    store_activities.append_event,
+                    *exchange_activities.all(),
+                ],
+            )
         ]
         for account in settings.accounts:
             if account.name in gateways:

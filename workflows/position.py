@@ -15,32 +15,25 @@ with the `close` update or by cancelling the workflow.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
-from temporalio.exceptions import TimeoutError as TemporalTimeoutError
+from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from domain.band import band_for
     from domain.client_ids import OrderStep, client_order_id, parse_client_id
-    from domain.errors import NON_RETRYABLE_ERROR_TYPES, ErrorType
+    from domain.errors import ErrorType
     from domain.events import (
-        AlertSent,
         CloseTriggered,
         CriticalError,
         EmergencyStop,
         EventType,
-        OrderCancelFailed,
-        OrderCancelled,
         OrderFailed,
         OrderFilled,
         OrderPlaced,
-        Payload,
         PositionActive,
         PositionAdopted,
         PositionClosed,
@@ -50,15 +43,10 @@ with workflow.unsafe.imports_passed_through():
         RollbackStarted,
         RolledBack,
         StopMissing,
-        StopMoved,
-        StopMoveFailed,
         StopPlacementStarted,
         StopWouldTriggerImmediately,
-        TrailingCreated,
         TrailingParamsChanged,
         TrailingRemoved,
-        event_id,
-        make_event,
     )
     from domain.market import MarketFilters
     from domain.orders import (
@@ -83,41 +71,31 @@ with workflow.unsafe.imports_passed_through():
     )
     from domain.protection import (
         ActionKind,
-        MoveOutcome,
         ProtectionAttempt,
         ProtectionStep,
         ReactionKind,
         advance,
         emergency_stop_price,
-        on_move_failed,
         on_position_observed,
         on_stop_filled,
         start_protection,
     )
-    from domain.records import AlertRecord, FillRecord, OrderRecord, StoreBatch
+    from domain.records import AlertRecord, FillRecord, OrderRecord
     from domain.requests import (
         EntryWithStopRequest,
         EntryWithStopResult,
         ExchangePosition,
-        OrderRequest,
-        PlaceOrderRequest,
         SymbolRequest,
     )
     from domain.sizing import InvalidStop, NotSized, size_position, stop_level, take_profit_level
     from domain.trailing import (
-        MoveReason,
         StopMove,
-        TrailingDecision,
-        TrailingParams,
         TrailingRule,
         TrailingState,
-        on_move_result,
         on_price,
         on_timer,
         with_params,
     )
-    from domain.trailing import initial_state as initial_trailing
-    from domain.trailing import next_timer as next_trailing_timer
     from domain.types import Severity, Side
     from workflows.position_io import (
         BandView,
@@ -129,16 +107,12 @@ with workflow.unsafe.imports_passed_through():
         PositionView,
         PriceTick,
     )
-    from workflows.position_records import order_record, position_record
-    from workflows.search_attributes import POSITION_STATE
 
-T = TypeVar("T")
+from workflows.position_orders import ExchangeCallFailed
+from workflows.position_trailing import Trailing
 
-# Store writes must never be lost: retry until the database is back.
-_STORE_RETRY = RetryPolicy(
-    initial_interval=timedelta(milliseconds=200),
-    backoff_coefficient=2,
-    maximum_interval=timedelta(seconds=30),
+_OPENING = frozenset(
+    {PositionState.PENDING_ENTRY, PositionState.ENTRY_PLACED, PositionState.PENDING_SL}
 )
 _STEP_OF_INTENT = {
     ProtectionStep.PLACE_STOP: OrderStep.STOP,
@@ -146,28 +120,8 @@ _STEP_OF_INTENT = {
 }
 
 
-class ExchangeCallFailed(Exception):
-    """An exchange activity failed for good; `error` says how (domain ErrorType)."""
-
-    def __init__(self, error: ErrorType, message: str) -> None:
-        super().__init__(message)
-        self.error = error
-
-
-def _error_type(err: BaseException) -> ErrorType:
-    cause = err.cause if isinstance(err, ActivityError) else err
-    if isinstance(cause, ApplicationError) and cause.type:
-        try:
-            return ErrorType(cause.type)
-        except ValueError:
-            return ErrorType.EXCHANGE_ERROR
-    if isinstance(cause, TemporalTimeoutError):
-        return ErrorType.REQUEST_TIMEOUT
-    return ErrorType.UNEXPECTED
-
-
 @workflow.defn(name="PositionWorkflow")
-class PositionWorkflow:
+class PositionWorkflow(Trailing):
     """One position on one (account, exchange, symbol), from entry to close.
 
     Contract:
@@ -208,21 +162,6 @@ class PositionWorkflow:
         self.writes: list[workflow.ActivityHandle[int]] = []
         self.flushed: PositionSnapshot | None = None  # the snapshot last written
 
-    # --- identity ------------------------------------------------------------------------
-
-    @property
-    def workflow_id(self) -> str:
-        return workflow.info().workflow_id
-
-    @property
-    def chain(self) -> str:
-        # Stable across continue-as-new and unique per lifecycle of the same id.
-        return workflow.info().first_execution_run_id
-
-    @property
-    def position_id(self) -> str:
-        return f"{self.workflow_id}/{self.chain}"
-
     # --- messages ------------------------------------------------------------------------
 
     @workflow.query
@@ -254,6 +193,9 @@ class PositionWorkflow:
         cancelled) before the next price for this position can arrive.
         """
         self.s = self.s.observe_price(tick.price)
+        # Until the entry and its first stop are settled there is no band to give;
+        # answering an empty one would leave the gate silent for this position.
+        await workflow.wait_condition(lambda: self.s.state not in _OPENING)
         stop = self.s.stop_price
         if stop is not None and self.spec.side.sign * (tick.price - stop) <= 0:
             self.look_requested = True  # the exchange's stop should have fired: check
@@ -707,26 +649,6 @@ class PositionWorkflow:
         self._stop_placed(intent, view)
         return None, None
 
-    def _resting(self, intent: OrderIntent, view: OrderView) -> tuple[OrderRef, OrderPlaced]:
-        """What to remember and to record of a resting exit order the exchange accepted."""
-        price = intent.trigger_price
-        assert price is not None
-        ref = OrderRef(
-            client_order_id=intent.client_order_id,
-            exchange_order_id=view.exchange_order_id,
-            qty=intent.qty,
-            trigger_price=price,
-        )
-        placed = OrderPlaced(
-            client_order_id=intent.client_order_id,
-            exchange_order_id=view.exchange_order_id,
-            side=intent.side.value,
-            quantity=intent.qty,
-            trigger_price=price,
-            reduce_only=True,
-        )
-        return ref, placed
-
     def _stop_placed(self, intent: OrderIntent, view: OrderView) -> None:
         """Remember and record a stop (or emergency stop) the exchange accepted."""
         ref, placed = self._resting(intent, view)
@@ -802,116 +724,6 @@ class PositionWorkflow:
             self.stale.append(self.s.emergency_stop)
             self.s = self.s.model_copy(update={"emergency_stop": None})
 
-    # --- trailing ----------------------------------------------------------------------------
-
-    def _trailing_live(self) -> bool:
-        return self.trail is not None and self.s.state is PositionState.ACTIVE
-
-    def _trailing_params(self) -> TrailingParams:
-        assert self.trailing_rule is not None
-        return self.trailing_rule.params(self._filters().tick_size)
-
-    def _start_trailing(self) -> None:
-        """Arm the trailing machine on the live stop (once per position)."""
-        stop, entry = self.s.stop_price, self.s.avg_entry_price
-        if self.trailing_rule is None or self.trail is not None or stop is None or entry is None:
-            return
-        self.trail = initial_trailing(
-            self.spec.side, entry, stop, self.s.opened_at or workflow.now()
-        )
-        rule = self.trailing_rule
-        activation = None
-        if rule.activation_pct is not None:
-            activation = entry * (1 + self.spec.side.sign * rule.activation_pct / 100)
-        self._emit(
-            EventType.TRAILING_CREATED,
-            TrailingCreated(
-                activation_price=activation,
-                callback_pct=rule.callback_pct,
-                breakeven_trigger_pct=rule.breakeven_trigger_pct,
-                params=rule.model_dump(mode="json"),
-            ),
-        )
-
-    def _apply_trailing(self, decision: TrailingDecision) -> None:
-        """Take the machine's decision: record what happened, queue the move."""
-        self.trail = decision.state
-        live = self.s.stop_price
-        for reason in decision.events:
-            kind = (
-                EventType.TRAILING_BREAKEVEN
-                if reason is MoveReason.BREAKEVEN
-                else EventType.TRAILING_ACTIVATED
-            )
-            self._emit(
-                kind,
-                StopMoved(
-                    old_stop=live,
-                    new_stop=decision.move.new if decision.move else live or Decimal(0),
-                    reason=reason.value,
-                    best_price=decision.state.best_price,
-                ),
-                flush=False,
-            )
-        if decision.move is not None:
-            self.pending_move = decision.move
-
-    async def _move_stop(self) -> None:
-        """Replace the live stop by a tighter one: new stop first, then cancel the old.
-
-        Both are reduce-only, so two live stops can never over-close; if the new
-        one cannot be placed the old one simply stays.
-        """
-        move, trail = self.pending_move, self.trail
-        assert move is not None and trail is not None
-        old = self.s.stop
-        cid = self._new_cid(OrderStep.MOVE)
-        intent = stop_intent(cid, self.spec.symbol, self.spec.side, self.s.qty, move.new)
-        view, error = await self._place(intent, look_up_first=False)
-        now = workflow.now()
-        if view is None:
-            assert error is not None
-            self.trail = on_move_result(trail, move, False, now)
-            decision = on_move_failed(error)
-            rejected = None if error.retryable else OrderStatus.REJECTED
-            self._record_order(intent, None, status=rejected)
-            if error.retryable:  # it may exist after all: cancel it at the next look
-                self.stale.append(
-                    OrderRef(client_order_id=cid, qty=intent.qty, trigger_price=move.new)
-                )
-            self._emit(
-                EventType.TRAILING_MOVE_FAILED,
-                StopMoveFailed(
-                    old_stop=move.old,
-                    new_stop=move.new,
-                    error_type=error.value,
-                    message="new stop not placed; the old stop stays",
-                ),
-            )
-            if decision.alert is not None:
-                self._alert(decision.alert, "stop move failed", error.value)
-            if decision.outcome is MoveOutcome.RECONCILE:
-                self.look_requested = True
-        else:
-            ref, _ = self._resting(intent, view)
-            self.s = self.s.with_stop(ref, now)
-            self.trail = on_move_result(trail, move, True, now)
-            self._record_order(intent, view)
-            self._emit(
-                EventType.TRAILING_STOP_MOVED,
-                StopMoved(
-                    old_stop=move.old,
-                    new_stop=move.new,
-                    reason=move.reason.value,
-                    best_price=trail.best_price,
-                    client_order_id=cid,
-                ),
-                order_id=cid,
-            )
-            if old is not None:
-                await self._cancel(self._intent_of(old), old)  # on failure: kept in stale
-        self.pending_move = None
-
     # --- watching --------------------------------------------------------------------------
 
     async def _watch(self) -> None:
@@ -966,12 +778,6 @@ class PositionWorkflow:
             await self._protect()  # keep trying to get the real stop back on
         if not is_terminal(self.s.state) and self._should_continue_as_new():
             await self._continue_as_new()
-
-    def _trailing_timer(self) -> datetime | None:
-        if not self._trailing_live() or self.pending_move is not None:
-            return None
-        assert self.trail is not None
-        return next_trailing_timer(self.trail, self._trailing_params())
 
     def _aged_out(self) -> bool:
         if self.spec.max_age is None or self.s.opened_at is None:
@@ -1028,24 +834,6 @@ class PositionWorkflow:
                 "position needs intervention",
                 f"exchange shows {pos.side} {pos.qty}",
             )
-
-    def _intent_of(self, ref: OrderRef) -> OrderIntent:
-        """The intent behind one of our resting exit orders, from its client id."""
-        assert ref.trigger_price is not None
-        parsed = parse_client_id(ref.client_order_id)
-        step = parsed.step if parsed is not None else OrderStep.STOP
-        if step is OrderStep.TAKE_PROFIT:
-            return take_profit_intent(
-                ref.client_order_id, self.spec.symbol, self.spec.side, ref.qty, ref.trigger_price
-            )
-        return stop_intent(
-            ref.client_order_id,
-            self.spec.symbol,
-            self.spec.side,
-            ref.qty,
-            ref.trigger_price,
-            emergency=step is OrderStep.EMERGENCY_STOP,
-        )
 
     async def _exit_order_filled(self, ref: OrderRef) -> None:
         """Our stop, emergency stop or take-profit filled: book it; close or re-protect."""
@@ -1239,297 +1027,6 @@ class PositionWorkflow:
             ),
         )
         self._transition(target)
-
-    # --- orders --------------------------------------------------------------------------------
-
-    async def _cancel(self, intent: OrderIntent, ref: OrderRef) -> bool:
-        """Cancel one of our orders; on failure it is kept and retried later, never forgotten."""
-        try:
-            await self._call(
-                "exchange.cancel_order",
-                self._order_request(intent, ref.exchange_order_id),
-                OrderView | None,
-                summary=f"cancel {intent.kind.value} {intent.client_order_id}",
-            )
-        except ExchangeCallFailed as exc:
-            self._emit(
-                EventType.ORDER_CANCEL_FAILED,
-                OrderCancelFailed(
-                    client_order_id=ref.client_order_id,
-                    exchange_order_id=ref.exchange_order_id,
-                    error_type=exc.error.value,
-                    message=str(exc),
-                ),
-            )
-            if ref not in self.stale:
-                self.stale.append(ref)
-            return False
-        self._emit(
-            EventType.ORDER_CANCELLED,
-            OrderCancelled(
-                client_order_id=ref.client_order_id,
-                exchange_order_id=ref.exchange_order_id,
-                reason=self.s.state.value,
-            ),
-        )
-        self._record_order(intent, None, status=OrderStatus.CANCELED)
-        if ref in self.stale:
-            self.stale.remove(ref)
-        return True
-
-    async def _cancel_stale(self) -> None:
-        for ref in list(self.stale):
-            await self._cancel(self._intent_of(ref), ref)
-
-    async def _place(
-        self, intent: OrderIntent, *, look_up_first: bool
-    ) -> tuple[OrderView | None, ErrorType | None]:
-        try:
-            view = await self._call(
-                "exchange.place_order",
-                PlaceOrderRequest(
-                    account=self.spec.account, intent=intent, look_up_first=look_up_first
-                ),
-                OrderView,
-                summary=f"{intent.kind.value} {intent.side.value} {intent.qty} {intent.symbol}"
-                + (f" @ {intent.trigger_price}" if intent.trigger_price else ""),
-            )
-        except ExchangeCallFailed as exc:
-            return None, exc.error
-        return view, None
-
-    async def _find(self, intent: OrderIntent, *, patient: bool) -> OrderView | None:
-        return cast(
-            "OrderView | None",
-            await self._call(
-                "exchange.find_order",
-                self._order_request(intent),
-                OrderView | None,
-                summary=f"find {intent.client_order_id}",
-                attempts=0 if patient else self.cfg.exchange_attempts,
-            ),
-        )
-
-    async def _fills(self, intent: OrderIntent) -> list[Fill]:
-        try:
-            return cast(
-                list[Fill],
-                await self._call(
-                    "exchange.fills",
-                    self._order_request(intent),
-                    list[Fill],
-                    summary=f"fills {intent.client_order_id}",
-                ),
-            )
-        except ExchangeCallFailed:
-            return []
-
-    def _order_request(
-        self, intent: OrderIntent, exchange_order_id: str | None = None
-    ) -> OrderRequest:
-        return OrderRequest(
-            account=self.spec.account,
-            symbol=intent.symbol,
-            client_order_id=intent.client_order_id,
-            exchange_order_id=exchange_order_id,
-            conditional=intent.is_conditional,
-        )
-
-    async def _position(self) -> ExchangePosition:
-        return cast(
-            ExchangePosition,
-            await self._call(
-                "exchange.position",
-                SymbolRequest(account=self.spec.account, symbol=self.spec.symbol),
-                ExchangePosition,
-                summary=f"position {self.spec.symbol}",
-                attempts=0,
-            ),
-        )
-
-    async def _mark_price(self) -> Decimal:
-        return cast(
-            Decimal,
-            await self._call(
-                "exchange.mark_price",
-                SymbolRequest(account=self.spec.account, symbol=self.spec.symbol),
-                Decimal,
-                summary=f"mark {self.spec.symbol}",
-                attempts=0,
-            ),
-        )
-
-    def _new_cid(self, step: OrderStep) -> str:
-        seq, self.s = self.s.allocate_order_seq()
-        return client_order_id(self.workflow_id, self.chain, step, seq)
-
-    def _filters(self) -> MarketFilters:
-        assert self.filters is not None
-        return self.filters
-
-    async def _call(
-        self, name: str, arg: Any, result_type: Any, *, summary: str, attempts: int | None = None
-    ) -> Any:
-        """Run one exchange activity on the account's queue; ExchangeCallFailed when it gives up.
-
-        `attempts=0` retries transient errors forever (reads whose answer we must have).
-        """
-        n = self.cfg.exchange_attempts if attempts is None else attempts
-        self._flush()
-        try:
-            return await workflow.execute_activity(
-                name,
-                arg,
-                result_type=result_type,
-                task_queue=self.cfg.exchange_task_queue,
-                start_to_close_timeout=self.cfg.exchange_call_timeout,
-                retry_policy=RetryPolicy(
-                    initial_interval=timedelta(milliseconds=200),
-                    backoff_coefficient=2,
-                    maximum_interval=timedelta(seconds=10),
-                    maximum_attempts=n,
-                    non_retryable_error_types=list(NON_RETRYABLE_ERROR_TYPES),
-                ),
-                summary=summary[:200],
-            )
-        except ActivityError as err:
-            if is_cancelled_exception(err):
-                # The workflow itself was cancelled while waiting: never let that
-                # pass as an exchange failure (run() turns it into a close).
-                raise asyncio.CancelledError() from err
-            raise ExchangeCallFailed(_error_type(err), str(err.cause or err)) from err
-
-    # --- recording -----------------------------------------------------------------------------
-
-    def _transition(self, to: PositionState, reason: CloseReason | None = None) -> None:
-        if reason is not None:
-            self.s = self.s.model_copy(update={"close_reason": reason})
-        self.s = self.s.advance(to, workflow.now())
-        self._set_search_state()
-
-    def _set_search_state(self) -> None:
-        workflow.upsert_search_attributes([POSITION_STATE.value_set(self.s.state.value)])
-        stop = self.s.stop_price
-        workflow.set_current_details(
-            f"**{self.spec.side.value} {self.s.qty} {self.spec.symbol}** — {self.s.state.value}\n\n"
-            f"entry {self.s.avg_entry_price} · stop {stop} · realised {self.s.realised_pnl} "
-            f"· fees {self.s.fees}"
-        )
-
-    def _emit(
-        self,
-        kind: EventType,
-        payload: Payload,
-        *,
-        severity: Severity | None = None,
-        order_id: str | None = None,
-        flush: bool = True,
-    ) -> None:
-        """Record an event (deterministic id); `flush=False` batches it with the next write."""
-        seq, self.s = self.s.allocate_event_seq()
-        self.outbox.append(
-            make_event(
-                kind,
-                payload,
-                event_id=event_id(self.position_id, seq),
-                occurred_at=workflow.now(),
-                severity=severity,
-                correlation_id=self.position_id,
-                position_id=self.position_id,
-                account=self.spec.account,
-                exchange=self.spec.exchange.value,
-                symbol=self.spec.symbol,
-                order_id=order_id,
-            )
-        )
-
-    def _alert(self, severity: Severity, title: str, body: str) -> None:
-        """Raise an alert to humans: an event plus an `alerts` row, in the same write."""
-        self.alerts.append(
-            AlertRecord(
-                event_id=event_id(self.position_id, self.s.event_seq),  # the event emitted next
-                severity=severity,
-                title=title,
-                body=body,
-                position_id=self.position_id,
-            )
-        )
-        self._emit(
-            EventType.CRITICAL_ERROR if severity is Severity.CRITICAL else EventType.ALERT_SENT,
-            CriticalError(error_type=title, message=body)
-            if severity is Severity.CRITICAL
-            else AlertSent(channel="log", title=title, body=body),
-            severity=severity,
-        )
-        workflow.logger.warning("%s: %s", title, body)
-
-    def _record_fills(self, client_order_id: str, fills: list[Fill]) -> None:
-        """Queue the exchange's executions of one of our orders for the `fills` table."""
-        for fill in fills:
-            self.fill_rows.append(
-                FillRecord(
-                    exchange=self.spec.exchange.value,
-                    trade_id=fill.trade_id,
-                    client_order_id=client_order_id,
-                    position_id=self.position_id,
-                    price=fill.price,
-                    quantity=fill.qty,
-                    fee=fill.fee,
-                    filled_at=fill.at or workflow.now(),
-                )
-            )
-
-    def _record_order(
-        self, intent: OrderIntent, view: OrderView | None, *, status: OrderStatus | None = None
-    ) -> None:
-        self.order_rows.append(
-            order_record(self.position_id, self.spec, intent, view, self.s.event_seq, status=status)
-        )
-
-    async def _sleep(self, duration: timedelta) -> None:
-        self._flush()
-        await workflow.sleep(duration)
-
-    def _flush(self) -> None:
-        """Write pending events and current rows without waiting (revision keeps order).
-
-        Called before every wait and every exchange call, so each step costs one
-        store write at most, scheduled in the same workflow task as the exchange
-        call it precedes; nothing is written when nothing changed.
-        """
-        pending = self.outbox or self.order_rows or self.fill_rows or self.alerts
-        if not pending and self.s is self.flushed:
-            return
-        self.flushed = self.s
-        self.revision += 1
-        batch = StoreBatch(
-            events=self.outbox,
-            position=position_record(
-                self.position_id, self.workflow_id, self.spec, self.s, self.revision
-            ),
-            orders=[o.model_copy(update={"revision": self.revision}) for o in self.order_rows],
-            fills=self.fill_rows,
-            alerts=self.alerts,
-        )
-        self.outbox, self.order_rows, self.fill_rows, self.alerts = [], [], [], []
-        self.writes = [h for h in self.writes if not h.done()]
-        self.writes.append(
-            workflow.start_activity(
-                "store.apply",
-                batch,
-                result_type=int,
-                start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=_STORE_RETRY,
-                summary=f"record {self.s.state.value}",
-            )
-        )
-
-    async def _drain_writes(self) -> None:
-        self._flush()
-        pending: Sequence[workflow.ActivityHandle[int]] = self.writes
-        self.writes = []
-        for handle in pending:
-            await handle
 
     # --- history ------------------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ from temporalio.testing import WorkflowEnvironment  # noqa: E402
 from activities.store.repository import Store  # noqa: E402
 from domain.position import PositionState  # noqa: E402
 from domain.protection import ProtectionPolicy  # noqa: E402
+from domain.trailing import TrailingRule  # noqa: E402
 from domain.types import Side  # noqa: E402
 from simulator.server import PaperExchange  # noqa: E402
 from tests.workflows.harness import Stack, spec  # noqa: E402
@@ -122,6 +123,34 @@ async def happy_path_long(stack: Stack) -> list[tuple[str, Handle]]:
     await handle.execute_update(PositionWorkflow.close, CloseRequest(requested_by="recorder"))
     await handle.result()
     return [("happy_path_long", handle)]
+
+
+async def trailing_long(stack: Stack) -> list[tuple[str, Handle]]:
+    """A trailing stop: activation, moves (new stop first, as a local activity, old
+    cancelled), a parameter change, then the trailed stop closes the position."""
+    symbol = "SOLUSDT"
+    rule = TrailingRule(callback_pct=Decimal(1), activation_pct=Decimal("0.5"))
+    handle = await stack.open(spec(symbol, Side.LONG, trailing=rule))
+    await _active(stack, handle)
+    entry = (await stack.view(handle)).snapshot.avg_entry_price
+    assert entry is not None
+    for step in range(1, 9):
+        price = (entry * (1 + Decimal("0.004") * step)).quantize(Decimal("0.01"))
+        stack.sim.set_price(symbol, price)
+        await handle.execute_update(
+            PositionWorkflow.price, PriceTick(price=price, at=datetime.now(UTC))
+        )
+    await handle.execute_update(
+        PositionWorkflow.set_trailing,
+        TrailingRule(callback_pct=Decimal("0.8"), activation_pct=Decimal("0.5")),
+    )
+    stop = (await stack.view(handle)).snapshot.stop_price
+    assert stop is not None and stop > entry
+    stack.sim.set_price(symbol, stop - 1)
+    await handle.signal(PositionWorkflow.exchange_update, ExchangeUpdate(detail="stop filled"))
+    await handle.result()
+    stack.sim.set_price(symbol, PRICES[symbol])
+    return [("trailing_long", handle)]
 
 
 async def stop_filled_short(stack: Stack) -> list[tuple[str, Handle]]:
@@ -228,6 +257,7 @@ SCENARIOS: dict[str, Scenario] = {
     f.__name__: f
     for f in (
         happy_path_long,
+        trailing_long,
         stop_filled_short,
         rollback_stop_beyond_mark,
         rollback_stop_unplaceable,

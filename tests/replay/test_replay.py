@@ -31,6 +31,7 @@ REQUIRED = {
     "rollback_stop_beyond_mark",
     "rollback_stop_unplaceable",
     "continue_as_new_run2",
+    "trailing_long",
 }
 
 

@@ -1,0 +1,178 @@
+"""Recording: events, store rows and search attributes of a position workflow."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from domain.events import (
+        AlertSent,
+        CriticalError,
+        EventType,
+        Payload,
+        event_id,
+        make_event,
+    )
+    from domain.orders import (
+        Fill,
+        OrderIntent,
+        OrderStatus,
+        OrderView,
+    )
+    from domain.position import (
+        CloseReason,
+        PositionState,
+    )
+    from domain.records import AlertRecord, FillRecord, StoreBatch
+    from domain.types import Severity
+    from workflows.position_records import order_record, position_record
+    from workflows.search_attributes import POSITION_STATE
+
+from workflows.position_base import PositionBase
+
+# Store writes must never be lost: retry until the database is back.
+_STORE_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200),
+    backoff_coefficient=2,
+    maximum_interval=timedelta(seconds=30),
+)
+
+
+class Recording(PositionBase):
+    """Everything a transition writes: one idempotent store write per step."""
+
+    # --- recording -----------------------------------------------------------------------------
+
+    def _transition(self, to: PositionState, reason: CloseReason | None = None) -> None:
+        if reason is not None:
+            self.s = self.s.model_copy(update={"close_reason": reason})
+        self.s = self.s.advance(to, workflow.now())
+        self._set_search_state()
+
+    def _set_search_state(self) -> None:
+        workflow.upsert_search_attributes([POSITION_STATE.value_set(self.s.state.value)])
+        stop = self.s.stop_price
+        workflow.set_current_details(
+            f"**{self.spec.side.value} {self.s.qty} {self.spec.symbol}** — {self.s.state.value}\n\n"
+            f"entry {self.s.avg_entry_price} · stop {stop} · realised {self.s.realised_pnl} "
+            f"· fees {self.s.fees}"
+        )
+
+    def _emit(
+        self,
+        kind: EventType,
+        payload: Payload,
+        *,
+        severity: Severity | None = None,
+        order_id: str | None = None,
+        flush: bool = True,
+    ) -> None:
+        """Record an event (deterministic id); `flush=False` batches it with the next write."""
+        seq, self.s = self.s.allocate_event_seq()
+        self.outbox.append(
+            make_event(
+                kind,
+                payload,
+                event_id=event_id(self.position_id, seq),
+                occurred_at=workflow.now(),
+                severity=severity,
+                correlation_id=self.position_id,
+                position_id=self.position_id,
+                account=self.spec.account,
+                exchange=self.spec.exchange.value,
+                symbol=self.spec.symbol,
+                order_id=order_id,
+            )
+        )
+
+    def _alert(self, severity: Severity, title: str, body: str) -> None:
+        """Raise an alert to humans: an event plus an `alerts` row, in the same write."""
+        self.alerts.append(
+            AlertRecord(
+                event_id=event_id(self.position_id, self.s.event_seq),  # the event emitted next
+                severity=severity,
+                title=title,
+                body=body,
+                position_id=self.position_id,
+            )
+        )
+        self._emit(
+            EventType.CRITICAL_ERROR if severity is Severity.CRITICAL else EventType.ALERT_SENT,
+            CriticalError(error_type=title, message=body)
+            if severity is Severity.CRITICAL
+            else AlertSent(channel="log", title=title, body=body),
+            severity=severity,
+        )
+        workflow.logger.warning("%s: %s", title, body)
+
+    def _record_fills(self, client_order_id: str, fills: list[Fill]) -> None:
+        """Queue the exchange's executions of one of our orders for the `fills` table."""
+        for fill in fills:
+            self.fill_rows.append(
+                FillRecord(
+                    exchange=self.spec.exchange.value,
+                    trade_id=fill.trade_id,
+                    client_order_id=client_order_id,
+                    position_id=self.position_id,
+                    price=fill.price,
+                    quantity=fill.qty,
+                    fee=fill.fee,
+                    filled_at=fill.at or workflow.now(),
+                )
+            )
+
+    def _record_order(
+        self, intent: OrderIntent, view: OrderView | None, *, status: OrderStatus | None = None
+    ) -> None:
+        self.order_rows.append(
+            order_record(self.position_id, self.spec, intent, view, self.s.event_seq, status=status)
+        )
+
+    async def _sleep(self, duration: timedelta) -> None:
+        self._flush()
+        await workflow.sleep(duration)
+
+    def _flush(self) -> None:
+        """Write pending events and current rows without waiting (revision keeps order).
+
+        Called before every wait and every exchange call, so each step costs one
+        store write at most, scheduled in the same workflow task as the exchange
+        call it precedes; nothing is written when nothing changed.
+        """
+        pending = self.outbox or self.order_rows or self.fill_rows or self.alerts
+        if not pending and self.s is self.flushed:
+            return
+        self.flushed = self.s
+        self.revision += 1
+        batch = StoreBatch(
+            events=self.outbox,
+            position=position_record(
+                self.position_id, self.workflow_id, self.spec, self.s, self.revision
+            ),
+            orders=[o.model_copy(update={"revision": self.revision}) for o in self.order_rows],
+            fills=self.fill_rows,
+            alerts=self.alerts,
+        )
+        self.outbox, self.order_rows, self.fill_rows, self.alerts = [], [], [], []
+        self.writes = [h for h in self.writes if not h.done()]
+        self.writes.append(
+            workflow.start_activity(
+                "store.apply",
+                batch,
+                result_type=int,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=_STORE_RETRY,
+                summary=f"record {self.s.state.value}",
+            )
+        )
+
+    async def _drain_writes(self) -> None:
+        self._flush()
+        pending: Sequence[workflow.ActivityHandle[int]] = self.writes
+        self.writes = []
+        for handle in pending:
+            await handle

@@ -1,0 +1,161 @@
+"""The trailing stop of a position workflow: moves, new stop first."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from domain.client_ids import OrderStep
+    from domain.events import (
+        EventType,
+        StopMoved,
+        StopMoveFailed,
+        TrailingCreated,
+    )
+    from domain.orders import (
+        OrderRef,
+        OrderStatus,
+        stop_intent,
+    )
+    from domain.position import (
+        PositionState,
+    )
+    from domain.protection import (
+        MoveOutcome,
+        on_move_failed,
+    )
+    from domain.trailing import (
+        MoveReason,
+        TrailingDecision,
+        TrailingParams,
+        on_move_result,
+    )
+    from domain.trailing import initial_state as initial_trailing
+    from domain.trailing import next_timer as next_trailing_timer
+
+from workflows.position_orders import ExchangeCalls
+
+# Store writes must never be lost: retry until the database is back.
+
+
+class Trailing(ExchangeCalls):
+    """The trailing machine's decisions carried out on the exchange."""
+
+    # --- trailing ----------------------------------------------------------------------------
+
+    def _trailing_live(self) -> bool:
+        return self.trail is not None and self.s.state is PositionState.ACTIVE
+
+    def _trailing_params(self) -> TrailingParams:
+        assert self.trailing_rule is not None
+        return self.trailing_rule.params(self._filters().tick_size)
+
+    def _start_trailing(self) -> None:
+        """Arm the trailing machine on the live stop (once per position)."""
+        stop, entry = self.s.stop_price, self.s.avg_entry_price
+        if self.trailing_rule is None or self.trail is not None or stop is None or entry is None:
+            return
+        self.trail = initial_trailing(
+            self.spec.side, entry, stop, self.s.opened_at or workflow.now()
+        )
+        rule = self.trailing_rule
+        activation = None
+        if rule.activation_pct is not None:
+            activation = entry * (1 + self.spec.side.sign * rule.activation_pct / 100)
+        self._emit(
+            EventType.TRAILING_CREATED,
+            TrailingCreated(
+                activation_price=activation,
+                callback_pct=rule.callback_pct,
+                breakeven_trigger_pct=rule.breakeven_trigger_pct,
+                params=rule.model_dump(mode="json"),
+            ),
+        )
+
+    def _apply_trailing(self, decision: TrailingDecision) -> None:
+        """Take the machine's decision: record what happened, queue the move."""
+        self.trail = decision.state
+        live = self.s.stop_price
+        for reason in decision.events:
+            kind = (
+                EventType.TRAILING_BREAKEVEN
+                if reason is MoveReason.BREAKEVEN
+                else EventType.TRAILING_ACTIVATED
+            )
+            self._emit(
+                kind,
+                StopMoved(
+                    old_stop=live,
+                    new_stop=decision.move.new if decision.move else live or Decimal(0),
+                    reason=reason.value,
+                    best_price=decision.state.best_price,
+                ),
+                flush=False,
+            )
+        if decision.move is not None:
+            self.pending_move = decision.move
+
+    async def _move_stop(self) -> None:
+        """Replace the live stop by a tighter one: new stop first, then cancel the old.
+
+        Both are reduce-only, so two live stops can never over-close; if the new
+        one cannot be placed the old one simply stays.
+        """
+        move, trail = self.pending_move, self.trail
+        assert move is not None and trail is not None
+        old = self.s.stop
+        cid = self._new_cid(OrderStep.MOVE)
+        intent = stop_intent(cid, self.spec.symbol, self.spec.side, self.s.qty, move.new)
+        view, error = await self._place(intent, look_up_first=False, local=True)
+        now = workflow.now()
+        if view is None:
+            assert error is not None
+            self.trail = on_move_result(trail, move, False, now)
+            decision = on_move_failed(error)
+            rejected = None if error.retryable else OrderStatus.REJECTED
+            self._record_order(intent, None, status=rejected)
+            if error.retryable:  # it may exist after all: cancel it at the next look
+                self.stale.append(
+                    OrderRef(client_order_id=cid, qty=intent.qty, trigger_price=move.new)
+                )
+            self._emit(
+                EventType.TRAILING_MOVE_FAILED,
+                StopMoveFailed(
+                    old_stop=move.old,
+                    new_stop=move.new,
+                    error_type=error.value,
+                    message="new stop not placed; the old stop stays",
+                ),
+            )
+            if decision.alert is not None:
+                self._alert(decision.alert, "stop move failed", error.value)
+            if decision.outcome is MoveOutcome.RECONCILE:
+                self.look_requested = True
+        else:
+            ref, _ = self._resting(intent, view)
+            self.s = self.s.with_stop(ref, now)
+            self.trail = on_move_result(trail, move, True, now)
+            self._record_order(intent, view)
+            self._emit(
+                EventType.TRAILING_STOP_MOVED,
+                StopMoved(
+                    old_stop=move.old,
+                    new_stop=move.new,
+                    reason=move.reason.value,
+                    best_price=trail.best_price,
+                    client_order_id=cid,
+                ),
+                order_id=cid,
+            )
+            if old is not None:
+                await self._cancel(self._intent_of(old), old)  # on failure: kept in stale
+        self.pending_move = None
+
+    def _trailing_timer(self) -> datetime | None:
+        if not self._trailing_live() or self.pending_move is not None:
+            return None
+        assert self.trail is not None
+        return next_trailing_timer(self.trail, self._trailing_params())
