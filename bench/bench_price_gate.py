@@ -62,7 +62,7 @@ from signals_ingest.gate_process import GateSource, run_gate
 from signals_ingest.price_gate import PriceGate
 from simulator.server import PaperExchange
 from tests.signals_ingest.probe_workflow import GateProbeWorkflow, ProbeInput, probe_runner
-from workers.embedded import find_binary, start_postgres
+from workers.embedded import find_binary, start_postgres, stop_postgres
 from workers.positions import start_position
 from workers.settings import AccountSettings, Settings
 from workers.temporal import DATA_CONVERTER
@@ -410,6 +410,8 @@ async def crossing_phase() -> dict[str, float | int | bool]:
                 worker.kill()
                 await worker.wait()
         await env.shutdown()
+        if "DATABASE_URL" not in os.environ:
+            stop_postgres(parent / "data")  # main() ends with os._exit: no atexit clean-up
     return {
         "crossings": len(crossings),
         "measured": len(latencies),

