@@ -28,9 +28,6 @@ with workflow.unsafe.imports_passed_through():
     )
 
 
-# Store writes must never be lost: retry until the database is back.
-
-
 class PositionBase:
     """The state every part of the position workflow shares (set in `__init__`)."""
 

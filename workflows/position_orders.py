@@ -39,8 +39,6 @@ with workflow.unsafe.imports_passed_through():
 
 from workflows.position_recording import Recording
 
-# Store writes must never be lost: retry until the database is back.
-
 
 class ExchangeCallFailed(Exception):
     """An exchange activity failed for good; `error` says how (domain ErrorType)."""

@@ -38,8 +38,6 @@ with workflow.unsafe.imports_passed_through():
 
 from workflows.position_orders import ExchangeCalls
 
-# Store writes must never be lost: retry until the database is back.
-
 
 class Trailing(ExchangeCalls):
     """The trailing machine's decisions carried out on the exchange."""

@@ -8,7 +8,6 @@ a flat end, and no moment without a stop once the first stop was placed.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from decimal import Decimal
@@ -16,58 +15,33 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from pydantic import SecretStr
 from temporalio.testing import WorkflowEnvironment
 
 from domain.position import CloseReason, PositionState
 from domain.types import Side
-from simulator.server import PaperExchange
-from tests.workflows.harness import PRICES, Stack, spec
-from workers.settings import AccountSettings, Settings
-from workers.worker import run_worker
-from workflows.position_io import PositionConfig, exchange_task_queue
+from tests.workflows.harness import Stack, live_stack
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def live(
     temporal_env: WorkflowEnvironment, database_url: str, store: Any
 ) -> AsyncIterator[Stack]:
-    async with PaperExchange(mark_interval_ms=200, admin_port=None) as sim:
-        for symbol, price in PRICES.items():
-            sim.set_price(symbol, price)
-        account = AccountSettings(
-            name=f"life{uuid.uuid4().hex[:6]}",
-            api_key=SecretStr(sim.api_key),
-            secret=SecretStr(sim.api_secret),
-            paper_url=sim.rest_url,
-            max_requests_per_second=Decimal(1000),
-        )
-        settings = Settings(
-            task_queue=f"life-{uuid.uuid4().hex[:8]}",
-            database_url=SecretStr(database_url),
-            accounts=[account],
-            health_port=-1,
-        )
-        config = PositionConfig(
-            exchange_task_queue=exchange_task_queue(account.name),
-            check_interval=timedelta(seconds=2),
-        )
-        stop = asyncio.Event()
-        task = asyncio.create_task(run_worker(temporal_env.client, settings, stop))
-        await asyncio.sleep(0.5)
-        try:
-            yield Stack(temporal_env.client, sim, store, settings, config)
-        finally:
-            stop.set()
-            await task
+    async with live_stack(
+        temporal_env.client,
+        database_url,
+        store,
+        name="life",
+        check_interval=timedelta(seconds=2),
+        with_gate=False,
+    ) as stack:
+        yield stack
 
 
 @pytest.mark.parametrize("side", list(Side))
 async def test_the_whole_life_of_a_position(live: Stack, side: Side) -> None:
     symbol = "BNBUSDT"
     live.sim.set_price(symbol, "600")
-    position = spec(symbol, side).model_copy(update={"account": live.settings.accounts[0].name})
-    handle = await live.open(position)
+    handle = await live.open(live.on(symbol, side))
     view = await live.wait_state(handle, PositionState.ACTIVE)
     # The market moves for a while; the position stays protected throughout.
     for step in range(10):

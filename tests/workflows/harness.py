@@ -8,11 +8,15 @@ asyncpg, exactly as in production.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
+from pydantic import SecretStr
 from temporalio.client import Client, WorkflowHandle
 
 from activities.store.repository import Store
@@ -20,10 +24,18 @@ from domain.client_ids import belongs_to
 from domain.position import PositionSpec, PositionState
 from domain.sizing import SizingMode, SizingRequest, StopRule
 from domain.types import ExchangeId, Side
+from signals_ingest.gate_process import run_gate
 from simulator.server import PaperExchange
 from workers.positions import start_position
-from workers.settings import Settings
-from workflows.position_io import CloseRequest, CloseResult, PositionConfig, PositionView
+from workers.settings import AccountSettings, Settings
+from workers.worker import run_worker
+from workflows.position_io import (
+    CloseRequest,
+    CloseResult,
+    PositionConfig,
+    PositionView,
+    exchange_task_queue,
+)
 
 PRICES = {
     "BTCUSDT": "60000",
@@ -69,6 +81,12 @@ class Stack:
     store: Store
     settings: Settings
     config: PositionConfig
+
+    def on(self, symbol: str, side: Side, **extra: Any) -> PositionSpec:
+        """`spec(...)` on this stack's account."""
+        return spec(symbol, side, **extra).model_copy(
+            update={"account": self.settings.accounts[0].name}
+        )
 
     async def open(self, position: PositionSpec, **config: Any) -> WorkflowHandle[Any, Any]:
         cfg = self.config.model_copy(update=config) if config else self.config
@@ -149,3 +167,48 @@ async def eventually(check: Callable[[], Awaitable[bool]], seconds: float = 20) 
             return True
         await asyncio.sleep(0.05)
     return await check()
+
+
+@asynccontextmanager
+async def live_stack(
+    client: Client,
+    database_url: str,
+    store: Store,
+    *,
+    name: str,
+    check_interval: timedelta,
+    with_gate: bool = False,
+) -> AsyncIterator[Stack]:
+    """A paper exchange, a worker (and, `with_gate`, the price gate with its user
+    streams) on `client`'s server, with an account of its own named `name`-…"""
+    async with PaperExchange(mark_interval_ms=200, admin_port=None) as sim:
+        for symbol, price in PRICES.items():
+            sim.set_price(symbol, price)
+        account = AccountSettings(
+            name=f"{name}{uuid.uuid4().hex[:6]}",
+            api_key=SecretStr(sim.api_key),
+            secret=SecretStr(sim.api_secret),
+            paper_url=sim.rest_url,
+            max_requests_per_second=Decimal(1000),
+        )
+        settings = Settings(
+            task_queue=f"{name}-{uuid.uuid4().hex[:8]}",
+            database_url=SecretStr(database_url),
+            accounts=[account],
+            health_port=-1,
+        )
+        config = PositionConfig(
+            exchange_task_queue=exchange_task_queue(account.name),
+            check_interval=check_interval,
+        )
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(run_worker(client, settings, stop))]
+        if with_gate:
+            gate = run_gate(settings, stop, client=client, health_port=-1, events=store)
+            tasks.append(asyncio.create_task(gate))
+        await asyncio.sleep(1)
+        try:
+            yield Stack(client, sim, store, settings, config)
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks)
