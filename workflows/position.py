@@ -204,12 +204,11 @@ class PositionWorkflow(Trailing):
             if self._trailing_live() and not self.draining:
                 params, trail = self._trailing_params(), self.trail
                 assert trail is not None
+                band = self._band()
                 self._emit(
                     EventType.PRICE_BAND_CROSSED,
                     PriceBandCrossed(
-                        price=tick.price,
-                        wake_below=self._band().wake_below,
-                        wake_above=self._band().wake_above,
+                        price=tick.price, wake_below=band.wake_below, wake_above=band.wake_above
                     ),
                     flush=False,
                 )
@@ -785,8 +784,14 @@ class PositionWorkflow(Trailing):
         return workflow.now() >= self.s.opened_at + self.spec.max_age
 
     async def _look(self) -> None:
-        """Read our stop and the exchange position; react per `domain.protection`."""
+        """Read the exchange position, then our exit orders; react per `domain.protection`.
+
+        The position is read first on purpose: a stop that fills after that read is
+        then seen as filled. Read the other way round, a fill between the two reads
+        would look like a resting stop on a flat position: an "external" close.
+        """
         await self._cancel_stale()
+        pos = await self._position()
         for ref in (self.s.stop, self.s.emergency_stop, self.s.take_profit):
             if ref is None:
                 continue
@@ -802,7 +807,6 @@ class PositionWorkflow(Trailing):
             if not gone:
                 continue
             if ref is self.s.stop:
-                pos = await self._position()
                 if not pos.is_flat:
                     self._emit(
                         EventType.STOP_MISSING_DETECTED,
@@ -817,7 +821,6 @@ class PositionWorkflow(Trailing):
                 self.s = self.s.model_copy(update={"emergency_stop": None})
             else:
                 self.s = self.s.model_copy(update={"take_profit": None})
-        pos = await self._position()
         reaction = on_position_observed(self.s.state, self.spec.side, self.s.qty, pos.side, pos.qty)
         if reaction.kind is ReactionKind.RECORD_CLOSE:
             await self._record_external_close(reaction.close_reason or CloseReason.EXTERNAL, pos)
