@@ -44,6 +44,13 @@ class SymbolRequest(_Request):
     symbol: str
 
 
+class CandlesRequest(SymbolRequest):
+    """The last `limit` candles of one symbol on `timeframe` (e.g. "5m")."""
+
+    timeframe: str
+    limit: int
+
+
 class ExchangePosition(BaseModel):
     """A position as the exchange reports it (one-way mode); qty 0 means flat."""
 

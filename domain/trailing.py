@@ -48,6 +48,7 @@ from pydantic import (
 )
 
 from domain.types import Side
+from domain.volatility import VolatilityCallback
 
 __all__ = [
     "MoveReason",
@@ -233,7 +234,11 @@ class TrailingParams(BaseModel):
 
 class TrailingRule(BaseModel):
     """A position's trailing settings as the trader gives them: `TrailingParams`
-    without the tick size, which comes from the exchange's filters."""
+    without the tick size, which comes from the exchange's filters.
+
+    With `volatility`, the callback follows the market (`domain.volatility`):
+    `callback_pct` is then the fallback used until a measurement exists.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -244,10 +249,20 @@ class TrailingRule(BaseModel):
     time_activation_after: timedelta | None = None
     min_step_pct: _Pct = Decimal(0)
     min_interval: timedelta = timedelta(0)
+    volatility: VolatilityCallback | None = None
 
-    def params(self, tick_size: Decimal) -> TrailingParams:
-        """The full parameters for a symbol with `tick_size` (validated there)."""
-        return TrailingParams(tick_size=tick_size, **self.model_dump())
+    def params(
+        self, tick_size: Decimal, measured_callback_pct: Decimal | None = None
+    ) -> TrailingParams:
+        """The full parameters for a symbol with `tick_size` (validated there).
+
+        `measured_callback_pct` (from `volatility_callback_pct`) replaces `callback_pct`
+        when the rule has `volatility`; it is ignored otherwise.
+        """
+        fields = self.model_dump(exclude={"volatility"})
+        if self.volatility is not None and measured_callback_pct is not None:
+            fields["callback_pct"] = measured_callback_pct
+        return TrailingParams(tick_size=tick_size, **fields)
 
 
 class StopMove(BaseModel):

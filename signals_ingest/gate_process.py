@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -22,10 +22,11 @@ from aiohttp import web
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
+from domain.order_updates import OrderChange
 from signals_ingest.market_feed import EventSink, MarketFeed, Shard
 from signals_ingest.price_gate import PriceGate
 from signals_ingest.temporal_waker import TemporalWaker, parse_position_workflow_id, sync_gate
-from signals_ingest.user_stream import UserStream
+from signals_ingest.user_stream import Notify, UserStream
 from workers.settings import EMBEDDED_PAPER, AccountSettings, Settings
 from workflows.position_io import WORKFLOW_TYPE, ExchangeUpdate, position_workflow_id
 
@@ -147,18 +148,17 @@ class HealthServer:
             self._runner = None
 
 
-def _position_notifier(
-    client: Client, acct: AccountSettings, shard: Shard | None
-) -> Callable[[str, str], Awaitable[None]]:
-    """`notify(symbol, detail)`: signal that symbol's position workflow to look again."""
+def _position_notifier(client: Client, acct: AccountSettings, shard: Shard | None) -> Notify:
+    """`notify(symbol, detail, changes)`: signal that symbol's position workflow."""
 
-    async def notify(symbol: str, detail: str) -> None:
+    async def notify(symbol: str, detail: str, changes: list[OrderChange]) -> None:
         if shard is not None and not shard.owns(symbol):
             return  # another gate process owns this symbol
         workflow_id = position_workflow_id(acct.name, acct.exchange, symbol)
         try:
             await client.get_workflow_handle(workflow_id).signal(
-                "exchange_update", ExchangeUpdate(source="user_stream", detail=detail)
+                "exchange_update",
+                ExchangeUpdate(source="user_stream", detail=detail, orders=tuple(changes)),
             )
         except RPCError as err:
             if err.status is not RPCStatusCode.NOT_FOUND:

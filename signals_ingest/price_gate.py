@@ -84,6 +84,7 @@ class GateCounters:
 class _Pos:
     __slots__ = (
         "above",
+        "answers",
         "below",
         "book",
         "failures",
@@ -102,6 +103,7 @@ class _Pos:
         self.removed = False
         self.sent_seq = 0
         self.failures = 0
+        self.answers = 0  # bands received from the workflow; orders them against reads
 
     def outside(self, price: Decimal) -> bool:
         return (self.below is not None and price <= self.below) or (
@@ -390,6 +392,7 @@ class PriceGate:
                 return
             c.wakeups_answered += 1
             pos.failures = 0
+            pos.answers += 1
             pos.below, pos.above = view.wake_below, view.wake_above
             newer = book.seq - pos.sent_seq
             if newer > 0:
@@ -428,6 +431,15 @@ class PriceGate:
     def band(self, workflow_id: str) -> tuple[Decimal | None, Decimal | None] | None:
         pos = self._positions.get(workflow_id)
         return None if pos is None else (pos.below, pos.above)
+
+    def answers(self, workflow_id: str) -> int | None:
+        """How many bands the position's wake-ups have brought back (None if unknown).
+
+        A band read some other way (a `band` query) is newer than the gate's only if
+        this count did not change while it was being read.
+        """
+        pos = self._positions.get(workflow_id)
+        return None if pos is None else pos.answers
 
     def is_in_flight(self, workflow_id: str) -> bool:
         pos = self._positions.get(workflow_id)

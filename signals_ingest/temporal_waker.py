@@ -191,12 +191,15 @@ async def sync_gate(
     New positions are added with `prime` (their symbol's next tick wakes them once,
     whatever their band). With `refresh`, the bands of known positions without a
     wake-up in flight are re-read too (a workflow's band can change by its own
-    timer). Known positions that are no longer running are forgotten.
+    timer); a read that a wake-up's answer overtook is dropped, since that answer
+    is the newer band. Known positions that are no longer running are forgotten.
     """
     running = await list_running(client, workflow_type=workflow_type, select=select)
     running_set = set(running)
     new = [w for w in running if w not in gate]
     known = [w for w in running if w in gate and not gate.is_in_flight(w)] if refresh else []
+    # A wake-up answered while the query ran brought a newer band than the query's.
+    answers_before = {w: gate.answers(w) for w in known}
     views = await load_bands(client, ids=new + known, timeout=timeout)
     added = refreshed = 0
     new_set = set(new)
@@ -204,7 +207,11 @@ async def sync_gate(
         if view.workflow_id in new_set:
             gate.apply(view, prime=prime)
             added += view.open
-        elif view.workflow_id in gate and not gate.is_in_flight(view.workflow_id):
+        elif (
+            view.workflow_id in gate
+            and not gate.is_in_flight(view.workflow_id)
+            and gate.answers(view.workflow_id) == answers_before.get(view.workflow_id)
+        ):
             gate.apply(view)
             refreshed += 1
     removed = 0

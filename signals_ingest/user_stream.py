@@ -20,9 +20,11 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from domain.events import EventType, WebsocketState
+from domain.order_updates import OrderChange
 from domain.symbols import canonical_from_unified
 from signals_ingest.stream_events import EventSink, StreamEvents
 
@@ -30,8 +32,8 @@ __all__ = ["UserStream", "changed_symbols"]
 
 log = logging.getLogger("posguard.user_stream")
 
-Notify = Callable[[str, str], Awaitable[None]]
-"""`notify(symbol, detail)`: tell the position of `symbol` that something changed."""
+Notify = Callable[[str, str, list[OrderChange]], Awaitable[None]]
+"""`notify(symbol, detail, changes)`: tell the position of `symbol` what changed."""
 
 
 def _order_key(order: dict[str, Any]) -> tuple[Any, ...]:
@@ -44,11 +46,34 @@ def _order_key(order: dict[str, Any]) -> tuple[Any, ...]:
     )
 
 
+def _filled(order: dict[str, Any]) -> Decimal | None:
+    info = order.get("info") or {}
+    raw = info.get("z")  # Binance's cumulative filled quantity, as the exchange wrote it
+    if raw is None:
+        raw = order.get("filled")
+    if raw is None:
+        return None
+    try:
+        return Decimal(str(raw))
+    except InvalidOperation:
+        return None
+
+
+def _change(order: dict[str, Any]) -> OrderChange:
+    info = order.get("info") or {}
+    return OrderChange(
+        client_order_id=order.get("clientOrderId") or None,
+        status=order.get("status") or info.get("X"),
+        filled=_filled(order),
+    )
+
+
 def changed_symbols(
     orders: list[dict[str, Any]], seen: dict[str, tuple[Any, ...]]
-) -> dict[str, str]:
-    """Symbols whose orders changed since `seen` (updated in place), with a detail each."""
-    changed: dict[str, str] = {}
+) -> dict[str, list[OrderChange]]:
+    """Symbols whose orders changed since `seen` (updated in place), with every change
+    of each symbol in the order the stream reported them."""
+    changed: dict[str, list[OrderChange]] = {}
     for order in orders:
         oid = str(order.get("id"))
         key = _order_key(order)
@@ -62,7 +87,7 @@ def changed_symbols(
             symbol = canonical_from_unified(unified)
         except ValueError:
             continue
-        changed[symbol] = f"order {oid} {order.get('clientOrderId') or ''} {order.get('status')}"
+        changed.setdefault(symbol, []).append(_change(order))
     if len(seen) > 10_000:  # bounded memory: forget the oldest half
         for oid in list(seen)[: len(seen) // 2]:
             del seen[oid]
@@ -131,9 +156,10 @@ class UserStream:
             self.connected = False
 
     async def _dispatch(self, orders: list[dict[str, Any]]) -> None:
-        for symbol, detail in changed_symbols(orders, self._seen).items():
+        for symbol, changes in changed_symbols(orders, self._seen).items():
+            detail = "; ".join(f"{c.client_order_id or '?'} {c.status}" for c in changes)
             try:
-                await self.notify(symbol, detail)
+                await self.notify(symbol, detail[:500], changes)
                 self.notifications += 1
             except Exception:  # a failed signal must not stop the stream
                 log.exception("could not notify the position of %s", symbol)

@@ -223,6 +223,17 @@ def describe_view(view: Any, settings: Settings) -> str:
         pairs.append(("emergency stop", dec(s.emergency_stop.trigger_price)))
     else:
         pairs.append(("emergency stop", f"{dec(spec.emergency_stop_percent)}% if ever needed"))
+    rule = getattr(view, "trailing_rule", None)
+    if rule is not None:
+        text = _rule_text(rule)
+        measured = getattr(view, "measured_callback_pct", None)
+        if rule.volatility is not None:
+            now = "not measured yet" if measured is None else f"now {dec(measured)}%"
+            text += f" ({now})"
+        trail = getattr(view, "trailing", None)
+        if trail is not None:
+            text += f"; {trail.phase.value}, best {dec(trail.best_price)}"
+        pairs.append(("trailing", text))
     if spec.take_profit is not None:
         pairs.append(("take-profit", level(spec.take_profit)))
     if spec.max_age is not None:
@@ -327,15 +338,33 @@ def trailing_rule(
         "time_activation_after": args.trail_after,
     }
     given = {k: v for k, v in given.items() if v is not None}
-    if not given:
+    atr = {
+        "multiple": args.trail_atr,
+        "timeframe": args.trail_atr_timeframe,
+        "period": args.trail_atr_period,
+        "min_pct": args.trail_atr_min,
+        "max_pct": args.trail_atr_max,
+        "refresh": args.trail_atr_refresh,
+    }
+    atr = {k: v for k, v in atr.items() if v is not None}
+    if not given and not atr:
         return default
     base = default.model_dump() if default is not None else {}
+    if atr:
+        earlier = base.get("volatility") or {}
+        if "multiple" not in atr and "multiple" not in earlier:
+            raise CommandError("a volatility callback needs --trail-atr MULTIPLE")
+        given["volatility"] = {**ATR_DEFAULTS, **earlier, **atr}
     if "callback_pct" not in given and "callback_pct" not in base:
         raise CommandError("trailing needs --trail PCT (the callback distance)")
     try:
         return TrailingRule(**{**base, **given})
     except ValidationError as exc:
         raise CommandError(f"invalid trailing settings: {exc.errors()[0]['msg']}") from None
+
+
+# Floor and ceiling of a volatility callback when the command line gives none.
+ATR_DEFAULTS: dict[str, Any] = {"min_pct": Decimal("0.25"), "max_pct": Decimal(5)}
 
 
 def add_trailing_arguments(p: argparse.ArgumentParser) -> None:
@@ -357,6 +386,19 @@ def add_trailing_arguments(p: argparse.ArgumentParser) -> None:
         type=duration,
         metavar="DURATION",
         help="start when in profit after this age",
+    )
+    p.add_argument(
+        "--trail-atr",
+        type=Decimal,
+        metavar="K",
+        help="callback = K x ATR as %% of price (--trail is then the fallback)",
+    )
+    p.add_argument("--trail-atr-timeframe", metavar="TF", help="candles of the ATR (default 5m)")
+    p.add_argument("--trail-atr-period", type=int, metavar="N", help="ATR period (default 14)")
+    p.add_argument("--trail-atr-min", type=percent, metavar="PCT", help="floor (default 0.25%%)")
+    p.add_argument("--trail-atr-max", type=percent, metavar="PCT", help="ceiling (default 5%%)")
+    p.add_argument(
+        "--trail-atr-refresh", type=duration, metavar="DURATION", help="re-measure every (15m)"
     )
 
 
@@ -507,6 +549,13 @@ def _rule_text(rule: TrailingRule | None) -> str:
     if rule is None:
         return "off"
     parts = [f"callback {dec(rule.callback_pct)}%"]
+    vol = rule.volatility
+    if vol is not None:
+        parts = [
+            f"callback {dec(vol.multiple)} x ATR({vol.period}, {vol.timeframe}) "
+            f"in [{dec(vol.min_pct)}%, {dec(vol.max_pct)}%], "
+            f"{dec(rule.callback_pct)}% until measured"
+        ]
     if rule.activation_pct is not None:
         parts.append(f"from +{dec(rule.activation_pct)}%")
     if rule.breakeven_trigger_pct is not None:

@@ -15,7 +15,7 @@ with the `close` update or by cancelling the workflow.
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
 
@@ -49,6 +49,7 @@ with workflow.unsafe.imports_passed_through():
         TrailingRemoved,
     )
     from domain.market import MarketFilters
+    from domain.order_updates import needs_look
     from domain.orders import (
         Fill,
         OrderIntent,
@@ -149,12 +150,17 @@ class PositionWorkflow(Trailing):
             carried.trailing_rule if carried else inp.spec.trailing
         )
         self.trail: TrailingState | None = carried.trailing if carried else None
+        self.measured_callback: Decimal | None = carried.measured_callback_pct if carried else None
+        self.measured_at: datetime | None = carried.measured_at if carried else None
         self.pending_move: StopMove | None = None
         self.draining = False  # continue-as-new under way: ticks only observed
         self.close_request: CloseRequest | None = None
         if carried and carried.close_reason is not None:
             self.close_request = CloseRequest(reason=carried.close_reason)
         self.look_requested = False
+        # Client ids whose "open" / "cancelled" echo from the user stream needs no look.
+        self.placing: set[str] = set()
+        self.cancelling: list[str] = []
         self.outbox: list[Any] = []
         self.order_rows: list[OrderRecord] = []
         self.fill_rows: list[FillRecord] = []
@@ -177,6 +183,7 @@ class PositionWorkflow(Trailing):
             history_length=workflow.info().get_current_history_length(),
             trailing_rule=self.trailing_rule,
             trailing=self.trail,
+            measured_callback_pct=self.measured_callback,
         )
 
     @workflow.query
@@ -225,6 +232,10 @@ class PositionWorkflow(Trailing):
         """
         old = self.trailing_rule
         self.trailing_rule = rule
+        if old is None or old.volatility != rule.volatility:
+            # Measured under another rule (or none): measure again, the fixed
+            # callback applies until then.
+            self.measured_callback, self.measured_at = None, None
         if self.trail is not None:
             self.trail = with_params(self.trail, self._trailing_params())
         elif self.s.state is PositionState.ACTIVE:
@@ -264,8 +275,15 @@ class PositionWorkflow(Trailing):
 
     @workflow.signal
     def exchange_update(self, update: ExchangeUpdate) -> None:
-        """Something changed on the exchange: read the stop and the position again."""
-        self.look_requested = True
+        """Something changed on the exchange: read the stop and the position again,
+        unless the update only echoes this workflow's own placements and cancels."""
+        live = (self.s.stop, self.s.emergency_stop, self.s.take_profit)
+        expected_open = {r.client_order_id for r in live if r is not None} | self.placing
+        expected_cancelled = {*self.cancelling, *(r.client_order_id for r in self.stale)}
+        if needs_look(
+            update.orders, expected_open=expected_open, expected_cancelled=expected_cancelled
+        ):
+            self.look_requested = True
 
     @workflow.update
     async def close(self, request: CloseRequest) -> CloseResult:
@@ -734,6 +752,9 @@ class PositionWorkflow(Trailing):
         trail_due = self._trailing_timer()
         if trail_due is not None:
             deadlines.append(trail_due)
+        measure_due = self._volatility_due()
+        if measure_due is not None:
+            deadlines.append(measure_due)
         timeout = max(min(deadlines) - now, timedelta(milliseconds=1))
         self._flush()
         try:
@@ -743,6 +764,7 @@ class PositionWorkflow(Trailing):
                     or self.look_requested
                     or self.pending_move is not None
                     or self._should_continue_as_new()
+                    or self._volatility_unmeasured()
                 ),
                 timeout=timeout,
                 timeout_summary="next look at stop and position",
@@ -751,6 +773,12 @@ class PositionWorkflow(Trailing):
             pass
         if self.pending_move is not None and self.close_request is None:
             await self._move_stop()
+            return
+        measure_due = self._volatility_due()
+        if measure_due is not None and workflow.now() >= measure_due and self.close_request is None:
+            await self._measure_volatility()
+            if self.pending_move is not None:
+                await self._move_stop()
             return
         trail_due = self._trailing_timer()
         if trail_due is not None and workflow.now() >= trail_due:
@@ -1065,6 +1093,8 @@ class PositionWorkflow(Trailing):
                     revision=self.revision,
                     trailing_rule=self.trailing_rule,
                     trailing=self.trail,
+                    measured_callback_pct=self.measured_callback,
+                    measured_at=self.measured_at,
                 ),
             )
         )

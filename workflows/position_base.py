@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from temporalio import workflow
@@ -40,10 +42,14 @@ class PositionBase:
     revision: int
     trailing_rule: TrailingRule | None
     trail: TrailingState | None
+    measured_callback: Decimal | None
+    measured_at: datetime | None
     pending_move: StopMove | None
     draining: bool
     close_request: CloseRequest | None
     look_requested: bool
+    placing: set[str]
+    cancelling: list[str]
     outbox: list[Any]
     order_rows: list[OrderRecord]
     fill_rows: list[FillRecord]

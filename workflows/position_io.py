@@ -11,6 +11,7 @@ from decimal import Decimal
 from pydantic import BaseModel, ConfigDict, Field
 
 from domain.market import MarketFilters
+from domain.order_updates import OrderChange
 from domain.orders import OrderRef
 from domain.position import CloseReason, PositionSnapshot, PositionSpec, PositionState
 from domain.protection import ProtectionPolicy
@@ -64,6 +65,9 @@ class CarriedState(BaseModel):
     revision: int = 0
     trailing_rule: TrailingRule | None = None
     trailing: TrailingState | None = None
+    # The callback measured from volatility (TrailingRule.volatility), and when.
+    measured_callback_pct: Decimal | None = None
+    measured_at: datetime | None = None
 
 
 class PositionInput(BaseModel):
@@ -101,13 +105,17 @@ class ExchangeUpdate(BaseModel):
     """Something changed on the exchange (user stream or reconciler): look again.
 
     The workflow does not trust the message's content; it re-reads its stop and
-    position through activities, so a late or duplicated message is harmless.
+    position through activities, so a late or duplicated message is harmless. The
+    one use of `orders`: when every change listed only echoes what the workflow did
+    itself (its new stop open, its old stop cancelled), the look is skipped
+    (`domain.order_updates.needs_look`). No `orders` means "look".
     """
 
     model_config = ConfigDict(frozen=True)
 
     source: str = "user_stream"
     detail: str | None = None
+    orders: tuple[OrderChange, ...] = ()
 
 
 class PositionView(BaseModel):
@@ -124,6 +132,7 @@ class PositionView(BaseModel):
     history_length: int
     trailing_rule: TrailingRule | None = None
     trailing: TrailingState | None = None
+    measured_callback_pct: Decimal | None = None
 
 
 class PriceTick(BaseModel):

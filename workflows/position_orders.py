@@ -67,6 +67,7 @@ class ExchangeCalls(Recording):
 
     async def _cancel(self, intent: OrderIntent, ref: OrderRef) -> bool:
         """Cancel one of our orders; on failure it is kept and retried later, never forgotten."""
+        self.cancelling = [*self.cancelling[-31:], ref.client_order_id]
         try:
             await self._call(
                 "exchange.cancel_order",
@@ -107,6 +108,7 @@ class ExchangeCalls(Recording):
     async def _place(
         self, intent: OrderIntent, *, look_up_first: bool, local: bool = False
     ) -> tuple[OrderView | None, ErrorType | None]:
+        self.placing.add(intent.client_order_id)
         try:
             view = await self._call(
                 "exchange.place_order",
@@ -120,6 +122,8 @@ class ExchangeCalls(Recording):
             )
         except ExchangeCallFailed as exc:
             return None, exc.error
+        finally:
+            self.placing.discard(intent.client_order_id)
         return view, None
 
     async def _find(self, intent: OrderIntent, *, patient: bool) -> OrderView | None:

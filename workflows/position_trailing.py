@@ -14,6 +14,7 @@ with workflow.unsafe.imports_passed_through():
         StopMoved,
         StopMoveFailed,
         TrailingCreated,
+        TrailingParamsChanged,
     )
     from domain.orders import (
         OrderRef,
@@ -27,16 +28,20 @@ with workflow.unsafe.imports_passed_through():
         MoveOutcome,
         on_move_failed,
     )
+    from domain.requests import CandlesRequest
     from domain.trailing import (
         MoveReason,
         TrailingDecision,
         TrailingParams,
         on_move_result,
+        on_timer,
+        with_params,
     )
     from domain.trailing import initial_state as initial_trailing
     from domain.trailing import next_timer as next_trailing_timer
+    from domain.volatility import Candle, volatility_callback_pct
 
-from workflows.position_orders import ExchangeCalls
+from workflows.position_orders import ExchangeCallFailed, ExchangeCalls
 
 
 class Trailing(ExchangeCalls):
@@ -49,7 +54,75 @@ class Trailing(ExchangeCalls):
 
     def _trailing_params(self) -> TrailingParams:
         assert self.trailing_rule is not None
-        return self.trailing_rule.params(self._filters().tick_size)
+        return self.trailing_rule.params(self._filters().tick_size, self.measured_callback)
+
+    def _volatility_due(self) -> datetime | None:
+        """When the callback must be measured again (now if never), or None."""
+        rule = self.trailing_rule
+        if rule is None or rule.volatility is None or not self._trailing_live():
+            return None
+        if self.measured_at is None:
+            return workflow.now()
+        return self.measured_at + rule.volatility.refresh
+
+    def _volatility_unmeasured(self) -> bool:
+        """A volatility rule without a measurement yet (new position or new rule)."""
+        rule = self.trailing_rule
+        return (
+            rule is not None
+            and rule.volatility is not None
+            and self.measured_at is None
+            and self._trailing_live()
+        )
+
+    async def _measure_volatility(self) -> None:
+        """Fetch candles, set the callback from their ATR; a failure keeps the old one.
+
+        A new callback applies from this evaluation on: a tighter stop it allows is
+        sent at once; a wider one never loosens the live stop.
+        """
+        rule = self.trailing_rule
+        assert rule is not None and rule.volatility is not None
+        vol = rule.volatility
+        self.measured_at = workflow.now()
+        try:
+            candles = await self._call(
+                "exchange.candles",
+                CandlesRequest(
+                    account=self.spec.account,
+                    symbol=self.spec.symbol,
+                    timeframe=vol.timeframe,
+                    limit=vol.candles_needed + 1,  # the forming candle is one of them
+                ),
+                list[Candle],
+                summary=f"candles {vol.timeframe} x{vol.candles_needed + 1} {self.spec.symbol}",
+            )
+        except ExchangeCallFailed as exc:
+            workflow.logger.warning("volatility not measured: %s", exc.error.value)
+            return
+        measured = volatility_callback_pct(vol, candles)
+        if measured is None or measured == self.measured_callback:
+            return
+        old = self._trailing_params().callback_pct
+        self.measured_callback = measured
+        self._emit(
+            EventType.TRAILING_PARAMS_CHANGED,
+            TrailingParamsChanged(
+                old={"callback_pct": str(old)},
+                new={
+                    "callback_pct": str(measured),
+                    "source": "volatility",
+                    "timeframe": vol.timeframe,
+                    "period": vol.period,
+                    "multiple": str(vol.multiple),
+                },
+            ),
+            flush=False,
+        )
+        if self.trail is not None and self._trailing_live() and self.pending_move is None:
+            params = self._trailing_params()
+            self.trail = with_params(self.trail, params)
+            self._apply_trailing(on_timer(self.trail, params, workflow.now()))
 
     def _start_trailing(self) -> None:
         """Arm the trailing machine on the live stop (once per position)."""

@@ -24,6 +24,7 @@ from domain.events import Event, EventType, RateLimitHit, make_event
 from domain.market import MarketFilters
 from domain.orders import Fill, OrderView, stop_intent
 from domain.requests import (
+    CandlesRequest,
     EntryWithStopRequest,
     EntryWithStopResult,
     ExchangePosition,
@@ -33,6 +34,7 @@ from domain.requests import (
 )
 from domain.sizing import InvalidStop, stop_level
 from domain.types import OrderSide, Side
+from domain.volatility import Candle
 
 
 class EventSink(Protocol):
@@ -179,6 +181,14 @@ class ExchangeActivities:
         except Exception as exc:
             raise await self._failed(exc) from exc
 
+    @activity.defn(name="exchange.candles")
+    async def candles(self, req: CandlesRequest) -> list[Candle]:
+        """The last `limit` candles of one symbol, oldest first (for the ATR)."""
+        try:
+            return await self._gateway(req.account).candles(req.symbol, req.timeframe, req.limit)
+        except Exception as exc:
+            raise await self._failed(exc) from exc
+
     @activity.defn(name="exchange.filters")
     async def filters(self, req: SymbolRequest) -> MarketFilters:
         """Trading filters (tick, step, minimums) of one symbol."""
@@ -211,6 +221,7 @@ class ExchangeActivities:
             self.position,
             self.open_stops,
             self.mark_price,
+            self.candles,
             self.filters,
             self.fills,
         ]

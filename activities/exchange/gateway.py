@@ -23,6 +23,7 @@ from domain.orders import Fill, OrderIntent, OrderStatus, OrderType, OrderView, 
 from domain.requests import ExchangePosition
 from domain.symbols import canonical_from_unified, unified_from_canonical
 from domain.types import OrderSide, Side
+from domain.volatility import Candle
 
 
 def to_decimal(value: object) -> Decimal | None:
@@ -375,6 +376,49 @@ class ExchangeGateway:
         if price is None:
             raise ValueError(f"no mark price for {symbol}")
         return price
+
+    async def candles(self, symbol: str, timeframe: str, limit: int) -> list[Candle]:
+        """The last `limit` candles of `symbol` (oldest first, the last one forming),
+        prices exact from the exchange's raw strings (ccxt's fetch_ohlcv gives floats)."""
+        if self.exchange_id.startswith("binance"):
+            rows = await self.exchange.fapiPublicGetKlines(
+                {"symbol": symbol, "interval": timeframe, "limit": limit}
+            )
+        else:  # Bybit v5: newest first, interval in minutes or "D"
+            data = await self.exchange.publicGetV5MarketKline(
+                {
+                    "category": "linear",
+                    "symbol": symbol,
+                    "interval": _BYBIT_INTERVALS[timeframe],
+                    "limit": limit,
+                }
+            )
+            rows = list(reversed((data.get("result") or {}).get("list") or []))
+        return [
+            Candle(
+                open_time_ms=int(row[0]),
+                open=Decimal(str(row[1])),
+                high=Decimal(str(row[2])),
+                low=Decimal(str(row[3])),
+                close=Decimal(str(row[4])),
+            )
+            for row in rows
+        ]
+
+
+_BYBIT_INTERVALS = {
+    "1m": "1",
+    "3m": "3",
+    "5m": "5",
+    "15m": "15",
+    "30m": "30",
+    "1h": "60",
+    "2h": "120",
+    "4h": "240",
+    "6h": "360",
+    "12h": "720",
+    "1d": "D",
+}
 
 
 def _classified(exc: BaseException) -> str:
