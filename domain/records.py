@@ -87,7 +87,8 @@ class OrderRecord(Record):
 
 
 class FillRecord(Record):
-    """One execution of one of our orders (`fills` row), keyed by exchange trade id."""
+    """One execution of one of our orders (`fills` row), keyed by (client order id,
+    exchange trade id): exchanges number trades per symbol, not per exchange."""
 
     exchange: str
     trade_id: str

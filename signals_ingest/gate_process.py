@@ -25,7 +25,12 @@ from temporalio.service import RPCError, RPCStatusCode
 from domain.order_updates import OrderChange
 from signals_ingest.market_feed import EventSink, MarketFeed, Shard
 from signals_ingest.price_gate import PriceGate
-from signals_ingest.temporal_waker import TemporalWaker, parse_position_workflow_id, sync_gate
+from signals_ingest.temporal_waker import (
+    TemporalWaker,
+    parse_position_workflow_id,
+    query_band,
+    sync_gate,
+)
 from signals_ingest.user_stream import Notify, UserStream
 from workers.settings import EMBEDDED_PAPER, AccountSettings, Settings
 from workflows.position_io import WORKFLOW_TYPE, ExchangeUpdate, position_workflow_id
@@ -148,8 +153,21 @@ class HealthServer:
             self._runner = None
 
 
-def _position_notifier(client: Client, acct: AccountSettings, shard: Shard | None) -> Notify:
-    """`notify(symbol, detail, changes)`: signal that symbol's position workflow."""
+def _position_notifier(
+    client: Client, acct: AccountSettings, shard: Shard | None, gate: PriceGate | None
+) -> Notify:
+    """`notify(symbol, detail, changes)`: signal that symbol's position workflow.
+
+    A position the gate does not know yet (opened since the last listing: its entry
+    and stop are what the stream reports) is added at once, primed, instead of at
+    the next listing.
+    """
+
+    async def adopt(workflow_id: str) -> None:
+        view = await query_band(client, workflow_id)
+        if gate is not None and view is not None and view.open and workflow_id not in gate:
+            gate.apply(view, prime=True)
+            log.info("%s: added %s from its order stream", gate.name, workflow_id)
 
     async def notify(symbol: str, detail: str, changes: list[OrderChange]) -> None:
         if shard is not None and not shard.owns(symbol):
@@ -163,6 +181,9 @@ def _position_notifier(client: Client, acct: AccountSettings, shard: Shard | Non
         except RPCError as err:
             if err.status is not RPCStatusCode.NOT_FOUND:
                 raise  # no running position for it: the reconciler's business
+            return
+        if gate is not None and workflow_id not in gate:
+            await adopt(workflow_id)
 
     return notify
 
@@ -259,7 +280,8 @@ async def run_gate(
         if acct.paper_url == EMBEDDED_PAPER:
             continue
         private = make_market_data_client(acct)
-        notify = _position_notifier(client, acct, shard)
+        gate_of = next((s.gate for s in sources if acct.name in s.accounts), None)
+        notify = _position_notifier(client, acct, shard, gate_of)
         streams.append((UserStream(private, notify, account=acct.name, events=events), private))
     port = settings.health_port + 1 if health_port is None else health_port
     health = HealthServer(lambda: sources, port) if port >= 0 else None

@@ -33,6 +33,7 @@ __all__ = [
     "is_gone",
     "load_bands",
     "parse_position_workflow_id",
+    "query_band",
     "running_query",
     "sync_gate",
 ]
@@ -127,7 +128,10 @@ async def list_running(
     return ids
 
 
-async def _query_band(client: Client, workflow_id: str, timeout: timedelta) -> BandView | None:
+async def query_band(
+    client: Client, workflow_id: str, timeout: timedelta = timedelta(seconds=10)
+) -> BandView | None:
+    """The `band` query of one position workflow; None if it is gone or did not answer."""
     handle = client.get_workflow_handle(workflow_id)
     try:
         return await asyncio.wait_for(
@@ -162,7 +166,7 @@ async def load_bands(
 
     async def one(wid: str) -> BandView | None:
         async with sem:
-            return await _query_band(client, wid, timeout)
+            return await query_band(client, wid, timeout)
 
     views = await asyncio.gather(*(one(w) for w in ids))
     return [v for v in views if v is not None]

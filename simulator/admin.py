@@ -8,6 +8,7 @@ Routes:
   GET  /health                      -> {"ok": true}
   GET  /state                       -> ground truth (see PaperExchange.ground_truth)
   POST /price      {"symbol","price"}
+  POST /price/history {"symbol","points":[[time_ms, price], ...]}   (past marks, for klines)
   POST /clock/advance {"ms"}
   POST /position/open  {"symbol","side","quantity"}
   POST /position/close {"symbol"}
@@ -85,6 +86,16 @@ def build_admin_app(sim: PaperExchange) -> web.Application:
             "markPrice": F.fmt(sim.engine.mark[str(b["symbol"]).upper()]),
         }
 
+    def history(_: web.Request, b: dict[str, Any]) -> Any:
+        points: list[tuple[int, Decimal | str]] = []
+        for t, p in b["points"]:
+            ms = _num(t)
+            if ms != ms.to_integral_value():
+                raise ValueError(f"time must be integer epoch ms, got {t!r}")
+            points.append((int(ms), _num(p)))
+        held = sim.load_history(str(b["symbol"]), points)
+        return {"symbol": str(b["symbol"]).upper(), "loaded": len(points), "points": held}
+
     def advance(_: web.Request, b: dict[str, Any]) -> Any:
         return {"timeMs": sim.advance(int(b["ms"]))}
 
@@ -140,6 +151,7 @@ def build_admin_app(sim: PaperExchange) -> web.Application:
     app.router.add_get("/health", route(lambda r, b: {"ok": True}))
     app.router.add_get("/state", route(lambda r, b: sim.ground_truth()))
     app.router.add_post("/price", route(price))
+    app.router.add_post("/price/history", route(history))
     app.router.add_post("/clock/advance", route(advance))
     app.router.add_post("/position/open", route(open_pos))
     app.router.add_post("/position/close", route(close_pos))

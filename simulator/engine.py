@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 from simulator import errors
+from simulator.candles import PriceHistory
 from simulator.clock import Clock
 from simulator.markets import Market
 from simulator.model import ZERO, AlgoOrder, Episode, Fill, Order, Position
@@ -104,6 +105,9 @@ class Engine:
         self.wallet_balance: Decimal = self.config.initial_balance
         self.mark: dict[str, Decimal] = {s: m.initial_price for s, m in markets.items()}
         self.last: dict[str, Decimal] = dict(self.mark)
+        # Every mark change, for klines. The initial marks are not points: candles
+        # start at the first set_price (or loaded history), not at engine creation.
+        self.history = PriceHistory()
         self.positions: dict[str, Position] = {
             s: Position(s, leverage=self.config.default_leverage) for s in markets
         }
@@ -154,10 +158,12 @@ class Engine:
     def set_price(self, symbol: str, price: Decimal) -> None:
         """Set mark and last price of ``symbol`` and fire crossed triggers.
 
-        Hot path: when nothing crosses this is two dict writes and two heap peeks.
+        Hot path: when nothing crosses this is two dict writes, a history append
+        and two heap peeks.
         """
         self.mark[symbol] = price
         self.last[symbol] = price
+        self.history.record(symbol, self.clock.now_ms(), price)
         books = self._books
         mb = books[(symbol, "MARK_PRICE")]
         cb = books[(symbol, "CONTRACT_PRICE")]

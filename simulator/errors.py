@@ -66,6 +66,18 @@ def bad_param(name: str) -> ApiError:
     return ApiError(-1102, f"Parameter '{name}' was malformed.")
 
 
+def invalid_param_value(name: str) -> ApiError:
+    return ApiError(-1130, f"Data sent for parameter '{name}' is not valid.")
+
+
+def start_after_end() -> ApiError:
+    return ApiError(-1023, "Start time is greater than end time.")
+
+
+def invalid_interval() -> ApiError:
+    return ApiError(-1120, "Invalid interval.")
+
+
 def invalid_symbol() -> ApiError:
     return ApiError(-1121, "Invalid symbol.")
 

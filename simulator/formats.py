@@ -9,6 +9,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from simulator.candles import Candle
 from simulator.engine import Engine
 from simulator.markets import Market
 from simulator.model import ZERO, AlgoOrder, Fill, Order, Position
@@ -118,6 +119,24 @@ def exchange_info(markets: dict[str, Market], now_ms: int, weight_limit: int) ->
         "assets": [{"asset": "USDT", "marginAvailable": True, "autoAssetExchange": "-10000"}],
         "symbols": symbols,
     }
+
+
+def kline_row(c: Candle) -> list[Any]:
+    """One row of ``GET /fapi/v1/klines``: times as ints, money as strings."""
+    return [
+        c.open_time,
+        fmt(c.open),
+        fmt(c.high),
+        fmt(c.low),
+        fmt(c.close),
+        fmt(c.volume),
+        c.close_time,
+        fmt(c.quote_volume),
+        c.trades,
+        fmt(c.taker_buy_volume),
+        fmt(c.taker_buy_quote_volume),
+        "0",
+    ]
 
 
 def premium_index(engine: Engine, symbol: str, now_ms: int) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from aiohttp import web
 
 from simulator import errors
 from simulator import formats as F
+from simulator.candles import INTERVALS, add_fills
 from simulator.errors import ApiError
 from simulator.faults import POST_KINDS, PRE_KINDS
 from simulator.ratelimit import RateLimitError
@@ -43,6 +44,7 @@ class Route:
     security: str
     weight: int
     weight_no_symbol: int | None = None
+    weight_fn: Callable[[Params], int] | None = None  # weight that depends on params
 
 
 # ----------------------------------------------------------------- param parsing
@@ -99,6 +101,24 @@ def _symbol(api: RestApi, p: Params, required: bool = True) -> str | None:
     if sym not in api.engine.markets:
         raise errors.invalid_symbol()
     return sym
+
+
+KLINES_DEFAULT_LIMIT = 500
+KLINES_MAX_LIMIT = 1500
+
+
+def klines_weight(p: Params) -> int:
+    """Binance's weight for klines by ``limit``: <100: 1, <500: 2, <=1000: 5, else 10."""
+    raw = p.get("limit") or ""
+    # Charged before validation, so a malformed limit costs the default's weight.
+    limit = int(raw) if raw.isdigit() else KLINES_DEFAULT_LIMIT
+    if limit < 100:
+        return 1
+    if limit < 500:
+        return 2
+    if limit <= 1000:
+        return 5
+    return 10
 
 
 def _position_side(p: Params) -> None:
@@ -185,6 +205,25 @@ class RestApi:
         asks = [[F.fmt(ask + m.tick_size * i), qty] for i in range(limit)]
         now = self.now()
         return {"lastUpdateId": now, "E": now, "T": now, "bids": bids, "asks": asks}
+
+    def klines(self, p: Params) -> Any:
+        """Candles from the recorded marks (see :mod:`simulator.candles`)."""
+        sym = _symbol(self, p)
+        assert sym is not None
+        interval = INTERVALS.get(_req(p, "interval"))
+        if interval is None:
+            raise errors.invalid_interval()
+        limit = _int(p, "limit")
+        if limit is None:
+            limit = KLINES_DEFAULT_LIMIT
+        if not 1 <= limit <= KLINES_MAX_LIMIT:
+            raise errors.invalid_param_value("limit")
+        start, end = _int(p, "startTime"), _int(p, "endTime")
+        if start is not None and end is not None and start > end:
+            raise errors.start_after_end()
+        candles = self.engine.history.candles(sym, interval, self.now(), start, end, limit)
+        add_fills(candles, self.engine.fills, sym)
+        return [F.kline_row(c) for c in candles]
 
     # ---- user data stream
     def listen_key_post(self, p: Params) -> Any:
@@ -429,6 +468,7 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("GET", "/fapi/v2/ticker/price"): Route(R.ticker_price, NONE, 1, 2),
     ("GET", "/fapi/v1/ticker/bookTicker"): Route(R.book_ticker, NONE, 2, 5),
     ("GET", "/fapi/v1/depth"): Route(R.depth, NONE, 2),
+    ("GET", "/fapi/v1/klines"): Route(R.klines, NONE, 5, weight_fn=klines_weight),
     ("POST", "/fapi/v1/listenKey"): Route(R.listen_key_post, USER_STREAM, 1),
     ("PUT", "/fapi/v1/listenKey"): Route(R.listen_key_put, USER_STREAM, 1),
     ("DELETE", "/fapi/v1/listenKey"): Route(R.listen_key_delete, USER_STREAM, 1),
@@ -531,7 +571,9 @@ def build_app(sim: PaperExchange) -> web.Application:
                         status=rule.status, text=_HTTP_TEXT.get(rule.status, "Server Error")
                     )
             weight = route.weight
-            if route.weight_no_symbol is not None and not symbol:
+            if route.weight_fn is not None:
+                weight = route.weight_fn(params)
+            elif route.weight_no_symbol is not None and not symbol:
                 weight = route.weight_no_symbol
             used = sim.limiter.charge(ip, weight)
             if route.security == SIGNED:

@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from decimal import Decimal
 from typing import Any
@@ -378,6 +379,27 @@ class PaperExchange:
             hub.publish(
                 f"{low}@bookticker", F.ws_book_ticker(self.engine, symbol, self.stats.book_id, now)
             )
+
+    def load_history(self, symbol: str, points: Sequence[tuple[int, Decimal | str]]) -> int:
+        """Give ``symbol`` a past mark-price history for klines, without waiting.
+
+        ``points`` are ``(time_ms, price)`` with every time before the clock's
+        now; they are merged into the recorded marks in time order. Prices are
+        rounded to the tick as :meth:`set_price` does. The current mark, stops
+        and WS streams are untouched. Returns the number of points now held.
+        Raises ValueError for a point in the present/future or a price <= 0.
+        """
+        symbol = symbol.upper()
+        m = self.engine.market(symbol)
+        clean: list[tuple[int, Decimal]] = []
+        for t, price in points:
+            if isinstance(t, bool) or not isinstance(t, int):
+                raise ValueError(f"time must be int epoch ms, got {t!r}")
+            p = price if isinstance(price, Decimal) else Decimal(price)
+            if not p.is_finite() or p <= 0:
+                raise ValueError(f"price must be positive, got {price!r}")
+            clean.append((t, m.round_price(p)))
+        return self.engine.history.load(symbol, clean, self.clock.now_ms())
 
     def advance(self, ms: int) -> int:
         """Advance simulated time by ``ms``; runs due delayed fills. Returns now."""

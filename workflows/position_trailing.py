@@ -188,10 +188,11 @@ class Trailing(ExchangeCalls):
             decision = on_move_failed(error)
             rejected = None if error.retryable else OrderStatus.REJECTED
             self._record_order(intent, None, status=rejected)
-            if error.retryable:  # it may exist after all: cancel it at the next look
+            if error.retryable:  # it may exist after all: cancel it at a look, soon
                 self.stale.append(
                     OrderRef(client_order_id=cid, qty=intent.qty, trigger_price=move.new)
                 )
+                self.look_requested = True  # its "open" echo, if any, was not a reason
             self._emit(
                 EventType.TRAILING_MOVE_FAILED,
                 StopMoveFailed(

@@ -263,7 +263,7 @@ class Store:
         return bool(done)
 
     async def _insert_fill(self, conn: asyncpg.Connection, rec: FillRecord) -> bool:
-        return await self._insert_once(conn, "fills", "exchange, trade_id", rec.model_dump())
+        return await self._insert_once(conn, "fills", "client_order_id, trade_id", rec.model_dump())
 
     @staticmethod
     async def _insert_alert(conn: asyncpg.Connection, rec: AlertRecord) -> None:

@@ -236,3 +236,42 @@ async def test_a_terminated_lifecycle_never_blocks_the_next_one(store: Store) ->
     assert old.exit_reason is not None and old.exit_reason.startswith("superseded")
     new = await store.get_position("term-2")
     assert new is not None and new.status == "active"
+
+
+async def test_exchange_ids_repeat_across_symbols_and_nothing_is_lost(store: Store) -> None:
+    """Binance numbers orders and trades per symbol: the same numbers on two symbols
+    are two orders and two fills, and a fill written twice is still one row."""
+    for sym in ("AAAUSDT", "BBBUSDT"):
+        pid = f"ids-{sym}"
+        order = OrderRecord(
+            client_order_id=f"pg-{sym.lower()}-sl-1",
+            position_id=pid,
+            account="paper",
+            exchange="binanceusdm",
+            symbol=sym,
+            kind="stop",
+            side="sell",
+            order_type="stop_market",
+            status="filled",
+            quantity=EIGHTEEN,
+            revision=1,
+            exchange_order_id="4000000000",
+        )
+        fill = FillRecord(
+            exchange="binanceusdm",
+            trade_id="77",
+            client_order_id=order.client_order_id,
+            position_id=pid,
+            price=BIG,
+            quantity=EIGHTEEN,
+            filled_at=T0,
+        )
+        batch = StoreBatch(position=position(pid, symbol=sym), orders=[order], fills=[fill])
+        await store.apply(batch)
+        await store.apply(batch)  # a retried write
+        assert [f.trade_id for f in await store.fills(pid)] == ["77"]
+    count = await store.pool.fetchval(
+        "SELECT count(*) FROM orders WHERE exchange_order_id = '4000000000' "
+        "AND symbol IN ('AAAUSDT', 'BBBUSDT')"
+    )
+    assert count == 2

@@ -17,9 +17,11 @@ import pytest_asyncio
 from temporalio.testing import WorkflowEnvironment
 
 from domain.position import CloseReason, PositionState
+from domain.trailing import TrailingRule
 from domain.types import Side
+from signals_ingest.gate_process import GateSource
 from signals_ingest.user_stream import changed_symbols
-from tests.workflows.harness import Stack, live_stack
+from tests.workflows.harness import Stack, eventually, live_stack
 from workflows.position_io import CloseRequest, PositionView
 
 
@@ -127,3 +129,44 @@ async def test_a_stop_cancelled_by_hand_is_replaced_at_once(live: Stack) -> None
     assert "stop_missing_detected" in await live.event_types(view.position_id)
     await handle.execute_update("close", CloseRequest())
     assert live.open_stops(symbol) == []
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def slow_listing(
+    temporal_env: WorkflowEnvironment, database_url: str, store: Any
+) -> AsyncIterator[Stack]:
+    async with live_stack(
+        temporal_env.client,
+        database_url,
+        store,
+        name="ul",
+        check_interval=timedelta(hours=1),
+        with_gate=True,
+        gate_sync_interval=timedelta(hours=1),  # the gate never lists in this test
+    ) as stack:
+        yield stack
+
+
+async def test_a_new_position_reaches_the_gate_by_its_order_stream(slow_listing: Stack) -> None:
+    """Opened after the gate started and never listed: its own entry and stop, seen on
+    the order stream, bring it into the gate, and the gate then trails it."""
+    live = slow_listing
+    symbol = "BTCUSDT"
+    rule = TrailingRule(callback_pct=Decimal(1))
+    handle = await live.open(live.on(symbol, Side.LONG, trailing=rule))
+    view = await live.wait_state(handle, PositionState.ACTIVE)
+    [source] = live.gate_sources
+    assert await eventually(lambda: _known(source, handle.id), 10)
+    first = view.snapshot.stop_price
+    entry = view.snapshot.avg_entry_price
+    assert first is not None and entry is not None
+    live.sim.set_price(symbol, entry * Decimal("1.02"))  # the feed brings it to the gate
+    moved = await live.wait_for(
+        handle, lambda v: v.snapshot.stop_price is not None and v.snapshot.stop_price > first
+    )
+    assert moved.snapshot.stop_price is not None and moved.snapshot.stop_price > first
+    await live.close(handle)
+
+
+async def _known(source: GateSource, workflow_id: str) -> bool:
+    return workflow_id in source.gate

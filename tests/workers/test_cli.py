@@ -44,7 +44,8 @@ async def test_db_migrate_is_idempotent(database_url: str) -> None:
     first = await asyncio.to_thread(posguard, "db", "migrate", env={"DATABASE_URL": database_url})
     second = await asyncio.to_thread(posguard, "db", "migrate", env={"DATABASE_URL": database_url})
     assert first.returncode == 0, first.stderr
-    assert "0001_initial" in first.stdout and "schema at version 1" in first.stdout
+    assert "0001_initial" in first.stdout and "0002_exchange_ids_per_order" in first.stdout
+    assert "schema at version 2" in first.stdout
     assert second.stdout == first.stdout
 
 

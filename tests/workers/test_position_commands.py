@@ -503,5 +503,11 @@ async def test_open_with_a_trailing_stop_and_change_it_while_running(live: Live)
     assert refused.returncode == 2 and "must be below 100" in refused.stderr
     shown = (await live.posguard("position", "ETHUSDT")).ok().stdout
     assert "trailing_params_changed" in shown
+    atr = await live.posguard("trail", "ETHUSDT", "--trail-atr", "2", "--trail-atr-timeframe", "1m")
+    assert "-> callback 2 x ATR(14, 1m) in [0.25%, 5%], 1.5% until measured" in atr.ok().stdout
+    shown = (await live.posguard("position", "ETHUSDT")).ok().stdout
+    assert "callback 2 x ATR(14, 1m)" in shown
+    bad = await live.posguard("trail", "ETHUSDT", "--trail-atr", "2", "--trail-atr-min", "9%")
+    assert bad.returncode == 1 and "min_pct must not exceed max_pct" in bad.stderr
     (await live.posguard("close", "ETHUSDT")).ok()
     assert live.amt("ETHUSDT") == 0

@@ -13,8 +13,10 @@ from decimal import Decimal
 import pytest
 
 from domain.position import CloseReason, PositionState
-from domain.trailing import TrailingRule
+from domain.trailing import TrailingRule, trail_stop
 from domain.types import Side
+from domain.volatility import Candle, VolatilityCallback, volatility_callback_pct
+from simulator.client import binanceusdm_client
 from tests.workflows.harness import Stack, spec
 from workflows.position import PositionWorkflow
 from workflows.position_io import BandView, PriceTick
@@ -91,3 +93,69 @@ async def test_trailing_parameters_change_at_run_time_never_loosen(stack: Stack)
     assert "trailing_params_changed" in events
     await stack.close(handle)
     assert stack.position_amt(symbol) == 0
+
+
+async def _klines(stack: Stack, symbol: str, interval: str, limit: int) -> list[Candle]:
+    client = binanceusdm_client(
+        stack.sim, api_key=stack.sim.api_key, secret=stack.sim.api_secret, enableRateLimit=False
+    )
+    try:
+        rows = await client.fapiPublicGetKlines(
+            {"symbol": symbol, "interval": interval, "limit": limit}
+        )
+    finally:
+        await client.close()
+    return [
+        Candle(
+            open_time_ms=int(r[0]),
+            open=Decimal(r[1]),
+            high=Decimal(r[2]),
+            low=Decimal(r[3]),
+            close=Decimal(r[4]),
+        )
+        for r in rows
+    ]
+
+
+@pytest.mark.parametrize("side", list(Side))
+async def test_callback_follows_volatility(stack: Stack, side: Side) -> None:
+    """Daily candles ranging 8 around 200, then today's: callback = 0.5 x ATR %."""
+    symbol = "SOLUSDT"  # tick 0.01; no other test here trades it
+    day = 86_400_000
+    now = stack.sim.clock.now_ms()
+    today = now - now % day
+    history: list[tuple[int, Decimal | str]] = []
+    for back in range(6, 0, -1):  # six whole days before today: high 204, low 196
+        start = today - back * day
+        history += [(start + 1_000, "200"), (start + 3_600_000, "204")]
+        history += [(start + 7_200_000, "196"), (start + 10_800_000, "200")]
+    stack.sim.load_history(symbol, history)
+    stack.sim.set_price(symbol, "200")
+    vol = VolatilityCallback(
+        multiple=Decimal("0.5"),
+        min_pct=Decimal("0.5"),
+        max_pct=Decimal(50),  # never clamped here: other tests move SOLUSDT today too
+        timeframe="1d",
+        period=3,
+    )
+    rule = TrailingRule(callback_pct=Decimal(1), volatility=vol)
+    handle = await stack.open(spec(symbol, side, trailing=rule))
+    view = await stack.wait_for(handle, lambda v: v.measured_callback_pct is not None)
+    measured = view.measured_callback_pct
+    # What a trader computes from the same candles (a day does not turn in this test).
+    expected = volatility_callback_pct(vol, await _klines(stack, symbol, "1d", 5))
+    assert measured is not None and measured == expected
+    assert measured != rule.callback_pct and vol.min_pct < measured < vol.max_pct
+    entry = view.snapshot.avg_entry_price
+    assert entry is not None
+    price = (entry * (1 + side.sign * Decimal("0.05"))).quantize(Decimal("0.01"))
+    await tick(stack, handle, symbol, price)
+    live = (await stack.view(handle)).snapshot.stop_price
+    assert live == trail_stop(side, price, rule.params(Decimal("0.01"), measured))
+    [stop] = stack.open_stops(symbol)
+    assert Decimal(stop["triggerPrice"]) == live
+    events = await stack.store.events(position_id=view.position_id, limit=5000)
+    changes = [e.payload["new"] for e in events if e.type.value == "trailing_params_changed"]
+    assert {"callback_pct": str(measured), "source": "volatility"}.items() <= changes[0].items()
+    await stack.close(handle)
+    stack.sim.set_price(symbol, "200")
