@@ -163,6 +163,8 @@ def _position_notifier(
     the next listing.
     """
 
+    adopting: dict[str, asyncio.Task[None]] = {}  # strong references until done
+
     async def adopt(workflow_id: str) -> None:
         view = await query_band(client, workflow_id)
         if gate is not None and view is not None and view.open and workflow_id not in gate:
@@ -182,8 +184,11 @@ def _position_notifier(
             if err.status is not RPCStatusCode.NOT_FOUND:
                 raise  # no running position for it: the reconciler's business
             return
-        if gate is not None and workflow_id not in gate:
-            await adopt(workflow_id)
+        if gate is not None and workflow_id not in gate and workflow_id not in adopting:
+            # In the background: the stream must not wait for a query.
+            task = asyncio.get_running_loop().create_task(adopt(workflow_id))
+            adopting[workflow_id] = task
+            task.add_done_callback(lambda _: adopting.pop(workflow_id, None))
 
     return notify
 

@@ -207,8 +207,8 @@ class PositionWorkflow(Trailing):
         if stop is not None and self.spec.side.sign * (tick.price - stop) <= 0:
             self.look_requested = True  # the exchange's stop should have fired: check
         if self._trailing_live() and not self.draining:
-            await workflow.wait_condition(lambda: self.pending_move is None)
-            if self._trailing_live() and not self.draining:
+            await workflow.wait_condition(self._move_settled)
+            if self._trailing_live() and not self.draining and self.pending_move is None:
                 params, trail = self._trailing_params(), self.trail
                 assert trail is not None
                 band = self._band()
@@ -220,9 +220,19 @@ class PositionWorkflow(Trailing):
                     flush=False,
                 )
                 self._apply_trailing(on_price(trail, params, tick.price, workflow.now()))
-                await workflow.wait_condition(lambda: self.pending_move is None)
+                await workflow.wait_condition(self._move_settled)
         self._flush()
         return self._band()
+
+    def _move_settled(self) -> bool:
+        """No stop move waits, or none will be made: a close drops a pending move (the
+        close cancels every stop), so a price update never outlives the position."""
+        return (
+            self.pending_move is None
+            or self.close_request is not None
+            or is_terminal(self.s.state)
+            or self.s.state is PositionState.CLOSING
+        )
 
     @workflow.update
     def set_trailing(self, rule: TrailingRule) -> TrailingRule | None:

@@ -75,6 +75,7 @@ async def live(
         name="us",
         check_interval=timedelta(hours=1),  # the fallback look never comes in time
         with_gate=True,
+        gate_sync_interval=timedelta(hours=1),  # nor does the gate's listing
     ) as stack:
         yield stack
 
@@ -122,7 +123,11 @@ async def test_a_stop_cancelled_by_hand_is_replaced_at_once(live: Stack) -> None
         )
 
     after = await live.wait_for(handle, replaced, seconds=20)
-    assert replaced(after) and after.snapshot.stop is not None
+    assert replaced(after) and after.snapshot.stop is not None, (
+        after.snapshot.state,
+        after.snapshot.stop,
+        await live.event_types(view.position_id),
+    )
     assert [s["clientAlgoId"] for s in live.open_stops(symbol)] == [
         after.snapshot.stop.client_order_id
     ]
@@ -131,26 +136,9 @@ async def test_a_stop_cancelled_by_hand_is_replaced_at_once(live: Stack) -> None
     assert live.open_stops(symbol) == []
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def slow_listing(
-    temporal_env: WorkflowEnvironment, database_url: str, store: Any
-) -> AsyncIterator[Stack]:
-    async with live_stack(
-        temporal_env.client,
-        database_url,
-        store,
-        name="ul",
-        check_interval=timedelta(hours=1),
-        with_gate=True,
-        gate_sync_interval=timedelta(hours=1),  # the gate never lists in this test
-    ) as stack:
-        yield stack
-
-
-async def test_a_new_position_reaches_the_gate_by_its_order_stream(slow_listing: Stack) -> None:
+async def test_a_new_position_reaches_the_gate_by_its_order_stream(live: Stack) -> None:
     """Opened after the gate started and never listed: its own entry and stop, seen on
     the order stream, bring it into the gate, and the gate then trails it."""
-    live = slow_listing
     symbol = "BTCUSDT"
     rule = TrailingRule(callback_pct=Decimal(1))
     handle = await live.open(live.on(symbol, Side.LONG, trailing=rule))

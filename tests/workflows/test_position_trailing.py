@@ -6,6 +6,7 @@ each move must put the new stop on the exchange before the old one goes.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -19,7 +20,7 @@ from domain.volatility import Candle, VolatilityCallback, volatility_callback_pc
 from simulator.client import binanceusdm_client
 from tests.workflows.harness import Stack, spec
 from workflows.position import PositionWorkflow
-from workflows.position_io import BandView, PriceTick
+from workflows.position_io import BandView, CloseRequest, PriceTick
 
 RULE = TrailingRule(callback_pct=Decimal(1), activation_pct=Decimal("0.5"))
 
@@ -159,3 +160,29 @@ async def test_callback_follows_volatility(stack: Stack, side: Side) -> None:
     assert {"callback_pct": str(measured), "source": "volatility"}.items() <= changes[0].items()
     await stack.close(handle)
     stack.sim.set_price(symbol, "200")
+
+
+@pytest.mark.parametrize("side", list(Side))
+async def test_a_close_meeting_a_stop_move_never_hangs(stack: Stack, side: Side) -> None:
+    """A crossing and a close arrive together: the close wins, the price update still
+    answers, and the workflow ends (a pending move once kept its update, and so the
+    workflow, waiting forever)."""
+    symbol = "BNBUSDT"
+    stack.sim.set_price(symbol, "600")
+    handle = await stack.open(spec(symbol, side, trailing=RULE))
+    view = await stack.wait_state(handle, PositionState.ACTIVE)
+    entry = view.snapshot.avg_entry_price
+    assert entry is not None
+    price = (entry * (1 + side.sign * Decimal("0.03"))).quantize(Decimal("0.01"))
+    stack.sim.set_price(symbol, price)
+    crossing = handle.execute_update(
+        PositionWorkflow.price, PriceTick(price=price, at=datetime.now(UTC))
+    )
+    closing = handle.execute_update(PositionWorkflow.close, CloseRequest())
+    band, closed = await asyncio.wait_for(asyncio.gather(crossing, closing), 60)
+    assert closed.state is PositionState.CLOSED
+    assert isinstance(band, BandView)
+    result = await asyncio.wait_for(handle.result(), 60)
+    assert result.state is PositionState.CLOSED
+    assert stack.open_stops(symbol) == [] and stack.position_amt(symbol) == 0
+    stack.sim.set_price(symbol, "600")
