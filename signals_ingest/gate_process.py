@@ -28,7 +28,6 @@ from signals_ingest.price_gate import PriceGate
 from signals_ingest.temporal_waker import (
     TemporalWaker,
     parse_position_workflow_id,
-    query_band,
     sync_gate,
 )
 from signals_ingest.user_stream import Notify, UserStream
@@ -153,23 +152,8 @@ class HealthServer:
             self._runner = None
 
 
-def _position_notifier(
-    client: Client, acct: AccountSettings, shard: Shard | None, gate: PriceGate | None
-) -> Notify:
-    """`notify(symbol, detail, changes)`: signal that symbol's position workflow.
-
-    A position the gate does not know yet (opened since the last listing: its entry
-    and stop are what the stream reports) is added at once, primed, instead of at
-    the next listing.
-    """
-
-    adopting: dict[str, asyncio.Task[None]] = {}  # strong references until done
-
-    async def adopt(workflow_id: str) -> None:
-        view = await query_band(client, workflow_id)
-        if gate is not None and view is not None and view.open and workflow_id not in gate:
-            gate.apply(view, prime=True)
-            log.info("%s: added %s from its order stream", gate.name, workflow_id)
+def _position_notifier(client: Client, acct: AccountSettings, shard: Shard | None) -> Notify:
+    """`notify(symbol, detail, changes)`: signal that symbol's position workflow."""
 
     async def notify(symbol: str, detail: str, changes: list[OrderChange]) -> None:
         if shard is not None and not shard.owns(symbol):
@@ -183,12 +167,6 @@ def _position_notifier(
         except RPCError as err:
             if err.status is not RPCStatusCode.NOT_FOUND:
                 raise  # no running position for it: the reconciler's business
-            return
-        if gate is not None and workflow_id not in gate and workflow_id not in adopting:
-            # In the background: the stream must not wait for a query.
-            task = asyncio.get_running_loop().create_task(adopt(workflow_id))
-            adopting[workflow_id] = task
-            task.add_done_callback(lambda _: adopting.pop(workflow_id, None))
 
     return notify
 
@@ -285,8 +263,7 @@ async def run_gate(
         if acct.paper_url == EMBEDDED_PAPER:
             continue
         private = make_market_data_client(acct)
-        gate_of = next((s.gate for s in sources if acct.name in s.accounts), None)
-        notify = _position_notifier(client, acct, shard, gate_of)
+        notify = _position_notifier(client, acct, shard)
         streams.append((UserStream(private, notify, account=acct.name, events=events), private))
     port = settings.health_port + 1 if health_port is None else health_port
     health = HealthServer(lambda: sources, port) if port >= 0 else None

@@ -198,6 +198,9 @@ async def sync_gate(
     timer); a read that a wake-up's answer overtook is dropped, since that answer
     is the newer band. Known positions that are no longer running are forgotten.
     """
+    # Only positions known before the listing may be forgotten for missing from it: one
+    # added meanwhile (from its order stream) may not be visible in the listing yet.
+    known_before = set(gate.workflow_ids())
     running = await list_running(client, workflow_type=workflow_type, select=select)
     running_set = set(running)
     new = [w for w in running if w not in gate]
@@ -209,6 +212,8 @@ async def sync_gate(
     new_set = set(new)
     for view in views:
         if view.workflow_id in new_set:
+            if view.workflow_id in gate:
+                continue  # added meanwhile: its band came from a fresher source
             gate.apply(view, prime=prime)
             added += view.open
         elif (
@@ -220,6 +225,6 @@ async def sync_gate(
             refreshed += 1
     removed = 0
     for wid in gate.workflow_ids():
-        if wid not in running_set and gate.remove(wid):
+        if wid in known_before and wid not in running_set and gate.remove(wid):
             removed += 1
     return SyncResult(added=added, refreshed=refreshed, removed=removed, running=len(running))

@@ -207,8 +207,8 @@ class PositionWorkflow(Trailing):
         if stop is not None and self.spec.side.sign * (tick.price - stop) <= 0:
             self.look_requested = True  # the exchange's stop should have fired: check
         if self._trailing_live() and not self.draining:
-            await workflow.wait_condition(self._move_settled)
-            if self._trailing_live() and not self.draining and self.pending_move is None:
+            await workflow.wait_condition(lambda: self.pending_move is None)
+            if self._trailing_live() and not self.draining:
                 params, trail = self._trailing_params(), self.trail
                 assert trail is not None
                 band = self._band()
@@ -220,19 +220,9 @@ class PositionWorkflow(Trailing):
                     flush=False,
                 )
                 self._apply_trailing(on_price(trail, params, tick.price, workflow.now()))
-                await workflow.wait_condition(self._move_settled)
+                await workflow.wait_condition(lambda: self.pending_move is None)
         self._flush()
         return self._band()
-
-    def _move_settled(self) -> bool:
-        """No stop move waits, or none will be made: a close drops a pending move (the
-        close cancels every stop), so a price update never outlives the position."""
-        return (
-            self.pending_move is None
-            or self.close_request is not None
-            or is_terminal(self.s.state)
-            or self.s.state is PositionState.CLOSING
-        )
 
     @workflow.update
     def set_trailing(self, rule: TrailingRule) -> TrailingRule | None:
@@ -326,6 +316,7 @@ class PositionWorkflow(Trailing):
             await self._drain_writes()
             raise
         await self._drain_writes()
+        self.pending_move = None  # nothing moves any more: no price update may wait on it
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._result()
 
@@ -787,7 +778,7 @@ class PositionWorkflow(Trailing):
         measure_due = self._volatility_due()
         if measure_due is not None and workflow.now() >= measure_due and self.close_request is None:
             await self._measure_volatility()
-            if self.pending_move is not None:
+            if self.pending_move is not None and self.close_request is None:
                 await self._move_stop()
             return
         trail_due = self._trailing_timer()
@@ -804,6 +795,9 @@ class PositionWorkflow(Trailing):
             return
         if self.close_request is not None:
             request = self.close_request
+            # The close cancels every stop: a move still pending is dropped, which
+            # also releases the price update waiting for it.
+            self.pending_move = None
             await self._close(request.reason, requested_by=request.requested_by)
             return
         if self._aged_out():

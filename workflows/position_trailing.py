@@ -96,11 +96,20 @@ class Trailing(ExchangeCalls):
                 ),
                 list[Candle],
                 summary=f"candles {vol.timeframe} x{vol.candles_needed + 1} {self.spec.symbol}",
+                attempts=1,  # a failure only keeps the callback in force; never block moves
             )
         except ExchangeCallFailed as exc:
             workflow.logger.warning("volatility not measured: %s", exc.error.value)
             return
-        measured = volatility_callback_pct(vol, candles)
+        if self.trailing_rule is None or self.trailing_rule.volatility != vol:
+            return  # the rule changed during the fetch: this measurement is not for it
+        if self.close_request is not None or not self._trailing_live():
+            return
+        try:
+            measured = volatility_callback_pct(vol, candles)
+        except ValueError as exc:  # candles out of order: a bad answer, not a bad workflow
+            workflow.logger.warning("volatility not measured: %s", exc)
+            return
         if measured is None or measured == self.measured_callback:
             return
         old = self._trailing_params().callback_pct

@@ -87,3 +87,29 @@ async def test_refresh_applies_a_band_the_workflow_changed_on_its_own(
     await sync_gate(gate, object(), refresh=True)  # type: ignore[arg-type]
     assert gate.band(WID) == (D(99), D(102))
     await gate.close()
+
+
+async def test_a_position_added_during_the_listing_is_not_forgotten(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Adopted from its order stream while the listing ran (and not yet visible in
+    it): the sync keeps it, and keeps the band it came with."""
+
+    async def wake(wid: str, tick: PriceTick) -> BandView:
+        raise AssertionError("no tick in this test")
+
+    gate = PriceGate(wake)
+
+    async def list_running(client: Any, **kwargs: Any) -> list[str]:
+        gate.apply(AFTER_MOVE, prime=True)  # the order stream's adoption, meanwhile
+        return []  # visibility lags the start
+
+    async def load_bands(client: Any, **kwargs: Any) -> list[BandView]:
+        return []
+
+    monkeypatch.setattr(temporal_waker, "list_running", list_running)
+    monkeypatch.setattr(temporal_waker, "load_bands", load_bands)
+    result = await sync_gate(gate, object(), refresh=True)  # type: ignore[arg-type]
+    assert WID in gate and result.removed == 0
+    assert gate.band(WID) == (D(99), D(102))
+    await gate.close()

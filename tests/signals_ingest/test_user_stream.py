@@ -17,11 +17,9 @@ import pytest_asyncio
 from temporalio.testing import WorkflowEnvironment
 
 from domain.position import CloseReason, PositionState
-from domain.trailing import TrailingRule
 from domain.types import Side
-from signals_ingest.gate_process import GateSource
 from signals_ingest.user_stream import changed_symbols
-from tests.workflows.harness import Stack, eventually, live_stack
+from tests.workflows.harness import Stack, live_stack
 from workflows.position_io import CloseRequest, PositionView
 
 
@@ -75,7 +73,6 @@ async def live(
         name="us",
         check_interval=timedelta(hours=1),  # the fallback look never comes in time
         with_gate=True,
-        gate_sync_interval=timedelta(hours=1),  # nor does the gate's listing
     ) as stack:
         yield stack
 
@@ -134,27 +131,3 @@ async def test_a_stop_cancelled_by_hand_is_replaced_at_once(live: Stack) -> None
     assert "stop_missing_detected" in await live.event_types(view.position_id)
     await handle.execute_update("close", CloseRequest())
     assert live.open_stops(symbol) == []
-
-
-async def test_a_new_position_reaches_the_gate_by_its_order_stream(live: Stack) -> None:
-    """Opened after the gate started and never listed: its own entry and stop, seen on
-    the order stream, bring it into the gate, and the gate then trails it."""
-    symbol = "BTCUSDT"
-    rule = TrailingRule(callback_pct=Decimal(1))
-    handle = await live.open(live.on(symbol, Side.LONG, trailing=rule))
-    view = await live.wait_state(handle, PositionState.ACTIVE)
-    [source] = live.gate_sources
-    assert await eventually(lambda: _known(source, handle.id), 10)
-    first = view.snapshot.stop_price
-    entry = view.snapshot.avg_entry_price
-    assert first is not None and entry is not None
-    live.sim.set_price(symbol, entry * Decimal("1.02"))  # the feed brings it to the gate
-    moved = await live.wait_for(
-        handle, lambda v: v.snapshot.stop_price is not None and v.snapshot.stop_price > first
-    )
-    assert moved.snapshot.stop_price is not None and moved.snapshot.stop_price > first
-    await live.close(handle)
-
-
-async def _known(source: GateSource, workflow_id: str) -> bool:
-    return workflow_id in source.gate
