@@ -11,7 +11,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -24,7 +24,7 @@ from domain.client_ids import belongs_to
 from domain.position import PositionSpec, PositionState
 from domain.sizing import SizingMode, SizingRequest, StopRule
 from domain.types import ExchangeId, Side
-from signals_ingest.gate_process import GateSource, run_gate
+from signals_ingest.gate_process import run_gate
 from simulator.server import PaperExchange
 from workers.positions import start_position
 from workers.settings import AccountSettings, Settings
@@ -81,7 +81,6 @@ class Stack:
     store: Store
     settings: Settings
     config: PositionConfig
-    gate_sources: list[GateSource] = field(default_factory=list)
 
     def on(self, symbol: str, side: Side, **extra: Any) -> PositionSpec:
         """`spec(...)` on this stack's account."""
@@ -179,7 +178,6 @@ async def live_stack(
     name: str,
     check_interval: timedelta,
     with_gate: bool = False,
-    gate_sync_interval: timedelta = timedelta(seconds=5),
 ) -> AsyncIterator[Stack]:
     """A paper exchange, a worker (and, `with_gate`, the price gate with its user
     streams) on `client`'s server, with an account of its own named `name`-…"""
@@ -205,21 +203,12 @@ async def live_stack(
         )
         stop = asyncio.Event()
         tasks = [asyncio.create_task(run_worker(client, settings, stop))]
-        sources: list[GateSource] = []
         if with_gate:
-            gate = run_gate(
-                settings,
-                stop,
-                client=client,
-                health_port=-1,
-                events=store,
-                sync_interval=gate_sync_interval,
-                sources_out=sources,
-            )
+            gate = run_gate(settings, stop, client=client, health_port=-1, events=store)
             tasks.append(asyncio.create_task(gate))
         await asyncio.sleep(1)
         try:
-            yield Stack(client, sim, store, settings, config, sources)
+            yield Stack(client, sim, store, settings, config)
         finally:
             stop.set()
             await asyncio.gather(*tasks)
