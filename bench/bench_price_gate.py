@@ -63,6 +63,7 @@ from signals_ingest.price_gate import PriceGate
 from simulator.server import PaperExchange
 from tests.signals_ingest.probe_workflow import GateProbeWorkflow, ProbeInput, probe_runner
 from workers.embedded import find_binary, start_postgres, stop_postgres
+from workers.exchanges import make_market_data_client
 from workers.positions import start_position
 from workers.settings import AccountSettings, Settings
 from workers.temporal import DATA_CONVERTER
@@ -324,6 +325,7 @@ async def crossing_phase() -> dict[str, float | int | bool]:
                     health_port=-1,
                     sync_interval=timedelta(seconds=1),
                     sources_out=sources,
+                    market_data_client=make_market_data_client,
                 )
             )
             while not sources or len(sources[0].gate) < C_POSITIONS:

@@ -30,6 +30,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 from domain.trailing import (
     TrailingParams,
     TrailingState,
+    activation_floor_price,
     activation_price,
     breakeven_trigger_price,
     desired_stop,
@@ -91,8 +92,12 @@ def band_for(state: TrailingState, params: TrailingParams, now: datetime) -> Pri
     or the move in flight, which is placed before the old stop is cancelled): a tick
     there means the exchange's stop should have fired, and the workflow must check.
     The bound on the profit side is the nearest of:
-    - the activation price (trailing inactive); with `activation_pct` None, the
-      first tick activates, so the band is empty;
+    - the activation price (trailing inactive); with `activation_pct` None in POSGUARD
+      mode, the first tick activates, so the band is empty (in FREQTRADE mode the
+      level is then the entry price);
+    - FREQTRADE mode, trailing active: the activation price again while the floor a
+      tick exactly there would earn could still move the stop (a band is an interval,
+      so every tick from that level on wakes);
     - the entry price, once the time activation is due (trailing inactive): any
       tick in profit then activates;
     - the breakeven trigger price (breakeven not yet reached);
@@ -136,6 +141,17 @@ def band_for(state: TrailingState, params: TrailingParams, now: datetime) -> Pri
         threshold = trail_threshold(side, target, params)
         if threshold is not None:
             profit_side.append(threshold)
+
+    floor = activation_floor_price(state, params)
+    level = activation_price(state, params)
+    if state.activated_at is not None and floor is not None and level is not None:
+        # FREQTRADE mode: a price exactly at the level would earn `floor`; wake there
+        # while that would tighten the desired stop into a move (before activation
+        # the level is a bound anyway).
+        tighter = floor > desired if side is Side.LONG else floor < desired
+        floor_qualifies = floor >= target if side is Side.LONG else floor <= target
+        if tighter and floor_qualifies:
+            profit_side.append(level)
 
     # Rounded to the tick toward the inside of the band (long: down), which can only
     # narrow it, and keeps the gate's numbers short. Non-positive levels (a short's

@@ -30,6 +30,9 @@ class ErrorType(StrEnum):
     INVALID_NONCE = "InvalidNonce"
     OPERATION_FAILED = "OperationFailed"
     UNEXPECTED = "UnexpectedError"
+    # the order journal (PostgreSQL) could not record the order before it was
+    # sent; nothing was sent, so a retry is safe
+    JOURNAL_UNAVAILABLE = "JournalUnavailable"
     # permanent: the workflow decides
     INVALID_ORDER = "InvalidOrder"
     ORDER_IMMEDIATELY_FILLABLE = "OrderImmediatelyFillable"
@@ -43,6 +46,9 @@ class ErrorType(StrEnum):
     NOT_SUPPORTED = "NotSupported"
     NO_CHANGE = "NoChange"
     EXCHANGE_ERROR = "ExchangeError"
+    # the client order id is journaled for a different order: nothing was sent;
+    # the details name the journaled order (see domain.journal.JournalEntry)
+    CLIENT_ID_REUSED = "ClientIdReused"
 
     @property
     def retryable(self) -> bool:
@@ -61,6 +67,7 @@ RETRYABLE_TYPES: frozenset[ErrorType] = frozenset(
         # an unknown (non-ccxt) exception may be a transport error: retry, and
         # treat a placement as ambiguous
         ErrorType.UNEXPECTED,
+        ErrorType.JOURNAL_UNAVAILABLE,
     }
 )
 
@@ -70,7 +77,9 @@ NON_RETRYABLE_ERROR_TYPES: tuple[str, ...] = tuple(
 """For `RetryPolicy(non_retryable_error_types=NON_RETRYABLE_ERROR_TYPES)`."""
 
 # Rejected before the exchange processed anything: a placement is not ambiguous.
-_REJECTED_UNPROCESSED = frozenset({ErrorType.RATE_LIMITED, ErrorType.INVALID_NONCE})
+_REJECTED_UNPROCESSED = frozenset(
+    {ErrorType.RATE_LIMITED, ErrorType.INVALID_NONCE, ErrorType.JOURNAL_UNAVAILABLE}
+)
 
 
 class ErrorClass(BaseModel):

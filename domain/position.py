@@ -111,6 +111,9 @@ class CloseReason(StrEnum):
     STOP_BEYOND_MARK = "stop_beyond_mark"  # first stop would trigger at once (-2021)
     ENTRY_NOT_FILLED = "entry_not_filled"
     UNSIZABLE = "unsizable"
+    # the exchange refused to open it before any order existed (unknown symbol,
+    # no permission, or unreachable for the whole opening phase)
+    REJECTED = "rejected"
 
 
 # --- what to open --------------------------------------------------------------
@@ -354,3 +357,53 @@ class PositionSnapshot(BaseModel):
     def with_stop(self, stop: OrderRef | None, at: datetime) -> PositionSnapshot:
         """Snapshot whose live stop is `stop` (None: no stop), stamped as a stop move."""
         return self.model_copy(update={"stop": stop, "stop_moved_at": at, "updated_at": at})
+
+    def with_entry_order(self, entry: OrderRef) -> PositionSnapshot:
+        """Snapshot that remembers `entry` as its entry order (id chosen, or exchange id known)."""
+        return self.model_copy(update={"entry_order": entry})
+
+    def with_emergency_stop(self, ref: OrderRef | None) -> PositionSnapshot:
+        """Snapshot whose live emergency stop is `ref` (None: none)."""
+        return self.model_copy(update={"emergency_stop": ref})
+
+    def with_take_profit(self, ref: OrderRef | None) -> PositionSnapshot:
+        """Snapshot whose resting take-profit is `ref` (None: none)."""
+        return self.model_copy(update={"take_profit": ref})
+
+    def without_exit_orders(self) -> PositionSnapshot:
+        """Snapshot with no stop, emergency stop or take-profit remembered (all final)."""
+        return self.model_copy(update={"stop": None, "emergency_stop": None, "take_profit": None})
+
+    def exit_order_gone(self, client_order_id: str) -> PositionSnapshot:
+        """Snapshot that forgets whichever exit order has `client_order_id`."""
+        update: dict[str, object] = {}
+        for field in ("stop", "emergency_stop", "take_profit"):
+            ref = getattr(self, field)
+            if ref is not None and ref.client_order_id == client_order_id:
+                update[field] = None
+        return self.model_copy(update=update) if update else self
+
+    @property
+    def exit_orders(self) -> tuple[OrderRef, ...]:
+        """The live exit orders: stop, emergency stop, take-profit (those that exist)."""
+        return tuple(r for r in (self.stop, self.emergency_stop, self.take_profit) if r is not None)
+
+    def with_close_reason(self, reason: CloseReason) -> PositionSnapshot:
+        """Snapshot that will be booked as closed for `reason`."""
+        return self.model_copy(update={"close_reason": reason})
+
+    def book_fees(self, fills: Iterable[Fill]) -> PositionSnapshot:
+        """Snapshot with the fees of `fills` added, each trade at most once.
+
+        For executions whose quantity and price are already booked (an entry booked
+        from the order's aggregate fill): only their fees are new.
+        """
+        fresh = self._new_fills(fills)
+        if not fresh:
+            return self
+        return self.model_copy(
+            update={
+                "fees": self.fees + total_fees(fresh),
+                "fill_ids": self.fill_ids + tuple(f.trade_id for f in fresh),
+            }
+        )

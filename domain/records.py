@@ -85,6 +85,10 @@ class OrderRecord(Record):
     average_price: Decimal | None = None
     reduce_only: bool = False
 
+    def with_revision(self, revision: int) -> OrderRecord:
+        """The same row stamped with the workflow's store-write `revision`."""
+        return self.model_copy(update={"revision": revision})
+
 
 class FillRecord(Record):
     """One execution of one of our orders (`fills` row), keyed by (client order id,

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
+from domain.journal import JournalEntry
 from domain.market import MarketFilters
 from domain.orders import OrderIntent, OrderView
 from domain.sizing import StopRule
@@ -23,10 +24,16 @@ class _Request(BaseModel):
 
 
 class PlaceOrderRequest(_Request):
-    """Place `intent`; `look_up_first` when a previous attempt's outcome is unknown."""
+    """Place `intent`; `look_up_first` when a previous attempt's outcome is unknown.
+
+    `position_id` (the workflow sets it: f"{workflow_id}/{first_execution_run_id}")
+    makes the activity journal the order before sending it (domain.journal); a
+    caller that is not a position workflow leaves it None and nothing is journaled.
+    """
 
     intent: OrderIntent
     look_up_first: bool = False
+    position_id: str | None = None
 
 
 class OrderRequest(_Request):
@@ -81,6 +88,13 @@ class EntryWithStopRequest(_Request):
     stop: StopRule
     filters: MarketFilters
     look_up_first: bool = False
+    # Journal both orders before sending them (see PlaceOrderRequest.position_id).
+    position_id: str | None = None
+    # After the fill, how long the activity itself keeps retrying a transient
+    # failure of the stop (200 ms doubling to 2 s) before returning it as stop_error.
+    stop_retry_for_s: float = Field(default=20, ge=0)  # float ok: seconds
+    # How long an entry the exchange still reports unfilled is polled for its fill.
+    entry_fill_wait_s: float = Field(default=5, ge=0)  # float ok: seconds
 
 
 class EntryWithStopResult(BaseModel):
@@ -97,3 +111,5 @@ class EntryWithStopResult(BaseModel):
     stop_price: Decimal | None = None
     stop_error: str | None = None
     stop_ambiguous: bool = False
+    # With stop_error "ClientIdReused": the order journaled under the stop's client id.
+    stop_conflict: JournalEntry | None = None

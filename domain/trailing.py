@@ -55,8 +55,10 @@ __all__ = [
     "Phase",
     "StopMove",
     "TrailingDecision",
+    "TrailingMode",
     "TrailingParams",
     "TrailingState",
+    "activation_floor_price",
     "activation_price",
     "breakeven_stop_price",
     "breakeven_trigger_price",
@@ -181,6 +183,28 @@ class Phase(StrEnum):
     TRAILING = "trailing"
 
 
+class TrailingMode(StrEnum):
+    """Which rule starts the trailing stop (see docs/trailing.md, "Mapping to freqtrade").
+
+    POSGUARD (the default): trailing starts at the first price at or beyond the
+    activation price; with no `activation_pct`, at the first price evaluated. The stop
+    trails `best_price`, which starts at the entry price, so without `activation_pct` a
+    position trails from its entry price even while at a loss.
+
+    FREQTRADE: exactly freqtrade's `trailing_stop` with `stoploss` = the initial stop,
+    `trailing_stop_positive` = `callback_pct`, `trailing_stop_positive_offset` =
+    `activation_pct` (0 when None) and `trailing_only_offset_is_reached=True`
+    (freqtrade/strategy/interface.py `IStrategy.ft_stoploss_adjust`, leverage 1, no
+    fees). Trailing starts only at a price strictly beyond the activation price (with
+    no `activation_pct`: strictly better than the entry price), and a price exactly at
+    the activation price moves the stop to the initial stop's distance from that price
+    (`activation_floor_price`), as freqtrade keeps its `stoploss` distance there.
+    """
+
+    POSGUARD = "posguard"
+    FREQTRADE = "freqtrade"
+
+
 class MoveReason(StrEnum):
     """Why a stop move is sent; also names the phase transitions (all but TRAIL)."""
 
@@ -205,6 +229,8 @@ class TrailingParams(BaseModel):
     - `min_step_pct`: a move smaller than this percent of the live stop is not sent.
     - `min_interval`: least time between two moves sent; moves inside it coalesce.
     - `tick_size`: the symbol's price increment; every computed stop is a multiple.
+    - `mode`: how `activation_pct` starts trailing (`TrailingMode`); FREQTRADE follows
+      freqtrade's rule exactly, POSGUARD (the default) activates at the level itself.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -217,6 +243,7 @@ class TrailingParams(BaseModel):
     time_activation_after: timedelta | None = None
     min_step_pct: _Pct = Decimal(0)
     min_interval: timedelta = timedelta(0)
+    mode: TrailingMode = TrailingMode.POSGUARD
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -238,6 +265,7 @@ class TrailingRule(BaseModel):
 
     With `volatility`, the callback follows the market (`domain.volatility`):
     `callback_pct` is then the fallback used until a measurement exists.
+    `mode=TrailingMode.FREQTRADE` gives freqtrade's exact trailing semantics.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -250,6 +278,7 @@ class TrailingRule(BaseModel):
     min_step_pct: _Pct = Decimal(0)
     min_interval: timedelta = timedelta(0)
     volatility: VolatilityCallback | None = None
+    mode: TrailingMode = TrailingMode.POSGUARD
 
     def params(
         self, tick_size: Decimal, measured_callback_pct: Decimal | None = None
@@ -290,6 +319,10 @@ class TrailingState(BaseModel):
       next move carries it as its reason.
     - `last_move_at`: when the last move was sent (accepted or not).
     - `updated_at`: the `now` of the last `on_price`/`on_timer`.
+    - `initial_stop`: the stop the machine started from (`initial_state`); None in a
+      state saved before it was recorded.
+    - `activation_floor`: FREQTRADE mode only: the stop earned by a price exactly at the
+      activation price (`activation_floor_price`); a floor from then on, in every phase.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -313,6 +346,8 @@ class TrailingState(BaseModel):
     moves_sent: NonNegativeInt = 0
     moves_accepted: NonNegativeInt = 0
     moves_rejected: NonNegativeInt = 0
+    initial_stop: _Price | None = None
+    activation_floor: _Price | None = None
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -364,13 +399,48 @@ def _replace(state: TrailingState, **changes: Any) -> TrailingState:
 
 
 def activation_price(state: TrailingState, params: TrailingParams) -> Decimal | None:
-    """Price at or beyond which trailing activates, or None if `activation_pct` is None
-    (then the first evaluated price activates). Not tick-rounded: it is compared with
-    prices, never sent."""
+    """The activation level: entry moved `activation_pct` into profit. POSGUARD mode:
+    trailing activates at or beyond it, and with `activation_pct` None there is no level
+    (None: the first evaluated price activates). FREQTRADE mode: trailing activates
+    strictly beyond it, and with `activation_pct` None the level is the entry price
+    (freqtrade's offset 0). Not tick-rounded: it is compared with prices, never sent."""
     if params.activation_pct is None:
-        return None
+        return state.entry_price if params.mode is TrailingMode.FREQTRADE else None
     factor = _pct_factor(state.side, params.activation_pct, favourable=True)
     return _ctx().multiply(state.entry_price, factor)
+
+
+def _activates(side: Side, mark: Decimal, level: Decimal, params: TrailingParams) -> bool:
+    """True if `mark` starts trailing at activation level `level` (see `TrailingMode`)."""
+    if params.mode is TrailingMode.FREQTRADE:
+        return _tighter(side, mark, level)  # freqtrade: profit strictly above the offset
+    return _reached(side, mark, level)
+
+
+def activation_floor_price(state: TrailingState, params: TrailingParams) -> Decimal | None:
+    """FREQTRADE mode: the stop that a price exactly at the activation price earns.
+
+    At profit equal to the offset, freqtrade does not switch to the trailing distance
+    yet but does adjust the stop with its `stoploss` distance from that price
+    (`ft_stoploss_adjust`: `bound_profit > sl_offset` is False, the guard
+    `bound_profit < sl_offset` does not stop it). With the initial stop at the
+    `stoploss` distance from entry, that is the initial stop times the activation
+    factor: `initial_stop * (1 + activation_pct/100)` for a long, `* (1 - ...)` for a
+    short, rounded away from the price.
+
+    None in POSGUARD mode, with `activation_pct` None (at offset 0 the level is the
+    entry and the stop it earns is the initial stop itself), without a recorded
+    `initial_stop`, or if the initial stop is not on the loss side of entry (freqtrade
+    cannot express that).
+    """
+    initial = state.initial_stop
+    if params.mode is not TrailingMode.FREQTRADE or params.activation_pct is None:
+        return None
+    if initial is None or not _tighter(state.side, state.entry_price, initial):
+        return None
+    factor = _pct_factor(state.side, params.activation_pct, favourable=True)
+    raw = _ctx(_away(state.side)).multiply(initial, factor)
+    return round_away(state.side, raw, params.tick_size)
 
 
 def breakeven_trigger_price(state: TrailingState, params: TrailingParams) -> Decimal | None:
@@ -406,12 +476,16 @@ def trail_stop(side: Side, best: Decimal, params: TrailingParams) -> Decimal:
 
 def desired_stop(state: TrailingState, params: TrailingParams) -> Decimal:
     """The tightest stop the machine wants from what it knows: the live stop, the
-    breakeven stop once breakeven was reached (a floor in every later phase), and the
-    trailing stop of the best price once trailing is active."""
+    breakeven stop once breakeven was reached (a floor in every later phase), the
+    activation floor once earned (FREQTRADE mode), and the trailing stop of the best
+    price once trailing is active."""
     stops = [state.stop]
     be = breakeven_stop_price(state, params)
     if be is not None and state.breakeven_at is not None:
         stops.append(be)
+    if state.activation_floor is not None:
+        # Earned with the tick size of its time; a changed tick must not make it off-grid.
+        stops.append(round_away(state.side, state.activation_floor, params.tick_size))
     if state.activated_at is not None:
         stops.append(trail_stop(state.side, state.best_price, params))
     return _tightest(state.side, stops)
@@ -467,6 +541,7 @@ def initial_state(
         opened_at=opened_at,
         stop=initial_stop,
         best_price=entry_price,
+        initial_stop=initial_stop,
     )
 
 
@@ -497,6 +572,8 @@ def on_price(
     - the best price is updated even if no move results;
     - breakeven, then activation (price level; else age plus profit), happen at the
       first tick that qualifies, and are reported in `events`;
+    - FREQTRADE mode: a tick exactly at the activation price earns the activation
+      floor (`activation_floor_price`), kept in the state;
     - a move is returned only if: no move is in flight, `min_interval` has passed
       since the last move sent, the new stop is tighter than the live stop by at
       least `min_step_pct`, and it is protective at `mark` (long: strictly below);
@@ -538,6 +615,7 @@ def _evaluate(
     activated_at = state.activated_at
     breakeven_at = state.breakeven_at
     reason_due = state.reason_due
+    floor = state.activation_floor
 
     if mark is not None:
         # Breakeven first so that, if both happen on one tick, the activation (the
@@ -547,10 +625,14 @@ def _evaluate(
             breakeven_at = now
             events.append(MoveReason.BREAKEVEN)
             reason_due = MoveReason.BREAKEVEN
+        level = activation_price(state, params)
+        earned = activation_floor_price(state, params)
+        if earned is not None and mark == level:
+            # freqtrade keeps its stoploss distance at exactly the offset, in any phase.
+            floor = earned if floor is None else _tightest(side, (floor, earned))
         if activated_at is None:
-            level = activation_price(state, params)
             deadline = _time_deadline(state, params)
-            if level is None or _reached(side, mark, level):
+            if level is None or _activates(side, mark, level, params):
                 activated_at = now
                 events.append(MoveReason.ACTIVATED)
                 reason_due = MoveReason.ACTIVATED
@@ -567,6 +649,7 @@ def _evaluate(
         state,
         activated_at=activated_at,
         breakeven_at=breakeven_at,
+        activation_floor=floor,
         phase=_phase_of(activated_at, breakeven_at),
         updated_at=now,
     )
@@ -646,7 +729,8 @@ def on_move_result(
 def with_params(state: TrailingState, params: TrailingParams) -> TrailingState:
     """Adopt new parameters (a workflow update) without ever loosening the stop.
 
-    The live stop, a move in flight, the best price and the counters are kept.
+    The live stop, a move in flight, the best price, an earned activation floor and
+    the counters are kept.
     Phases never go back: a trailing position stays trailing and a reached breakeven
     stays reached even if the new levels are further away (going back could only ask
     for a looser stop, which is never sent). The pending stop is dropped because it

@@ -20,6 +20,9 @@ __all__ = ["main", "run_gate"]
 
 
 async def _gate(args: argparse.Namespace) -> int:
+    # The process's composition root: settings, and the client factory that also
+    # knows the paper exchange, come from workers/ (which may import everything).
+    from workers.exchanges import make_market_data_client
     from workers.settings import Settings
     from workers.temporal import UnreachableError
 
@@ -29,7 +32,13 @@ async def _gate(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await run_gate(settings, stop, shard=Shard.parse(args.shard), health_port=args.health_port)
+        await run_gate(
+            settings,
+            stop,
+            shard=Shard.parse(args.shard),
+            health_port=args.health_port,
+            market_data_client=make_market_data_client,
+        )
     except UnreachableError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -6,6 +6,11 @@
 position workflows (visibility) to pick up new positions and forget closed ones.
 For every account it also follows the private user-data stream (`UserStream`):
 any order update of a symbol makes that symbol's position workflow look again.
+
+The ccxt.pro clients come from `market_data_client(account)`. The default reaches
+real exchanges only; a process that runs accounts on the paper exchange passes the
+factory that knows it (`workers.exchanges.make_market_data_client`), so this package
+never imports the simulator.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from domain.order_updates import OrderChange
+from domain.position_messages import EXCHANGE_UPDATE_SIGNAL, ExchangeUpdate
 from signals_ingest.market_feed import EventSink, MarketFeed, Shard
 from signals_ingest.price_gate import PriceGate
 from signals_ingest.temporal_waker import (
@@ -32,9 +38,16 @@ from signals_ingest.temporal_waker import (
 )
 from signals_ingest.user_stream import Notify, UserStream
 from workers.settings import EMBEDDED_PAPER, AccountSettings, Settings
-from workflows.position_io import WORKFLOW_TYPE, ExchangeUpdate, position_workflow_id
+from workflows.position_io import WORKFLOW_TYPE, position_workflow_id
 
-__all__ = ["GateSource", "HealthServer", "run_gate"]
+__all__ = [
+    "GateSource",
+    "HealthServer",
+    "MarketDataClientFactory",
+    "PaperAccountError",
+    "exchange_market_data_client",
+    "run_gate",
+]
 
 log = logging.getLogger("posguard.gate")
 
@@ -86,19 +99,24 @@ def _source_key(acct: AccountSettings) -> tuple[str, str | None, str | None, boo
     return (acct.exchange, acct.paper_url, acct.paper_ws_url, acct.testnet)
 
 
-def make_market_data_client(acct: AccountSettings) -> Any:
-    """A ccxt.pro client for public mark prices of `acct`'s exchange (paper or real)."""
-    if acct.paper_url is not None:
-        from simulator.client import binanceusdm_client
+# Builds the ccxt.pro client of an account's market data and user-data stream.
+MarketDataClientFactory = Callable[[AccountSettings], Any]
 
-        urls = {"rest": acct.paper_url}
-        if acct.paper_ws_url:
-            urls["ws"] = acct.paper_ws_url
-        return binanceusdm_client(
-            urls,
-            api_key=acct.api_key.get_secret_value(),
-            secret=acct.secret.get_secret_value(),
-            pro=True,
+
+class PaperAccountError(ValueError):
+    """A paper account was given to a factory that only reaches real exchanges."""
+
+
+def exchange_market_data_client(acct: AccountSettings) -> Any:
+    """A ccxt.pro client for public mark prices of `acct`'s real exchange.
+
+    Refuses an account on a paper exchange: the process running one passes its own
+    factory to `run_gate` (`workers.exchanges.make_market_data_client`).
+    """
+    if acct.paper_url is not None:
+        raise PaperAccountError(
+            f"account {acct.name!r} is on a paper exchange ({acct.paper_url}); run the gate "
+            "with run_gate(market_data_client=workers.exchanges.make_market_data_client)"
         )
     import ccxt.pro as ccxt_pro
 
@@ -161,7 +179,7 @@ def _position_notifier(client: Client, acct: AccountSettings, shard: Shard | Non
         workflow_id = position_workflow_id(acct.name, acct.exchange, symbol)
         try:
             await client.get_workflow_handle(workflow_id).signal(
-                "exchange_update",
+                EXCHANGE_UPDATE_SIGNAL,
                 ExchangeUpdate(source="user_stream", detail=detail, orders=tuple(changes)),
             )
         except RPCError as err:
@@ -215,6 +233,7 @@ async def run_gate(
     workflow_type: str = WORKFLOW_TYPE,
     sources_out: list[GateSource] | None = None,
     health_out: list[HealthServer] | None = None,
+    market_data_client: MarketDataClientFactory = exchange_market_data_client,
 ) -> None:
     """Run the market-data process until `stop` is set.
 
@@ -227,7 +246,9 @@ async def run_gate(
     - `sync_interval` / `refresh_every`: how often running positions are listed, and
       every how many listings the bands of all idle positions are re-read;
     - `sources_out` / `health_out`: filled with the live sources and the health server
-      (for tests and embedding).
+      (for tests and embedding);
+    - `market_data_client`: builds each ccxt.pro client (mark prices, user streams);
+      the default reaches real exchanges only, see the module's docstring.
     """
     shard = shard or Shard()
     if client is None:
@@ -244,7 +265,7 @@ async def run_gate(
     sources: list[GateSource] = [] if sources_out is None else sources_out
     for accts in groups.values():
         first = accts[0]
-        exchange = make_market_data_client(first)
+        exchange = market_data_client(first)
         name = f"{first.exchange}:{','.join(a.name for a in accts)}"
         gate = PriceGate(waker, name=name)
         sources.append(
@@ -262,7 +283,7 @@ async def run_gate(
     for acct in settings.accounts:
         if acct.paper_url == EMBEDDED_PAPER:
             continue
-        private = make_market_data_client(acct)
+        private = market_data_client(acct)
         notify = _position_notifier(client, acct, shard)
         streams.append((UserStream(private, notify, account=acct.name, events=events), private))
     port = settings.health_port + 1 if health_port is None else health_port

@@ -42,7 +42,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from workflows.position_io import BandView, PriceTick
+from domain.position_messages import BandView, PriceTick
 
 __all__ = ["GateCounters", "PriceGate", "Waker", "tick_time"]
 

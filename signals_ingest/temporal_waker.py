@@ -23,8 +23,9 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from domain.position_messages import BAND_QUERY, PRICE_UPDATE, BandView, PriceTick
 from signals_ingest.price_gate import PriceGate
-from workflows.position_io import WORKFLOW_TYPE, BandView, PriceTick
+from workflows.position_io import WORKFLOW_TYPE
 
 __all__ = [
     "PositionKey",
@@ -70,7 +71,7 @@ class TemporalWaker:
         self,
         client: Client,
         *,
-        update: str = "price",
+        update: str = PRICE_UPDATE,
         timeout: timedelta = timedelta(seconds=30),
     ) -> None:
         self.client = client
@@ -135,7 +136,7 @@ async def query_band(
     handle = client.get_workflow_handle(workflow_id)
     try:
         return await asyncio.wait_for(
-            handle.query("band", result_type=BandView, rpc_timeout=timeout),
+            handle.query(BAND_QUERY, result_type=BandView, rpc_timeout=timeout),
             timeout.total_seconds(),  # float ok: seconds
         )
     except Exception as exc:

@@ -22,12 +22,19 @@ import pytest
 import pytest_asyncio
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.service import RetryConfig
 from temporalio.testing import WorkflowEnvironment
 
 from activities.store.repository import Store
-from workers.embedded import find_binary, start_postgres
+from tests.waiting import PATIENCE_S
+from workers.embedded import TIMER_PRECISION_ARGS, find_binary, start_postgres
 from workers.temporal import DATA_CONVERTER
 from workflows.search_attributes import ALL_KEYS
+
+# The tests' Temporal clients retry a request that failed for want of time (the
+# connection broke, the server was starved: "transport error" on a busy machine) for
+# as long as a test waits for anything, instead of the SDK's default 10 s.
+PATIENT = RetryConfig(max_elapsed_time_millis=int(PATIENCE_S * 1000), max_retries=1000)
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
@@ -38,6 +45,8 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
         data_converter=DATA_CONVERTER,
         search_attributes=list(ALL_KEYS),
         dev_server_log_level="error",
+        dev_server_extra_args=TIMER_PRECISION_ARGS,
+        retry_config=PATIENT,
     )
     try:
         yield env
@@ -51,6 +60,7 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=find_binary("temporal-test-server"),
         data_converter=DATA_CONVERTER,
+        retry_config=PATIENT,
     )
     await env.client.operator_service.add_search_attributes(
         AddSearchAttributesRequest(
@@ -58,7 +68,8 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
             search_attributes={
                 key.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for key in ALL_KEYS
             },
-        )
+        ),
+        retry=True,
     )
     try:
         yield env

@@ -50,6 +50,7 @@ async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_gate(args: argparse.Namespace, settings: Settings) -> int:
     from signals_ingest.gate_process import run_gate
     from signals_ingest.market_feed import Shard
+    from workers.exchanges import make_market_data_client
     from workers.worker import open_store
 
     store = await open_store(settings)  # WEBSOCKET_* events are recorded
@@ -60,6 +61,7 @@ async def cmd_gate(args: argparse.Namespace, settings: Settings) -> int:
             shard=Shard.parse(args.shard),
             health_port=args.health_port,
             events=store,
+            market_data_client=make_market_data_client,
         )
     finally:
         await store.close()

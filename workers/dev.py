@@ -16,6 +16,7 @@ from simulator.markets import build_markets
 from simulator.prices import make_source
 from simulator.server import PaperExchange
 from workers.embedded import TemporalDevServer
+from workers.exchanges import make_market_data_client
 from workers.settings import EMBEDDED_PAPER, Settings
 from workers.temporal import connect
 from workers.worker import run_worker
@@ -86,7 +87,10 @@ async def run_dev_stack(settings: Settings, stop: asyncio.Event) -> int:
         # Worker and price gate side by side; either failing stops both.
         tasks = [
             asyncio.create_task(run_worker(client, settings, stop), name="worker"),
-            asyncio.create_task(run_gate(settings, stop, client=client), name="price-gate"),
+            asyncio.create_task(
+                run_gate(settings, stop, client=client, market_data_client=make_market_data_client),
+                name="price-gate",
+            ),
         ]
         await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         stop.set()

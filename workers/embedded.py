@@ -25,6 +25,14 @@ class EmbeddedError(RuntimeError):
     """An embedded server could not be found or started."""
 
 
+# The dev server pushes every timer at least 1 s ahead by default (timer-queue read
+# batching). Then a 200 ms activity retry takes about a second, and a worker that
+# died holding a filled entry is replaced 2-3 s later: too slow for the promise that
+# a filled entry's stop is live within 2 s of a worker's death (docs/safety.md).
+# 20 ms costs more frequent timer-queue reads, nothing else.
+TIMER_PRECISION_ARGS = ["--dynamic-config-value", 'history.timerProcessorMaxTimeShift="20ms"']
+
+
 def find_binary(name: str) -> str:
     """Path of a console binary installed into this environment (e.g. `temporal`)."""
     found = shutil.which(name, path=sysconfig.get_path("scripts")) or shutil.which(name)
@@ -130,6 +138,7 @@ class TemporalDevServer:
             "--log-level",
             "warn",
             *search_attribute_flags(),
+            *TIMER_PRECISION_ARGS,
         ]
 
     def start(self) -> None:

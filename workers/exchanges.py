@@ -47,6 +47,30 @@ def make_exchange(account: AccountSettings) -> Any:
     return client
 
 
+def make_market_data_client(account: AccountSettings) -> Any:
+    """A ccxt.pro client for `account`'s mark prices and user-data stream: the paper
+    exchange's when `account.paper_url` is set, else the real exchange's.
+
+    The price gate receives it (`run_gate(market_data_client=...)`): `signals_ingest`
+    does not import the simulator, the processes started from here hand it in.
+    """
+    if account.paper_url is None:
+        from signals_ingest.gate_process import exchange_market_data_client
+
+        return exchange_market_data_client(account)
+    from simulator.client import binanceusdm_client
+
+    urls = {"rest": account.paper_url}
+    if account.paper_ws_url:
+        urls["ws"] = account.paper_ws_url
+    return binanceusdm_client(
+        urls,
+        api_key=account.api_key.get_secret_value(),
+        secret=account.secret.get_secret_value(),
+        pro=True,
+    )
+
+
 def make_gateways(accounts: list[AccountSettings]) -> dict[str, ExchangeGateway]:
     """One gateway per usable account, keyed by account name.
 

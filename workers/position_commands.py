@@ -488,6 +488,8 @@ async def cmd_open(args: argparse.Namespace, settings: Settings) -> int:
         print("NEEDS INTERVENTION: the stop could not be placed; an emergency stop protects it")
     elif is_terminal(state):
         print(f"not opened: {state.value} ({view.snapshot.close_reason or 'no reason'})")
+        if view.last_error:
+            print(f"why: {view.last_error}")
     else:
         print(
             f"still {state.value} after {args.timeout:g} s; the workflow keeps going: "

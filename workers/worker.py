@@ -118,18 +118,22 @@ async def run_worker(
     stop: asyncio.Event,
     *,
     gateways: dict[str, ExchangeGateway] | None = None,
+    ready: asyncio.Event | None = None,
 ) -> None:
     """Run the workers until `stop` is set; records process started/stopped events.
 
     One worker for workflows and store activities on `settings.task_queue`, and
-    one per account for that account's exchange activities.
+    one per account for that account's exchange activities. `ready` (if given) is
+    set once the store is migrated and every worker is started (they poll from
+    then on); a start that fails raises instead, so a caller waits on `ready` or on
+    this coroutine, never on the clock.
     """
     store = await open_store(settings)
     own_gateways = gateways is None
     gateways = make_gateways(settings.accounts) if gateways is None else gateways
     try:
         store_activities = StoreActivities(store)
-        exchange_activities = ExchangeActivities(gateways, events=store)
+        exchange_activities = ExchangeActivities(gateways, events=store, journal=store)
         # The workflow worker also holds the exchange activities, which workflows run
         # as local activities where latency matters (a stop move).
         workers = [
@@ -156,6 +160,8 @@ async def run_worker(
             for worker in workers:
                 await running.enter_async_context(worker)
             log.info("worker polling task queue %r", settings.task_queue)
+            if ready is not None:
+                ready.set()
             await stop.wait()
         await watch
         await health.stop()

@@ -7,6 +7,13 @@ A crash of any process resumes mid-step: every exchange call is an activity,
 placements are idempotent by client order id, and every transition is an
 idempotent store write.
 
+Two rules hold by construction (docs/safety.md):
+- no exception escapes workflow code: every activity outcome is a value the code
+  handles, and a step that fails anyway is caught by the main loop, alerted and
+  retried with backoff while the exchange's stop keeps protecting;
+- the workflow ends only on a verified flat position with every order of its own
+  final on the exchange (or by handing its whole state to the next run).
+
 This workflow is the single writer of its position's orders. The reconciler and
 the user-data stream only *signal* it (`exchange_update`); operators close it
 with the `close` update or by cancelling the workflow.
@@ -15,14 +22,16 @@ with the `close` update or by cancelling the workflow.
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any, cast
 
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
+from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
+    from activities.exchange.activities import ExchangeActivities
     from domain.band import band_for
     from domain.client_ids import OrderStep, client_order_id, parse_client_id
     from domain.errors import ErrorType
@@ -48,6 +57,7 @@ with workflow.unsafe.imports_passed_through():
         TrailingParamsChanged,
         TrailingRemoved,
     )
+    from domain.managed_position import ManagedPosition
     from domain.market import MarketFilters
     from domain.order_updates import needs_look
     from domain.orders import (
@@ -64,12 +74,11 @@ with workflow.unsafe.imports_passed_through():
     )
     from domain.position import (
         CloseReason,
-        PositionSnapshot,
         PositionState,
-        initial_state,
         is_open_on_exchange,
         is_terminal,
     )
+    from domain.position_messages import BAND_QUERY, EXCHANGE_UPDATE_SIGNAL, PRICE_UPDATE
     from domain.protection import (
         ActionKind,
         ProtectionAttempt,
@@ -81,7 +90,6 @@ with workflow.unsafe.imports_passed_through():
         on_stop_filled,
         start_protection,
     )
-    from domain.records import AlertRecord, FillRecord, OrderRecord
     from domain.requests import (
         EntryWithStopRequest,
         EntryWithStopResult,
@@ -89,18 +97,10 @@ with workflow.unsafe.imports_passed_through():
         SymbolRequest,
     )
     from domain.sizing import InvalidStop, NotSized, size_position, stop_level, take_profit_level
-    from domain.trailing import (
-        StopMove,
-        TrailingRule,
-        TrailingState,
-        on_price,
-        on_timer,
-        with_params,
-    )
+    from domain.trailing import TrailingRule, on_price, on_timer, with_params
     from domain.types import Severity, Side
     from workflows.position_io import (
         BandView,
-        CarriedState,
         CloseRequest,
         CloseResult,
         ExchangeUpdate,
@@ -119,6 +119,17 @@ _STEP_OF_INTENT = {
     ProtectionStep.PLACE_STOP: OrderStep.STOP,
     ProtectionStep.PLACE_EMERGENCY_STOP: OrderStep.EMERGENCY_STOP,
 }
+# Before anything is placed, these answers mean the position cannot be opened.
+_REFUSALS = frozenset(t for t in ErrorType if not t.retryable)
+# Reads of the opening phase give up after this many failed rounds: a trader who
+# asked for a position now does not want it opened an hour later.
+_OPENING_READ_ROUNDS = 3
+_GONE = (OrderStatus.CANCELED, OrderStatus.EXPIRED, OrderStatus.REJECTED)
+
+
+def _executed(view: OrderView) -> bool:
+    """Whether an order executed at all (a triggered algo stop may report no quantity)."""
+    return view.status is OrderStatus.FILLED or view.filled_qty > 0
 
 
 @workflow.defn(name="PositionWorkflow")
@@ -131,42 +142,31 @@ class PositionWorkflow(Trailing):
     - the stop-loss protects the *filled* quantity, and the position is never
       left unprotected silently (see `domain.protection`);
     - every state change is recorded as an event and in the positions/orders rows;
-    - messages: `close` (update), `exchange_update` (signal), `state` (query).
+    - it ends only when the exchange holds neither its position nor an open order
+      of its own (verified), or by continuing as new with its whole state;
+    - messages: `close` (update), `price` (update, from the price gate),
+      `set_trailing` (update), `exchange_update` (signal), `state` and `band` (queries).
     """
 
     @workflow.init
     def __init__(self, inp: PositionInput) -> None:
         self.spec = inp.spec
         self.cfg = inp.config
-        carried = inp.carried
-        self.s = (
-            carried.snapshot if carried else PositionSnapshot(state=initial_state(inp.spec.adopt))
+        self.m = inp.carried or ManagedPosition.opening(
+            adopt=inp.spec.adopt, trailing_rule=inp.spec.trailing
         )
-        self.filters: MarketFilters | None = carried.filters if carried else None
-        self.stale: list[OrderRef] = list(carried.stale_orders) if carried else []
-        self.runs = carried.runs if carried else 1
-        self.revision = carried.revision if carried else 0
-        self.trailing_rule: TrailingRule | None = (
-            carried.trailing_rule if carried else inp.spec.trailing
-        )
-        self.trail: TrailingState | None = carried.trailing if carried else None
-        self.measured_callback: Decimal | None = carried.measured_callback_pct if carried else None
-        self.measured_at: datetime | None = carried.measured_at if carried else None
-        self.pending_move: StopMove | None = None
+        self.pending_move = None
         self.draining = False  # continue-as-new under way: ticks only observed
-        self.close_request: CloseRequest | None = None
-        if carried and carried.close_reason is not None:
-            self.close_request = CloseRequest(reason=carried.close_reason)
-        self.look_requested = False
         # Client ids whose "open" / "cancelled" echo from the user stream needs no look.
-        self.placing: set[str] = set()
-        self.cancelling: list[str] = []
-        self.outbox: list[Any] = []
-        self.order_rows: list[OrderRecord] = []
-        self.fill_rows: list[FillRecord] = []
-        self.alerts: list[AlertRecord] = []
-        self.writes: list[workflow.ActivityHandle[int]] = []
-        self.flushed: PositionSnapshot | None = None  # the snapshot last written
+        self.placing = set()
+        self.cancelling = []
+        self.outbox = []
+        self.order_rows = []
+        self.fill_rows = []
+        self.alerts = []
+        self.writes = []
+        self.flushed = None  # the state last written
+        self.step_failures = 0
 
     # --- messages ------------------------------------------------------------------------
 
@@ -178,20 +178,22 @@ class PositionWorkflow(Trailing):
             position_id=self.position_id,
             spec=self.spec,
             snapshot=self.s,
-            stale_orders=self.stale,
-            runs=self.runs,
+            stale_orders=list(self.m.stale_orders),
+            fills_due=list(self.m.fills_due),
+            last_error=self.m.last_error,
+            runs=self.m.runs,
             history_length=workflow.info().get_current_history_length(),
             trailing_rule=self.trailing_rule,
             trailing=self.trail,
             measured_callback_pct=self.measured_callback,
         )
 
-    @workflow.query
+    @workflow.query(name=BAND_QUERY)
     def band(self) -> BandView:
         """The price band the gate must watch for this position."""
         return self._band()
 
-    @workflow.update
+    @workflow.update(name=PRICE_UPDATE)
     async def price(self, tick: PriceTick) -> BandView:
         """A mark price outside the band: act on it, answer with the new band.
 
@@ -199,16 +201,16 @@ class PositionWorkflow(Trailing):
         the answer, so a stop move it causes is finished (new stop placed, old one
         cancelled) before the next price for this position can arrive.
         """
-        self.s = self.s.observe_price(tick.price)
+        self._snap(self.s.observe_price(tick.price))
         # Until the entry and its first stop are settled there is no band to give;
         # answering an empty one would leave the gate silent for this position.
         await workflow.wait_condition(lambda: self.s.state not in _OPENING)
         stop = self.s.stop_price
         if stop is not None and self.spec.side.sign * (tick.price - stop) <= 0:
-            self.look_requested = True  # the exchange's stop should have fired: check
-        if self._trailing_live() and not self.draining:
+            self.m = self.m.look_wanted()  # the exchange's stop should have fired: check
+        if self._may_trail():
             await workflow.wait_condition(lambda: self.pending_move is None)
-            if self._trailing_live() and not self.draining:
+            if self._may_trail():
                 params, trail = self._trailing_params(), self.trail
                 assert trail is not None
                 band = self._band()
@@ -219,10 +221,16 @@ class PositionWorkflow(Trailing):
                     ),
                     flush=False,
                 )
-                self._apply_trailing(on_price(trail, params, tick.price, workflow.now()))
+                try:
+                    self._apply_trailing(on_price(trail, params, tick.price, workflow.now()))
+                except Exception as exc:  # a bug must not fail the task: the stop stays
+                    self._step_failed(exc, "trailing on a price")
                 await workflow.wait_condition(lambda: self.pending_move is None)
         self._flush()
         return self._band()
+
+    def _may_trail(self) -> bool:
+        return self._trailing_live() and not self.draining and self.m.close_requested is None
 
     @workflow.update
     def set_trailing(self, rule: TrailingRule) -> TrailingRule | None:
@@ -231,13 +239,9 @@ class PositionWorkflow(Trailing):
         The live stop never loosens: a looser setting only stops future moves.
         """
         old = self.trailing_rule
-        self.trailing_rule = rule
-        if old is None or old.volatility != rule.volatility:
-            # Measured under another rule (or none): measure again, the fixed
-            # callback applies until then.
-            self.measured_callback, self.measured_at = None, None
+        self.m = self.m.with_trailing_rule(rule)
         if self.trail is not None:
-            self.trail = with_params(self.trail, self._trailing_params())
+            self.m = self.m.with_trailing(with_params(self.trail, self._trailing_params()))
         elif self.s.state is PositionState.ACTIVE:
             self._start_trailing()
         self._emit(
@@ -252,9 +256,12 @@ class PositionWorkflow(Trailing):
 
     @set_trailing.validator
     def _validate_set_trailing(self, rule: TrailingRule) -> None:
-        if is_terminal(self.s.state) or self.filters is None:
+        if is_terminal(self.s.state) or self.m.filters is None:
             raise ApplicationError(f"position is {self.s.state}", type="NotOpen")
-        rule.params(self.filters.tick_size)  # raises if invalid for this symbol
+        try:
+            rule.params(self.m.filters.tick_size)
+        except ValueError as exc:  # invalid for this symbol: refused, the workflow is untouched
+            raise ApplicationError(str(exc), type="InvalidTrailing") from None
 
     def _band(self) -> BandView:
         open_ = not is_terminal(self.s.state)
@@ -273,22 +280,21 @@ class PositionWorkflow(Trailing):
             open=open_,
         )
 
-    @workflow.signal
+    @workflow.signal(name=EXCHANGE_UPDATE_SIGNAL)
     def exchange_update(self, update: ExchangeUpdate) -> None:
         """Something changed on the exchange: read the stop and the position again,
         unless the update only echoes this workflow's own placements and cancels."""
-        live = (self.s.stop, self.s.emergency_stop, self.s.take_profit)
-        expected_open = {r.client_order_id for r in live if r is not None} | self.placing
-        expected_cancelled = {*self.cancelling, *(r.client_order_id for r in self.stale)}
+        expected_open = {r.client_order_id for r in self.s.exit_orders} | self.placing
+        expected_cancelled = {*self.cancelling, *(r.client_order_id for r in self.m.stale_orders)}
         if needs_look(
             update.orders, expected_open=expected_open, expected_cancelled=expected_cancelled
         ):
-            self.look_requested = True
+            self.m = self.m.look_wanted()
 
     @workflow.update
     async def close(self, request: CloseRequest) -> CloseResult:
         """Close at market, cancel every remaining order, and return how it ended."""
-        self.close_request = request
+        self.m = self.m.close_accepted(request.reason, request.requested_by)
         await workflow.wait_condition(lambda: is_terminal(self.s.state))
         return self._result()
 
@@ -296,7 +302,7 @@ class PositionWorkflow(Trailing):
     def _validate_close(self, request: CloseRequest) -> None:
         if is_terminal(self.s.state):
             raise ApplicationError(f"position already {self.s.state}", type="AlreadyClosed")
-        if self.close_request is not None or self.s.state is PositionState.CLOSING:
+        if self.m.close_requested is not None or self.s.state is PositionState.CLOSING:
             raise ApplicationError("position is already closing", type="AlreadyClosing")
 
     # --- main ----------------------------------------------------------------------------
@@ -306,13 +312,16 @@ class PositionWorkflow(Trailing):
         """Drive the position to a terminal state; returns how it ended."""
         try:
             if inp.carried is None:
-                await self._begin()
+                self._started()
+            else:
+                self._set_search_state()
             while not is_terminal(self.s.state):
-                await self._step()
+                await self._guarded(self._step)
         except asyncio.CancelledError:
             # `temporal workflow cancel` means "close this position": never leave
-            # an exchange position unmanaged.
-            await self._wind_down()
+            # an exchange position or an order unmanaged.
+            while not is_terminal(self.s.state):
+                await self._guarded(self._wind_down)
             await self._drain_writes()
             raise
         await self._drain_writes()
@@ -320,25 +329,35 @@ class PositionWorkflow(Trailing):
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._result()
 
-    async def _wind_down(self) -> None:
-        """After a cancellation: close whatever the exchange holds for us, then end."""
-        ref = self.s.entry_order
-        if self.s.state is PositionState.PENDING_ENTRY and ref is not None:
-            # The entry may have been accepted just before the cancel: ask the exchange.
-            intent = entry_intent(ref.client_order_id, self.spec.symbol, self.spec.side, ref.qty)
-            view = await self._find(intent, patient=True)
-            if view is not None and view.filled_qty > 0:
-                self._transition(PositionState.ENTRY_PLACED)
-                self.s = self.s.apply_entry_fills([self._aggregate_fill(view)], workflow.now())
-                self._record_order(intent, view)
-        if self.s.state is PositionState.ENTRY_PLACED:
-            self._transition(PositionState.PENDING_SL)
-        if is_open_on_exchange(self.s.state) and self.s.qty > 0:
-            await self._close(CloseReason.OPERATOR, requested_by="workflow cancellation")
-        elif not is_terminal(self.s.state):
-            self._transition(PositionState.ROLLED_BACK, CloseReason.OPERATOR)
+    async def _guarded(self, step: Any) -> None:
+        """Run one step; a failure of ours becomes a critical alert and a later retry.
 
-    async def _begin(self) -> None:
+        Every exchange outcome is handled where it happens; this is the net under
+        that: a bug or an answer nobody foresaw must not fail the workflow task on
+        every replay (a frozen position). The stop on the exchange keeps protecting
+        while the step is retried with backoff.
+        """
+        try:
+            await step()
+            self.step_failures = 0
+        except (asyncio.CancelledError, workflow.NondeterminismError):
+            raise
+        except Exception as exc:  # the net: every failure becomes an alert
+            self.step_failures += 1
+            self._step_failed(exc, self.s.state.value)
+            await self._sleep(self._backoff(self.step_failures), "retry the failed step")
+
+    def _step_failed(self, exc: Exception, where: str) -> None:
+        """Record and alert a failure of the workflow's own code (critical)."""
+        self.m = self.m.error_noted(f"{type(exc).__name__}: {exc}")
+        self._alert(
+            Severity.CRITICAL,
+            "position cannot make progress",
+            f"{self.spec.symbol} ({where}): {type(exc).__name__}: {exc}; "
+            "its stop stays on the exchange; retrying",
+        )
+
+    def _started(self) -> None:
         self._set_search_state()
         self._emit(
             EventType.POSITION_CREATE_STARTED,
@@ -349,28 +368,95 @@ class PositionWorkflow(Trailing):
                 signal_id=self.spec.signal_id,
             ),
         )
-        self.filters = await self._call(
-            "exchange.filters",
-            SymbolRequest(account=self.spec.account, symbol=self.spec.symbol),
-            MarketFilters,
-            summary=f"filters {self.spec.symbol}",
-        )
-        if self.spec.adopt:
-            await self._adopt()
-        else:
-            await self._enter()
 
     async def _step(self) -> None:
         """One round of the lifecycle, chosen by state."""
         state = self.s.state
-        if state is PositionState.PENDING_SL:
+        if self.m.filters is None:
+            await self._load_filters()
+        elif self.spec.adopt and self.s.opened_at is None:
+            await self._adopt()
+        elif state is PositionState.PENDING_ENTRY and self._close_before_entry():
+            self._roll_back(CloseReason.OPERATOR, "closed before the entry was placed")
+        elif state is PositionState.PENDING_SL:
             await self._protect()
         elif state is PositionState.CLOSING:
             await self._close(self.s.close_reason or CloseReason.OPERATOR)
         elif state in (PositionState.ACTIVE, PositionState.FAILED):
             await self._watch()
-        else:  # pending_entry / entry_placed after a crash mid-entry: resolve the entry
+        else:  # pending_entry / entry_placed (also after a crash mid-entry)
             await self._enter()
+
+    def _close_before_entry(self) -> bool:
+        return self.m.close_requested is not None and self.s.entry_order is None
+
+    async def _wind_down(self) -> None:
+        """After a cancellation: close whatever the exchange holds for us, then end."""
+        state = self.s.state
+        if self.spec.adopt and self.s.opened_at is None:
+            self._roll_back(CloseReason.OPERATOR, "cancelled before adoption")
+            return
+        if state is PositionState.PENDING_ENTRY and self.s.entry_order is None:
+            self._roll_back(CloseReason.OPERATOR, "cancelled before the entry was placed")
+            return
+        ref = self.s.entry_order
+        if state is PositionState.PENDING_ENTRY and ref is not None:
+            # The entry may have been accepted just before the cancel: the truth decides.
+            intent = entry_intent(ref.client_order_id, self.spec.symbol, self.spec.side, ref.qty)
+            view = await self._resolve_unknown_entry(intent)
+            view = await self._settle_entry(intent, view)
+            if view is None:
+                return  # rolled back, or adopted from the exchange's position
+            await self._book_entry(intent, view)
+        if self.s.state is PositionState.ENTRY_PLACED:
+            self._transition(PositionState.PENDING_SL)
+        if is_open_on_exchange(self.s.state) and self.s.qty > 0:
+            await self._close(CloseReason.OPERATOR, requested_by="workflow cancellation")
+        elif not is_terminal(self.s.state):
+            self._roll_back(CloseReason.OPERATOR, "cancelled")
+
+    def _roll_back(self, reason: CloseReason, why: str, error: str = "Cancelled") -> None:
+        """End a position that never held anything on the exchange."""
+        self.m = self.m.error_noted(f"{error}: {why}")
+        self._emit(
+            EventType.ENTRY_ORDER_FAILED,
+            OrderFailed(
+                client_order_id=None
+                if self.s.entry_order is None
+                else self.s.entry_order.client_order_id,
+                error_type=error,
+                message=why,
+            ),
+        )
+        self._transition(PositionState.ROLLED_BACK, reason)
+
+    async def _load_filters(self) -> None:
+        """The symbol's trading filters; a refusal before the entry rolls the position back."""
+        request = SymbolRequest(account=self.spec.account, symbol=self.spec.symbol)
+        try:
+            filters = cast(
+                MarketFilters,
+                await self._read(
+                    ExchangeActivities.filters,
+                    request,
+                    summary=f"filters {self.spec.symbol}",
+                    give_up_on=() if self.spec.adopt else _REFUSALS,
+                    rounds=None if self.spec.adopt else _OPENING_READ_ROUNDS,
+                ),
+            )
+        except ExchangeCallFailed as exc:
+            self._refused(exc)
+            return
+        self.m = self.m.with_filters(filters)
+
+    def _refused(self, exc: ExchangeCallFailed) -> None:
+        """The exchange refused to open the position before any order existed."""
+        self._alert(
+            Severity.WARNING,
+            "position not opened",
+            f"{self.spec.symbol}: {exc.error.value}: {str(exc)[:300]}",
+        )
+        self._roll_back(CloseReason.REJECTED, str(exc)[:500], exc.error.value)
 
     # --- entry ---------------------------------------------------------------------------
 
@@ -378,7 +464,19 @@ class PositionWorkflow(Trailing):
         spec, filters = self.spec, self._filters()
         assert spec.sizing is not None
         if self.s.entry_order is None:
-            mark = await self._mark_price()
+            try:
+                mark = cast(
+                    Decimal,
+                    await self._read(
+                        ExchangeActivities.mark_price,
+                        SymbolRequest(account=spec.account, symbol=spec.symbol),
+                        summary=f"mark {spec.symbol}",
+                        give_up_on=_REFUSALS,
+                        rounds=_OPENING_READ_ROUNDS,
+                    ),
+                )
+            except ExchangeCallFailed as exc:
+                return self._refused(exc)
             try:
                 stop_preview = stop_level(spec.side, mark, spec.stop, filters)
             except InvalidStop as exc:
@@ -388,17 +486,13 @@ class PositionWorkflow(Trailing):
                 return self._roll_back_unsized(f"cannot size: {sized.reason}")
             cid = self._new_cid(OrderStep.ENTRY)
             self._new_cid(OrderStep.STOP)  # the entry's stop takes the next sequence
-            self.s = self.s.model_copy(
-                update={"entry_order": OrderRef(client_order_id=cid, qty=sized.qty)}
-            )
+            self._snap(self.s.with_entry_order(OrderRef(client_order_id=cid, qty=sized.qty)))
         ref = self.s.entry_order
         assert ref is not None
         intent = entry_intent(ref.client_order_id, spec.symbol, spec.side, ref.qty)
-        parsed = parse_client_id(ref.client_order_id)
-        assert parsed is not None
-        stop_cid = client_order_id(self.workflow_id, self.chain, OrderStep.STOP, parsed.seq + 1)
+        stop_cid = self._entry_stop_cid(ref)
         # After a crash the placement may already have happened: look it up first.
-        resumed = self.s.state is not PositionState.PENDING_ENTRY or ref.exchange_order_id
+        resumed = self.s.state is not PositionState.PENDING_ENTRY or bool(ref.exchange_order_id)
         view: OrderView | None = None
         error: ErrorType | None = None
         placed: EntryWithStopResult | None = None
@@ -406,38 +500,124 @@ class PositionWorkflow(Trailing):
             placed = cast(
                 EntryWithStopResult,
                 await self._call(
-                    "exchange.place_entry_with_stop",
+                    ExchangeActivities.place_entry_with_stop,
                     EntryWithStopRequest(
                         account=spec.account,
                         entry=intent,
                         stop_client_order_id=stop_cid,
                         stop=spec.stop,
                         filters=filters,
-                        look_up_first=bool(resumed),
+                        look_up_first=resumed,
+                        position_id=self.position_id,
+                        stop_retry_for_s=self.cfg.entry_stop_retry.total_seconds(),
                     ),
-                    EntryWithStopResult,
                     summary=f"entry {intent.side.value} {intent.qty} {intent.symbol} + stop",
+                    heartbeat_timeout=self.cfg.entry_heartbeat_timeout,
+                    timeout=self.cfg.entry_call_timeout,
+                    cancellation=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
                 ),
             )
             view = placed.entry
         except ExchangeCallFailed as exc:
             error = exc.error
-        if view is None and error is not None and error.retryable:
-            view = await self._find(intent, patient=True)  # ambiguous: the truth decides
-        if view is not None and not view.is_final and view.filled_qty == 0:
-            view = await self._await_entry_fill(intent, view)
-        if view is None or view.filled_qty == 0:
+        if view is None and (error is None or error.retryable):
+            view = await self._resolve_unknown_entry(intent)  # ambiguous: the truth decides
+        elif view is None:
             self._emit(
                 EventType.ENTRY_ORDER_FAILED,
                 OrderFailed(
                     client_order_id=intent.client_order_id,
                     error_type=(error or ErrorType.EXCHANGE_ERROR).value,
-                    message="entry not filled" if error is None else "entry refused",
+                    message="entry refused",
                 ),
             )
-            self._record_order(intent, view)
+            self._record_order(intent, None, status=OrderStatus.REJECTED)
             self._transition(PositionState.ROLLED_BACK, CloseReason.ENTRY_NOT_FILLED)
             return
+        view = await self._settle_entry(intent, view)
+        if view is None:
+            return
+        await self._book_entry(intent, view)
+        self._transition(PositionState.PENDING_SL)
+        await self._protect(*self._entry_stop_outcome(placed, stop_cid))
+        await self._book_entry_fees(intent.client_order_id)
+
+    def _entry_stop_cid(self, ref: OrderRef) -> str:
+        parsed = parse_client_id(ref.client_order_id)
+        assert parsed is not None
+        return client_order_id(self.workflow_id, self.chain, OrderStep.STOP, parsed.seq + 1)
+
+    async def _resolve_unknown_entry(self, intent: OrderIntent) -> OrderView | None:
+        """An entry whose placement outcome is unknown: ask the exchange until sure.
+
+        An accepted order can show up late, so it is looked up over a window before
+        it is judged absent; judged absent, a position that exists anyway on our
+        side is taken as ours and protected (never left without a stop).
+        """
+        loop_start = workflow.now()
+        delay = timedelta(milliseconds=250)
+        while True:
+            view = await self._find(intent)
+            if view is not None:
+                return view
+            if workflow.now() - loop_start >= self.cfg.ambiguous_entry_window:
+                return None
+            await self._sleep(delay, "look the entry up again")
+            delay = min(delay * 2, timedelta(seconds=4))
+
+    async def _settle_entry(self, intent: OrderIntent, view: OrderView | None) -> OrderView | None:
+        """The entry as it finally stands: filled (returned), or rolled back (None).
+
+        An entry still resting after a few seconds is cancelled, and what it filled
+        until the cancel is kept. Nothing found and nothing filled: the position is
+        checked before rolling back, so a live position is never abandoned.
+        """
+        if view is not None and not view.is_final and view.filled_qty == 0:
+            view = await self._await_entry_fill(intent, view)
+        if view is not None and not view.is_final:
+            ref = OrderRef(
+                client_order_id=intent.client_order_id,
+                exchange_order_id=view.exchange_order_id,
+                qty=intent.qty,
+            )
+            done, final = await self._cancel(ref)
+            if not done:
+                return None  # kept as stale; the next step resolves it again
+            view = final if final is not None else await self._find(intent)
+        if view is not None and view.filled_qty > 0:
+            return view
+        pos = await self._position()
+        if not pos.is_flat and pos.side is self.spec.side and pos.entry_price is not None:
+            await self._adopt_unknown_entry(intent, pos)
+            return None
+        self._emit(
+            EventType.ENTRY_ORDER_FAILED,
+            OrderFailed(
+                client_order_id=intent.client_order_id,
+                error_type=ErrorType.EXCHANGE_ERROR.value,
+                message="entry not filled",
+            ),
+        )
+        self._record_order(intent, view, status=None if view else OrderStatus.REJECTED)
+        self._transition(PositionState.ROLLED_BACK, CloseReason.ENTRY_NOT_FILLED)
+        return None
+
+    async def _adopt_unknown_entry(self, intent: OrderIntent, pos: ExchangePosition) -> None:
+        """Our entry cannot be found but our side holds a position: protect it as ours."""
+        assert pos.entry_price is not None
+        self._alert(
+            Severity.ERROR,
+            "entry not found, position present",
+            f"{self.spec.symbol}: {intent.client_order_id} not found but the exchange holds "
+            f"{pos.side} {pos.qty}; protecting it as this position",
+        )
+        self._record_order(intent, None, status=OrderStatus.UNKNOWN)
+        self._transition(PositionState.ENTRY_PLACED)
+        self._snap(self.s.adopt(pos.qty, pos.entry_price, workflow.now()))
+        self._transition(PositionState.PENDING_SL)
+
+    async def _book_entry(self, intent: OrderIntent, view: OrderView) -> None:
+        """Book the entry's fill (qty and average price) and record it."""
         if self.s.state is PositionState.PENDING_ENTRY:
             self._transition(PositionState.ENTRY_PLACED)
             self._emit(
@@ -449,14 +629,15 @@ class PositionWorkflow(Trailing):
                     quantity=intent.qty,
                 ),
             )
-        self.s = self.s.model_copy(
-            update={
-                "entry_order": ref.model_copy(update={"exchange_order_id": view.exchange_order_id})
-            }
+        ref = self.s.entry_order
+        assert ref is not None
+        self._snap(
+            self.s.with_entry_order(
+                ref.model_copy(update={"exchange_order_id": view.exchange_order_id})
+            )
         )
-        # Protect first: the stop goes out before fees are looked up.
-        entry_fill = self._aggregate_fill(view)
-        self.s = self.s.apply_entry_fills([entry_fill], workflow.now())
+        entry_fill = await self._aggregate_fill(intent, view)
+        self._snap(self.s.apply_entry_fills([entry_fill], workflow.now()))
         self._record_order(intent, view)
         self._emit(
             EventType.ENTRY_ORDER_FILLED,
@@ -468,16 +649,33 @@ class PositionWorkflow(Trailing):
                 partial=view.filled_qty < intent.qty,
             ),
         )
-        self._transition(PositionState.PENDING_SL)
-        await self._protect(*self._entry_stop_outcome(placed, stop_cid))
-        await self._book_entry_fees(intent, view)
 
     def _entry_stop_outcome(
         self, placed: EntryWithStopResult | None, cid: str
     ) -> tuple[ProtectionAttempt | None, str | None]:
-        """What the combined entry activity did with the stop, as the saga's first attempt."""
-        if placed is None or (placed.stop is None and placed.stop_error is None):
+        """What the combined entry activity did with the stop, as the saga's first attempt.
+
+        When its outcome is unknown (the activity failed after the entry filled), the
+        stop may be on the exchange: the saga's first placement reuses its client id
+        and looks it up first, so a second stop is never placed beside it.
+        """
+        if placed is None:
+            return None, cid
+        if placed.stop is None and placed.stop_error is None:
             return None, None  # the entry filled later: the saga places the stop
+        if placed.stop_error == ErrorType.CLIENT_ID_REUSED.value:
+            # The stop's id names an order of a lost workflow task: that one goes,
+            # and the saga places the stop under a fresh id.
+            conflict = placed.stop_conflict
+            if conflict is not None:
+                self.m = self.m.stale_added(
+                    OrderRef(
+                        client_order_id=conflict.client_order_id,
+                        qty=conflict.quantity,
+                        trigger_price=conflict.trigger_price,
+                    )
+                )
+            return None, None
         price = placed.stop_price
         if price is not None:
             self._emit(
@@ -494,39 +692,70 @@ class PositionWorkflow(Trailing):
         reuse = cid if placed.stop_ambiguous or error.retryable else None
         return ProtectionAttempt(step=ProtectionStep.PLACE_STOP, error=error), reuse
 
-    def _aggregate_fill(self, view: OrderView) -> Fill:
-        price = view.average_price
-        if price is None:
-            raise ApplicationError("filled order without an average price", type="BadExchangeData")
-        return Fill(trade_id=f"order:{view.exchange_order_id}", qty=view.filled_qty, price=price)
+    async def _aggregate_fill(self, intent: OrderIntent, view: OrderView) -> Fill:
+        """One fill for the whole order: its quantity at its average price.
 
-    async def _book_entry_fees(self, intent: OrderIntent, view: OrderView) -> None:
-        try:
-            fills = await self._call(
-                "exchange.fills",
-                self._order_request(intent),
-                list[Fill],
-                summary="entry fees",
-                attempts=self.cfg.exchange_attempts,
+        An exchange that reports a fill without an average price is asked for the
+        executions instead (read until known), never guessed.
+        """
+        price = view.average_price
+        qty = view.filled_qty
+        attempt = 0
+        while price is None:
+            fills = await self._fills_until_known(intent.client_order_id)
+            total = sum((f.qty for f in fills), Decimal(0))
+            if total > 0:
+                price = sum((f.qty * f.price for f in fills), Decimal(0)) / total
+                qty = max(qty, total)
+                break
+            attempt += 1
+            self._cannot_progress(
+                f"average price of {intent.client_order_id}",
+                ErrorType.EXCHANGE_ERROR,
+                "filled order without an average price or executions",
+                attempt,
             )
-        except ExchangeCallFailed:
-            return  # fees stay unknown; the fill itself is booked
-        self._record_fills(intent.client_order_id, fills)
-        fee = sum((f.fee for f in fills), Decimal(0))
-        if fee:
-            self.s = self.s.model_copy(update={"fees": self.s.fees + fee})
+            await self._sleep(self._backoff(attempt), "read the fill again")
+            found = await self._find(intent)
+            if found is not None and found.average_price is not None:
+                price, qty = found.average_price, found.filled_qty
+        return Fill(trade_id=f"order:{view.exchange_order_id}", qty=qty, price=price)
+
+    async def _book_entry_fees(self, client_order_id: str) -> None:
+        """The entry's executions (fees, fills table); unknown ones are read again later."""
+        fills = await self._fills(client_order_id)
+        if fills is None:
+            self.m = self.m.fills_unknown(client_order_id)
+            return
+        self._record_fills(client_order_id, fills)
+        self._snap(self.s.book_fees(fills))
+        self.m = self.m.fills_known(client_order_id)
+
+    async def _settle_fills_due(self, *, until_known: bool) -> None:
+        """Read the executions that could not be read before (fees and fills rows)."""
+        for cid in self.m.fills_due:
+            if until_known:
+                fills: list[Fill] | None = await self._fills_until_known(cid)
+            else:
+                fills = await self._fills(cid)
+            if fills is None:
+                continue
+            self._record_fills(cid, fills)
+            self._snap(self.s.book_fees(fills))
+            self.m = self.m.fills_known(cid)
 
     async def _await_entry_fill(self, intent: OrderIntent, view: OrderView) -> OrderView | None:
         # A market order can be reported NEW before it fills (seen on Binance).
         current: OrderView | None = view
         for delay_ms in (100, 300, 1000, 3000):
-            await self._sleep(timedelta(milliseconds=delay_ms))
-            current = await self._find(intent, patient=True)
+            await self._sleep(timedelta(milliseconds=delay_ms), "wait for the entry to fill")
+            current = await self._find(intent)
             if current is None or current.is_final or current.filled_qty > 0:
                 return current
         return current
 
     def _roll_back_unsized(self, why: str) -> None:
+        self.m = self.m.error_noted(f"Unsizable: {why}")
         self._emit(
             EventType.ENTRY_ORDER_FAILED,
             OrderFailed(client_order_id=None, error_type="Unsizable", message=why),
@@ -546,7 +775,7 @@ class PositionWorkflow(Trailing):
             )
             self._transition(PositionState.ROLLED_BACK, CloseReason.EXTERNAL)
             return
-        self.s = self.s.adopt(pos.qty, pos.entry_price, workflow.now())
+        self._snap(self.s.adopt(pos.qty, pos.entry_price, workflow.now()))
         self._emit(
             EventType.POSITION_ADOPTED,
             PositionAdopted(
@@ -612,7 +841,7 @@ class PositionWorkflow(Trailing):
     def _note_stop_attempt(self, step: ProtectionStep, error: ErrorType | None) -> None:
         if error is ErrorType.ORDER_IMMEDIATELY_FILLABLE and step is ProtectionStep.PLACE_STOP:
             # The mark is already beyond the stop: the trader's loss limit is hit.
-            self.s = self.s.model_copy(update={"close_reason": CloseReason.STOP_BEYOND_MARK})
+            self._snap(self.s.with_close_reason(CloseReason.STOP_BEYOND_MARK))
             self._emit(
                 EventType.SL_WOULD_TRIGGER_IMMEDIATELY,
                 StopWouldTriggerImmediately(
@@ -643,10 +872,9 @@ class PositionWorkflow(Trailing):
                 )
             else:
                 price = self._stop_price()
-        except (InvalidStop, ExchangeCallFailed) as exc:
-            failure = exc.error if isinstance(exc, ExchangeCallFailed) else ErrorType.INVALID_ORDER
-            self._emit_stop_failure(emergency, None, failure, str(exc))
-            return failure, None
+        except InvalidStop as exc:
+            self._emit_stop_failure(emergency, None, ErrorType.INVALID_ORDER, str(exc))
+            return ErrorType.INVALID_ORDER, None
         cid = reused_cid or self._new_cid(_STEP_OF_INTENT[step])
         intent = stop_intent(
             cid, self.spec.symbol, self.spec.side, self.s.qty, price, emergency=emergency
@@ -655,7 +883,9 @@ class PositionWorkflow(Trailing):
             EventType.SL_PLACEMENT_STARTED,
             StopPlacementStarted(client_order_id=cid, stop_price=price, quantity=self.s.qty),
         )
-        view, error = await self._place(intent, look_up_first=reused_cid is not None)
+        placed = await self._place(intent, look_up_first=reused_cid is not None)
+        intent, view, error = placed.intent, placed.view, placed.error
+        cid = intent.client_order_id
         if view is None:
             assert error is not None
             self._emit_stop_failure(emergency, cid, error, "stop not placed")
@@ -672,7 +902,7 @@ class PositionWorkflow(Trailing):
         ref, placed = self._resting(intent, view)
         self._record_order(intent, view)
         if intent.kind is OrderKind.EMERGENCY_STOP:
-            self.s = self.s.model_copy(update={"emergency_stop": ref})
+            self._snap(self.s.with_emergency_stop(ref))
             self._emit(
                 EventType.EMERGENCY_STOP_PLACED,
                 EmergencyStop(
@@ -682,7 +912,7 @@ class PositionWorkflow(Trailing):
                 ),
             )
             return
-        self.s = self.s.with_stop(ref, workflow.now())
+        self._snap(self.s.with_stop(ref, workflow.now()))
         self._emit(EventType.SL_PLACED, placed, order_id=ref.client_order_id)
 
     def _emit_stop_failure(
@@ -716,14 +946,22 @@ class PositionWorkflow(Trailing):
             return
         cid = self._new_cid(OrderStep.TAKE_PROFIT)
         intent = take_profit_intent(cid, self.spec.symbol, self.spec.side, self.s.qty, price)
-        view, error = await self._place(intent, look_up_first=False)
+        placement = await self._place(intent, look_up_first=False)
+        intent, view, error = placement.intent, placement.view, placement.error
         self._record_order(intent, view)
         if view is None:
             self._alert(Severity.WARNING, "take-profit not placed", f"{error}")
+            if error is not None and error.retryable:  # it may exist: cancel it at a look
+                self.m = self.m.stale_added(
+                    OrderRef(
+                        client_order_id=intent.client_order_id, qty=intent.qty, trigger_price=price
+                    )
+                )
+                self.m = self.m.look_wanted()
             return
         ref, placed = self._resting(intent, view)
-        self.s = self.s.model_copy(update={"take_profit": ref})
-        self._emit(EventType.TAKE_PROFIT_PLACED, placed, order_id=cid)
+        self._snap(self.s.with_take_profit(ref))
+        self._emit(EventType.TAKE_PROFIT_PLACED, placed, order_id=intent.client_order_id)
 
     def _became_protected(self) -> None:
         stop = self.s.stop
@@ -739,8 +977,8 @@ class PositionWorkflow(Trailing):
         )
         # A real stop now protects: an emergency stop left from a bad round goes.
         if self.s.emergency_stop is not None:
-            self.stale.append(self.s.emergency_stop)
-            self.s = self.s.model_copy(update={"emergency_stop": None})
+            self.m = self.m.stale_added(self.s.emergency_stop)
+            self._snap(self.s.with_emergency_stop(None))
 
     # --- watching --------------------------------------------------------------------------
 
@@ -761,8 +999,8 @@ class PositionWorkflow(Trailing):
         try:
             await workflow.wait_condition(
                 lambda: (
-                    self.close_request is not None
-                    or self.look_requested
+                    self.m.close_requested is not None
+                    or self.m.look_requested
                     or self.pending_move is not None
                     or self._should_continue_as_new()
                     or self._volatility_unmeasured()
@@ -772,38 +1010,38 @@ class PositionWorkflow(Trailing):
             )
         except TimeoutError:
             pass
-        if self.pending_move is not None and self.close_request is None:
+        closing = self.m.close_requested is not None
+        if self.pending_move is not None and not closing:
             await self._move_stop()
             return
         measure_due = self._volatility_due()
-        if measure_due is not None and workflow.now() >= measure_due and self.close_request is None:
+        if measure_due is not None and workflow.now() >= measure_due and not closing:
             await self._measure_volatility()
-            if self.pending_move is not None and self.close_request is None:
+            if self.pending_move is not None and self.m.close_requested is None:
                 await self._move_stop()
             return
         trail_due = self._trailing_timer()
-        if trail_due is not None and workflow.now() >= trail_due:
+        if trail_due is not None and workflow.now() >= trail_due and not closing:
             assert self.trail is not None
             self._apply_trailing(on_timer(self.trail, self._trailing_params(), workflow.now()))
             if self.pending_move is not None:
                 await self._move_stop()
             return
         nothing_due = min(deadlines) > workflow.now() and not (
-            self.close_request is not None or self.look_requested or self._should_continue_as_new()
+            closing or self.m.look_requested or self._should_continue_as_new()
         )
         if nothing_due:
             return
-        if self.close_request is not None:
-            request = self.close_request
+        if self.m.close_requested is not None:
             # The close cancels every stop: a move still pending is dropped, which
             # also releases the price update waiting for it.
             self.pending_move = None
-            await self._close(request.reason, requested_by=request.requested_by)
+            await self._close(self.m.close_requested, requested_by=self.m.close_requested_by)
             return
         if self._aged_out():
             await self._close(CloseReason.MAX_AGE)
             return
-        self.look_requested = False
+        self.m = self.m.look_taken()
         await self._look()
         if self.s.state is PositionState.FAILED:
             await self._protect()  # keep trying to get the real stop back on
@@ -821,22 +1059,19 @@ class PositionWorkflow(Trailing):
         The position is read first on purpose: a stop that fills after that read is
         then seen as filled. Read the other way round, a fill between the two reads
         would look like a resting stop on a flat position: an "external" close.
+        Orders of ours the workflow does not know (placed in a workflow task that
+        was lost) are cancelled; executions not yet read are read.
         """
         await self._cancel_stale()
+        await self._cancel_unknown_own_orders()
+        await self._settle_fills_due(until_known=False)
         pos = await self._position()
-        for ref in (self.s.stop, self.s.emergency_stop, self.s.take_profit):
-            if ref is None:
-                continue
-            view = await self._find(self._intent_of(ref), patient=False)
+        for ref in self.s.exit_orders:
+            view = await self._find(self._intent_of(ref))
             if view is not None and view.status is OrderStatus.FILLED:
                 await self._exit_order_filled(ref)
                 return
-            gone = view is None or view.status in (
-                OrderStatus.CANCELED,
-                OrderStatus.EXPIRED,
-                OrderStatus.REJECTED,
-            )
-            if not gone:
+            if view is not None and view.status not in _GONE:
                 continue
             if ref is self.s.stop:
                 if not pos.is_flat:
@@ -846,22 +1081,20 @@ class PositionWorkflow(Trailing):
                             expected_client_order_id=ref.client_order_id, quantity=self.s.qty
                         ),
                     )
-                    self.s = self.s.with_stop(None, workflow.now())
+                    self._snap(self.s.with_stop(None, workflow.now()))
                     self._transition(PositionState.PENDING_SL)
                     return
-            elif ref is self.s.emergency_stop:
-                self.s = self.s.model_copy(update={"emergency_stop": None})
             else:
-                self.s = self.s.model_copy(update={"take_profit": None})
+                self._snap(self.s.exit_order_gone(ref.client_order_id))
         reaction = on_position_observed(self.s.state, self.spec.side, self.s.qty, pos.side, pos.qty)
         if reaction.kind is ReactionKind.RECORD_CLOSE:
-            await self._record_external_close(reaction.close_reason or CloseReason.EXTERNAL, pos)
+            await self._record_external_close(reaction.close_reason or CloseReason.EXTERNAL)
         elif reaction.kind is ReactionKind.RESIZE_STOP and reaction.qty is not None:
             self._emit(
                 EventType.QUANTITY_MISMATCH,
                 QuantityMismatch(expected=self.s.qty, on_exchange=reaction.qty),
             )
-            self.s = self.s.with_exchange_qty(reaction.qty, workflow.now())
+            self._snap(self.s.with_exchange_qty(reaction.qty, workflow.now()))
             await self._replace_stop_for_qty()
         elif reaction.kind is ReactionKind.INTERVENTION:
             self._alert(
@@ -870,12 +1103,37 @@ class PositionWorkflow(Trailing):
                 f"exchange shows {pos.side} {pos.qty}",
             )
 
+    async def _cancel_unknown_own_orders(self) -> None:
+        """Cancel open orders of this position that the workflow does not know of."""
+        known = {r.client_order_id for r in self.s.exit_orders}
+        for view in await self._own_open_orders():
+            cid = view.client_order_id
+            if cid is None or cid in known:
+                continue
+            ref = OrderRef(
+                client_order_id=cid,
+                exchange_order_id=view.exchange_order_id,
+                qty=view.qty if view.qty and view.qty > 0 else Decimal(1),
+                trigger_price=view.trigger_price,
+            )
+            self._emit(
+                EventType.CRITICAL_ERROR,
+                CriticalError(
+                    error_type="UnknownOwnOrder",
+                    message=f"{cid} is open on the exchange but not in the workflow's "
+                    "state (placed in a lost workflow task); cancelling it",
+                ),
+                severity=Severity.WARNING,
+            )
+            self.m = self.m.stale_added(ref)
+            await self._cancel(ref)
+
     async def _exit_order_filled(self, ref: OrderRef) -> None:
         """Our stop, emergency stop or take-profit filled: book it; close or re-protect."""
         intent = self._intent_of(ref)
         emergency = intent.kind is OrderKind.EMERGENCY_STOP
         take_profit = intent.kind is OrderKind.TAKE_PROFIT
-        fills = await self._fills(intent)
+        fills = await self._fills_until_known(ref.client_order_id)
         self._record_order(intent, None, status=OrderStatus.FILLED)
         self._record_fills(intent.client_order_id, fills)
         filled = sum((f.qty for f in fills), Decimal(0))
@@ -884,9 +1142,9 @@ class PositionWorkflow(Trailing):
             pos = await self._position()
             filled = self.s.qty - pos.qty
         if fills:
-            self.s = self.s.apply_exit_fills(self.spec.side, fills, workflow.now())
+            self._book_exit(fills)
         else:
-            self.s = self.s.with_exchange_qty(self.s.qty - filled, workflow.now())
+            self._snap(self.s.with_exchange_qty(self.s.qty - filled, workflow.now()))
         self._emit(
             EventType.TAKE_PROFIT_FILLED if take_profit else EventType.STOP_TRIGGERED,
             OrderFilled(
@@ -898,10 +1156,9 @@ class PositionWorkflow(Trailing):
             ),
             order_id=ref.client_order_id,
         )
-        field = "take_profit" if take_profit else "emergency_stop" if emergency else "stop"
-        self.s = self.s.model_copy(update={field: None})
+        self._snap(self.s.exit_order_gone(ref.client_order_id))
         if self.s.qty > 0:
-            if not take_profit:
+            if not take_profit and self.s.state is not PositionState.CLOSING:
                 self._transition(PositionState.PENDING_SL)  # the rest needs a stop of its own
             return
         if take_profit:
@@ -910,11 +1167,23 @@ class PositionWorkflow(Trailing):
             reason = CloseReason.EMERGENCY_STOP_FILLED if emergency else CloseReason.STOP_FILLED
         await self._finish_close(reason)
 
-    async def _record_external_close(self, reason: CloseReason, pos: ExchangePosition) -> None:
+    def _book_exit(self, fills: list[Fill]) -> None:
+        """Book exit executions; more than we thought we held means our qty was stale."""
+        total = sum((f.qty for f in fills), Decimal(0))
+        fresh = [f for f in fills if f.trade_id not in self.s.fill_ids]
+        fresh_total = sum((f.qty for f in fresh), Decimal(0))
+        if fresh_total > self.s.qty:
+            self._emit(
+                EventType.QUANTITY_MISMATCH,
+                QuantityMismatch(expected=self.s.qty, on_exchange=total),
+            )
+            self._snap(self.s.with_exchange_qty(fresh_total, workflow.now()))
+        self._snap(self.s.apply_exit_fills(self.spec.side, fills, workflow.now()))
+
+    async def _record_external_close(self, reason: CloseReason) -> None:
         self._emit(
             EventType.CLOSE_TRIGGERED, CloseTriggered(reason=reason.value, requested_by="exchange")
         )
-        self.s = self.s.with_exchange_qty(Decimal(0), workflow.now())
         await self._finish_close(reason)
 
     async def _replace_stop_for_qty(self) -> None:
@@ -926,116 +1195,172 @@ class PositionWorkflow(Trailing):
                 self._transition(PositionState.PENDING_SL)
             return  # the old stop still protects (it can only over-protect)
         if old is not None:
-            await self._cancel(self._intent_of(old), old)
+            await self._cancel(old)
 
     async def _reconcile_qty(self) -> bool:
         """Adopt the exchange's quantity; False when the position turned out flat."""
         pos = await self._position()
         if pos.is_flat:
-            await self._record_external_close(CloseReason.EXTERNAL, pos)
+            if await self._exit_fill_found():
+                return False
+            await self._record_external_close(CloseReason.EXTERNAL)
             return False
         if pos.qty != self.s.qty:
             self._emit(
                 EventType.QUANTITY_MISMATCH,
                 QuantityMismatch(expected=self.s.qty, on_exchange=pos.qty),
             )
-            self.s = self.s.with_exchange_qty(pos.qty, workflow.now())
+            self._snap(self.s.with_exchange_qty(pos.qty, workflow.now()))
         return True
+
+    async def _exit_fill_found(self) -> bool:
+        """Did one of our exit orders fill? If so it is booked (and the close with it)."""
+        for ref in self.s.exit_orders:
+            view = await self._find(self._intent_of(ref))
+            if view is not None and _executed(view):
+                await self._exit_order_filled(ref)
+                return True
+        return False
 
     # --- closing -----------------------------------------------------------------------------
 
     async def _close(self, reason: CloseReason, *, requested_by: str | None = None) -> None:
         """Close at market until flat, then cancel every remaining order."""
         if self.s.state is not PositionState.CLOSING:
-            self.s = self.s.model_copy(update={"close_reason": reason})
+            self._snap(self.s.with_close_reason(reason))
             self._transition(PositionState.CLOSING)
             self._emit(
                 EventType.CLOSE_TRIGGERED,
                 CloseTriggered(reason=reason.value, requested_by=requested_by),
             )
-        for attempt in range(1, 1000):
+        attempt = 0
+        while not is_terminal(self.s.state):
             error = await self._close_attempt(reason.value)
             if error is None:
                 return
+            attempt += 1
             self._alert(
                 Severity.CRITICAL if attempt >= 3 else Severity.ERROR,
                 "close failed",
                 f"{self.spec.symbol}: {error.value}; the stop stays in place; retrying",
             )
-            await self._sleep(self.cfg.protection.backoff(self.cfg.protection.retry_delay, attempt))
+            await self._sleep(
+                self.cfg.protection.backoff(self.cfg.protection.retry_delay, attempt),
+                "retry the close",
+            )
 
     async def _close_attempt(self, why: str) -> ErrorType | None:
-        """One reduce-only market close of what we hold; None when the position is flat."""
+        """One reduce-only market close of what we hold; None when the position is over.
+
+        Whatever else closed the position meanwhile (our stop or take-profit filling,
+        someone outside) is found and booked as what it was, never as our close.
+        """
         if self.s.state is not PositionState.CLOSING:
             if self.s.close_reason is None:
-                self.s = self.s.model_copy(update={"close_reason": CloseReason.STOP_UNPLACEABLE})
+                self._snap(self.s.with_close_reason(CloseReason.STOP_UNPLACEABLE))
             self._transition(PositionState.CLOSING)
             self._emit(
                 EventType.POSITION_ROLLBACK_STARTED,
                 RollbackStarted(reason=why, quantity=self.s.qty),
             )
         pos = await self._position()
-        if not pos.is_flat and pos.qty < self.s.qty:
-            self.s = self.s.with_exchange_qty(pos.qty, workflow.now())
+        if pos.is_flat:
+            if not await self._exit_fill_found():
+                await self._flat_without_our_close()
+            return None
+        if pos.qty < self.s.qty:
+            self._snap(self.s.with_exchange_qty(pos.qty, workflow.now()))
+        cid = self._new_cid(OrderStep.CLOSE)
+        intent = close_intent(cid, self.spec.symbol, self.spec.side, self.s.qty)
+        placed = await self._place(intent, look_up_first=False)
+        intent, view, error = placed.intent, placed.view, placed.error
+        cid = intent.client_order_id
+        if view is None and error is not None and error.retryable:
+            view = await self._find(intent)
+        if view is None or view.filled_qty == 0:
+            self._record_order(intent, view, status=None if view else OrderStatus.REJECTED)
+            if error is ErrorType.REDUCE_ONLY_REJECTED or view is not None:
+                # Nothing left to reduce, or nothing filled: the truth decides.
+                pos = await self._position()
+                if pos.is_flat:
+                    if not await self._exit_fill_found():
+                        await self._flat_without_our_close()
+                    return None
+            return error or ErrorType.EXCHANGE_ERROR
+        self._record_order(intent, view)
+        self._emit(
+            EventType.CLOSE_ORDER_PLACED,
+            OrderPlaced(
+                client_order_id=cid,
+                exchange_order_id=view.exchange_order_id,
+                side=intent.side.value,
+                quantity=intent.qty,
+                reduce_only=True,
+            ),
+        )
+        fills = await self._fills_until_known(cid)
+        self._record_fills(cid, fills)
+        if fills:
+            self._book_exit(fills)
+        else:  # the exchange reports the order filled but lists no execution yet
+            self._book_exit([await self._aggregate_fill(intent, view)])
+        self._emit(
+            EventType.CLOSE_ORDER_FILLED,
+            OrderFilled(
+                client_order_id=cid,
+                exchange_order_id=view.exchange_order_id,
+                filled_quantity=view.filled_qty,
+                average_price=self.s.avg_exit_price or Decimal(0),
+                fee=sum((f.fee for f in fills), Decimal(0)),
+            ),
+        )
+        pos = await self._position()  # verify, never assume
         if not pos.is_flat:
-            cid = self._new_cid(OrderStep.CLOSE)
-            intent = close_intent(cid, self.spec.symbol, self.spec.side, self.s.qty)
-            view, error = await self._place(intent, look_up_first=False)
-            if view is None and error is not None and error.retryable:
-                view = await self._find(intent, patient=True)
-            if view is None or view.filled_qty == 0:
-                if error is not ErrorType.REDUCE_ONLY_REJECTED:
-                    return error or ErrorType.EXCHANGE_ERROR
-            else:
-                self._record_order(intent, view)
-                self._emit(
-                    EventType.CLOSE_ORDER_PLACED,
-                    OrderPlaced(
-                        client_order_id=cid,
-                        exchange_order_id=view.exchange_order_id,
-                        side=intent.side.value,
-                        quantity=intent.qty,
-                        reduce_only=True,
-                    ),
-                )
-                fills = await self._fills(intent)
-                self._record_fills(cid, fills)
-                fills = fills or [self._aggregate_fill(view)]
-                self.s = self.s.apply_exit_fills(self.spec.side, fills, workflow.now())
-                self._emit(
-                    EventType.CLOSE_ORDER_FILLED,
-                    OrderFilled(
-                        client_order_id=cid,
-                        exchange_order_id=view.exchange_order_id,
-                        filled_quantity=view.filled_qty,
-                        average_price=self.s.avg_exit_price or Decimal(0),
-                        fee=sum((f.fee for f in fills), Decimal(0)),
-                    ),
-                )
-            pos = await self._position()  # verify, never assume
-            if not pos.is_flat:
-                self.s = self.s.with_exchange_qty(pos.qty, workflow.now())
-                return ErrorType.EXCHANGE_ERROR
-        else:
-            self.s = self.s.with_exchange_qty(Decimal(0), workflow.now())
+            self._snap(self.s.with_exchange_qty(pos.qty, workflow.now()))
+            return ErrorType.EXCHANGE_ERROR
         await self._finish_close(self.s.close_reason or CloseReason.OPERATOR)
         return None
 
+    async def _flat_without_our_close(self) -> None:
+        """Flat, and neither our close nor an exit order of ours did it: closed outside."""
+        if self.s.exited_qty == 0 or self.s.qty > 0:
+            self._emit(
+                EventType.CLOSE_TRIGGERED,
+                CloseTriggered(reason=CloseReason.EXTERNAL.value, requested_by="exchange"),
+            )
+            reason = CloseReason.EXTERNAL
+        else:
+            reason = self.s.close_reason or CloseReason.OPERATOR
+        await self._finish_close(reason)
+
     async def _finish_close(self, reason: CloseReason) -> None:
-        """The position is flat: cancel every remaining order, book the close."""
-        for ref in (self.s.stop, self.s.emergency_stop, self.s.take_profit):
-            if ref is not None:
-                await self._cancel(self._intent_of(ref), ref)
-        self.s = self.s.model_copy(
-            update={"stop": None, "emergency_stop": None, "take_profit": None}
-        )
-        await self._cancel_stale()
-        self.s = self.s.model_copy(update={"close_reason": reason})
+        """The position is flat: cancel every remaining order, book the close.
+
+        An exit order that filled before its cancel reached it is booked as the fill
+        it was. The position ends only once the exchange lists no open order of it
+        and every execution is read.
+        """
+        for ref in self.s.exit_orders:
+            _, final = await self._cancel(ref)
+            if final is not None and _executed(final):
+                fills = await self._fills_until_known(ref.client_order_id)
+                self._record_order(self._intent_of(ref), final)
+                self._record_fills(ref.client_order_id, fills)
+                if fills:
+                    self._book_exit(fills)
+            self._snap(self.s.exit_order_gone(ref.client_order_id))
+        if self.s.qty > 0:  # flat on the exchange: the rest was closed outside posguard
+            self._snap(self.s.with_exchange_qty(Decimal(0), workflow.now()))
+        await self._until_no_own_order_open()
+        await self._settle_fills_due(until_known=True)
+        self._snap(self.s.with_close_reason(reason))
         if self.trail is not None:
             self._emit(EventType.TRAILING_REMOVED, TrailingRemoved(reason=reason.value))
-            self.trail = None
+            self.m = self.m.with_trailing(None)
         rollback = reason in (CloseReason.STOP_UNPLACEABLE, CloseReason.STOP_BEYOND_MARK)
         if self.s.state is PositionState.FAILED and rollback:
+            self._transition(PositionState.CLOSING)
+        if self.s.state is PositionState.PENDING_SL:
             self._transition(PositionState.CLOSING)
         target = (
             PositionState.ROLLED_BACK
@@ -1063,6 +1388,34 @@ class PositionWorkflow(Trailing):
         )
         self._transition(target)
 
+    async def _until_no_own_order_open(self) -> None:
+        """Cancel until the exchange lists no open order of this position (verified)."""
+        attempt = 0
+        while True:
+            await self._cancel_stale()
+            left = await self._own_open_orders()
+            if not left and not self.m.stale_orders:
+                return
+            for view in left:
+                if view.client_order_id is None:
+                    continue
+                ref = OrderRef(
+                    client_order_id=view.client_order_id,
+                    exchange_order_id=view.exchange_order_id,
+                    qty=view.qty if view.qty and view.qty > 0 else Decimal(1),
+                    trigger_price=view.trigger_price,
+                )
+                await self._cancel(ref)
+            attempt += 1
+            if attempt >= 2:
+                self._cannot_progress(
+                    "cancel the position's last orders",
+                    ErrorType.EXCHANGE_ERROR,
+                    f"still open: {[v.client_order_id for v in left]}",
+                    attempt,
+                )
+                await self._sleep(self._backoff(attempt), "cancel the last orders again")
+
     # --- history ------------------------------------------------------------------------------
 
     def _should_continue_as_new(self) -> bool:
@@ -1073,34 +1426,34 @@ class PositionWorkflow(Trailing):
         )
 
     async def _continue_as_new(self) -> None:
-        """Start a fresh run with the whole state, once no message is half handled."""
+        """Start a fresh run with the whole state, once no message is half handled.
+
+        A close accepted meanwhile is carried out first (its update waits for the
+        end of the position, which a new run could not answer).
+        """
         self.draining = True  # from now on ticks are only observed; the next run acts
         while True:
             if self.pending_move is not None:
                 await self._move_stop()  # a price update is waiting for it
             await self._drain_writes()
+            if self.m.close_requested is not None:
+                self.draining = False
+                return
             await workflow.wait_condition(
-                lambda: workflow.all_handlers_finished() or self.pending_move is not None
+                lambda: (
+                    workflow.all_handlers_finished()
+                    or self.pending_move is not None
+                    or self.m.close_requested is not None
+                )
             )
-            if self.pending_move is None and workflow.all_handlers_finished():
+            if (
+                self.pending_move is None
+                and self.m.close_requested is None
+                and workflow.all_handlers_finished()
+            ):
                 break
         workflow.continue_as_new(
-            PositionInput(
-                spec=self.spec,
-                config=self.cfg,
-                carried=CarriedState(
-                    snapshot=self.s,
-                    filters=self._filters(),
-                    stale_orders=self.stale,
-                    close_reason=None if self.close_request is None else self.close_request.reason,
-                    runs=self.runs + 1,
-                    revision=self.revision,
-                    trailing_rule=self.trailing_rule,
-                    trailing=self.trail,
-                    measured_callback_pct=self.measured_callback,
-                    measured_at=self.measured_at,
-                ),
-            )
+            PositionInput(spec=self.spec, config=self.cfg, carried=self.m.next_run())
         )
 
     def _result(self) -> CloseResult:

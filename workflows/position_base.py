@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -10,44 +9,27 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from domain.client_ids import OrderStep, client_order_id
+    from domain.managed_position import ManagedPosition
     from domain.market import MarketFilters
-    from domain.orders import (
-        OrderRef,
-    )
-    from domain.position import (
-        PositionSnapshot,
-        PositionSpec,
-    )
+    from domain.position import PositionSnapshot, PositionSpec
     from domain.records import AlertRecord, FillRecord, OrderRecord
-    from domain.trailing import (
-        StopMove,
-        TrailingRule,
-        TrailingState,
-    )
-    from workflows.position_io import (
-        CloseRequest,
-        PositionConfig,
-    )
+    from domain.trailing import StopMove, TrailingRule, TrailingState
+    from workflows.position_io import PositionConfig
 
 
 class PositionBase:
-    """The state every part of the position workflow shares (set in `__init__`)."""
+    """The state every part of the position workflow shares (set in `__init__`).
+
+    `m` is the whole durable state, carried across continue-as-new as one value
+    and changed only through its named methods. The rest is per run: messages
+    half handled, store writes not yet sent, the user stream's echo filter.
+    """
 
     spec: PositionSpec
     cfg: PositionConfig
-    s: PositionSnapshot
-    filters: MarketFilters | None
-    stale: list[OrderRef]
-    runs: int
-    revision: int
-    trailing_rule: TrailingRule | None
-    trail: TrailingState | None
-    measured_callback: Decimal | None
-    measured_at: datetime | None
+    m: ManagedPosition
     pending_move: StopMove | None
     draining: bool
-    close_request: CloseRequest | None
-    look_requested: bool
     placing: set[str]
     cancelling: list[str]
     outbox: list[Any]
@@ -55,7 +37,30 @@ class PositionBase:
     fill_rows: list[FillRecord]
     alerts: list[AlertRecord]
     writes: list[workflow.ActivityHandle[int]]
-    flushed: PositionSnapshot | None
+    flushed: ManagedPosition | None
+
+    # --- reads of the durable state ---------------------------------------------------------
+
+    @property
+    def s(self) -> PositionSnapshot:
+        """The position's snapshot (quantities, prices, live orders, state)."""
+        return self.m.snapshot
+
+    def _snap(self, snapshot: PositionSnapshot) -> None:
+        """Take the snapshot a `PositionSnapshot` method returned."""
+        self.m = self.m.with_snapshot(snapshot)
+
+    @property
+    def trail(self) -> TrailingState | None:
+        return self.m.trailing
+
+    @property
+    def trailing_rule(self) -> TrailingRule | None:
+        return self.m.trailing_rule
+
+    @property
+    def measured_callback(self) -> Decimal | None:
+        return self.m.measured_callback_pct
 
     # --- identity ------------------------------------------------------------------------
 
@@ -73,9 +78,10 @@ class PositionBase:
         return f"{self.workflow_id}/{self.chain}"
 
     def _new_cid(self, step: OrderStep) -> str:
-        seq, self.s = self.s.allocate_order_seq()
+        seq, snapshot = self.s.allocate_order_seq()
+        self._snap(snapshot)
         return client_order_id(self.workflow_id, self.chain, step, seq)
 
     def _filters(self) -> MarketFilters:
-        assert self.filters is not None
-        return self.filters
+        assert self.m.filters is not None
+        return self.m.filters

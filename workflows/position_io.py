@@ -1,19 +1,23 @@
 """What goes in and out of a PositionWorkflow: input, carried state, messages, views.
 
 Shared by the workflow, the CLI and the ingest process; all pydantic, all Decimal.
+The messages the price gate and the user stream send (`ExchangeUpdate`, `PriceTick`,
+`BandView`) live in `domain.position_messages` and are re-exported here.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from domain.market import MarketFilters
-from domain.order_updates import OrderChange
+from domain.managed_position import ManagedPosition
 from domain.orders import OrderRef
 from domain.position import CloseReason, PositionSnapshot, PositionSpec, PositionState
+from domain.position_messages import BandView as BandView
+from domain.position_messages import ExchangeUpdate as ExchangeUpdate
+from domain.position_messages import PriceTick as PriceTick
 from domain.protection import ProtectionPolicy
 from domain.trailing import TrailingRule, TrailingState
 from domain.types import ExchangeId
@@ -49,25 +53,19 @@ class PositionConfig(BaseModel):
     max_history_events: int = Field(default=3000, ge=100)
     exchange_call_timeout: timedelta = timedelta(seconds=10)
     exchange_attempts: int = Field(default=3, ge=1)
-
-
-class CarriedState(BaseModel):
-    """Everything carried across continue-as-new besides the fixed spec and config."""
-
-    model_config = ConfigDict(frozen=True)
-
-    snapshot: PositionSnapshot
-    filters: MarketFilters
-    stale_orders: list[OrderRef] = Field(default_factory=list)
-    close_reason: CloseReason | None = None
-    runs: int = 1
-    # Store rows are written with strictly increasing revisions across runs.
-    revision: int = 0
-    trailing_rule: TrailingRule | None = None
-    trailing: TrailingState | None = None
-    # The callback measured from volatility (TrailingRule.volatility), and when.
-    measured_callback_pct: Decimal | None = None
-    measured_at: datetime | None = None
+    # The entry activity heartbeats: a worker that dies while it holds a filled
+    # entry is noticed after this long and another worker places the stop.
+    entry_heartbeat_timeout: timedelta = timedelta(seconds=1)
+    entry_call_timeout: timedelta = timedelta(seconds=120)
+    # How long the entry activity itself retries a transient failure of the stop
+    # after the fill, before the workflow's stop-loss saga takes over.
+    entry_stop_retry: timedelta = timedelta(seconds=5)
+    # An entry whose placement had an ambiguous outcome is looked up this long
+    # before it is judged absent (an accepted order can show up late).
+    ambiguous_entry_window: timedelta = timedelta(seconds=15)
+    # Backoff of a read or step that keeps failing (doubling up to `max_backoff`).
+    retry_delay: timedelta = timedelta(seconds=1)
+    max_backoff: timedelta = timedelta(minutes=5)
 
 
 class PositionInput(BaseModel):
@@ -77,7 +75,8 @@ class PositionInput(BaseModel):
 
     spec: PositionSpec
     config: PositionConfig
-    carried: CarriedState | None = None
+    # After continue-as-new: the whole state of the previous run, as it was.
+    carried: ManagedPosition | None = None
 
 
 class CloseRequest(BaseModel):
@@ -101,23 +100,6 @@ class CloseResult(BaseModel):
     fees: Decimal
 
 
-class ExchangeUpdate(BaseModel):
-    """Something changed on the exchange (user stream or reconciler): look again.
-
-    The workflow does not trust the message's content; it re-reads its stop and
-    position through activities, so a late or duplicated message is harmless. The
-    one use of `orders`: when every change listed only echoes what the workflow did
-    itself (its new stop open, its old stop cancelled), the look is skipped
-    (`domain.order_updates.needs_look`). No `orders` means "look".
-    """
-
-    model_config = ConfigDict(frozen=True)
-
-    source: str = "user_stream"
-    detail: str | None = None
-    orders: tuple[OrderChange, ...] = ()
-
-
 class PositionView(BaseModel):
     """The `state` query's answer: the whole state of the position."""
 
@@ -128,34 +110,10 @@ class PositionView(BaseModel):
     spec: PositionSpec
     snapshot: PositionSnapshot
     stale_orders: list[OrderRef]
+    fills_due: list[str] = Field(default_factory=list)
+    last_error: str | None = None
     runs: int
     history_length: int
     trailing_rule: TrailingRule | None = None
     trailing: TrailingState | None = None
     measured_callback_pct: Decimal | None = None
-
-
-class PriceTick(BaseModel):
-    """A mark price the price gate sends when it leaves the position's band."""
-
-    model_config = ConfigDict(frozen=True)
-
-    price: Decimal
-    at: datetime
-
-
-class BandView(BaseModel):
-    """The prices between which the position needs no message (see domain/band.py).
-
-    A tick strictly inside `(wake_below, wake_above)` costs no Temporal call; a
-    bound of None never wakes. `open` is False once the position is over, and the
-    gate then forgets it.
-    """
-
-    model_config = ConfigDict(frozen=True)
-
-    workflow_id: str
-    symbol: str
-    wake_below: Decimal | None = None
-    wake_above: Decimal | None = None
-    open: bool = True

@@ -9,6 +9,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
+    from activities.store.activities import StoreActivities
     from domain.events import (
         AlertSent,
         CriticalError,
@@ -49,8 +50,8 @@ class Recording(PositionBase):
 
     def _transition(self, to: PositionState, reason: CloseReason | None = None) -> None:
         if reason is not None:
-            self.s = self.s.model_copy(update={"close_reason": reason})
-        self.s = self.s.advance(to, workflow.now())
+            self._snap(self.s.with_close_reason(reason))
+        self._snap(self.s.advance(to, workflow.now()))
         self._set_search_state()
 
     def _set_search_state(self) -> None:
@@ -72,7 +73,8 @@ class Recording(PositionBase):
         flush: bool = True,
     ) -> None:
         """Record an event (deterministic id); `flush=False` batches it with the next write."""
-        seq, self.s = self.s.allocate_event_seq()
+        seq, snapshot = self.s.allocate_event_seq()
+        self._snap(snapshot)
         self.outbox.append(
             make_event(
                 kind,
@@ -132,9 +134,9 @@ class Recording(PositionBase):
             order_record(self.position_id, self.spec, intent, view, self.s.event_seq, status=status)
         )
 
-    async def _sleep(self, duration: timedelta) -> None:
+    async def _sleep(self, duration: timedelta, summary: str | None = None) -> None:
         self._flush()
-        await workflow.sleep(duration)
+        await workflow.sleep(duration, summary=summary)
 
     def _flush(self) -> None:
         """Write pending events and current rows without waiting (revision keeps order).
@@ -144,26 +146,25 @@ class Recording(PositionBase):
         call it precedes; nothing is written when nothing changed.
         """
         pending = self.outbox or self.order_rows or self.fill_rows or self.alerts
-        if not pending and self.s is self.flushed:
+        if not pending and self.flushed is not None and self.s is self.flushed.snapshot:
             return
-        self.flushed = self.s
-        self.revision += 1
+        revision, self.m = self.m.next_revision()
+        self.flushed = self.m
         batch = StoreBatch(
             events=self.outbox,
             position=position_record(
-                self.position_id, self.workflow_id, self.spec, self.s, self.revision
+                self.position_id, self.workflow_id, self.spec, self.s, revision
             ),
-            orders=[o.model_copy(update={"revision": self.revision}) for o in self.order_rows],
+            orders=[o.with_revision(revision) for o in self.order_rows],
             fills=self.fill_rows,
             alerts=self.alerts,
         )
         self.outbox, self.order_rows, self.fill_rows, self.alerts = [], [], [], []
         self.writes = [h for h in self.writes if not h.done()]
         self.writes.append(
-            workflow.start_activity(
-                "store.apply",
+            workflow.start_activity_method(
+                StoreActivities.apply,
                 batch,
-                result_type=int,
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=_STORE_RETRY,
                 summary=f"record {self.s.state.value}",

@@ -8,6 +8,7 @@ from decimal import Decimal
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from activities.exchange.activities import ExchangeActivities
     from domain.client_ids import OrderStep
     from domain.events import (
         EventType,
@@ -39,7 +40,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from domain.trailing import initial_state as initial_trailing
     from domain.trailing import next_timer as next_trailing_timer
-    from domain.volatility import Candle, volatility_callback_pct
+    from domain.volatility import volatility_callback_pct
 
 from workflows.position_orders import ExchangeCallFailed, ExchangeCalls
 
@@ -61,9 +62,9 @@ class Trailing(ExchangeCalls):
         rule = self.trailing_rule
         if rule is None or rule.volatility is None or not self._trailing_live():
             return None
-        if self.measured_at is None:
+        if self.m.measured_at is None:
             return workflow.now()
-        return self.measured_at + rule.volatility.refresh
+        return self.m.measured_at + rule.volatility.refresh
 
     def _volatility_unmeasured(self) -> bool:
         """A volatility rule without a measurement yet (new position or new rule)."""
@@ -71,7 +72,7 @@ class Trailing(ExchangeCalls):
         return (
             rule is not None
             and rule.volatility is not None
-            and self.measured_at is None
+            and self.m.measured_at is None
             and self._trailing_live()
         )
 
@@ -84,17 +85,16 @@ class Trailing(ExchangeCalls):
         rule = self.trailing_rule
         assert rule is not None and rule.volatility is not None
         vol = rule.volatility
-        self.measured_at = workflow.now()
+        self.m = self.m.measurement_started(workflow.now())
         try:
             candles = await self._call(
-                "exchange.candles",
+                ExchangeActivities.candles,
                 CandlesRequest(
                     account=self.spec.account,
                     symbol=self.spec.symbol,
                     timeframe=vol.timeframe,
                     limit=vol.candles_needed + 1,  # the forming candle is one of them
                 ),
-                list[Candle],
                 summary=f"candles {vol.timeframe} x{vol.candles_needed + 1} {self.spec.symbol}",
                 attempts=1,  # a failure only keeps the callback in force; never block moves
             )
@@ -103,7 +103,7 @@ class Trailing(ExchangeCalls):
             return
         if self.trailing_rule is None or self.trailing_rule.volatility != vol:
             return  # the rule changed during the fetch: this measurement is not for it
-        if self.close_request is not None or not self._trailing_live():
+        if self.m.close_requested is not None or not self._trailing_live():
             return
         try:
             measured = volatility_callback_pct(vol, candles)
@@ -113,7 +113,7 @@ class Trailing(ExchangeCalls):
         if measured is None or measured == self.measured_callback:
             return
         old = self._trailing_params().callback_pct
-        self.measured_callback = measured
+        self.m = self.m.callback_measured(measured)
         self._emit(
             EventType.TRAILING_PARAMS_CHANGED,
             TrailingParamsChanged(
@@ -130,7 +130,8 @@ class Trailing(ExchangeCalls):
         )
         if self.trail is not None and self._trailing_live() and self.pending_move is None:
             params = self._trailing_params()
-            self.trail = with_params(self.trail, params)
+            self.m = self.m.with_trailing(with_params(self.trail, params))
+            assert self.trail is not None
             self._apply_trailing(on_timer(self.trail, params, workflow.now()))
 
     def _start_trailing(self) -> None:
@@ -138,8 +139,8 @@ class Trailing(ExchangeCalls):
         stop, entry = self.s.stop_price, self.s.avg_entry_price
         if self.trailing_rule is None or self.trail is not None or stop is None or entry is None:
             return
-        self.trail = initial_trailing(
-            self.spec.side, entry, stop, self.s.opened_at or workflow.now()
+        self.m = self.m.with_trailing(
+            initial_trailing(self.spec.side, entry, stop, self.s.opened_at or workflow.now())
         )
         rule = self.trailing_rule
         activation = None
@@ -157,7 +158,7 @@ class Trailing(ExchangeCalls):
 
     def _apply_trailing(self, decision: TrailingDecision) -> None:
         """Take the machine's decision: record what happened, queue the move."""
-        self.trail = decision.state
+        self.m = self.m.with_trailing(decision.state)
         live = self.s.stop_price
         for reason in decision.events:
             kind = (
@@ -189,19 +190,21 @@ class Trailing(ExchangeCalls):
         old = self.s.stop
         cid = self._new_cid(OrderStep.MOVE)
         intent = stop_intent(cid, self.spec.symbol, self.spec.side, self.s.qty, move.new)
-        view, error = await self._place(intent, look_up_first=False, local=True)
+        placed = await self._place(intent, look_up_first=False, local=True)
+        intent, view, error = placed.intent, placed.view, placed.error
+        cid = intent.client_order_id
         now = workflow.now()
         if view is None:
             assert error is not None
-            self.trail = on_move_result(trail, move, False, now)
+            self.m = self.m.with_trailing(on_move_result(trail, move, False, now))
             decision = on_move_failed(error)
             rejected = None if error.retryable else OrderStatus.REJECTED
             self._record_order(intent, None, status=rejected)
             if error.retryable:  # it may exist after all: cancel it at a look, soon
-                self.stale.append(
+                self.m = self.m.stale_added(
                     OrderRef(client_order_id=cid, qty=intent.qty, trigger_price=move.new)
                 )
-                self.look_requested = True  # its "open" echo, if any, was not a reason
+                self.m = self.m.look_wanted()  # its "open" echo, if any, was not a reason
             self._emit(
                 EventType.TRAILING_MOVE_FAILED,
                 StopMoveFailed(
@@ -214,11 +217,11 @@ class Trailing(ExchangeCalls):
             if decision.alert is not None:
                 self._alert(decision.alert, "stop move failed", error.value)
             if decision.outcome is MoveOutcome.RECONCILE:
-                self.look_requested = True
+                self.m = self.m.look_wanted()
         else:
             ref, _ = self._resting(intent, view)
-            self.s = self.s.with_stop(ref, now)
-            self.trail = on_move_result(trail, move, True, now)
+            self._snap(self.s.with_stop(ref, now))
+            self.m = self.m.with_trailing(on_move_result(trail, move, True, now))
             self._record_order(intent, view)
             self._emit(
                 EventType.TRAILING_STOP_MOVED,
@@ -232,7 +235,7 @@ class Trailing(ExchangeCalls):
                 order_id=cid,
             )
             if old is not None:
-                await self._cancel(self._intent_of(old), old)  # on failure: kept in stale
+                await self._cancel(old)  # on failure: kept in stale
         self.pending_move = None
 
     def _trailing_timer(self) -> datetime | None:

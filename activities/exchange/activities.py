@@ -2,27 +2,39 @@
 
 Exchange errors leave as `ApplicationError`s whose `type` is the domain's
 `ErrorType` value: transient ones are retried by Temporal with backoff,
-permanent ones are non-retryable and handled by the workflow by name. Every
-placement after the first attempt looks its client id up before sending, so a
-retry never places a second order.
+permanent ones are non-retryable and handled by the workflow by name. One
+wrapper (`_exchange_call`) does that translation for every activity; details
+are ``{"code": <exchange code or None>, "ambiguous": <bool>}``.
+
+Every placement after the first attempt looks its client id up before sending,
+so a retry never places a second order. A placement that carries a
+`position_id` is journaled first (domain.journal, table ``order_journal``): no
+order leaves without a record naming its workflow, and a client id already
+journaled for a different order is refused (`ClientIdReused`, non-retryable,
+details ``[JournalEntry.details()]`` of the journaled order).
+
+This module imports neither ccxt nor asyncpg: workflows reference its methods by
+definition (``workflow.execute_activity_method(ExchangeActivities.place_order, ...)``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Awaitable, Mapping
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.exchange.gateway import ExchangeGateway
-from domain.errors import ErrorType, classify_exception
+from domain.errors import ErrorClass, ErrorType, classify_exception
 from domain.events import Event, EventType, RateLimitHit, make_event
+from domain.journal import PROTECTIVE_KINDS, JournalEntry, journal_entry
 from domain.market import MarketFilters
-from domain.orders import Fill, OrderView, stop_intent
+from domain.orders import Fill, OrderIntent, OrderView, stop_intent
 from domain.requests import (
     CandlesRequest,
     EntryWithStopRequest,
@@ -36,11 +48,30 @@ from domain.sizing import InvalidStop, stop_level
 from domain.types import OrderSide, Side
 from domain.volatility import Candle
 
+if TYPE_CHECKING:  # ccxt stays out of importers (the workflow sandbox)
+    from activities.exchange.gateway import ExchangeGateway
+
+HEARTBEAT_EVERY_S = 0.3  # float ok: seconds
+STOP_RETRY_FIRST_S = 0.2  # float ok: seconds
+STOP_RETRY_MAX_S = 2.0  # float ok: seconds
+FILL_POLL_FIRST_S = 0.05  # float ok: seconds
+FILL_POLL_MAX_S = 0.5  # float ok: seconds
+
 
 class EventSink(Protocol):
     """Where rate-limit events go (the worker's `Store`)."""
 
     def append_event(self, event: Event) -> Awaitable[bool]: ...
+
+
+class OrderJournal(Protocol):
+    """Where orders are recorded before they are sent (the worker's `Store`).
+
+    `journal_order` inserts the entry unless its client id is journaled already
+    and returns the row that is there (the new one, or the earlier one).
+    """
+
+    def journal_order(self, entry: JournalEntry) -> Awaitable[JournalEntry]: ...
 
 
 def to_application_error(exc: BaseException, *, placement: bool = False) -> ApplicationError:
@@ -54,31 +85,111 @@ def to_application_error(exc: BaseException, *, placement: bool = False) -> Appl
     )
 
 
+def client_id_reused(journaled: JournalEntry, refused: OrderIntent) -> ApplicationError:
+    """The error for an intent whose client id is journaled for a different order.
+
+    Nothing was sent. The details' first item is the journaled order
+    (`JournalEntry.details()`, all strings), so the workflow can find and cancel it.
+    """
+    trigger = f" @ {journaled.trigger_price}" if journaled.trigger_price is not None else ""
+    asked = f" @ {refused.trigger_price}" if refused.trigger_price is not None else ""
+    return ApplicationError(
+        f"client order id {journaled.client_order_id} is journaled for "
+        f"{journaled.kind.value} {journaled.side.value} {journaled.quantity} "
+        f"{journaled.symbol}{trigger} (position {journaled.position_id}); refused "
+        f"{refused.kind.value} {refused.side.value} {refused.qty} {refused.symbol}{asked}",
+        journaled.details(),
+        type=ErrorType.CLIENT_ID_REUSED.value,
+        non_retryable=True,
+    )
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _exchange_call(
+    *, placement: bool = False
+) -> Callable[
+    [Callable[Concatenate[ExchangeActivities, _P], Coroutine[Any, Any, _R]]],
+    Callable[Concatenate[ExchangeActivities, _P], Coroutine[Any, Any, _R]],
+]:
+    """Translate what an exchange activity raises into the `ApplicationError` Temporal sees.
+
+    `placement` marks calls that create orders: a transient failure of those is
+    ambiguous (the exchange may have accepted the order). An `ApplicationError`
+    the method raises itself passes unchanged; a rate limit is also recorded.
+    Goes under ``@activity.defn`` (which reads the signature through the wrapper).
+    """
+
+    def wrap(
+        method: Callable[Concatenate[ExchangeActivities, _P], Coroutine[Any, Any, _R]],
+    ) -> Callable[Concatenate[ExchangeActivities, _P], Coroutine[Any, Any, _R]]:
+        @functools.wraps(method)
+        async def translated(
+            self: ExchangeActivities, /, *args: _P.args, **kwargs: _P.kwargs
+        ) -> _R:
+            try:
+                return await method(self, *args, **kwargs)
+            except ApplicationError:
+                raise
+            except Exception as exc:
+                raise await self._failed(exc, placement=placement) from exc
+
+        return translated
+
+    return wrap
+
+
 class ExchangeActivities:
-    """Exchange activities for the accounts this worker holds keys for."""
+    """Exchange activities for the accounts this worker holds keys for.
+
+    `events` receives rate-limit events; `journal` records every order that
+    carries a `position_id` before it is sent (both: the worker's `Store`).
+    """
 
     def __init__(
-        self, gateways: Mapping[str, ExchangeGateway], events: EventSink | None = None
+        self,
+        gateways: Mapping[str, ExchangeGateway],
+        events: EventSink | None = None,
+        journal: OrderJournal | None = None,
+        *,
+        journal_wait_s: float = 1.0,  # float ok: seconds
+        journal_wait_entry_s: float = 5.0,  # float ok: seconds
+        heartbeat_every_s: float = HEARTBEAT_EVERY_S,  # float ok: seconds
     ) -> None:
         self._gateways = dict(gateways)
         self._events = events
+        self._journal = journal
+        # How long a protective order (stop, emergency stop, close) waits for the
+        # journal before it is sent unrecorded; other orders are refused (retryably)
+        # after `journal_wait_entry_s`.
+        self._journal_wait_s = journal_wait_s
+        self._journal_wait_entry_s = journal_wait_entry_s
+        self._heartbeat_every_s = heartbeat_every_s
+
+    # --- shared plumbing ------------------------------------------------------------------
 
     async def _failed(self, exc: BaseException, *, placement: bool = False) -> ApplicationError:
         """The error to raise for `exc`; a rate limit is also recorded as an event."""
-        error = to_application_error(exc, placement=placement)
-        if error.type == ErrorType.RATE_LIMITED.value and self._events is not None:
-            info = activity.info()
-            event = make_event(
-                EventType.RATE_LIMIT_HIT,
-                RateLimitHit(exchange=info.activity_type, endpoint=None, retry_after_ms=None),
-                event_id=f"rate-limit/{info.workflow_id}/{info.activity_id}/{info.attempt}",
-                occurred_at=datetime.now(UTC),
-                correlation_id=info.workflow_id,
-                error_message=str(exc)[:500],
-            )
-            with contextlib.suppress(Exception):  # recording must not hide the real error
-                await self._events.append_event(event)
-        return error
+        await self._note(exc, classify_exception(exc, placement=placement))
+        return to_application_error(exc, placement=placement)
+
+    async def _note(self, exc: BaseException, kind: ErrorClass) -> None:
+        """Record a rate limit as an event (best effort)."""
+        if kind.type is not ErrorType.RATE_LIMITED or self._events is None:
+            return
+        info = activity.info()
+        event = make_event(
+            EventType.RATE_LIMIT_HIT,
+            RateLimitHit(exchange=info.activity_type, endpoint=None, retry_after_ms=None),
+            event_id=f"rate-limit/{info.workflow_id}/{info.activity_id}/{info.attempt}",
+            occurred_at=datetime.now(UTC),
+            correlation_id=info.workflow_id,
+            error_message=str(exc)[:500],
+        )
+        with contextlib.suppress(Exception):  # recording must not hide the real error
+            await self._events.append_event(event)
 
     def _gateway(self, account: str) -> ExchangeGateway:
         try:
@@ -88,30 +199,189 @@ class ExchangeActivities:
                 f"this worker has no account {account!r}", type="UnknownAccount", non_retryable=True
             ) from None
 
+    async def _journaled(
+        self,
+        intent: OrderIntent,
+        position_id: str | None,
+        gateway: ExchangeGateway,
+        *,
+        may_exist: bool,
+    ) -> JournalEntry | None:
+        """Journal `intent` before it is sent; the conflicting journaled order, if any.
+
+        Returns None when the order may be sent: it is journaled now, or was
+        journaled before with the same intent (a retry), or there is nothing to
+        journal (no `position_id`, no journal), or - for a protective order only -
+        the journal could not be written within `journal_wait_s` (the order is
+        sent anyway, with a warning: a position is never left unprotected for
+        want of a record). Returns the journaled entry when the client id belongs
+        to a different order. Raises a retryable `JournalUnavailable` error when a
+        non-protective order could not be journaled: it is not sent - unless
+        (`may_exist`: a retry) the exchange has it already, so nothing is sent:
+        a filled entry's stop never waits for the database.
+        """
+        if position_id is None or self._journal is None:
+            return None
+        info = activity.info()
+        entry = journal_entry(
+            intent,
+            position_id=position_id,
+            workflow_id=info.workflow_id or position_id.split("/", 1)[0],
+            account=gateway.account,
+            exchange=gateway.exchange_id,
+        )
+        protective = intent.kind in PROTECTIVE_KINDS
+        short = protective or may_exist
+        wait = self._journal_wait_s if short else self._journal_wait_entry_s
+        try:
+            stored = await self._record(entry, wait)
+        except Exception as exc:
+            if protective or (may_exist and await self._on_exchange(gateway, intent)):
+                activity.logger.warning(
+                    "order journal unavailable (%s: %s); going on with %s %s unjournaled",
+                    type(exc).__name__,
+                    exc,
+                    intent.kind.value,
+                    intent.client_order_id,
+                )
+                return None
+            raise ApplicationError(
+                f"order journal unavailable, {intent.client_order_id} not sent: "
+                f"{type(exc).__name__}: {exc}"[:2000],
+                {"code": None, "ambiguous": False},
+                type=ErrorType.JOURNAL_UNAVAILABLE.value,
+                non_retryable=False,
+            ) from exc
+        return None if stored.same_intent(entry) else stored
+
+    @staticmethod
+    async def _on_exchange(gateway: ExchangeGateway, intent: OrderIntent) -> bool:
+        """True when the exchange has the order (False also when it cannot say)."""
+        try:
+            found = await gateway.find(intent.symbol, intent.client_order_id, intent.is_conditional)
+        except Exception:
+            return False
+        return found is not None
+
+    async def _record(self, entry: JournalEntry, wait_s: float) -> JournalEntry:  # float ok
+        """`journal_order`, retried on failure until it succeeds or `wait_s` has passed."""
+        assert self._journal is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        delay = 0.05  # float ok: seconds
+        while True:
+            remaining = deadline - loop.time()
+            try:
+                return await asyncio.wait_for(
+                    self._journal.journal_order(entry), max(remaining, 0.001)
+                )
+            except Exception:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise
+            await asyncio.sleep(min(delay, remaining))
+            delay = min(delay * 2, 0.25)
+
+    @contextlib.asynccontextmanager
+    async def _heartbeating(self, phase: list[str]) -> AsyncIterator[None]:
+        """Heartbeat every `heartbeat_every_s` until the block ends (details: `phase[0]`).
+
+        From a task of its own, so a long exchange call never delays it: the
+        server notices a dead worker within the activity's heartbeat timeout and
+        gives the attempt to another one. Local activities do not heartbeat.
+        """
+        if activity.info().is_local:
+            yield
+            return
+
+        async def beat() -> None:
+            while True:
+                activity.heartbeat(phase[0])
+                await asyncio.sleep(self._heartbeat_every_s)
+
+        task = asyncio.create_task(beat())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # --- placements -------------------------------------------------------------------------
+
     @activity.defn(name="exchange.place_order")
+    @_exchange_call(placement=True)
     async def place_order(self, req: PlaceOrderRequest) -> OrderView:
-        """Place one order idempotently (look-up by client id on every retry)."""
+        """Place one order idempotently (journaled first; look-up by client id on retries)."""
         gateway = self._gateway(req.account)
         look_up = req.look_up_first or activity.info().attempt > 1
-        try:
-            return await gateway.place(req.intent, look_up_first=look_up)
-        except Exception as exc:
-            raise await self._failed(exc, placement=True) from exc
+        conflict = await self._journaled(req.intent, req.position_id, gateway, may_exist=look_up)
+        if conflict is not None:
+            raise client_id_reused(conflict, req.intent)
+        return await gateway.place(req.intent, look_up_first=look_up)
 
     @activity.defn(name="exchange.place_entry_with_stop")
+    @_exchange_call(placement=True)
     async def place_entry_with_stop(self, req: EntryWithStopRequest) -> EntryWithStopResult:
         """Entry, then at once its stop for the filled quantity (no round trip between).
 
-        Idempotent like `place_order`: every retry looks both client ids up first.
-        A failure of the stop is returned, not raised, so the workflow's stop-loss
-        saga continues from it; only a failure of the entry fails the activity.
+        Heartbeats all along (schedule it with a short heartbeat timeout): if this
+        worker dies, another attempt starts elsewhere within that timeout, and
+        every attempt after the first looks both client ids up before sending.
+        Both orders are journaled before they are sent. An entry the exchange
+        still reports unfilled is polled for its fill for `entry_fill_wait_s`.
+        A transient failure of the stop is retried here (200 ms doubling to 2 s,
+        for `stop_retry_for_s`, looking the stop up first after an ambiguous
+        failure); what still fails is returned in `stop_error`, not raised, so the
+        workflow's stop-loss saga continues from it. Only a failure of the entry
+        fails the activity.
+
+        A cancellation (the workflow's, or a worker shutting down) that arrives
+        once the entry is on its way is not obeyed at once: the entry's outcome
+        and its stop are seen through first, so a fill never stays without its
+        stop for want of an answer; then the cancellation is reported, and the
+        workflow (which waits for it) looks both orders up by client id.
         """
         gateway = self._gateway(req.account)
+        phase = ["journal"]
+        cancelled = False
+        async with self._heartbeating(phase):
+            work = asyncio.create_task(self._entry_with_stop(gateway, req, phase))
+            while True:
+                try:
+                    result = await asyncio.shield(work)
+                    if cancelled:
+                        raise asyncio.CancelledError
+                    return result
+                except asyncio.CancelledError:
+                    if work.done():
+                        raise
+                    cancelled = True
+                    if phase[0] == "journal":  # nothing sent yet: obey
+                        work.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await work
+                        raise
+                    current = asyncio.current_task()
+                    if current is not None:
+                        current.uncancel()
+                    activity.logger.warning(
+                        "cancellation requested during %s of entry %s: seeing it through first",
+                        phase[0],
+                        req.entry.client_order_id,
+                    )
+
+    async def _entry_with_stop(
+        self, gateway: ExchangeGateway, req: EntryWithStopRequest, phase: list[str]
+    ) -> EntryWithStopResult:
         retry = req.look_up_first or activity.info().attempt > 1
-        try:
-            entry = await gateway.place(req.entry, look_up_first=retry)
-        except Exception as exc:
-            raise await self._failed(exc, placement=True) from exc
+        conflict = await self._journaled(req.entry, req.position_id, gateway, may_exist=retry)
+        if conflict is not None:
+            raise client_id_reused(conflict, req.entry)
+        phase[0] = "entry"
+        entry = await gateway.place(req.entry, look_up_first=retry)
+        phase[0] = "fill"
+        entry = await self._await_fill(gateway, req, entry)
         if entry.filled_qty <= 0 or entry.average_price is None:
             return EntryWithStopResult(entry=entry)
         side = Side.LONG if req.entry.side is OrderSide.BUY else Side.SHORT
@@ -122,74 +392,153 @@ class ExchangeActivities:
         intent = stop_intent(
             req.stop_client_order_id, req.entry.symbol, side, entry.filled_qty, price
         )
-        try:
-            stop = await gateway.place(intent, look_up_first=retry)
-        except Exception as exc:
-            kind = classify_exception(exc, placement=True)
+        phase[0] = "stop"
+        conflict = await self._journaled(intent, req.position_id, gateway, may_exist=retry)
+        if conflict is not None:
             return EntryWithStopResult(
                 entry=entry,
                 stop_price=price,
-                stop_error=kind.type.value,
-                stop_ambiguous=kind.ambiguous,
+                stop_error=ErrorType.CLIENT_ID_REUSED.value,
+                stop_conflict=conflict,
             )
-        return EntryWithStopResult(entry=entry, stop=stop, stop_price=price)
+        activity.logger.info(
+            "%s entry %s filled %s @ %s; placing stop %s @ %s",
+            req.entry.symbol,
+            req.entry.client_order_id,
+            entry.filled_qty,
+            entry.average_price,
+            intent.client_order_id,
+            price,
+        )
+        return await self._place_stop(gateway, req, entry, intent, look_up_first=retry)
+
+    async def _await_fill(
+        self, gateway: ExchangeGateway, req: EntryWithStopRequest, entry: OrderView
+    ) -> OrderView:
+        """The entry once it has a fill (or is final), polled for `entry_fill_wait_s`.
+
+        A read that fails only ends the wait early: the workflow looks again.
+        """
+        if entry.filled_qty > 0 or entry.is_final:
+            return entry
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + req.entry_fill_wait_s
+        delay = FILL_POLL_FIRST_S
+        while loop.time() + delay < deadline:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, FILL_POLL_MAX_S)
+            try:
+                found = await gateway.find(req.entry.symbol, req.entry.client_order_id, False)
+            except Exception as exc:
+                kind = classify_exception(exc)
+                await self._note(exc, kind)
+                if not kind.retryable:
+                    break
+                continue
+            if found is not None:
+                entry = found
+                if entry.filled_qty > 0 or entry.is_final:
+                    break
+        return entry
+
+    async def _place_stop(
+        self,
+        gateway: ExchangeGateway,
+        req: EntryWithStopRequest,
+        entry: OrderView,
+        intent: OrderIntent,
+        *,
+        look_up_first: bool,
+    ) -> EntryWithStopResult:
+        """Place the entry's stop, retrying transient failures for `stop_retry_for_s`."""
+        price = intent.trigger_price
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + req.stop_retry_for_s
+        delay = STOP_RETRY_FIRST_S
+        look_up = look_up_first
+        ambiguous = False
+        while True:
+            try:
+                stop = await gateway.place(intent, look_up_first=look_up)
+            except Exception as exc:
+                kind = classify_exception(exc, placement=True)
+                await self._note(exc, kind)
+                # Once any attempt was ambiguous the stop may exist, whatever
+                # the later attempts (each of which looks it up first) say.
+                ambiguous = ambiguous or kind.ambiguous
+                if not kind.retryable or loop.time() + delay > deadline:
+                    return EntryWithStopResult(
+                        entry=entry,
+                        stop_price=price,
+                        stop_error=kind.type.value,
+                        stop_ambiguous=ambiguous,
+                    )
+                activity.logger.warning(
+                    "stop %s failed (%s: %s), retrying in %.1f s",
+                    intent.client_order_id,
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                )
+                look_up = look_up or ambiguous
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, STOP_RETRY_MAX_S)
+                continue
+            return EntryWithStopResult(entry=entry, stop=stop, stop_price=price)
+
+    # --- reads and cancels ---------------------------------------------------------------------
 
     @activity.defn(name="exchange.find_order")
+    @_exchange_call()
     async def find_order(self, req: OrderRequest) -> OrderView | None:
         """The order with this client id, open or done; None if the exchange has none."""
-        try:
-            return await self._gateway(req.account).find(
-                req.symbol, req.client_order_id, req.conditional
-            )
-        except Exception as exc:
-            raise await self._failed(exc) from exc
+        return await self._gateway(req.account).find(
+            req.symbol, req.client_order_id, req.conditional
+        )
 
     @activity.defn(name="exchange.cancel_order")
+    @_exchange_call()
     async def cancel_order(self, req: OrderRequest) -> OrderView | None:
         """Cancel one order (a missing one counts as done); returns its final view."""
-        try:
-            return await self._gateway(req.account).cancel(
-                req.symbol,
-                client_order_id=req.client_order_id,
-                exchange_order_id=req.exchange_order_id,
-                conditional=req.conditional,
-            )
-        except Exception as exc:
-            raise await self._failed(exc) from exc
+        return await self._gateway(req.account).cancel(
+            req.symbol,
+            client_order_id=req.client_order_id,
+            exchange_order_id=req.exchange_order_id,
+            conditional=req.conditional,
+        )
 
     @activity.defn(name="exchange.position")
+    @_exchange_call()
     async def position(self, req: SymbolRequest) -> ExchangePosition:
         """The account's position in one symbol (qty 0 when flat)."""
-        try:
-            return await self._gateway(req.account).position(req.symbol)
-        except Exception as exc:
-            raise await self._failed(exc) from exc
+        return await self._gateway(req.account).position(req.symbol)
 
     @activity.defn(name="exchange.open_stops")
+    @_exchange_call()
     async def open_stops(self, req: SymbolRequest) -> list[OrderView]:
         """Open conditional (stop / take-profit) orders of one symbol."""
-        try:
-            return await self._gateway(req.account).open_orders(req.symbol, conditional=True)
-        except Exception as exc:
-            raise await self._failed(exc) from exc
+        return await self._gateway(req.account).open_orders(req.symbol, conditional=True)
+
+    @activity.defn(name="exchange.open_orders")
+    @_exchange_call()
+    async def open_orders(self, req: SymbolRequest) -> list[OrderView]:
+        """Every open order of one symbol, regular and conditional (`is_conditional` set)."""
+        return await self._gateway(req.account).all_open_orders(req.symbol)
 
     @activity.defn(name="exchange.mark_price")
+    @_exchange_call()
     async def mark_price(self, req: SymbolRequest) -> Decimal:
         """Current mark price of one symbol."""
-        try:
-            return await self._gateway(req.account).mark_price(req.symbol)
-        except Exception as exc:
-            raise await self._failed(exc) from exc
+        return await self._gateway(req.account).mark_price(req.symbol)
 
     @activity.defn(name="exchange.candles")
+    @_exchange_call()
     async def candles(self, req: CandlesRequest) -> list[Candle]:
         """The last `limit` candles of one symbol, oldest first (for the ATR)."""
-        try:
-            return await self._gateway(req.account).candles(req.symbol, req.timeframe, req.limit)
-        except Exception as exc:
-            raise await self._failed(exc) from exc
+        return await self._gateway(req.account).candles(req.symbol, req.timeframe, req.limit)
 
     @activity.defn(name="exchange.filters")
+    @_exchange_call()
     async def filters(self, req: SymbolRequest) -> MarketFilters:
         """Trading filters (tick, step, minimums) of one symbol."""
         try:
@@ -198,18 +547,14 @@ class ExchangeActivities:
             raise ApplicationError(
                 f"{req.symbol} is not listed", type="BadSymbol", non_retryable=True
             ) from None
-        except Exception as exc:
-            raise await self._failed(exc) from exc
 
     @activity.defn(name="exchange.fills")
+    @_exchange_call()
     async def fills(self, req: OrderRequest) -> list[Fill]:
         """Executions of one of our orders (for a triggered stop: of the order it became)."""
-        try:
-            return await self._gateway(req.account).order_fills(
-                req.symbol, req.client_order_id, req.conditional
-            )
-        except Exception as exc:
-            raise await self._failed(exc) from exc
+        return await self._gateway(req.account).order_fills(
+            req.symbol, req.client_order_id, req.conditional
+        )
 
     def all(self) -> list[object]:
         """Every activity method, for registration on a worker."""
@@ -220,6 +565,7 @@ class ExchangeActivities:
             self.cancel_order,
             self.position,
             self.open_stops,
+            self.open_orders,
             self.mark_price,
             self.candles,
             self.filters,

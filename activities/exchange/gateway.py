@@ -280,6 +280,56 @@ class ExchangeGateway:
         orders = await self.exchange.fetch_open_orders(unified, None, None, params)
         return [order_view(o, canonical_from_unified(o["symbol"])) for o in orders]
 
+    async def all_open_orders(self, symbol: str) -> list[OrderView]:
+        """Every open order of one symbol: regular and conditional, each `is_conditional` set.
+
+        Binance keeps conditional orders apart (algo orders): both lists are read,
+        each complete for one symbol (neither endpoint pages). Bybit lists every
+        kind in one call, paged by cursor; ccxt follows the cursor.
+        """
+        unified = unified_from_canonical(symbol)
+        if self.exchange_id.startswith("binance"):
+            regular, conditional = await asyncio.gather(
+                self.exchange.fetch_open_orders(unified, None, None, {}),
+                self.exchange.fetch_open_orders(unified, None, None, {"trigger": True}),
+            )
+            views = [order_view(o, symbol) for o in regular]
+            views += [
+                order_view(o, symbol).model_copy(update={"is_conditional": True})
+                for o in conditional
+            ]
+        else:
+            views = [order_view(o, symbol) for o in await self._bybit_open_orders(unified)]
+        unique: dict[tuple[bool, str], OrderView] = {}
+        for view in views:
+            unique.setdefault((view.is_conditional, view.exchange_order_id), view)
+        return list(unique.values())
+
+    async def _bybit_open_orders(self, unified: str) -> list[Any]:
+        """Every page of Bybit's open orders (every kind) of one symbol.
+
+        Bybit pages by `nextPageCursor` (50 a page at most); ccxt puts the cursor
+        into the `info` of the page's first raw order.
+        """
+        orders: list[Any] = []
+        cursor: str | None = None
+        for _ in range(_MAX_PAGES):
+            page = await self.exchange.fetch_open_orders(
+                unified, None, _BYBIT_PAGE, {"cursor": cursor} if cursor else {}
+            )
+            orders.extend(page)
+            cursor = next(
+                (
+                    str(o["info"]["nextPageCursor"])
+                    for o in page
+                    if (o.get("info") or {}).get("nextPageCursor")
+                ),
+                None,
+            )
+            if len(page) < _BYBIT_PAGE or cursor is None:
+                return orders
+        raise RuntimeError(f"more than {_MAX_PAGES * _BYBIT_PAGE} open orders in {unified}")
+
     async def order_fills(self, symbol: str, client_order_id: str, conditional: bool) -> list[Fill]:
         """Executions of our order `client_order_id`, fees in the quote currency.
 
@@ -405,6 +455,9 @@ class ExchangeGateway:
             for row in rows
         ]
 
+
+_BYBIT_PAGE = 50
+_MAX_PAGES = 100
 
 _BYBIT_INTERVALS = {
     "1m": "1",

@@ -6,11 +6,15 @@ so Temporal may retry any of them freely; a database outage only delays them.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from temporalio import activity
 
-from activities.store.repository import Store
 from domain.events import Event
 from domain.records import StoreBatch
+
+if TYPE_CHECKING:  # asyncpg stays out of importers (a workflow referencing these methods)
+    from activities.store.repository import Store
 
 
 class StoreActivities:

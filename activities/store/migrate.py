@@ -17,7 +17,7 @@ from typing import Any
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 # Any constant works; it only has to be the same for every posguard process.
-_LOCK_KEY = 0x706F7367  # "posg"
+SCHEMA_LOCK_KEY = 0x706F7367  # "posg"
 
 
 class MigrationError(RuntimeError):
@@ -51,6 +51,18 @@ def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     return found
 
 
+async def lock_schema(conn: Any) -> None:
+    """Take the schema lock for the rest of `conn`'s current transaction.
+
+    Every schema change posguard makes at run time holds it: migrations, and the
+    event partitions created and dropped by every worker at start. Processes
+    starting together then take turns, and each sees what the previous one did
+    (DDL is not safe against a concurrent twin: two `CREATE TABLE` of one name
+    both pass their "does it exist" check and the second fails on commit).
+    """
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", SCHEMA_LOCK_KEY)
+
+
 async def apply_migrations(conn: Any, directory: Path = MIGRATIONS_DIR) -> list[int]:
     """Apply the pending migrations on an asyncpg connection; returns the versions applied.
 
@@ -61,7 +73,7 @@ async def apply_migrations(conn: Any, directory: Path = MIGRATIONS_DIR) -> list[
     migrations = load_migrations(directory)
     applied_now: list[int] = []
     async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
+        await lock_schema(conn)
         await conn.execute(
             """CREATE TABLE IF NOT EXISTS schema_migrations (
                    version    integer PRIMARY KEY,

@@ -15,8 +15,9 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from activities.store.migrate import apply_migrations
+from activities.store.migrate import apply_migrations, lock_schema
 from domain.events import Event
+from domain.journal import JournalEntry
 from domain.records import (
     AlertRecord,
     FillRecord,
@@ -76,8 +77,14 @@ class Store:
             return await apply_migrations(conn)
 
     async def ensure_event_partitions(self, now: datetime, months_ahead: int = 3) -> int:
-        """Create monthly event partitions from `now`'s month on; returns how many were new."""
+        """Create monthly event partitions from `now`'s month on; returns how many were new.
+
+        Safe for any number of processes at once: it holds the schema lock (the one
+        migrations take), so a partition another worker is creating is waited for
+        and then found, never created twice.
+        """
         async with self.pool.acquire() as conn, conn.transaction():
+            await lock_schema(conn)
             return int(
                 await conn.fetchval(
                     "SELECT posguard_ensure_event_partitions($1, $2)", now, months_ahead + 1
@@ -85,8 +92,13 @@ class Store:
             )
 
     async def apply_retention(self, keep: timedelta) -> int:
-        """Drop event partitions entirely older than `keep`; returns how many were dropped."""
+        """Drop event partitions entirely older than `keep`; returns how many were dropped.
+
+        Holds the schema lock, like `ensure_event_partitions`: processes doing it at
+        once take turns, and a partition already dropped by one is not dropped again.
+        """
         async with self.pool.acquire() as conn, conn.transaction():
+            await lock_schema(conn)
             return int(await conn.fetchval("SELECT posguard_drop_event_partitions($1)", keep))
 
     # --- events ---------------------------------------------------------------------
@@ -319,6 +331,67 @@ class Store:
     async def insert_signal(self, rec: SignalRecord) -> bool:
         """Store a signal once; returns False when its id is already stored."""
         return await self._insert_once(self.pool, "signals", "id", rec.model_dump())
+
+    # --- order journal ------------------------------------------------------------------
+
+    async def journal_order(self, entry: JournalEntry) -> JournalEntry:
+        """Record an order before it is sent; returns the row that is there.
+
+        Inserts `entry` unless its client id is journaled already, and returns
+        the stored row either way: `entry` itself (with `recorded_at`) when it is
+        new, else the earlier row, whose intent the caller compares with its own
+        (`JournalEntry.same_intent`). A concurrent insert of the same id is
+        waited for by PostgreSQL, so the row returned is always the committed one.
+        """
+        data = entry.model_dump(exclude={"recorded_at"}, mode="python")
+        data["kind"] = entry.kind.value
+        data["side"] = entry.side.value
+        cols = list(data)
+        placeholders = ", ".join(f"${i}" for i in range(1, len(cols) + 1))
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(
+                f"INSERT INTO order_journal ({', '.join(cols)}) VALUES ({placeholders}) "
+                "ON CONFLICT (client_order_id) DO NOTHING RETURNING *",
+                *[data[c] for c in cols],
+            )
+            if row is None:
+                row = await conn.fetchrow(
+                    "SELECT * FROM order_journal WHERE client_order_id = $1",
+                    entry.client_order_id,
+                )
+        if row is None:  # only if a row were deleted in between; journal rows never are
+            raise RuntimeError(f"order journal lost {entry.client_order_id!r}")
+        return JournalEntry.model_validate(dict(row))
+
+    async def journaled_order(self, client_order_id: str) -> JournalEntry | None:
+        """The journal row of one client order id, or None."""
+        row = await self.pool.fetchrow(
+            "SELECT * FROM order_journal WHERE client_order_id = $1", client_order_id
+        )
+        return None if row is None else JournalEntry.model_validate(dict(row))
+
+    async def journaled_orders(
+        self,
+        *,
+        position_id: str | None = None,
+        account: str | None = None,
+        exchange: str | None = None,
+        symbol: str | None = None,
+    ) -> list[JournalEntry]:
+        """Journal rows of one position, or of an account/exchange/symbol, oldest first."""
+        rows = await self.pool.fetch(
+            """SELECT * FROM order_journal
+               WHERE ($1::text IS NULL OR position_id = $1)
+                 AND ($2::text IS NULL OR account = $2)
+                 AND ($3::text IS NULL OR exchange = $3)
+                 AND ($4::text IS NULL OR symbol = $4)
+               ORDER BY recorded_at, client_order_id""",
+            position_id,
+            account,
+            exchange,
+            symbol,
+        )
+        return [JournalEntry.model_validate(dict(r)) for r in rows]
 
 
 _R = TypeVar("_R", PositionRecord, OrderRecord, FillRecord)

@@ -18,8 +18,10 @@ from hypothesis import strategies as st
 
 from domain.band import PriceBand, band_for, next_timer
 from domain.trailing import (
+    TrailingMode,
     TrailingParams,
     TrailingState,
+    activation_price,
     initial_state,
     on_move_result,
     on_price,
@@ -115,6 +117,12 @@ def test_one_tick_beyond_the_profit_bound_acts_when_nothing_holds_back(
             return
         price = band.wake_below - p.tick_size
     d = on_price(state, p, price, now)
+    if d.move is None and d.events == () and p.mode is TrailingMode.FREQTRADE:
+        # While trailing, FREQTRADE mode may bound the band at the activation price,
+        # where only a price exactly there acts (it earns the activation floor).
+        level = activation_price(state, p)
+        assert state.activated_at is not None and level is not None, band
+        d = on_price(state, p, level, now)
     assert d.move is not None or d.events != (), f"band {band} wakes for nothing at {price}"
 
 
@@ -158,3 +166,37 @@ def test_time_activation_due_adds_the_entry_price() -> None:
 def test_band_round_trips_through_json() -> None:
     band = PriceBand(wake_below=D("0.000123"), wake_above=None)
     assert PriceBand.model_validate_json(band.model_dump_json()) == band
+
+
+@pytest.mark.parametrize("side", list(Side))
+def test_freqtrade_mode_wakes_at_the_level_and_at_the_entry_without_one(side: Side) -> None:
+    stop = D(90) if side is Side.LONG else D(110)
+    state = initial_state(side, D(100), stop, T0)
+    p = params(activation_pct=D(3), mode=TrailingMode.FREQTRADE)
+    level = D(103) if side is Side.LONG else D(97)
+    band = band_for(state, p, T0)
+    assert band.wakes(level) and band.is_quiet((level + D(100)) / 2)
+    # Offset 0: a bound at the entry price, not an empty band.
+    band = band_for(state, params(mode=TrailingMode.FREQTRADE), T0)
+    assert band == (
+        PriceBand(wake_below=D(90), wake_above=D(100))
+        if side is Side.LONG
+        else PriceBand(wake_below=D(100), wake_above=D(110))
+    )
+
+
+def test_freqtrade_mode_keeps_the_level_in_the_band_while_its_floor_can_still_move() -> None:
+    # Stop 1 % away, trail 5 %: trailing from 105 gives 99.75, and a price exactly at
+    # 103 would still earn 101.97. The band must wake there.
+    p = params(callback_pct=D(5), activation_pct=D(3), mode=TrailingMode.FREQTRADE)
+    state = initial_state(Side.LONG, D(100), D(99), T0)
+    d = on_price(state, p, D(105), at(0))
+    assert d.move is not None
+    state = on_move_result(d.state, d.move, True, at(0))
+    band = band_for(state, p, at(1))
+    assert band.wake_above == D(103) and not band.is_quiet(D(103))
+    d = on_price(state, p, D(103), at(1))
+    assert d.move is not None and d.move.new == D("101.97")
+    state = on_move_result(d.state, d.move, True, at(1))
+    # Earned: the level leaves the band.
+    assert band_for(state, p, at(2)).is_quiet(D(103))

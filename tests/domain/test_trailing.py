@@ -26,7 +26,9 @@ from domain.trailing import (
     Phase,
     StopMove,
     TrailingDecision,
+    TrailingMode,
     TrailingParams,
+    TrailingRule,
     TrailingState,
     initial_state,
     next_timer,
@@ -72,6 +74,29 @@ def profit_reached(side: Side, entry: Decimal, mark: Decimal, pct: Decimal) -> b
         return mark * 100 <= entry * (100 - pct)
 
 
+def profit_beyond(side: Side, entry: Decimal, mark: Decimal, pct: Decimal) -> bool:
+    """mark is strictly more than `pct` percent in profit from entry (exact)."""
+    with _exact():
+        if side is Side.LONG:
+            return mark * 100 > entry * (100 + pct)
+        return mark * 100 < entry * (100 - pct)
+
+
+def level_of(side: Side, entry: Decimal, pct: Decimal) -> Decimal:
+    """entry moved `pct` percent into profit, exactly."""
+    with _exact():
+        return entry * (100 + pct) / 100 if side is Side.LONG else entry * (100 - pct) / 100
+
+
+def expected_floor(side: Side, initial: Decimal, pct: Decimal, tick: Decimal) -> Decimal:
+    """freqtrade's stoploss distance kept at the offset price: initial stop times the
+    activation factor, rounded to the tick away from the price."""
+    with _exact():
+        raw = level_of(side, initial, pct)
+        rounding = ROUND_FLOOR if side is Side.LONG else ROUND_CEILING
+        return (raw / tick).to_integral_value(rounding=rounding) * tick
+
+
 def in_profit(side: Side, entry: Decimal, mark: Decimal) -> bool:
     return mark > entry if side is Side.LONG else mark < entry
 
@@ -110,6 +135,7 @@ def trailing_params(draw: st.DrawFn, /, **overrides: object) -> TrailingParams:
         "min_interval": draw(
             st.sampled_from([0, 1, 5, 30, 120]).map(lambda s: timedelta(seconds=s))
         ),
+        "mode": draw(st.sampled_from(list(TrailingMode))),
     }
     values.update(overrides)
     return TrailingParams.model_validate(values)
@@ -123,6 +149,9 @@ class Step:
     bps: int  # price change in basis points
     ack_at_once: bool  # answer a move before the next tick arrives, or only after it
     accept: bool
+    # The price jumps to exactly the activation price (the entry price without one):
+    # the edge where POSGUARD and FREQTRADE modes differ.
+    at_level: bool = False
 
 
 steps = st.builds(
@@ -132,6 +161,7 @@ steps = st.builds(
     ack_at_once=st.booleans(),
     # Mostly accepted, as on a healthy exchange; rejections exercise the recovery.
     accept=st.sampled_from([True, True, True, False]),
+    at_level=st.integers(0, 7).map(lambda x: x == 0),
 )
 
 
@@ -209,12 +239,19 @@ def check_decision(
             or not protective(side, after.pending, mark)
         )
 
-    # Activation and breakeven happen at the first evaluation that qualifies.
+    # Activation and breakeven happen at the first evaluation that qualifies:
+    # POSGUARD at or beyond the level (any price without one), FREQTRADE strictly
+    # beyond it (beyond the entry price without one).
     if before.activated_at is None:
-        by_price = mark is not None and (
-            p.activation_pct is None
-            or profit_reached(side, before.entry_price, mark, p.activation_pct)
-        )
+        if p.mode is TrailingMode.FREQTRADE:
+            by_price = mark is not None and profit_beyond(
+                side, before.entry_price, mark, p.activation_pct or D(0)
+            )
+        else:
+            by_price = mark is not None and (
+                p.activation_pct is None
+                or profit_reached(side, before.entry_price, mark, p.activation_pct)
+            )
         by_time = (
             mark is not None
             and p.time_activation_after is not None
@@ -236,6 +273,27 @@ def check_decision(
         )
         assert (after.breakeven_at == now) == be
         assert (MoveReason.BREAKEVEN in d.events) == be
+
+    # FREQTRADE mode: a price exactly at the activation price earns the floor.
+    floor = before.activation_floor
+    initial = before.initial_stop
+    if (
+        p.mode is TrailingMode.FREQTRADE
+        and p.activation_pct is not None
+        and mark is not None
+        and initial is not None
+        and tighter(side, before.entry_price, initial)
+        and mark == level_of(side, before.entry_price, p.activation_pct)
+    ):
+        earned = expected_floor(side, initial, p.activation_pct, p.tick_size)
+        floor = earned if floor is None or tighter(side, earned, floor) else floor
+    assert after.activation_floor == floor
+    if d.move is not None and floor is not None:
+        with _exact():  # the floor, on the current tick grid (away from the price)
+            rounding = ROUND_FLOOR if side is Side.LONG else ROUND_CEILING
+            units = (floor / p.tick_size).to_integral_value(rounding=rounding)
+        assert not tighter(side, units * p.tick_size, d.move.new), "a move is below the floor"
+    assert after.initial_stop == before.initial_stop
 
     # Exact JSON round trip: the state is a workflow payload.
     payload = after.model_dump_json()
@@ -280,6 +338,10 @@ def drive(side: Side, p: TrailingParams, state: TrailingState, path: list[Step])
             mark = mark * (10_000 + step.bps) / 10_000
             # Mark prices carry one more digit than the tick, as Binance's do.
             mark = max(mark.quantize(p.tick_size / 10), p.tick_size)
+        if step.at_level:
+            entry = run.states[0].entry_price
+            pct = p.activation_pct
+            mark = level_of(side, entry, pct) if pct is not None else entry
         run.marks.append(mark)
         d = on_price(state, p, mark, now)
         check_decision(run, state, d, mark, now)
@@ -622,3 +684,92 @@ def test_state_refuses_inconsistent_phase() -> None:
     state = initial_state(Side.LONG, D(100), D(90), T0)
     with pytest.raises(ValidationError):
         TrailingState.model_validate({**dict(state), "phase": Phase.TRAILING})
+
+
+# ---------------------------------------------------------------- FREQTRADE mode
+
+
+def ft(**kw: object) -> TrailingParams:
+    return params(mode=TrailingMode.FREQTRADE, **kw)
+
+
+@pytest.mark.parametrize(
+    ("side", "ticks", "stops"),
+    [
+        # Entry 100, stop 90, activation 3 %: 103.00 keeps the 10 % distance (92.70),
+        # 103.01 activates (103.01 * 0.98 = 100.9498, down to 100.94).
+        (Side.LONG, ["102.99", "103.00", "103.01"], ["90", "92.70", "100.94"]),
+        (Side.SHORT, ["97.01", "97.00", "96.99"], ["110", "106.70", "98.93"]),
+    ],
+)
+def test_freqtrade_mode_activates_strictly_beyond_the_level(
+    side: Side, ticks: list[str], stops: list[str]
+) -> None:
+    state = initial_state(side, D(100), D(stops[0]), T0)
+    state, moves = feed(state, ft(activation_pct=D(3)), list(enumerate(ticks)))
+    assert [m.new for _, m in moves] == [D(x) for x in stops[1:]]
+    assert [m.reason for _, m in moves] == [MoveReason.TRAIL, MoveReason.ACTIVATED]
+    assert state.activation_floor == D(stops[1]) and state.phase is Phase.TRAILING
+
+
+@pytest.mark.parametrize("side", list(Side))
+def test_freqtrade_mode_without_activation_waits_for_profit(side: Side) -> None:
+    # freqtrade's offset 0: the initial stop stays at and on the loss side of entry.
+    sign = 1 if side is Side.LONG else -1
+    stop = D(100) - sign * 10
+    state = initial_state(side, D(100), stop, T0)
+    p = ft()
+    for i, m in enumerate([D(100) - sign * D("0.5"), D(100)]):
+        d = on_price(state, p, m, at(i))
+        assert d.move is None and d.events == ()
+        state = d.state
+    d = on_price(state, p, D(100) + sign * D("0.01"), at(2))
+    assert d.events == (MoveReason.ACTIVATED,)
+    # 100.01 * 0.98 = 98.0098 -> 98.00; 99.99 * 1.02 = 101.9898 -> 101.99.
+    assert d.move is not None and d.move.new == (D("98.00") if side is Side.LONG else D("101.99"))
+    # The default mode trails from the entry price at once.
+    assert on_price(initial_state(side, D(100), stop, T0), params(), D(100), at(0)).move
+
+
+def test_freqtrade_floor_survives_the_interval_and_a_rejection() -> None:
+    p = ft(activation_pct=D(3), min_interval=timedelta(seconds=10))
+    state = initial_state(Side.LONG, D(100), D(90), T0)
+    state = TrailingState.model_validate({**dict(state), "last_move_at": at(0)})
+    d = on_price(state, p, D(103), at(1))  # floor 92.70, held by the interval
+    assert d.move is None and d.state.pending == D("92.70")
+    d = on_price(d.state, p, D(102), at(5))  # no longer at the level: still earned
+    assert d.state.pending == D("92.70") and d.state.activation_floor == D("92.70")
+    d = on_timer(d.state, p, at(10))
+    assert d.move == StopMove(old=D(90), new=D("92.70"), reason=MoveReason.TRAIL)
+    state = on_move_result(d.state, d.move, False, at(10))  # rejected: recomputed later
+    d = on_price(state, p, D(101), at(21))
+    assert d.move == StopMove(old=D(90), new=D("92.70"), reason=MoveReason.TRAIL)
+
+
+def test_freqtrade_floor_needs_a_recorded_initial_stop_on_the_loss_side() -> None:
+    p = ft(activation_pct=D(3))
+    legacy = initial_state(Side.LONG, D(100), D(90), T0).model_copy(update={"initial_stop": None})
+    d = on_price(legacy, p, D(103), at(1))
+    assert d.move is None and d.state.activation_floor is None
+    in_profit_stop = initial_state(Side.LONG, D(100), D(101), T0)
+    d = on_price(in_profit_stop, p, D(103), at(1))
+    assert d.move is None and d.state.activation_floor is None
+
+
+def test_freqtrade_floor_is_kept_by_with_params_and_json() -> None:
+    p = ft(activation_pct=D(3))
+    state, _ = feed(initial_state(Side.SHORT, D(100), D(110), T0), p, [(1, "97")])
+    assert state.stop == D("106.70") and state.activation_floor == D("106.70")
+    changed = with_params(state, ft(activation_pct=D(5)))
+    assert changed.activation_floor == D("106.70") and changed.initial_stop == D(110)
+    assert TrailingState.model_validate_json(changed.model_dump_json()) == changed
+
+
+def test_rule_carries_the_mode_into_the_params() -> None:
+    rule = TrailingRule(callback_pct=D(2), activation_pct=D(3), mode=TrailingMode.FREQTRADE)
+    assert rule.params(D("0.01")).mode is TrailingMode.FREQTRADE
+    assert TrailingRule(callback_pct=D(2)).params(D("0.01")).mode is TrailingMode.POSGUARD
+    assert TrailingRule.model_validate_json(rule.model_dump_json()) == rule
+    # A rule saved before the field existed reads as the default mode.
+    old = TrailingRule.model_validate({"callback_pct": "2"})
+    assert old.mode is TrailingMode.POSGUARD

@@ -41,6 +41,7 @@ from domain.sizing import SizingMode, SizingRequest, StopRule
 from domain.types import ExchangeId, Side
 from simulator.faults import FaultRule
 from simulator.server import PaperExchange
+from tests.waiting import PATIENCE_S
 from workers.positions import start_position
 from workflows.position_io import ExchangeUpdate, PositionConfig, PositionView, exchange_task_queue
 
@@ -51,7 +52,7 @@ LATENCY_MS = 3000
 # Longer than the latency (a request that is merely slow succeeds), short enough
 # that the dead worker's in-flight activity times out quickly and is retried.
 CALL_TIMEOUT = timedelta(seconds=6)
-STEP_S = 60.0  # float ok: wall-clock bound of any single wait
+STEP_S = PATIENCE_S  # float ok: wall-clock safety net of any single wait
 
 
 @dataclass
@@ -309,7 +310,7 @@ async def test_kill_after_entry_fill_before_stop_places_neither_twice(crash: Cra
     assert len(crash.stops(symbol)) == 1  # the in-flight stop was found, not placed again
     episode = crash.open_episode(symbol)
     unprotected = episode["unprotectedMs"]
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.3)  # a while later (any while: a busy machine only makes it longer)
     assert crash.open_episode(symbol)["unprotectedMs"] == unprotected  # protected now
 
     async def events_recorded() -> bool:

@@ -22,174 +22,79 @@ import itertools
 import math
 import random
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
 import pytest_asyncio
-from pydantic import SecretStr
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import WorkflowHandle, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.store.repository import Store
 from domain.client_ids import OrderStep, belongs_to, parse_client_id
 from domain.events import EventType
-from domain.position import CloseReason, PositionSpec, PositionState
-from domain.protection import ProtectionPolicy
-from domain.sizing import SizingMode, SizingRequest, StopRule
+from domain.position import CloseReason, PositionSpec, PositionState, is_terminal
 from domain.trailing import TrailingRule
-from domain.types import ExchangeId, Side
-from signals_ingest.gate_process import GateSource, run_gate
+from domain.types import Side
+from signals_ingest.gate_process import GateSource
 from simulator.server import PaperExchange
-from workers.positions import start_position
-from workers.settings import AccountSettings, Settings
-from workers.worker import run_worker
-from workflows.position_io import CloseResult, PositionConfig, PositionView, exchange_task_queue
+from tests.waiting import PATIENCE_S, is_transient, poll, until
+from tests.workflows.harness import QUICK, Stack, live_stack, running_gate
+from workflows.position_io import CloseResult, PositionView
 
 pytestmark = pytest.mark.integration
 
-T = 30.0  # float ok: wall-clock bound of any single wait, seconds
 RULE = TrailingRule(
     callback_pct=Decimal(1), activation_pct=Decimal("0.5"), min_step_pct=Decimal("0.1")
 )
 MANY = 50  # positions of the load test, one symbol each
 MANY_MOVES = 1000  # stop moves the load test drives through the whole system
 MANY_SYMBOLS = [f"TG{chr(65 + i // 26)}{chr(65 + i % 26)}USDT" for i in range(MANY)]
-MANY_BUDGET_S = 200.0  # float ok: cut of the walk (66 s alone, 121 s with a 2nd suite running)
 SEED = 20240917
 
 
-@dataclass
-class World:
-    client: Client
-    sim: PaperExchange
-    store: Store
-    settings: Settings
-    account: str
-
-    def config(self) -> PositionConfig:
-        return PositionConfig(
-            exchange_task_queue=exchange_task_queue(self.account),
-            # No periodic look during the test: only the gate (and the stop) wake it.
-            check_interval=timedelta(minutes=10),
-            protection=ProtectionPolicy(
-                retry_delay=timedelta(milliseconds=100), round_delay=timedelta(seconds=5)
-            ),
-            exchange_call_timeout=timedelta(seconds=10),
-            exchange_attempts=3,
-        )
-
-    def spec(self, symbol: str, side: Side, quote: str = "1000") -> PositionSpec:
-        return PositionSpec(
-            account=self.account,
-            exchange=ExchangeId.BINANCE_USDM,
-            symbol=symbol,
-            side=side,
-            sizing=SizingRequest(mode=SizingMode.QUOTE, amount=Decimal(quote)),
-            stop=StopRule(percent=Decimal(2)),
-            emergency_stop_percent=Decimal(5),
-            trailing=RULE,
-        )
-
-    async def open(self, symbol: str, side: Side, quote: str = "1000") -> WorkflowHandle[Any, Any]:
-        return await start_position(
-            self.client,
-            self.spec(symbol, side, quote),
-            task_queue=self.settings.task_queue,
-            config=self.config(),
-        )
-
-    async def view(self, handle: WorkflowHandle[Any, Any]) -> PositionView:
-        view: PositionView = await handle.query("state", result_type=PositionView)
-        return view
+def trailing(world: Stack, symbol: str, side: Side, quote: str = "1000") -> PositionSpec:
+    """A trailing position on the module's account: stop 2 %, emergency stop 5 %."""
+    return world.on(symbol, side, quote=quote, trailing=RULE)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def world(
     temporal_env: WorkflowEnvironment, database_url: str, store: Store
-) -> AsyncIterator[World]:
-    # No periodic mark pushes: only set_price (and the snapshot on subscribe) tick.
-    async with PaperExchange(
-        mark_interval_ms=3_600_000, admin_port=None, symbols=MANY_SYMBOLS, weight_limit=10**9
-    ) as sim:
-        sim.deposit("1000000")
-        account = f"tg{uuid.uuid4().hex[:8]}"
-        settings = Settings(
-            task_queue=f"trailing-gate-{uuid.uuid4().hex[:8]}",
-            database_url=SecretStr(database_url),
-            accounts=[
-                AccountSettings(
-                    name=account,
-                    api_key=SecretStr(sim.api_key),
-                    secret=SecretStr(sim.api_secret),
-                    paper_url=sim.rest_url,
-                    paper_ws_url=sim.ws_url,
-                    max_requests_per_second=Decimal(1000),
-                )
-            ],
-        )
-        stop = asyncio.Event()
-        task = asyncio.create_task(run_worker(temporal_env.client, settings, stop))
-        await asyncio.sleep(0.5)
-        if task.done():
-            task.result()
-        try:
-            yield World(temporal_env.client, sim, store, settings, account)
-        finally:
-            stop.set()
-            await task
+) -> AsyncIterator[Stack]:
+    async with live_stack(
+        temporal_env.client,
+        database_url,
+        store,
+        name="tg",
+        # No periodic mark pushes: only set_price (and the snapshot on subscribe) tick.
+        exchange={"mark_interval_ms": 3_600_000, "symbols": MANY_SYMBOLS, "weight_limit": 10**9},
+        # No periodic look during the test: only the gate (and the stop) wake it.
+        check_interval=timedelta(minutes=10),
+        config={**QUICK, "exchange_call_timeout": timedelta(seconds=10), "exchange_attempts": 3},
+    ) as stack:
+        stack.sim.deposit("1000000")
+        yield stack
 
 
-@contextlib.asynccontextmanager
-async def gate_running(world: World) -> AsyncIterator[GateSource]:
+def gate_running(world: Stack) -> contextlib.AbstractAsyncContextManager[GateSource]:
     """The market-data process (`run_gate`) in this process; yields its one source."""
-    stop = asyncio.Event()
-    sources: list[GateSource] = []
-    task = asyncio.create_task(
-        run_gate(
-            world.settings,
-            stop,
-            client=world.client,
-            health_port=-1,
-            sync_interval=timedelta(milliseconds=200),
-            sources_out=sources,
-        )
-    )
-    try:
-        await until(lambda: bool(sources) or task.done(), "gate started")
-        if task.done():
-            task.result()
-        yield sources[0]
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, T)
+    return running_gate(world, sync_interval=timedelta(milliseconds=200))
 
 
-async def until(cond: Callable[[], bool], what: str, seconds: float = T) -> None:  # float ok
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while not cond():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
+async def active(world: Stack, handle: WorkflowHandle[Any, Any]) -> PositionView:
+    """The position once active; fails at once if it ended instead (waiting longer
+    would not make it active)."""
 
+    def settled(view: PositionView) -> bool:
+        return view.snapshot.state is PositionState.ACTIVE or is_terminal(view.snapshot.state)
 
-async def wait_view(
-    world: World, handle: WorkflowHandle[Any, Any], done: Callable[[PositionView], bool], what: str
-) -> PositionView:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + T
-    while True:
-        view = await world.view(handle)
-        if done(view):
-            return view
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}: {view.snapshot.state}")
-        await asyncio.sleep(0.05)
+    view = await poll(lambda: world.view(handle), settled, f"{handle.id} active")
+    snap = view.snapshot
+    assert snap.state is PositionState.ACTIVE, (handle.id, snap.state, snap.close_reason)
+    return view
 
 
 async def tick(src: GateSource, sim: PaperExchange, symbol: str, price: Decimal) -> None:
@@ -197,8 +102,8 @@ async def tick(src: GateSource, sim: PaperExchange, symbol: str, price: Decimal)
     (the `price` update returns only once a stop move it caused is done)."""
     before = src.gate.counters.ticks
     sim.set_price(symbol, price)
-    await until(lambda: src.gate.counters.ticks > before, f"tick {symbol} {price}")
-    assert await src.gate.wait_idle(T), f"gate busy after {symbol} {price}"
+    await until(lambda: src.gate.counters.ticks > before, f"tick {symbol} {price}", interval=0.01)
+    assert await src.gate.wait_idle(PATIENCE_S), f"gate busy after {symbol} {price}"
 
 
 def algos_of(truth: dict[str, Any], view: PositionView) -> list[dict[str, Any]]:
@@ -244,11 +149,42 @@ def assert_new_before_old(algos: list[dict[str, Any]]) -> None:
         assert newer["createTime"] <= older["updateTime"], (older, newer)
 
 
-async def moved_events(world: World, position_id: str) -> list[dict[str, Any]]:
+async def moved_events(world: Stack, position_id: str) -> list[dict[str, Any]]:
     events = await world.store.events(
         position_id=position_id, event_type=EventType.TRAILING_STOP_MOVED.value, limit=100_000
     )
     return [e.payload for e in sorted(events, key=lambda e: e.event_id)]
+
+
+async def exchange_stop_is_query_stop(
+    world: Stack, handle: WorkflowHandle[Any, Any]
+) -> PositionView:
+    """The position's view once exactly one stop of it rests on the exchange: the query's."""
+
+    def agree(view: PositionView) -> bool:
+        open_ = [a for a in algos_of(world.truth(), view) if a["algoStatus"] == "NEW"]
+        return len(open_) == 1 and Decimal(open_[0]["triggerPrice"]) == view.snapshot.stop_price
+
+    return await poll(lambda: world.view(handle), agree, f"{handle.id}: one stop, the query's")
+
+
+def busy_machine_wake_errors(caplog: pytest.LogCaptureFixture) -> list[BaseException]:
+    """The wake-up errors the gate logged (and retried), each one a busy machine causes:
+    Temporal refusing an update while the workflow's timed-out task is retried, or an
+    update answered after the waker stopped waiting. Any other kind fails here."""
+    errors = [
+        r.args[-1]
+        for r in caplog.records
+        if r.name == "posguard.price_gate" and "wake %s failed" in str(r.msg)
+        if isinstance(r.args, tuple) and isinstance(r.args[-1], BaseException)
+    ]
+    unexplained = [
+        e
+        for e in errors
+        if not (is_transient(e) or isinstance(e, WorkflowUpdateRPCTimeoutOrCancelledError))
+    ]
+    assert not unexplained, unexplained
+    return errors
 
 
 def tighter(side: Side, a: Decimal, b: Decimal) -> bool:
@@ -257,16 +193,14 @@ def tighter(side: Side, a: Decimal, b: Decimal) -> bool:
 
 @pytest.mark.parametrize(("side", "symbol"), [(Side.LONG, "BTCUSDT"), (Side.SHORT, "ETHUSDT")])
 async def test_stop_trails_through_the_gate_and_closes_on_the_reversal(
-    world: World, side: Side, symbol: str
+    world: Stack, side: Side, symbol: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     sim = world.sim
     start = Decimal("60000") if symbol == "BTCUSDT" else Decimal("3000")
     sim.set_price(symbol, start)
     async with gate_running(world) as src:
-        handle = await world.open(symbol, side)
-        view = await wait_view(
-            world, handle, lambda v: v.snapshot.state is PositionState.ACTIVE, "active"
-        )
+        handle = await world.open(trailing(world, symbol, side))
+        view = await active(world, handle)
         entry = view.snapshot.avg_entry_price
         first_stop = view.snapshot.stop_price
         assert entry is not None and first_stop is not None
@@ -292,7 +226,7 @@ async def test_stop_trails_through_the_gate_and_closes_on_the_reversal(
             if position_amt(sim, symbol) == 0:  # the exchange fired the stop
                 break
             assert side.sign * (best - price) < best * Decimal("0.03"), "the stop never fired"
-        result: CloseResult = await asyncio.wait_for(handle.result(), T)
+        result: CloseResult = await asyncio.wait_for(handle.result(), PATIENCE_S)
         gate_stats = src.gate.stats()
 
     assert result.state is PositionState.CLOSED
@@ -331,10 +265,12 @@ async def test_stop_trails_through_the_gate_and_closes_on_the_reversal(
     # The gate: far fewer wake-ups than ticks.
     assert gate_stats["ticks"] - ticks_before == path
     assert 0 < gate_stats["wakeups_sent"] < path
-    assert gate_stats["wake_errors"] == 0
+    assert gate_stats["wake_errors"] == len(busy_machine_wake_errors(caplog))
 
 
-async def test_fifty_positions_a_thousand_moves_never_unprotected(world: World) -> None:
+async def test_fifty_positions_a_thousand_moves_never_unprotected(
+    world: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
     """50 trailing positions on 50 symbols, a seeded random walk with drift in each
     position's favour, until 1,000 stops have moved through gate, Temporal and ccxt."""
     sim = world.sim
@@ -346,14 +282,12 @@ async def test_fifty_positions_a_thousand_moves_never_unprotected(world: World) 
     t0 = time.monotonic()  # float ok: timing
     async with gate_running(world) as src:
         handles = await asyncio.gather(
-            *(world.open(s, side, quote="100") for s, side in zip(MANY_SYMBOLS, sides, strict=True))
-        )
-        views = await asyncio.gather(
             *(
-                wait_view(world, h, lambda v: v.snapshot.state is PositionState.ACTIVE, "active")
-                for h in handles
+                world.open(trailing(world, s, side, quote="100"))
+                for s, side in zip(MANY_SYMBOLS, sides, strict=True)
             )
         )
+        views = await asyncio.gather(*(active(world, h) for h in handles))
         await until(lambda: all(h.id in src.gate for h in handles), "the gate has all 50")
         opened_s = time.monotonic() - t0  # float ok: timing
 
@@ -370,21 +304,34 @@ async def test_fifty_positions_a_thousand_moves_never_unprotected(world: World) 
         drift, sigma = 0.0002, 0.0002  # float ok: the walk
         rounds = 0
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + MANY_BUDGET_S
         walk_t0 = time.monotonic()  # float ok: timing
-        while moves_so_far() < MANY_MOVES:
-            assert loop.time() < deadline, f"only {moves_so_far()} moves in {MANY_BUDGET_S} s"
+        progress, progress_at = 0, loop.time()
+        while (moved := moves_so_far()) < MANY_MOVES:
+            # No budget for the whole walk: a busy machine makes it slower (66 s alone,
+            # 121 s beside a 2nd suite). Only a walk in which no stop moves fails.
+            if moved > progress:
+                progress, progress_at = moved, loop.time()
+            assert loop.time() - progress_at < PATIENCE_S, (
+                f"no stop moved for {PATIENCE_S:g} s, {moved} moves so far"
+            )
             for i, symbol in enumerate(MANY_SYMBOLS):
                 prices[i] *= math.exp(sides[i].sign * drift + sigma * rng.gauss(0.0, 1.0))
                 sim.set_price(symbol, Decimal(f"{prices[i]:.4f}"))
             rounds += 1
             await asyncio.sleep(0.03)
+            # Back-pressure, not a clock: the walk never runs more than a fifth of the
+            # positions' wake-ups ahead of the system, so on a busy machine it slows
+            # down with it instead of burying it (its workflow tasks would time out).
+            await until(
+                lambda: src.gate.in_flight <= MANY // 5, "the wake-ups answered", interval=0.01
+            )
         walk_s = time.monotonic() - walk_t0  # float ok: timing
         # Quiet: every wake-up answered means every move it caused is done.
-        assert await src.gate.wait_idle(T)
+        assert await src.gate.wait_idle(PATIENCE_S), "a wake-up still unanswered"
         gate_stats = src.gate.stats()
+    # A move whose workflow task timed out on a busy machine is settled by its retry.
+    finals = [await exchange_stop_is_query_stop(world, h) for h in handles]
     truth = sim.ground_truth()
-    finals = await asyncio.gather(*(world.view(h) for h in handles))
 
     total_moves = 0
     for view in finals:
@@ -400,7 +347,7 @@ async def test_fifty_positions_a_thousand_moves_never_unprotected(world: World) 
         assert not [a for a in algos if a["algoStatus"] not in ("NEW", "CANCELED")]
         total_moves += sum(1 for a in algos if is_move(a))
     assert total_moves >= MANY_MOVES
-    assert gate_stats["wake_errors"] == 0
+    assert gate_stats["wake_errors"] == len(busy_machine_wake_errors(caplog))
     print(
         f"\n{MANY} positions: opened in {opened_s:.1f} s; {total_moves} moves in {walk_s:.1f} s "
         f"({total_moves / walk_s:.1f}/s), {rounds} rounds = {rounds * MANY} ticks, "
@@ -410,17 +357,8 @@ async def test_fifty_positions_a_thousand_moves_never_unprotected(world: World) 
     for view in finals[:5]:
         n = sum(1 for a in algos_of(truth, view) if is_move(a))
 
-        async def recorded(view: PositionView = view, n: int = n) -> bool:
-            return len(await moved_events(world, view.position_id)) == n
+        async def recorded(view: PositionView = view) -> int:
+            return len(await moved_events(world, view.position_id))
 
-        await until_async(recorded, f"{n} moves of {view.spec.symbol} recorded")
+        await poll(recorded, lambda got, n=n: got == n, f"{n} moves of {view.spec.symbol} recorded")
     await asyncio.gather(*(h.terminate("test over") for h in handles))
-
-
-async def until_async(check: Callable[[], Any], what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + T
-    while not await check():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)

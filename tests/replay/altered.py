@@ -1,6 +1,6 @@
 """A deliberately altered PositionWorkflow, to prove the replay test catches changes.
 
-It reads the mark price before anything else in `_begin`: a new command where the
+It reads the mark price before it loads the symbol's filters: a new command where the
 recorded histories have none, exactly the kind of unpatched change that breaks
 every running position on deploy.
 """
@@ -16,15 +16,15 @@ with workflow.unsafe.imports_passed_through():
 
 @workflow.defn(name="PositionWorkflow")
 class PositionWorkflowWithExtraCall(PositionWorkflow):
-    """PositionWorkflow plus one unpatched activity call at the start of `_begin`."""
+    """PositionWorkflow plus one unpatched activity call before the filters are loaded."""
 
     @workflow.run
     async def run(self, inp: PositionInput) -> CloseResult:
         return await super().run(inp)
 
-    async def _begin(self) -> None:
+    async def _load_filters(self) -> None:
         await self._mark_price()
-        await super()._begin()
+        await super()._load_filters()
 
 
 @workflow.defn(name="PositionWorkflow")

@@ -19,7 +19,6 @@ import json
 import os
 import sys
 import tempfile
-import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -29,7 +28,6 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from pydantic import SecretStr  # noqa: E402
 from temporalio.client import WorkflowHandle  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
@@ -38,19 +36,14 @@ from domain.position import PositionState  # noqa: E402
 from domain.protection import ProtectionPolicy  # noqa: E402
 from domain.trailing import TrailingRule  # noqa: E402
 from domain.types import Side  # noqa: E402
-from simulator.server import PaperExchange  # noqa: E402
-from tests.workflows.harness import Stack, spec  # noqa: E402
+from tests.workflows.harness import QUICK, Stack, live_stack, spec  # noqa: E402
 from workers.embedded import find_binary, start_postgres  # noqa: E402
-from workers.settings import AccountSettings, Settings  # noqa: E402
 from workers.temporal import DATA_CONVERTER  # noqa: E402
-from workers.worker import run_worker  # noqa: E402
 from workflows.position import PositionWorkflow  # noqa: E402
 from workflows.position_io import (  # noqa: E402
     CloseRequest,
     ExchangeUpdate,
-    PositionConfig,
     PriceTick,
-    exchange_task_queue,
 )
 from workflows.search_attributes import ALL_KEYS  # noqa: E402
 
@@ -282,53 +275,38 @@ async def record(names: list[str]) -> None:
         dev_server_log_level="error",
     )
     try:
-        async with PaperExchange(
-            mark_interval_ms=200, admin_port=None, symbols=list(PRICES)
-        ) as sim:
-            for symbol, price in PRICES.items():
-                sim.set_price(symbol, price)
-            account = AccountSettings(
-                name="paper",
-                api_key=SecretStr(sim.api_key),
-                secret=SecretStr(sim.api_secret),
-                paper_url=sim.rest_url,
-                max_requests_per_second=Decimal(1000),
-            )
-            settings = Settings(
-                task_queue=f"record-{uuid.uuid4().hex[:8]}",
-                database_url=SecretStr(pg_url),
-                accounts=[account],
-            )
-            config = PositionConfig(
-                exchange_task_queue=exchange_task_queue("paper"),
-                check_interval=timedelta(minutes=10),
-                protection=ProtectionPolicy(
+        store = await Store.connect(pg_url)
+    except BaseException:
+        await env.shutdown()
+        raise
+    try:
+        async with live_stack(
+            env.client,
+            pg_url,
+            store,
+            name="record",
+            account="paper",
+            exchange={"symbols": list(PRICES)},
+            check_interval=timedelta(minutes=10),
+            config={
+                **QUICK,
+                "protection": ProtectionPolicy(
                     retry_delay=timedelta(milliseconds=100), round_delay=timedelta(seconds=2)
                 ),
-                exchange_call_timeout=timedelta(seconds=5),
-                exchange_attempts=2,
-            )
-            stop = asyncio.Event()
-            worker = asyncio.create_task(run_worker(env.client, settings, stop))
-            await asyncio.sleep(1)
-            if worker.done():
-                worker.result()
-            store = await Store.connect(pg_url)
-            try:
-                stack = Stack(env.client, sim, store, settings, config)
-                HISTORIES.mkdir(parents=True, exist_ok=True)
-                for name in names:
-                    for file, handle in await asyncio.wait_for(SCENARIOS[name](stack), 120):
-                        history = await handle.fetch_history()
-                        text = json.dumps(json.loads(history.to_json()), indent=1) + "\n"
-                        path = HISTORIES / f"{file}.json"
-                        path.write_text(text)
-                        print(f"{path.relative_to(ROOT)}: {len(history.events)} events")
-            finally:
-                await store.close()
-                stop.set()
-                await worker
+            },
+        ) as stack:
+            for symbol, price in PRICES.items():
+                stack.sim.set_price(symbol, price)
+            HISTORIES.mkdir(parents=True, exist_ok=True)
+            for name in names:
+                for file, handle in await asyncio.wait_for(SCENARIOS[name](stack), 120):
+                    history = await handle.fetch_history()
+                    text = json.dumps(json.loads(history.to_json()), indent=1) + "\n"
+                    path = HISTORIES / f"{file}.json"
+                    path.write_text(text)
+                    print(f"{path.relative_to(ROOT)}: {len(history.events)} events")
     finally:
+        await store.close()
         await env.shutdown()
 
 

@@ -15,7 +15,7 @@ from temporalio import workflow
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 with workflow.unsafe.imports_passed_through():
-    from workflows.position_io import BandView, PriceTick
+    from domain.position_messages import BandView, PriceTick
 
 PROBE_WORKFLOW_TYPE = "GateProbeWorkflow"
 

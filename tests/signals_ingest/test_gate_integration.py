@@ -22,6 +22,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from domain.position_messages import BandView, PriceTick
 from signals_ingest.market_feed import MarketFeed, Shard
 from signals_ingest.price_gate import PriceGate
 from signals_ingest.temporal_waker import (
@@ -33,18 +34,19 @@ from signals_ingest.temporal_waker import (
 )
 from simulator.client import binanceusdm_client
 from simulator.server import PaperExchange
+from tests import waiting
 from tests.signals_ingest.probe_workflow import (
     PROBE_WORKFLOW_TYPE,
     GateProbeWorkflow,
     ProbeInput,
     probe_runner,
 )
-from workflows.position_io import BandView, PriceTick, position_workflow_id
+from workflows.position_io import position_workflow_id
 
 pytestmark = pytest.mark.integration
 
 D = Decimal
-T = 20  # seconds: generous bound for any single wait
+T = waiting.PATIENCE_S  # float ok: seconds, a safety net for any single wait
 
 
 @dataclass
@@ -96,12 +98,7 @@ async def stack(temporal_env: WorkflowEnvironment) -> AsyncIterator[Stack]:
 
 
 async def until(cond: Callable[[], bool], what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + T
-    while not cond():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
+    await waiting.until(cond, what, interval=0.01)
 
 
 async def step(gate: PriceGate, sim: PaperExchange, symbol: str, price: str) -> None:
@@ -122,14 +119,14 @@ async def test_only_crossing_ticks_reach_the_workflow(stack: Stack) -> None:
     a = await stack.start("BTCUSDT", "95000", "1000", "500")  # band (94000, 95500)
     b = await stack.start("ETHUSDT", "3500", "100", "50")  # band (3400, 3550)
     gate = PriceGate(TemporalWaker(stack.client))
-    for _ in range(T * 10):  # visibility (the listing) lags a start by a few ms
+
+    async def both_listed() -> bool:  # visibility (the listing) lags a start
         await sync_gate(
             gate, stack.client, workflow_type=PROBE_WORKFLOW_TYPE, select=stack.select, prime=False
         )
-        if len(gate) == 2:
-            break
-        await asyncio.sleep(0.1)
-    assert len(gate) == 2
+        return len(gate) == 2
+
+    await waiting.until(both_listed, "both probes listed", interval=0.1)
     assert gate.band(a.id) == (D(94000), D(95500))
 
     pro = stack.pro()
@@ -183,14 +180,13 @@ async def test_restart_load_and_prime_sends_current_price_to_every_position(
 
     # Restart: bands from Temporal, primed; the subscription snapshot is the current
     # price, which every position receives exactly once whatever its band.
-    views: list[BandView] = []
-    for _ in range(T * 10):  # visibility (the listing) lags a start by a few ms
-        views = await load_bands(
-            stack.client, workflow_type=PROBE_WORKFLOW_TYPE, select=stack.select
-        )
-        if len(views) == 2:
-            break
-        await asyncio.sleep(0.1)
+    # Visibility (the listing) lags a start.
+    views: list[BandView] = await waiting.poll(
+        lambda: load_bands(stack.client, workflow_type=PROBE_WORKFLOW_TYPE, select=stack.select),
+        lambda got: len(got) == 2,
+        "both probes listed",
+        interval=0.1,
+    )
     assert sorted(v.symbol for v in views) == ["BTCUSDT", "SOLUSDT"]
     gate = PriceGate(TemporalWaker(stack.client))
     assert gate.load(views, prime=True) == 2

@@ -19,22 +19,25 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from domain.events import Event, EventType
+from domain.position_messages import BandView, PriceTick
 from signals_ingest.gate_process import GateSource, HealthServer, run_gate
 from signals_ingest.market_feed import MarketFeed, Shard, mark_price_of
 from signals_ingest.price_gate import PriceGate
 from simulator.client import binanceusdm_client
 from simulator.server import PaperExchange
+from tests import waiting
 from tests.signals_ingest.probe_workflow import (
     PROBE_WORKFLOW_TYPE,
     GateProbeWorkflow,
     ProbeInput,
     probe_runner,
 )
+from workers.exchanges import make_market_data_client
 from workers.settings import AccountSettings, Settings
-from workflows.position_io import BandView, PriceTick, position_workflow_id
+from workflows.position_io import position_workflow_id
 
 D = Decimal
-T = 20
+T = waiting.PATIENCE_S  # float ok: seconds, a safety net for any single wait
 
 
 class Sink:
@@ -58,12 +61,7 @@ class Recorder:
 
 
 async def until(cond: Any, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + T
-    while not cond():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
+    await waiting.until(cond, what, interval=0.01)
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -195,6 +193,7 @@ async def test_run_gate_end_to_end(sim: PaperExchange, temporal_env: WorkflowEnv
                 workflow_type=PROBE_WORKFLOW_TYPE,
                 sources_out=sources,
                 health_out=healths,
+                market_data_client=make_market_data_client,
             )
         )
         try:
@@ -204,19 +203,14 @@ async def test_run_gate_end_to_end(sim: PaperExchange, temporal_env: WorkflowEnv
             async def got(h: Any) -> list[Decimal]:
                 return list(await h.query(GateProbeWorkflow.received))
 
+            async def received(h: Any) -> list[Decimal]:
+                return await waiting.poll(lambda: got(h), bool, f"a price at {h.id}", interval=0.1)
+
             # Loaded at start and primed: the current price reaches it once.
-            for _ in range(T * 10):
-                if await got(btc) == [D(95000)]:
-                    break
-                await asyncio.sleep(0.1)
-            assert await got(btc) == [D(95000)]
+            assert await received(btc) == [D(95000)]
             # A position opened later is picked up by the periodic sync, primed too.
             eth = await start("ETHUSDT", "3500")
-            for _ in range(T * 10):
-                if await got(eth) == [D(3500)]:
-                    break
-                await asyncio.sleep(0.1)
-            assert await got(eth) == [D(3500)]
+            assert await received(eth) == [D(3500)]
             assert src.feed.subscribed == {"BTCUSDT", "ETHUSDT"}
             url = f"http://127.0.0.1:{healths[0].port}/health"
             async with aiohttp.ClientSession() as http, http.get(url) as resp:

@@ -9,8 +9,8 @@ from decimal import Decimal
 
 import pytest
 
+from domain.position_messages import BandView, PriceTick
 from signals_ingest.price_gate import PriceGate, tick_time
-from workflows.position_io import BandView, PriceTick
 
 D = Decimal
 Answer = Callable[[str, PriceTick], BandView | None]

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
+from domain.position_messages import BandView, PriceTick
 from signals_ingest import temporal_waker
 from signals_ingest.price_gate import PriceGate
 from signals_ingest.temporal_waker import sync_gate
-from workflows.position_io import BandView, PriceTick
 
 WID = "position/acct/binanceusdm/BTCUSDT"
 D = Decimal

@@ -19,6 +19,7 @@ from temporalio.testing import WorkflowEnvironment
 from domain.position import CloseReason, PositionState
 from domain.types import Side
 from signals_ingest.user_stream import changed_symbols
+from tests.waiting import PATIENCE_S
 from tests.workflows.harness import Stack, live_stack
 from workflows.position_io import CloseRequest, PositionView
 
@@ -81,7 +82,7 @@ async def test_a_close_by_hand_is_seen_at_once(live: Stack) -> None:
     handle = await live.open(live.on("SOLUSDT", Side.LONG))
     view = await live.wait_state(handle, PositionState.ACTIVE)
     live.sim.close_position("SOLUSDT")  # a person, in the exchange's UI
-    result = await asyncio.wait_for(handle.result(), 20)
+    result = await asyncio.wait_for(handle.result(), PATIENCE_S)
     assert result.state is PositionState.CLOSED and result.reason is CloseReason.EXTERNAL
     assert live.open_stops("SOLUSDT") == []  # its stop was cancelled
     events = await live.event_types(view.position_id)
@@ -97,7 +98,7 @@ async def test_a_stop_fill_is_seen_at_once(live: Stack, side: Side) -> None:
     stop = view.snapshot.stop_price
     assert stop is not None
     live.sim.set_price(symbol, stop - side.sign * 10)
-    result = await asyncio.wait_for(handle.result(), 20)
+    result = await asyncio.wait_for(handle.result(), PATIENCE_S)
     live.sim.set_price(symbol, "3000")
     assert result.state is PositionState.CLOSED and result.reason is CloseReason.STOP_FILLED
     assert result.realised_pnl < 0
@@ -119,7 +120,7 @@ async def test_a_stop_cancelled_by_hand_is_replaced_at_once(live: Stack) -> None
             and v.snapshot.stop.client_order_id != stop["clientAlgoId"]
         )
 
-    after = await live.wait_for(handle, replaced, seconds=20)
+    after = await live.wait_for(handle, replaced)
     assert replaced(after) and after.snapshot.stop is not None, (
         after.snapshot.state,
         after.snapshot.stop,

@@ -16,6 +16,7 @@ from simulator.markets import build_markets
 from simulator.prices import CsvReplay, SyntheticPath, make_source
 from simulator.server import PaperExchange
 from tests.simulator.conftest import BTC
+from tests.waiting import PATIENCE_S, until
 
 MARKETS = build_markets()
 
@@ -54,8 +55,7 @@ def test_csv_replay_respects_speed(tmp_path: Path) -> None:
 async def test_price_feed_drives_marks() -> None:
     src = SyntheticPath(MARKETS, seed=5, scenario="random_walk", step_ms=20)
     async with PaperExchange(price_source=src, tick_interval_ms=20, admin_port=None) as sim:
-        await asyncio.sleep(0.3)
-        assert sim.engine.mark["BTCUSDT"] != Decimal("95000.00")
+        await until(lambda: sim.engine.mark["BTCUSDT"] != Decimal("95000.00"), "a tick of BTC")
 
 
 async def _post(s: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> Any:
@@ -139,7 +139,7 @@ async def test_main_runs_until_interrupted() -> None:
         assert proc.stdout is not None
         info: dict[str, Any] = {}
         while not info:
-            line = (await asyncio.wait_for(proc.stdout.readline(), 10)).decode()
+            line = (await asyncio.wait_for(proc.stdout.readline(), PATIENCE_S)).decode()
             if line.startswith("{"):
                 info = json.loads(line)
         assert "ADAUSDT" in info["symbols"]
@@ -149,7 +149,7 @@ async def test_main_runs_until_interrupted() -> None:
             async with s.get(info["admin_url"] + "/health") as r:
                 assert (await r.json()) == {"ok": True}
         proc.send_signal(signal.SIGINT)
-        assert await asyncio.wait_for(proc.wait(), 10) == 0
+        assert await asyncio.wait_for(proc.wait(), PATIENCE_S) == 0
     finally:
         if proc.returncode is None:
             proc.kill()

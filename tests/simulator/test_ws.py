@@ -11,31 +11,38 @@ import aiohttp
 
 from simulator.server import PaperExchange
 from tests.simulator.conftest import BTC, ETH
+from tests.waiting import PATIENCE_S, until
 
-T = 5.0  # float ok: seconds to wait for a stream message
+T = PATIENCE_S  # float ok: seconds, a safety net for a stream message
 
 
-async def _orders_until(pro: Any, until: Any, rounds: int = 25) -> list[dict[str, Any]]:
-    """Wait until ``until(cached orders)`` holds.
+async def _orders_until(pro: Any, done: Any) -> list[dict[str, Any]]:
+    """Wait until ``done(cached orders)`` holds (or patience runs out).
 
     ccxt.pro resolves a watch on the first message of a burst; the rest land
     in its cache (``pro.orders``) without waking anyone, so the cache, not the
     returned batch, is the complete picture.
     """
-    for _ in range(rounds):
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + PATIENCE_S
+    while True:
         cached = list(pro.orders) if pro.orders is not None else []
-        if until(cached):
+        if done(cached) or loop.time() > deadline:
             return cached
         try:
             await asyncio.wait_for(pro.watch_orders(BTC), 0.2)
         except TimeoutError:
             pass
-    return list(pro.orders) if pro.orders is not None else []
+
+
+async def _user_stream_open(sim: PaperExchange) -> None:
+    """The user-data socket is connected (ccxt.pro got a listenKey and opened it)."""
+    await until(lambda: bool(sim.hub.user_conns), "the user-data stream connected")
 
 
 async def test_stop_trigger_is_seen_on_user_stream(pro: Any, sim: PaperExchange) -> None:
     first = asyncio.create_task(pro.watch_orders(BTC))
-    await asyncio.sleep(0.2)  # listenKey obtained and socket open
+    await _user_stream_open(sim)
     await pro.create_order(BTC, "market", "buy", 0.01)
     params = {
         "stopLossPrice": 94000,
@@ -79,7 +86,7 @@ async def test_watch_mark_price_and_prices(pro: Any, sim: PaperExchange) -> None
 async def test_watch_positions_and_my_trades(pro: Any, sim: PaperExchange) -> None:
     positions_task = asyncio.create_task(pro.watch_positions([ETH]))
     trades_task = asyncio.create_task(pro.watch_my_trades(ETH))
-    await asyncio.sleep(0.3)
+    await _user_stream_open(sim)
     await pro.create_order(ETH, "market", "buy", 0.05)
     positions = await asyncio.wait_for(positions_task, T)
     for _ in range(5):
@@ -93,15 +100,15 @@ async def test_watch_positions_and_my_trades(pro: Any, sim: PaperExchange) -> No
 
 async def test_user_stream_survives_a_dropped_connection(pro: Any, sim: PaperExchange) -> None:
     first = asyncio.create_task(pro.watch_orders(BTC))
-    await asyncio.sleep(0.2)
+    await _user_stream_open(sim)
     await pro.create_order(BTC, "market", "buy", 0.01)
     await asyncio.wait_for(first, T)
     assert sim.drop_websockets("user") == 1
-    await asyncio.sleep(0.1)
+    await until(lambda: not sim.hub.user_conns, "the user-data stream dropped")
     # ccxt.pro rejects the pending future on disconnect; the next watch reconnects
     for _ in range(3):
         task = asyncio.create_task(pro.watch_orders(BTC))
-        await asyncio.sleep(0.3)
+        await until(lambda t=task: bool(sim.hub.user_conns) or t.done(), "a reconnect or its error")
         await pro.create_order(BTC, "market", "buy", 0.01)
         try:
             orders = await asyncio.wait_for(task, T)

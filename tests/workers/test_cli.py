@@ -15,14 +15,15 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.store.repository import Store
 from domain.events import EventType, StopMoved, make_event
+from tests.waiting import PATIENCE_S, poll, started, until
 from workers.embedded import find_binary
 from workers.settings import Settings
 from workers.worker import run_worker
 
 
 def posguard(
-    *args: str, env: dict[str, str] | None = None, timeout: int = 60
-) -> subprocess.CompletedProcess[str]:
+    *args: str, env: dict[str, str] | None = None, timeout: float = PATIENCE_S
+) -> subprocess.CompletedProcess[str]:  # float ok: seconds
     full_env = {**os.environ, "POSGUARD_CONFIG": "/nonexistent.toml", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "workers.cli", *args],
@@ -44,8 +45,8 @@ async def test_db_migrate_is_idempotent(database_url: str) -> None:
     first = await asyncio.to_thread(posguard, "db", "migrate", env={"DATABASE_URL": database_url})
     second = await asyncio.to_thread(posguard, "db", "migrate", env={"DATABASE_URL": database_url})
     assert first.returncode == 0, first.stderr
-    assert "0001_initial" in first.stdout and "0002_exchange_ids_per_order" in first.stdout
-    assert "schema at version 2" in first.stdout
+    assert "0001_initial" in first.stdout and "0003_order_journal" in first.stdout
+    assert "schema at version 3" in first.stdout
     assert second.stdout == first.stdout
 
 
@@ -99,15 +100,15 @@ async def test_worker_polls_its_task_queue(
     from pydantic import SecretStr
 
     queue = f"posguard-{uuid.uuid4().hex[:8]}"
-    settings = Settings(task_queue=queue, database_url=SecretStr(database_url))
-    stop = asyncio.Event()
-    task = asyncio.create_task(run_worker(temporal_env.client, settings, stop))
+    settings = Settings(task_queue=queue, database_url=SecretStr(database_url), health_port=-1)
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(run_worker(temporal_env.client, settings, stop, ready=ready))
     try:
+        await started(ready, task, "the worker")
         address = temporal_env.client.service_client.config.target_host
-        pollers: list[object] = []
-        for _ in range(50):
-            out = await asyncio.to_thread(
-                subprocess.run,
+
+        def pollers() -> list[object]:
+            out = subprocess.run(
                 [
                     find_binary("temporal"),
                     "task-queue",
@@ -121,14 +122,12 @@ async def test_worker_polls_its_task_queue(
                 ],
                 capture_output=True,
                 text=True,
-                timeout=30,
+                timeout=PATIENCE_S,
             )
             assert out.returncode == 0, out.stderr
-            pollers = json.loads(out.stdout).get("pollers") or []
-            if pollers:
-                break
-            await asyncio.sleep(0.2)
-        assert pollers, "the worker never showed up as a poller"
+            return json.loads(out.stdout).get("pollers") or []
+
+        await poll(lambda: asyncio.to_thread(pollers), bool, "the worker as a poller", interval=0.2)
     finally:
         stop.set()
         await task
@@ -157,18 +156,16 @@ async def test_worker_health_and_a_database_outage_is_recorded(
         database_url=SecretStr(database_url),
         health_port=port,
     )
-    stop = asyncio.Event()
-    task = asyncio.create_task(run_worker(temporal_env.client, settings, stop))
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(run_worker(temporal_env.client, settings, stop, ready=ready))
     try:
-        async with aiohttp.ClientSession() as http:
-            for _ in range(50):
-                try:
-                    async with http.get(f"http://127.0.0.1:{port}/health") as resp:
-                        body = await resp.json()
-                        status = resp.status
-                    break
-                except aiohttp.ClientConnectorError:
-                    await asyncio.sleep(0.1)
+        await started(ready, task, "the worker")  # its health endpoint listens from then on
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{port}/health") as resp,
+        ):
+            body = await resp.json()
+            status = resp.status
         assert status == 200 and body["database"] is True and body["temporal"] is True
     finally:
         stop.set()
@@ -200,10 +197,8 @@ async def test_a_real_database_outage_is_recorded_when_it_is_over() -> None:
         await asyncio.to_thread(
             pg_ctl, ["-w", "-o", '-h ""', "-o", f"-k {datadir}", "-l", log, "start"], **ctl
         )
-        for _ in range(20):  # the pool opens fresh connections to the restarted server
-            if await watch.probe():
-                break
-            await asyncio.sleep(0.5)
+        # The pool opens fresh connections to the restarted server.
+        await until(watch.probe, "the restarted database answering", interval=0.5)
         assert watch.up and watch.outages == 1
         kinds = [e.type for e in await store.events(limit=1000)]
     finally:

@@ -14,8 +14,7 @@ import os
 import re
 import subprocess
 import sys
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
@@ -23,20 +22,18 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from pydantic import SecretStr
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
 from activities.store.repository import Store
 from domain.sizing import StopRule
 from simulator.server import PaperExchange
+from tests.waiting import PATIENCE_S
+from tests.workflows.harness import eventually, live_stack
 from workers import position_commands as pc
 from workers.embedded import find_binary
-from workers.settings import AccountSettings, Settings
-from workers.worker import run_worker
+from workers.settings import Settings
 from workflows.position_io import PositionView, position_workflow_id
-
-PRICES = {"BTCUSDT": "60000", "ETHUSDT": "3000", "SOLUSDT": "150", "BNBUSDT": "600"}
 
 
 @dataclass
@@ -60,12 +57,16 @@ class Live:
     env: dict[str, str]
     address: str
 
-    async def posguard(self, *args: str, timeout: float = 90) -> Run:  # float ok: seconds
-        return await _run([sys.executable, "-m", "workers.cli", *args], self.env, timeout)
+    async def posguard(self, *args: str) -> Run:
+        # `open` and `close` wait for the position to settle (30 s and 60 s by default):
+        # here as long as the tests' patience, so a busy machine slows them, never fails them.
+        if args[:1] in (("open",), ("close",)) and "--no-wait" not in args:
+            args = (*args, "--timeout", f"{PATIENCE_S:g}")
+        return await _run([sys.executable, "-m", "workers.cli", *args], self.env)
 
     async def temporal(self, *args: str) -> Run:
         cmd = [find_binary("temporal"), *args, "--address", self.address]
-        return await _run(cmd, self.env, 60)
+        return await _run(cmd, self.env)
 
     def amt(self, symbol: str) -> Decimal:
         for p in self.sim.ground_truth()["positions"]:
@@ -81,49 +82,32 @@ class Live:
         ]
 
 
-async def _run(cmd: list[str], env: dict[str, str], timeout: float) -> Run:  # float ok
+async def _run(cmd: list[str], env: dict[str, str]) -> Run:
     proc = await asyncio.create_subprocess_exec(
         *cmd,
         env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    try:
+        # Beyond the command's own wait (see `Live.posguard`): only a hung command fails.
+        out, err = await asyncio.wait_for(proc.communicate(), 2 * PATIENCE_S)
+    except TimeoutError:
+        proc.kill()
+        raise AssertionError(f"{cmd[:4]} did not finish in {2 * PATIENCE_S:g} s") from None
     assert proc.returncode is not None
     return Run(proc.returncode, out.decode(), err.decode())
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], seconds: float = 20) -> bool:  # float ok
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while loop.time() < deadline:
-        if await check():
-            return True
-        await asyncio.sleep(0.2)
-    return await check()
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def live(temporal_env: WorkflowEnvironment, database_url: str) -> AsyncIterator[Live]:
-    async with PaperExchange(mark_interval_ms=200, admin_port=None) as sim:
-        for sym, price in PRICES.items():
-            sim.set_price(sym, price)
-        account = AccountSettings(
-            name="paper",
-            api_key=SecretStr(sim.api_key),
-            secret=SecretStr(sim.api_secret),
-            paper_url=sim.rest_url,
-            max_requests_per_second=Decimal(1000),
-        )
-        queue = f"cli-positions-{uuid.uuid4().hex[:8]}"
-        settings = Settings(
-            task_queue=queue, database_url=SecretStr(database_url), accounts=[account]
-        )
-        stop = asyncio.Event()
-        worker = asyncio.create_task(run_worker(temporal_env.client, settings, stop))
-        await asyncio.sleep(0.5)
-        if worker.done():
-            worker.result()
+async def live(
+    temporal_env: WorkflowEnvironment, database_url: str, store: Store
+) -> AsyncIterator[Live]:
+    # Account "paper", as the operator's commands below name it (workflow ids, output).
+    async with live_stack(
+        temporal_env.client, database_url, store, name="cli-positions", account="paper"
+    ) as stack:
+        sim, queue = stack.sim, stack.settings.task_queue
         address = temporal_env.client.service_client.config.target_host
         env = {
             **os.environ,
@@ -131,7 +115,7 @@ async def live(temporal_env: WorkflowEnvironment, database_url: str) -> AsyncIte
             "TEMPORAL_ADDRESS": address,
             "DATABASE_URL": database_url,
             "POSGUARD_TASK_QUEUE": queue,
-            "POSGUARD_CONNECT_TIMEOUT_SECONDS": "10",
+            "POSGUARD_CONNECT_TIMEOUT_SECONDS": str(int(PATIENCE_S)),
             "POSGUARD_ACCOUNTS": json.dumps(
                 [
                     {
@@ -144,7 +128,6 @@ async def live(temporal_env: WorkflowEnvironment, database_url: str) -> AsyncIte
                 ]
             ),
         }
-        store = await Store.connect(database_url)
         try:
             yield Live(temporal_env.client, sim, store, env, address)
         finally:
@@ -152,9 +135,6 @@ async def live(temporal_env: WorkflowEnvironment, database_url: str) -> AsyncIte
             query = f'TaskQueue="{queue}" AND ExecutionStatus="Running"'
             async for wf in temporal_env.client.list_workflows(query):
                 await temporal_env.client.get_workflow_handle(wf.id).terminate("test teardown")
-            stop.set()
-            await worker
-            await store.close()
 
 
 def wid(symbol: str) -> str:
@@ -230,7 +210,7 @@ def test_bad_arguments_are_refused_before_anything_starts(bad: list[str]) -> Non
         },
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=PATIENCE_S,
     )
     assert out.returncode == 2 and "usage: posguard open" in out.stderr, out
 

@@ -1,15 +1,21 @@
-"""Harness for position workflow tests: real workers, real store, real paper exchange.
+"""Harness for position tests: real workers, real store, real paper exchange.
 
-The workflows run on the time-skipping server (timers pass at once); their
-activities reach the paper exchange over HTTP through ccxt and PostgreSQL through
-asyncpg, exactly as in production.
+`live_stack` is THE live test stack (paper exchange, posguard worker, optionally
+the price gate with its user streams) on whichever Temporal server the caller's
+client reaches: the time-skipping one (tests/workflows, timers pass at once) or
+the dev server (integration tests). Activities reach the paper exchange over HTTP
+through ccxt and PostgreSQL through asyncpg, exactly as in production.
+
+Nothing here waits on the clock: readiness and results are awaited as conditions
+(tests/waiting.py), so a loaded machine makes the tests slower, never red.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -22,10 +28,13 @@ from temporalio.client import Client, WorkflowHandle
 from activities.store.repository import Store
 from domain.client_ids import belongs_to
 from domain.position import PositionSpec, PositionState
+from domain.protection import ProtectionPolicy
 from domain.sizing import SizingMode, SizingRequest, StopRule
 from domain.types import ExchangeId, Side
-from signals_ingest.gate_process import run_gate
+from signals_ingest.gate_process import GateSource, run_gate
 from simulator.server import PaperExchange
+from tests.waiting import PATIENCE_S, is_transient, poll, started, until
+from workers.exchanges import make_market_data_client
 from workers.positions import start_position
 from workers.settings import AccountSettings, Settings
 from workers.worker import run_worker
@@ -44,6 +53,21 @@ PRICES = {
     "BNBUSDT": "600",
     "XRPUSDT": "0.6",
     "DOGEUSDT": "0.15",
+}
+
+
+# PositionConfig fields of most position tests: quick protection retries and short
+# exchange calls, so the paths of a failing exchange take seconds, not minutes.
+QUICK: dict[str, Any] = {
+    "protection": ProtectionPolicy(
+        retry_delay=timedelta(milliseconds=100), round_delay=timedelta(seconds=5)
+    ),
+    "exchange_call_timeout": timedelta(seconds=5),
+    "exchange_attempts": 2,
+    "entry_stop_retry": timedelta(seconds=1),
+    "retry_delay": timedelta(milliseconds=200),
+    "max_backoff": timedelta(seconds=5),
+    "ambiguous_entry_window": timedelta(seconds=5),
 }
 
 
@@ -101,21 +125,36 @@ class Stack:
         return result
 
     async def view(self, handle: WorkflowHandle[Any, Any]) -> PositionView:
-        return await handle.query("state", result_type=PositionView)
+        """The `state` query's answer; a transient refusal of a busy machine (see
+        `tests.waiting.is_transient`) is asked again, any other error is raised."""
+        view: PositionView = await poll(
+            lambda: handle.query("state", result_type=PositionView),
+            lambda _: True,
+            f"the state of {handle.id}",
+        )
+        return view
 
     async def wait_for(
         self,
         handle: WorkflowHandle[Any, Any],
         done: Callable[[PositionView], bool],
         *,
-        seconds: float = 30,  # float ok: wall-clock seconds
+        seconds: float = PATIENCE_S,  # float ok: wall-clock seconds, a safety net only
     ) -> PositionView:
+        """Poll the `state` query until `done(view)`; once `seconds` pass, the last view
+        (the caller's assertion on it says what is wrong). A transient RPC error of a
+        busy machine is retried; any other error is raised."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
         while True:
-            view = await self.view(handle)
-            if done(view) or loop.time() > deadline:
-                return view
+            try:
+                view = await self.view(handle)
+            except Exception as exc:
+                if not is_transient(exc) or loop.time() > deadline:
+                    raise
+            else:
+                if done(view) or loop.time() > deadline:
+                    return view
             await asyncio.sleep(0.05)
 
     async def wait_state(
@@ -158,15 +197,70 @@ class Stack:
         return [e.type.value for e in await self.store.events(position_id=position_id, limit=5000)]
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], seconds: float = 20) -> bool:  # float ok
-    """Poll `check` until it is true or `seconds` pass."""
+async def eventually(
+    check: Callable[[], Awaitable[bool]],
+    seconds: float = PATIENCE_S,  # float ok: a safety net only
+) -> bool:
+    """Poll `check` until it is true (True) or `seconds` pass (False). A transient RPC
+    error of a busy machine counts as "not yet"; any other error is raised."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
-    while loop.time() < deadline:
-        if await check():
-            return True
+    while True:
+        try:
+            if await check():
+                return True
+        except Exception as exc:
+            if not is_transient(exc) or loop.time() > deadline:
+                raise
+        if loop.time() > deadline:
+            return False
         await asyncio.sleep(0.05)
-    return await check()
+
+
+@asynccontextmanager
+async def running_worker(stack: Stack) -> AsyncIterator[None]:
+    """A posguard worker (`run_worker`) on the stack's settings until the block ends.
+
+    Entered once the worker runs (store migrated, its Temporal workers started); a
+    start that fails raises here instead of leaving the test to time out."""
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(run_worker(stack.client, stack.settings, stop, ready=ready))
+    try:
+        await started(ready, task, f"the worker of {stack.settings.task_queue}")
+        yield
+    finally:
+        stop.set()
+        await task
+
+
+@asynccontextmanager
+async def running_gate(stack: Stack, **options: Any) -> AsyncIterator[GateSource]:
+    """The market-data process (`run_gate`: price gate, mark-price feed, the account's
+    user stream, visibility sync) for the stack's account, in this process, until the
+    block ends; yields its one source once it runs and its user stream is connected to
+    the paper exchange. `options` go to `run_gate` (e.g. `sync_interval`, `events`)."""
+    stop = asyncio.Event()
+    sources: list[GateSource] = []
+    kwargs: dict[str, Any] = {
+        "client": stack.client,
+        "health_port": -1,
+        "market_data_client": make_market_data_client,
+        **options,
+    }
+    task = asyncio.create_task(run_gate(stack.settings, stop, sources_out=sources, **kwargs))
+
+    def up() -> bool:
+        if task.done():
+            task.result()
+            raise AssertionError("the price gate ended before it ran")
+        return bool(sources) and bool(stack.sim.hub.user_conns)
+
+    try:
+        await until(up, "the price gate and its user stream")
+        yield sources[0]
+    finally:
+        stop.set()
+        await task
 
 
 @asynccontextmanager
@@ -176,39 +270,53 @@ async def live_stack(
     store: Store,
     *,
     name: str,
-    check_interval: timedelta,
+    check_interval: timedelta | None = None,
     with_gate: bool = False,
+    account: str | None = None,
+    sim: PaperExchange | None = None,
+    exchange: Mapping[str, Any] | None = None,
+    config: Mapping[str, Any] | None = None,
+    gate: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[Stack]:
-    """A paper exchange, a worker (and, `with_gate`, the price gate with its user
-    streams) on `client`'s server, with an account of its own named `name`-…"""
-    async with PaperExchange(mark_interval_ms=200, admin_port=None) as sim:
-        for symbol, price in PRICES.items():
-            sim.set_price(symbol, price)
-        account = AccountSettings(
-            name=f"{name}{uuid.uuid4().hex[:6]}",
+    """The live test stack on `client`'s server: a paper exchange, a posguard worker
+    and, `with_gate`, the price gate with its user stream; entered once all of them run.
+
+    - `name`: prefix of the task queue (and of the account's name);
+    - `account`: the account's name; by default `name` and a random suffix, so its
+      workflow ids never meet another module's on the same server;
+    - `sim`: a running paper exchange to use; by default a fresh one, made with the
+      `exchange` keyword arguments (default: marks every 200 ms, no admin API) and
+      priced with PRICES;
+    - `check_interval` and `config`: the PositionConfig `Stack.open` starts positions
+      with (fields not given keep their production defaults);
+    - `gate`: `run_gate` options of the `with_gate` price gate (see `running_gate`).
+    """
+    async with contextlib.AsyncExitStack() as running:
+        if sim is None:
+            exchange_options = {"mark_interval_ms": 200, "admin_port": None, **(exchange or {})}
+            sim = await running.enter_async_context(PaperExchange(**exchange_options))
+            for symbol, price in PRICES.items():
+                sim.set_price(symbol, price)
+        paper = AccountSettings(
+            name=account or f"{name}{uuid.uuid4().hex[:6]}",
             api_key=SecretStr(sim.api_key),
             secret=SecretStr(sim.api_secret),
             paper_url=sim.rest_url,
+            paper_ws_url=sim.ws_url,
             max_requests_per_second=Decimal(1000),
         )
         settings = Settings(
             task_queue=f"{name}-{uuid.uuid4().hex[:8]}",
             database_url=SecretStr(database_url),
-            accounts=[account],
+            accounts=[paper],
             health_port=-1,
         )
-        config = PositionConfig(
-            exchange_task_queue=exchange_task_queue(account.name),
-            check_interval=check_interval,
-        )
-        stop = asyncio.Event()
-        tasks = [asyncio.create_task(run_worker(client, settings, stop))]
+        fields: dict[str, Any] = {"exchange_task_queue": exchange_task_queue(paper.name)}
+        if check_interval is not None:
+            fields["check_interval"] = check_interval
+        stack = Stack(client, sim, store, settings, PositionConfig(**{**fields, **(config or {})}))
+        await running.enter_async_context(running_worker(stack))
         if with_gate:
-            gate = run_gate(settings, stop, client=client, health_port=-1, events=store)
-            tasks.append(asyncio.create_task(gate))
-        await asyncio.sleep(1)
-        try:
-            yield Stack(client, sim, store, settings, config)
-        finally:
-            stop.set()
-            await asyncio.gather(*tasks)
+            gate_options = {"events": store, **(gate or {})}
+            await running.enter_async_context(running_gate(stack, **gate_options))
+        yield stack

@@ -18,6 +18,7 @@ from domain.trailing import TrailingRule, trail_stop
 from domain.types import Side
 from domain.volatility import Candle, VolatilityCallback, volatility_callback_pct
 from simulator.client import binanceusdm_client
+from tests.waiting import PATIENCE_S
 from tests.workflows.harness import Stack, spec
 from workflows.position import PositionWorkflow
 from workflows.position_io import BandView, CloseRequest, PriceTick
@@ -179,10 +180,10 @@ async def test_a_close_meeting_a_stop_move_never_hangs(stack: Stack, side: Side)
         PositionWorkflow.price, PriceTick(price=price, at=datetime.now(UTC))
     )
     closing = handle.execute_update(PositionWorkflow.close, CloseRequest())
-    band, closed = await asyncio.wait_for(asyncio.gather(crossing, closing), 60)
+    band, closed = await asyncio.wait_for(asyncio.gather(crossing, closing), PATIENCE_S)
     assert closed.state is PositionState.CLOSED
     assert isinstance(band, BandView)
-    result = await asyncio.wait_for(handle.result(), 60)
+    result = await asyncio.wait_for(handle.result(), PATIENCE_S)
     assert result.state is PositionState.CLOSED
     assert stack.open_stops(symbol) == [] and stack.position_amt(symbol) == 0
     stack.sim.set_price(symbol, "600")

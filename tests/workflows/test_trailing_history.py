@@ -38,14 +38,12 @@ import itertools
 import math
 import random
 import time
-import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest_asyncio
-from pydantic import SecretStr
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
@@ -53,16 +51,13 @@ from temporalio.testing import WorkflowEnvironment
 from activities.store.repository import Store
 from domain.events import EventType as PosEventType
 from domain.position import CloseReason, PositionState
-from domain.protection import ProtectionPolicy
 from domain.trailing import TrailingRule
 from domain.types import Side
 from signals_ingest.price_gate import PriceGate
 from signals_ingest.temporal_waker import TemporalWaker
-from simulator.server import PaperExchange
-from tests.workflows.harness import Stack, eventually, spec
-from workers.settings import AccountSettings, Settings
-from workers.worker import run_worker
-from workflows.position_io import BandView, PositionConfig, PositionView, exchange_task_queue
+from tests.waiting import PATIENCE_S
+from tests.workflows.harness import QUICK, Stack, eventually, live_stack
+from workflows.position_io import BandView, PositionView
 
 SYMBOL = "BTCUSDT"
 SECONDS = 86_400  # one tick per second for 24 hours
@@ -84,41 +79,18 @@ RULE = TrailingRule(
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def day_stack(
-    temporal_env: WorkflowEnvironment, database_url: str, sim: PaperExchange, store: Store
+    temporal_env: WorkflowEnvironment, database_url: str, store: Store
 ) -> AsyncIterator[Stack]:
-    """The harness Stack, on the real dev server (see the module docstring)."""
-    account = AccountSettings(
-        name="paper",
-        api_key=SecretStr(sim.api_key),
-        secret=SecretStr(sim.api_secret),
-        paper_url=sim.rest_url,
-        max_requests_per_second=Decimal(1000),
-    )
-    settings = Settings(
-        task_queue=f"positions-day-{uuid.uuid4().hex[:8]}",
-        database_url=SecretStr(database_url),
-        accounts=[account],
-    )
-    config = PositionConfig(
-        exchange_task_queue=exchange_task_queue("paper"),
+    """The harness stack, on the real dev server (see the module docstring)."""
+    async with live_stack(
+        temporal_env.client,
+        database_url,
+        store,
+        name="positions-day",
         check_interval=timedelta(seconds=2),
-        max_history_events=MAX_HISTORY_EVENTS,
-        protection=ProtectionPolicy(
-            retry_delay=timedelta(milliseconds=100), round_delay=timedelta(seconds=5)
-        ),
-        exchange_call_timeout=timedelta(seconds=5),
-        exchange_attempts=2,
-    )
-    stop = asyncio.Event()
-    task = asyncio.create_task(run_worker(temporal_env.client, settings, stop))
-    await asyncio.sleep(0.5)
-    if task.done():
-        task.result()
-    try:
-        yield Stack(temporal_env.client, sim, store, settings, config)
-    finally:
-        stop.set()
-        await task
+        config={**QUICK, "max_history_events": MAX_HISTORY_EVENTS},
+    ) as stack:
+        yield stack
 
 
 def walk() -> list[float]:  # float ok: log-prices of the path
@@ -176,7 +148,7 @@ async def assert_exchange_stop_is_query_stop(
         last = (view.snapshot.stop_price, [a["triggerPrice"] for a in open_])
         return len(open_) == 1 and Decimal(open_[0]["triggerPrice"]) == view.snapshot.stop_price
 
-    assert await eventually(agree, seconds=10), last
+    assert await eventually(agree), last
 
 
 async def test_a_day_of_ticks_bounded_history_and_trail_intact_across_runs(
@@ -190,7 +162,7 @@ async def test_a_day_of_ticks_bounded_history_and_trail_intact_across_runs(
 
     sim = stack.sim
     sim.set_price(SYMBOL, "60000")
-    handle = await stack.open(spec(SYMBOL, Side.LONG, trailing=RULE))
+    handle = await stack.open(stack.on(SYMBOL, Side.LONG, trailing=RULE))
     view = await stack.wait_state(handle, PositionState.ACTIVE)
     assert view.snapshot.state is PositionState.ACTIVE
     entry, first_stop = view.snapshot.avg_entry_price, view.snapshot.stop_price
@@ -218,7 +190,7 @@ async def test_a_day_of_ticks_bounded_history_and_trail_intact_across_runs(
         await asyncio.sleep(0.005)  # one simulated minute; wake-ups run, ticks coalesce
         if (batch + 1) % SAMPLE_EVERY == 0:
             samples.append(await stack.view(handle))
-    assert await gate.wait_idle(30)
+    assert await gate.wait_idle(PATIENCE_S), "a wake-up still unanswered"
     elapsed = time.monotonic() - t0  # float ok: timing
     assert handle.id in gate  # still open after the whole day
     await assert_exchange_stop_is_query_stop(stack, handle)
