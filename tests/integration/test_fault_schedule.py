@@ -246,8 +246,8 @@ async def test_a_random_fault_schedule_leaves_exact_books_and_nothing_behind(
             say("end", handle.id, how)
             await end_it(rng, crash, handle, how)
             say("ended", handle.id, how)
-        await asyncio.sleep(rng.uniform(2, 4))  # and so do their closes
             await asyncio.sleep(rng.uniform(0.2, 1.0))
+        await asyncio.sleep(rng.uniform(2, 4))  # and so do their closes
     finally:
         stop_chaos.set()
         await fault_task
