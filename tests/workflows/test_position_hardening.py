@@ -208,6 +208,7 @@ async def test_an_ambiguous_entry_with_stop_never_leaves_two_stops(
         handle = await stack.open(
             spec(symbol, side),
             exchange_attempts=1,
+            exchange_call_timeout=timedelta(seconds=2),
             entry_call_timeout=timedelta(seconds=2),
             **QUIET,
         )
@@ -366,6 +367,7 @@ async def test_an_entry_that_shows_up_late_is_protected_not_abandoned(stack: Sta
         handle = await stack.open(
             spec(symbol, side),
             exchange_attempts=1,
+            exchange_call_timeout=timedelta(seconds=2),
             entry_call_timeout=timedelta(seconds=2),
             **QUIET,
         )
