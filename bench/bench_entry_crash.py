@@ -26,12 +26,10 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -49,6 +47,7 @@ from domain.sizing import SizingMode, SizingRequest, StopRule  # noqa: E402
 from domain.types import ExchangeId, Side  # noqa: E402
 from simulator.faults import FaultRule  # noqa: E402
 from simulator.server import PaperExchange  # noqa: E402
+from tests.worker_process import WorkerProcess  # noqa: E402
 from workers.embedded import TIMER_PRECISION_ARGS, find_binary, start_postgres  # noqa: E402
 from workers.positions import start_position  # noqa: E402
 from workers.temporal import DATA_CONVERTER  # noqa: E402
@@ -80,70 +79,6 @@ def percentile(values: list[int], q: float) -> int:  # float ok: a quantile
     ordered = sorted(values)
     rank = max(1, -(-len(ordered) * q // 100))
     return ordered[int(rank) - 1]
-
-
-@dataclass
-class WorkerProcess:
-    """`python -m workers.cli worker` in its own process, its output kept."""
-
-    env: dict[str, str]
-    name: str
-    proc: asyncio.subprocess.Process | None = None
-    lines: list[str] = field(default_factory=list)
-    _reader: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "workers.cli",
-            "worker",
-            cwd=str(ROOT),
-            env=self.env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        self._reader = asyncio.create_task(self._read())
-
-    async def ready(self) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + STEP_S
-        while not any("worker polling task queue" in line for line in self.lines):
-            assert self.proc is not None
-            if self.proc.returncode is not None or loop.time() > deadline:
-                raise RuntimeError(f"worker {self.name} did not start:\n{self.log()}")
-            await asyncio.sleep(0.05)
-
-    async def _read(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
-        while line := await self.proc.stdout.readline():
-            self.lines.append(line.decode(errors="replace").rstrip())
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.returncode is None
-
-    def log(self) -> str:
-        return "\n".join(self.lines[-40:])
-
-    async def kill(self) -> None:
-        """SIGKILL: the process gets no chance to finish anything."""
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGKILL)
-            await self.proc.wait()
-
-    async def stop(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.proc.wait(), 15)
-            except TimeoutError:
-                self.proc.send_signal(signal.SIGKILL)
-                await self.proc.wait()
-        if self._reader is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._reader, 5)
 
 
 def entry_of(truth: dict[str, Any], symbol: str) -> list[dict[str, Any]]:
@@ -258,7 +193,7 @@ async def run() -> dict[str, Any]:
             async def new_worker() -> WorkerProcess:
                 worker = WorkerProcess(worker_env, f"worker#{len(workers) + 1}")
                 workers.append(worker)
-                await worker.start()
+                await worker.start(wait=False)
                 return worker
 
             # The first starts alone (it migrates the database), then the second.

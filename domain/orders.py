@@ -80,6 +80,10 @@ class OrderIntent(BaseModel):
             raise ValueError("every order except the entry must be reduce-only")
         return self
 
+    def under_client_id(self, client_order_id: str) -> OrderIntent:
+        """The same order under another client id (its first id named another order)."""
+        return self.model_copy(update={"client_order_id": client_order_id})
+
     @property
     def is_conditional(self) -> bool:
         """True for orders that rest until a trigger price (Binance algo orders)."""
@@ -238,6 +242,10 @@ class OrderRef(BaseModel):
     exchange_order_id: str | None = None
     qty: PositiveQuantity
     trigger_price: Price | None = None
+
+    def with_exchange_id(self, exchange_order_id: str) -> OrderRef:
+        """The same order, now known on the exchange under `exchange_order_id`."""
+        return self.model_copy(update={"exchange_order_id": exchange_order_id})
 
 
 class Fill(BaseModel):

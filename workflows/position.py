@@ -631,11 +631,7 @@ class PositionWorkflow(Trailing):
             )
         ref = self.s.entry_order
         assert ref is not None
-        self._snap(
-            self.s.with_entry_order(
-                ref.model_copy(update={"exchange_order_id": view.exchange_order_id})
-            )
-        )
+        self._snap(self.s.with_entry_order(ref.with_exchange_id(view.exchange_order_id)))
         entry_fill = await self._aggregate_fill(intent, view)
         self._snap(self.s.apply_entry_fills([entry_fill], workflow.now()))
         self._record_order(intent, view)

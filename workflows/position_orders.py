@@ -219,7 +219,7 @@ class ExchangeCalls(Recording):
         self.m = self.m.look_wanted()
         parsed = parse_client_id(intent.client_order_id)
         step = parsed.step if parsed is not None else OrderStep.STOP
-        return intent.model_copy(update={"client_order_id": self._new_cid(step)})
+        return intent.under_client_id(self._new_cid(step))
 
     # --- reads ---------------------------------------------------------------------------------
 

@@ -17,8 +17,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
-import sys
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -42,6 +40,7 @@ from domain.types import ExchangeId, Side
 from simulator.faults import FaultRule
 from simulator.server import PaperExchange
 from tests.waiting import PATIENCE_S
+from tests.worker_process import WorkerProcess
 from workers.positions import start_position
 from workflows.position_io import ExchangeUpdate, PositionConfig, PositionView, exchange_task_queue
 
@@ -53,69 +52,6 @@ LATENCY_MS = 3000
 # that the dead worker's in-flight activity times out quickly and is retried.
 CALL_TIMEOUT = timedelta(seconds=6)
 STEP_S = PATIENCE_S  # float ok: wall-clock safety net of any single wait
-
-
-@dataclass
-class WorkerProcess:
-    """`python -m workers.cli worker` in its own process, with its log kept."""
-
-    env: dict[str, str]
-    name: str
-    proc: asyncio.subprocess.Process | None = None
-    lines: list[str] = field(default_factory=list)
-    _reader: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "workers.cli",
-            "worker",
-            cwd=str(REPO),
-            env=self.env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        self._reader = asyncio.create_task(self._read())
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + STEP_S
-        while not any("worker polling task queue" in line for line in self.lines):
-            if self.proc.returncode is not None or loop.time() > deadline:
-                raise AssertionError(f"worker {self.name} did not start:\n{self.log()}")
-            await asyncio.sleep(0.05)
-
-    async def _read(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
-        while line := await self.proc.stdout.readline():
-            self.lines.append(line.decode(errors="replace").rstrip())
-
-    def log(self) -> str:
-        return "\n".join(self.lines[-60:])
-
-    async def kill(self) -> None:
-        """SIGKILL: the process gets no chance to finish anything."""
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGKILL)
-            await self.proc.wait()
-        await self._stop_reader()
-
-    async def stop(self) -> None:
-        """Graceful stop (SIGTERM), SIGKILL if it takes too long."""
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.proc.wait(), 10)
-            except TimeoutError:
-                self.proc.send_signal(signal.SIGKILL)
-                await self.proc.wait()
-        await self._stop_reader()
-
-    async def _stop_reader(self) -> None:
-        if self._reader is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._reader, 5)
-            self._reader = None
 
 
 @dataclass

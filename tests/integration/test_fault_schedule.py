@@ -33,8 +33,9 @@ from domain.position import CloseReason, PositionSpec, PositionState
 from domain.sizing import TakeProfitRule
 from domain.trailing import TrailingRule
 from domain.types import Side
-from tests.integration.test_crash import Crash, WorkerProcess
+from tests.integration.test_crash import Crash
 from tests.waiting import PATIENCE_S
+from tests.worker_process import WorkerProcess
 from workers.positions import start_position
 from workflows.position import PositionWorkflow
 from workflows.position_io import (
@@ -80,7 +81,7 @@ def CONFIG(crash: Crash) -> PositionConfig:
 
 
 def live_workers(crash: Crash) -> list[WorkerProcess]:
-    return [w for w in crash.workers if w.proc is not None and w.proc.returncode is None]
+    return [w for w in crash.workers if w.alive]
 
 
 async def until(
