@@ -36,6 +36,7 @@ class ManagedPosition(BaseModel):
     - trailing: the rule, the machine's state, and the callback measured from
       volatility with the time of the measurement.
     - `last_error`: why it could not be opened or cannot make progress (for people).
+    - `take_profit_retry`: a take-profit that failed transiently, placed again later.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -55,6 +56,9 @@ class ManagedPosition(BaseModel):
     measured_at: AwareDatetime | None = None
     # Why the position could not be opened or cannot make progress, for operators.
     last_error: str | None = None
+    # A take-profit whose placement failed transiently: placed again (this client
+    # id, looked up first) at the next look.
+    take_profit_retry: str | None = None
 
     @classmethod
     def opening(cls, *, adopt: bool, trailing_rule: TrailingRule | None) -> ManagedPosition:
@@ -105,6 +109,10 @@ class ManagedPosition(BaseModel):
     def error_noted(self, message: str) -> ManagedPosition:
         """Remember the latest reason the position could not proceed (shown to operators)."""
         return self.model_copy(update={"last_error": message[:500]})
+
+    def take_profit_pending(self, client_order_id: str | None) -> ManagedPosition:
+        """The take-profit to place again at the next look (None: nothing pending)."""
+        return self.model_copy(update={"take_profit_retry": client_order_id})
 
     # --- requests ----------------------------------------------------------------------------
 

@@ -931,29 +931,35 @@ class PositionWorkflow(Trailing):
             )
 
     async def _place_take_profit(self) -> None:
-        """Rest a reduce-only take-profit if the spec asks for one (never blocks the stop)."""
+        """Rest a reduce-only take-profit if the spec asks for one (never blocks the stop).
+
+        A transient failure is retried at the next look under the same client id,
+        looked up first; a refusal (e.g. a level on the wrong side) is alerted once.
+        """
         rule, entry = self.spec.take_profit, self.s.avg_entry_price
         if rule is None or self.s.take_profit is not None or entry is None:
             return
+        retry = self.m.take_profit_retry
+        self.m = self.m.take_profit_pending(None)
         try:
             price = take_profit_level(self.spec.side, entry, rule, self._filters())
         except InvalidStop as exc:
             self._alert(Severity.WARNING, "take-profit not placed", str(exc))
             return
-        cid = self._new_cid(OrderStep.TAKE_PROFIT)
+        cid = retry or self._new_cid(OrderStep.TAKE_PROFIT)
         intent = take_profit_intent(cid, self.spec.symbol, self.spec.side, self.s.qty, price)
-        placement = await self._place(intent, look_up_first=False)
+        placement = await self._place(intent, look_up_first=retry is not None)
         intent, view, error = placement.intent, placement.view, placement.error
         self._record_order(intent, view)
         if view is None:
-            self._alert(Severity.WARNING, "take-profit not placed", f"{error}")
-            if error is not None and error.retryable:  # it may exist: cancel it at a look
-                self.m = self.m.stale_added(
-                    OrderRef(
-                        client_order_id=intent.client_order_id, qty=intent.qty, trigger_price=price
-                    )
-                )
-                self.m = self.m.look_wanted()
+            retryable = error is not None and error.retryable
+            self._alert(
+                Severity.WARNING,
+                "take-profit not placed",
+                f"{error}" + ("; retried at the next look" if retryable else ""),
+            )
+            if retryable:  # it may exist after all: the retry looks it up first
+                self.m = self.m.take_profit_pending(intent.client_order_id).look_wanted()
             return
         ref, placed = self._resting(intent, view)
         self._snap(self.s.with_take_profit(ref))
@@ -1098,6 +1104,8 @@ class PositionWorkflow(Trailing):
                 "position needs intervention",
                 f"exchange shows {pos.side} {pos.qty}",
             )
+        if self.s.state is PositionState.ACTIVE and self.m.take_profit_retry is not None:
+            await self._place_take_profit()
 
     async def _cancel_unknown_own_orders(self) -> None:
         """Cancel open orders of this position that the workflow does not know of."""

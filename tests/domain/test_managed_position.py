@@ -49,7 +49,7 @@ def busy_state() -> ManagedPosition:
     m = m.with_trailing(initial_trailing(Side.LONG, Decimal(60000), Decimal(58800), T0))
     m = m.stale_added(OrderRef(client_order_id="old", qty=Decimal("0.02"), trigger_price=None))
     m = m.fills_unknown("e1").close_accepted(CloseReason.OPERATOR, "alice").look_wanted()
-    m = m.error_noted("ExchangeNotAvailable: 503")
+    m = m.error_noted("ExchangeNotAvailable: 503").take_profit_pending("tp1")
     m = m.measurement_started(T0 + timedelta(minutes=5)).callback_measured(Decimal("1.25"))
     _, m = m.next_revision()
     return m.next_run()

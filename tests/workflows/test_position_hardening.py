@@ -424,3 +424,35 @@ async def _hit(rule: Any) -> bool:
 
 def is_final_state(view: PositionView) -> bool:
     return view.snapshot.state in (PositionState.CLOSED, PositionState.ROLLED_BACK)
+
+
+# --- a take-profit that failed to place ---------------------------------------------------------
+
+
+async def test_a_take_profit_that_failed_transiently_is_placed_at_the_next_look(
+    stack: Stack,
+) -> None:
+    symbol, side = "ETHUSDT", Side.SHORT
+    stack.sim.set_price(symbol, "3000")
+    # The stop's request is held; meanwhile the take-profit's requests are set to fail.
+    held = stack.sim.add_fault(
+        "latency", endpoint="POST /fapi/v1/algoOrder", latency_ms=1500, count=1
+    )
+    tp = TakeProfitRule(percent=Decimal(1))
+    handle = await stack.open(spec(symbol, side, take_profit=tp), **QUIET)
+    assert await eventually(lambda: _hit(held))
+    stack.sim.add_fault("http_status", endpoint="POST /fapi/v1/algoOrder", status=503, count=2)
+    view = await stack.wait_state(handle, PositionState.ACTIVE)
+    assert view.snapshot.take_profit is None
+    await handle.signal(PositionWorkflow.exchange_update, ExchangeUpdate(source="test"))
+    placed = await stack.wait_for(handle, lambda v: v.snapshot.take_profit is not None)
+    stack.sim.clear_faults()
+    assert placed.snapshot.take_profit is not None
+    open_tps = [
+        a
+        for a in stack.orders_of(placed, algo=True)
+        if a["algoStatus"] == "NEW" and a["orderType"] == "TAKE_PROFIT_MARKET"
+    ]
+    assert [a["clientAlgoId"] for a in open_tps] == [placed.snapshot.take_profit.client_order_id]
+    await stack.close(handle)
+    assert own_open_orders(stack, placed) == []
