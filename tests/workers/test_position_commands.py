@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from activities.store.repository import Store
@@ -131,10 +132,15 @@ async def live(
         try:
             yield Live(temporal_env.client, sim, store, env, address)
         finally:
-            # Nothing of this module may outlive it on the shared dev server.
+            # Nothing of this module may outlive it on the shared dev server. The
+            # listing lags: a workflow it still shows running may have ended since.
             query = f'TaskQueue="{queue}" AND ExecutionStatus="Running"'
             async for wf in temporal_env.client.list_workflows(query):
-                await temporal_env.client.get_workflow_handle(wf.id).terminate("test teardown")
+                try:
+                    await temporal_env.client.get_workflow_handle(wf.id).terminate("test teardown")
+                except RPCError as exc:
+                    if exc.status is not RPCStatusCode.NOT_FOUND:
+                        raise
 
 
 def wid(symbol: str) -> str:

@@ -65,6 +65,7 @@ async def test_a_bug_in_a_step_is_alerted_and_retried_never_fatal(stack: Stack) 
             PositionWorkflow.close, CloseRequest(), result_type=CloseResult
         )
         assert result.state is PositionState.CLOSED and result.reason is CloseReason.OPERATOR
+        await handle.result()  # ended, before its only worker goes away
         failed = [
             e
             async for e in handle.fetch_history_events()
