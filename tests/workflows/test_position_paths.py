@@ -148,8 +148,11 @@ async def test_rollback_close_fails_then_emergency_stop_protects(stack: Stack) -
     assert Decimal(emergency["triggerPrice"]) < entry * Decimal("0.96")
     assert Decimal(emergency["quantity"]) == view.snapshot.qty
     assert stack.position_amt(symbol) == view.snapshot.qty
-    events = await stack.event_types(view.position_id)
-    assert "emergency_stop_placed" in events
+
+    async def emergency_recorded() -> bool:  # store writes follow the workflow
+        return "emergency_stop_placed" in await stack.event_types(view.position_id)
+
+    assert await eventually(emergency_recorded)
     # The exchange works again: the next look puts the real stop back.
     await handle.signal(PositionWorkflow.exchange_update, ExchangeUpdate(detail="test"))
     view = await stack.wait_state(handle, PositionState.ACTIVE)
