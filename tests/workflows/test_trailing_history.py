@@ -251,7 +251,8 @@ async def test_a_day_of_ticks_bounded_history_and_trail_intact_across_runs(
     chain_runs = await chain_histories(stack, handle)
     histories = [h for _, h in chain_runs]
     lengths = [len(h.events) for h in histories]
-    assert len(histories) == final.runs, lengths
+    # A continue-as-new may still happen between that last view and the close.
+    assert len(histories) >= final.runs, lengths
     assert max(lengths) < 4096, lengths
     run_ids = {run_id for run_id, _ in chain_runs}
     assert await listed_runs(stack, handle.id, run_ids) == len(histories)
