@@ -19,6 +19,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.store.repository import Store
 from tests.conftest import url_for_database
+from tests.waiting import poll
 from workers.settings import Settings
 from workers.temporal import DATA_CONVERTER
 from workers.worker import run_worker
@@ -134,18 +135,17 @@ async def test_workers_started_together_on_a_fresh_database_all_start(
         try:
             # Every worker records its start once it has migrated and done the upkeep;
             # a worker that died on the way never does.
-            started = 0
-            for _ in range(600):
+            async def started() -> int:
                 done = [t for t in tasks if t.done()]
                 assert not done, [t.exception() for t in done]
-                if await s.pool.fetchval("SELECT to_regclass('events') IS NOT NULL"):
-                    started = await s.pool.fetchval(
-                        "SELECT count(*) FROM events WHERE type = 'process_started'"
-                    )
-                    if started == len(tasks):
-                        break
-                await asyncio.sleep(0.1)
-            assert started == len(tasks)
+                if not await s.pool.fetchval("SELECT to_regclass('events') IS NOT NULL"):
+                    return 0
+                count: int = await s.pool.fetchval(
+                    "SELECT count(*) FROM events WHERE type = 'process_started'"
+                )
+                return count
+
+            await poll(started, lambda n: n == len(tasks), "every worker started", interval=0.1)
             names = await partitions(s)
             now = datetime.now(UTC)
             assert names.count(f"events_{now:%Y_%m}") == 1

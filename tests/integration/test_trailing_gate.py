@@ -268,6 +268,7 @@ async def test_stop_trails_through_the_gate_and_closes_on_the_reversal(
     assert gate_stats["wake_errors"] == len(busy_machine_wake_errors(caplog))
 
 
+@pytest.mark.timeout(1800)  # 4 min alone, over 10 min on a machine busy with other work
 async def test_fifty_positions_a_thousand_moves_never_unprotected(
     world: Stack, caplog: pytest.LogCaptureFixture
 ) -> None:
