@@ -185,6 +185,7 @@ async def run() -> dict[str, Any]:
                 TEMPORAL_ADDRESS=env.client.service_client.config.target_host,
                 DATABASE_URL=pg_url,
                 POSGUARD_TASK_QUEUE=task_queue,
+                POSGUARD_RECONCILE__EVERY="off",  # no reconcile passes in this run
                 POSGUARD_CONFIG="/nonexistent.toml",
                 POSGUARD_ACCOUNTS=json.dumps(accounts),
                 PYTHONUNBUFFERED="1",

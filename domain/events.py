@@ -80,6 +80,8 @@ class EventType(StrEnum):
     ZOMBIE_DETECTED = "zombie_detected"
     ZOMBIE_CANCELLED = "zombie_cancelled"
     ZOMBIE_CANCEL_FAILED = "zombie_cancel_failed"
+    # An order that is not posguard's and does no harm: reported, left alone.
+    FOREIGN_ORDER_DETECTED = "foreign_order_detected"
     # System health
     PROCESS_STARTED = "process_started"
     PROCESS_STOPPED = "process_stopped"
@@ -382,6 +384,15 @@ class ZombieCancelFailed(Payload):
     message: str
 
 
+class ForeignOrderDetected(Payload):
+    exchange_order_id: str
+    client_order_id: str | None
+    symbol: str
+    side: str | None
+    quantity: Decimal | None
+    reason: str
+
+
 # --- system health ------------------------------------------------------------------
 
 
@@ -475,6 +486,7 @@ PAYLOADS: dict[EventType, type[Payload]] = {
     EventType.ZOMBIE_DETECTED: ZombieDetected,
     EventType.ZOMBIE_CANCELLED: ZombieCancelled,
     EventType.ZOMBIE_CANCEL_FAILED: ZombieCancelFailed,
+    EventType.FOREIGN_ORDER_DETECTED: ForeignOrderDetected,
     EventType.PROCESS_STARTED: ProcessLifecycle,
     EventType.PROCESS_STOPPED: ProcessLifecycle,
     EventType.WEBSOCKET_CONNECTED: WebsocketState,

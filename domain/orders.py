@@ -224,6 +224,8 @@ class OrderView(BaseModel):
     fee: Amount = Decimal(0)
     trigger_price: Price | None = None
     reduce_only: bool | None = None
+    # A Binance closePosition stop: closes whatever is held, reduce-only by nature.
+    close_position: bool = False
     is_conditional: bool = False
     updated_at: AwareDatetime | None = None
 

@@ -155,6 +155,34 @@ class PositionSpec(BaseModel):
         return self
 
 
+def position_workflow_id(account: str, exchange: ExchangeId | str, symbol: str) -> str:
+    """The one workflow id per (account, exchange, symbol) in one-way mode.
+
+    Starting a second open workflow with this id is refused by Temporal, so two
+    live positions on the same key are impossible by construction. Client order
+    ids hash it (domain.client_ids), so the reconciler can tell whose an order is.
+    """
+    return f"position/{account}/{ExchangeId(exchange).value}/{symbol}"
+
+
+class PositionKey(BaseModel):
+    """The parts of a position workflow id (see `position_workflow_id`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    account: str
+    exchange: str
+    symbol: str
+
+
+def parse_position_workflow_id(workflow_id: str) -> PositionKey | None:
+    """`position/<account>/<exchange>/<symbol>` → its parts; None for any other id."""
+    parts = workflow_id.split("/")
+    if len(parts) != 4 or parts[0] != "position":
+        return None
+    return PositionKey(account=parts[1], exchange=parts[2], symbol=parts[3])
+
+
 # --- pnl -----------------------------------------------------------------------
 
 

@@ -45,6 +45,18 @@ class OrderRequest(_Request):
     conditional: bool = False
 
 
+class ExchangeOrderRequest(_Request):
+    """Cancel one order known by its exchange id only (an order that is not ours)."""
+
+    symbol: str
+    exchange_order_id: str
+    conditional: bool = False
+
+
+class AccountRequest(_Request):
+    """Anything about the account as a whole (every symbol)."""
+
+
 class SymbolRequest(_Request):
     """Anything about one symbol of the account."""
 
@@ -73,6 +85,22 @@ class ExchangePosition(BaseModel):
     @property
     def is_flat(self) -> bool:
         return self.qty == 0
+
+
+class AccountSnapshot(BaseModel):
+    """One exchange account read whole: every position, then every open order.
+
+    `positions` holds the non-flat positions only (a symbol not listed is flat);
+    `orders` every open order of every symbol, regular and conditional
+    (`is_conditional` set on Binance algo orders). Positions are read first, so
+    an order that fills between the two reads is seen gone, never resting on a
+    position that looks flat.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    positions: list[ExchangePosition]
+    orders: list[OrderView]
 
 
 class EntryWithStopRequest(_Request):

@@ -27,10 +27,12 @@ from aiohttp import web
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
+from domain.client_ids import belongs_to_workflow
 from domain.order_updates import OrderChange
 from domain.position_messages import EXCHANGE_UPDATE_SIGNAL, ExchangeUpdate
 from signals_ingest.market_feed import EventSink, MarketFeed, Shard
 from signals_ingest.price_gate import PriceGate
+from signals_ingest.reconcile_trigger import ReconcileTrigger, schedule_trigger
 from signals_ingest.temporal_waker import (
     TemporalWaker,
     parse_position_workflow_id,
@@ -170,13 +172,26 @@ class HealthServer:
             self._runner = None
 
 
-def _position_notifier(client: Client, acct: AccountSettings, shard: Shard | None) -> Notify:
-    """`notify(symbol, detail, changes)`: signal that symbol's position workflow."""
+def _position_notifier(
+    client: Client,
+    acct: AccountSettings,
+    shard: Shard | None,
+    trigger: ReconcileTrigger | None = None,
+) -> Notify:
+    """`notify(symbol, detail, changes)`: signal that symbol's position workflow.
+
+    What no workflow owns (no running workflow for the symbol, or an order whose
+    client id is not that workflow's) asks `trigger` for a reconcile pass.
+    """
 
     async def notify(symbol: str, detail: str, changes: list[OrderChange]) -> None:
         if shard is not None and not shard.owns(symbol):
             return  # another gate process owns this symbol
         workflow_id = position_workflow_id(acct.name, acct.exchange, symbol)
+        if trigger is not None and any(
+            not belongs_to_workflow(c.client_order_id, workflow_id) for c in changes
+        ):
+            trigger.request(f"{symbol}: {detail[:100]} (not {workflow_id}'s)")
         try:
             await client.get_workflow_handle(workflow_id).signal(
                 EXCHANGE_UPDATE_SIGNAL,
@@ -184,7 +199,10 @@ def _position_notifier(client: Client, acct: AccountSettings, shard: Shard | Non
             )
         except RPCError as err:
             if err.status is not RPCStatusCode.NOT_FOUND:
-                raise  # no running position for it: the reconciler's business
+                raise
+            # No running position for it: the reconciler's business.
+            if trigger is not None:
+                trigger.request(f"{symbol}: {detail[:100]} (no workflow)")
 
     return notify
 
@@ -280,11 +298,18 @@ async def run_gate(
             )
         )
     streams: list[tuple[UserStream, Any]] = []
+    triggers: list[ReconcileTrigger] = []
     for acct in settings.accounts:
         if acct.paper_url == EMBEDDED_PAPER:
             continue
         private = market_data_client(acct)
-        notify = _position_notifier(client, acct, shard)
+        trigger = ReconcileTrigger(
+            schedule_trigger(client, acct.name),
+            account=acct.name,
+            debounce=settings.reconcile.trigger_debounce,
+        )
+        triggers.append(trigger)
+        notify = _position_notifier(client, acct, shard, trigger)
         streams.append((UserStream(private, notify, account=acct.name, events=events), private))
     port = settings.health_port + 1 if health_port is None else health_port
     health = HealthServer(lambda: sources, port) if port >= 0 else None
@@ -323,6 +348,8 @@ async def run_gate(
         for t in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(t, 10)
+        for trigger in triggers:
+            await trigger.close()
         for _, stream_client in streams:
             with contextlib.suppress(Exception):
                 await stream_client.close()

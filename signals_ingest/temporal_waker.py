@@ -23,6 +23,7 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from domain.position import PositionKey, parse_position_workflow_id
 from domain.position_messages import BAND_QUERY, PRICE_UPDATE, BandView, PriceTick
 from signals_ingest.price_gate import PriceGate
 from workflows.position_io import WORKFLOW_TYPE
@@ -91,23 +92,6 @@ class TemporalWaker:
             if is_gone(exc):
                 return None
             raise
-
-
-@dataclass(frozen=True)
-class PositionKey:
-    """The parts of a position workflow id (see `workflows.position_io.position_workflow_id`)."""
-
-    account: str
-    exchange: str
-    symbol: str
-
-
-def parse_position_workflow_id(workflow_id: str) -> PositionKey | None:
-    """`position/<account>/<exchange>/<symbol>` → its parts; None for any other id."""
-    parts = workflow_id.split("/")
-    if len(parts) != 4 or parts[0] != "position":
-        return None
-    return PositionKey(account=parts[1], exchange=parts[2], symbol=parts[3])
 
 
 def running_query(workflow_type: str = WORKFLOW_TYPE) -> str:

@@ -31,6 +31,10 @@ from workers.embedded import TIMER_PRECISION_ARGS, find_binary, start_postgres
 from workers.temporal import DATA_CONVERTER
 from workflows.search_attributes import ALL_KEYS
 
+# No worker a test starts creates reconcile Schedules on the shared dev server
+# (tests/integration/test_reconcile.py creates its own, for its own accounts).
+os.environ.setdefault("POSGUARD_RECONCILE__EVERY", "off")
+
 # The tests' Temporal clients retry a request that failed for want of time (the
 # connection broke, the server was starved: "transport error" on a busy machine) for
 # as long as a test waits for anything, instead of the SDK's default 10 s.

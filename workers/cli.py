@@ -18,6 +18,7 @@ from datetime import timedelta
 from typing import Any, NoReturn
 
 from workers import position_commands as pc
+from workers import reconcile_commands
 from workers.settings import Settings
 from workers.temporal import UnreachableError
 
@@ -262,6 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--account", help="configured account (default: the first one)")
     p.add_argument("-n", type=int, default=50, help="how many events (default 50)")
     p.set_defaults(func=pc.cmd_position)
+
+    reconcile_commands.add_commands(sub)
 
     sub.add_parser(
         "sim", help="run the paper exchange standalone (see `posguard sim --help`)", add_help=False

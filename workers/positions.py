@@ -11,7 +11,7 @@ from temporalio.common import (
 )
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from domain.position import PositionSpec, PositionState
+from domain.position import PositionSpec, initial_state
 from workflows.position import PositionWorkflow
 from workflows.position_io import (
     CloseResult,
@@ -55,10 +55,11 @@ async def start_position(
                     SearchAttributePair(ACCOUNT, spec.account),
                     SearchAttributePair(EXCHANGE, spec.exchange.value),
                     SearchAttributePair(SYMBOL, spec.symbol),
-                    SearchAttributePair(POSITION_STATE, PositionState.PENDING_ENTRY.value),
+                    SearchAttributePair(POSITION_STATE, initial_state(spec.adopt).value),
                 ]
             ),
-            static_summary=f"{spec.side.value} {spec.symbol} ({spec.exchange.value})",
+            static_summary=f"{'adopted ' if spec.adopt else ''}{spec.side.value} {spec.symbol} "
+            f"({spec.exchange.value})",
         )
     except WorkflowAlreadyStartedError as exc:
         raise PositionAlreadyOpen(f"a position on {workflow_id} is already open") from exc

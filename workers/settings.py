@@ -8,10 +8,13 @@ looks the keys up here).
 from __future__ import annotations
 
 import os
+import re
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, BeforeValidator, Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -19,6 +22,9 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from domain.reconcile import ForeignOrderPolicy, ReconcilePolicy, UntrackedPolicy
+from domain.reconcile_io import Adoption
+from domain.sizing import StopRule
 from domain.trailing import TrailingRule
 
 EMBEDDED_PAPER = "embedded"
@@ -40,6 +46,71 @@ class AccountSettings(BaseModel):
     # 1000 / this ms (weighted by endpoint cost), and the server caps the account's
     # exchange task queue at this many activities per second. 20 = ccxt's Binance default.
     max_requests_per_second: Decimal = Field(default=Decimal(20), gt=0)
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNITS = {"ms": "milliseconds", "s": "seconds", "m": "minutes", "h": "hours"}
+
+
+def _duration(value: object) -> object:
+    """`30s`, `500ms`, `2m`, `1h`, a bare number of seconds, or what pydantic takes."""
+    if isinstance(value, int | float):
+        return timedelta(seconds=value)
+    if not isinstance(value, str):
+        return value
+    text = value.strip().lower()
+    if text in ("", "0", "off", "none"):
+        return None
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return timedelta(seconds=float(text))  # float ok: a duration setting
+    parts = _DURATION.findall(text)
+    if parts and "".join(n + u for n, u in parts) == text:
+        return sum((timedelta(**{_UNITS[u]: float(n)}) for n, u in parts), timedelta())
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
+
+
+class ReconcileSettings(BaseModel):
+    """The account reconciler (docs/reconcile.md), TOML table `[reconcile]`.
+
+    `every`: the period of each account's Schedule `reconcile/{account}`; unset
+    (or 0) means no Schedule is created (passes run only when asked for).
+    """
+
+    every: Annotated[timedelta | None, BeforeValidator(_duration)] = timedelta(seconds=30)
+    untracked: UntrackedPolicy = "adopt"
+    foreign_orders: ForeignOrderPolicy = "zombies"
+    alert_after_passes: int = Field(default=3, ge=1)
+    # How an adopted position is protected (percent from its entry price).
+    adopt_stop_percent: Decimal = Field(default=Decimal(2), gt=0, lt=100)
+    adopt_emergency_stop_percent: Decimal = Field(default=Decimal(5), gt=0, lt=100)
+    # The user stream asks for a pass when it reports an order or position no
+    # workflow owns; requests within this window make one pass.
+    trigger_debounce: Duration = timedelta(milliseconds=500)
+    # A pass that has not finished after this long is given up (the next one starts).
+    pass_timeout: Duration = timedelta(minutes=5)
+
+    @property
+    def scheduled(self) -> bool:
+        return self.every is not None and self.every > timedelta(0)
+
+    def policy(self) -> ReconcilePolicy:
+        """The decision policy of `domain.reconcile`."""
+        return ReconcilePolicy(
+            untracked=self.untracked,
+            foreign_orders=self.foreign_orders,
+            alert_after_passes=self.alert_after_passes,
+        )
+
+    def adoption(self, trailing: TrailingRule | None) -> Adoption:
+        """How an adopted position is protected."""
+        return Adoption(
+            stop=StopRule(percent=self.adopt_stop_percent),
+            emergency_stop_percent=self.adopt_emergency_stop_percent,
+            trailing=trailing,
+        )
 
 
 def _config_file() -> Path:
@@ -79,6 +150,7 @@ class Settings(BaseSettings):
     )
     # Trailing settings a new position gets unless told otherwise (None: no trailing).
     trailing: TrailingRule | None = None
+    reconcile: ReconcileSettings = Field(default_factory=ReconcileSettings)
     # Price path of the embedded paper exchange (see `posguard sim --help`).
     sim_price_path: str = "random_walk"
 

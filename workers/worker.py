@@ -12,7 +12,7 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,15 +22,18 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.exchange.activities import ExchangeActivities
 from activities.exchange.gateway import ExchangeGateway
+from activities.reconcile import ReconcileActivities
 from activities.store.activities import StoreActivities
 from activities.store.repository import Store
 from domain.events import EventType, ProcessLifecycle, make_event
 from workers.embedded import start_postgres
 from workers.exchanges import make_gateways
 from workers.health import DatabaseWatch, WorkerHealth
+from workers.position_directory import TemporalPositionDirectory
+from workers.schedules import apply_schedules
 from workers.settings import AccountSettings, Settings
 from workers.temporal import UnreachableError
-from workflows.position_io import exchange_task_queue
+from workflows.position_io import PositionConfig, exchange_task_queue
 from workflows.registry import ALL_WORKFLOWS
 
 log = logging.getLogger("posguard.worker")
@@ -86,6 +89,11 @@ def build_worker(
     )
 
 
+def default_position_config(account: str) -> PositionConfig:
+    """Production's PositionConfig for a position of `account` (what adoption uses)."""
+    return PositionConfig(exchange_task_queue=exchange_task_queue(account))
+
+
 def _lifecycle(kind: EventType, detail: str | None = None) -> Any:
     host = socket.gethostname()
     now = datetime.now(UTC)
@@ -119,6 +127,7 @@ async def run_worker(
     *,
     gateways: dict[str, ExchangeGateway] | None = None,
     ready: asyncio.Event | None = None,
+    position_config: Callable[[str], PositionConfig] | None = None,
 ) -> None:
     """Run the workers until `stop` is set; records process started/stopped events.
 
@@ -126,7 +135,10 @@ async def run_worker(
     one per account for that account's exchange activities. `ready` (if given) is
     set once the store is migrated and every worker is started (they poll from
     then on); a start that fails raises instead, so a caller waits on `ready` or on
-    this coroutine, never on the clock.
+    this coroutine, never on the clock. `position_config(account)` is the
+    PositionConfig of positions the reconciler adopts (default: production's).
+    Each account's reconcile Schedule is created or updated once the workers run
+    (unless `settings.reconcile.every` is unset).
     """
     store = await open_store(settings)
     own_gateways = gateways is None
@@ -134,6 +146,12 @@ async def run_worker(
     try:
         store_activities = StoreActivities(store)
         exchange_activities = ExchangeActivities(gateways, events=store, journal=store)
+        directory = TemporalPositionDirectory(
+            client,
+            task_queue=settings.task_queue,
+            config_of=position_config or default_position_config,
+        )
+        reconcile_activities = ReconcileActivities(directory)
         # The workflow worker also holds the exchange activities, which workflows run
         # as local activities where latency matters (a stop move).
         workers = [
@@ -141,8 +159,8 @@ async def run_worker(
                 client,
                 settings,
                 [
-                    store_activities.apply,
-                    store_activities.append_event,
+                    *store_activities.all(),
+                    *reconcile_activities.all(),
                     *exchange_activities.all(),
                 ],
             )
@@ -160,6 +178,8 @@ async def run_worker(
             for worker in workers:
                 await running.enter_async_context(worker)
             log.info("worker polling task queue %r", settings.task_queue)
+            for schedule_id in await apply_schedules(client, settings):
+                log.info("schedule %s applied (every %s)", schedule_id, settings.reconcile.every)
             if ready is not None:
                 ready.set()
             await stop.wait()

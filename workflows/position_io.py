@@ -15,23 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from domain.managed_position import ManagedPosition
 from domain.orders import OrderRef
 from domain.position import CloseReason, PositionSnapshot, PositionSpec, PositionState
+from domain.position import position_workflow_id as position_workflow_id
 from domain.position_messages import BandView as BandView
 from domain.position_messages import ExchangeUpdate as ExchangeUpdate
 from domain.position_messages import PriceTick as PriceTick
 from domain.protection import ProtectionPolicy
 from domain.trailing import TrailingRule, TrailingState
-from domain.types import ExchangeId
 
 WORKFLOW_TYPE = "PositionWorkflow"
-
-
-def position_workflow_id(account: str, exchange: ExchangeId | str, symbol: str) -> str:
-    """The one workflow id per (account, exchange, symbol) in one-way mode.
-
-    Starting a second open workflow with this id is refused by Temporal, so two
-    live positions on the same key are impossible by construction.
-    """
-    return f"position/{account}/{ExchangeId(exchange).value}/{symbol}"
 
 
 def exchange_task_queue(account: str) -> str:

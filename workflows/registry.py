@@ -5,5 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from workflows.position import PositionWorkflow
+from workflows.reconcile import ReconcileWorkflow
 
-ALL_WORKFLOWS: list[type[Any]] = [PositionWorkflow]
+ALL_WORKFLOWS: list[type[Any]] = [PositionWorkflow, ReconcileWorkflow]

@@ -36,9 +36,12 @@ from domain.journal import PROTECTIVE_KINDS, JournalEntry, journal_entry
 from domain.market import MarketFilters
 from domain.orders import Fill, OrderIntent, OrderView, stop_intent
 from domain.requests import (
+    AccountRequest,
+    AccountSnapshot,
     CandlesRequest,
     EntryWithStopRequest,
     EntryWithStopResult,
+    ExchangeOrderRequest,
     ExchangePosition,
     OrderRequest,
     PlaceOrderRequest,
@@ -507,23 +510,42 @@ class ExchangeActivities:
             conditional=req.conditional,
         )
 
+    @activity.defn(name="exchange.cancel_by_exchange_id")
+    @_exchange_call()
+    async def cancel_by_exchange_id(self, req: ExchangeOrderRequest) -> OrderView | None:
+        """Cancel an order by exchange id (one without our client id); a missing one is done."""
+        return await self._gateway(req.account).cancel_by_exchange_id(
+            req.symbol, req.exchange_order_id, conditional=req.conditional
+        )
+
     @activity.defn(name="exchange.position")
     @_exchange_call()
     async def position(self, req: SymbolRequest) -> ExchangePosition:
         """The account's position in one symbol (qty 0 when flat)."""
         return await self._gateway(req.account).position(req.symbol)
 
-    @activity.defn(name="exchange.open_stops")
-    @_exchange_call()
-    async def open_stops(self, req: SymbolRequest) -> list[OrderView]:
-        """Open conditional (stop / take-profit) orders of one symbol."""
-        return await self._gateway(req.account).open_orders(req.symbol, conditional=True)
-
     @activity.defn(name="exchange.open_orders")
     @_exchange_call()
     async def open_orders(self, req: SymbolRequest) -> list[OrderView]:
         """Every open order of one symbol, regular and conditional (`is_conditional` set)."""
         return await self._gateway(req.account).all_open_orders(req.symbol)
+
+    @activity.defn(name="exchange.account_snapshot")
+    @_exchange_call()
+    async def account_snapshot(self, req: AccountRequest) -> AccountSnapshot:
+        """The whole account: every non-flat position, then every open order.
+
+        Contract: `positions` lists each symbol with a position once (a symbol
+        absent is flat); `orders` is every open order of every symbol, regular
+        and conditional (`is_conditional`, `reduce_only`, `close_position` and
+        client ids set; a close-position order counts as reduce-only), each
+        once, its symbol canonical. Positions are read before orders, so an
+        order that fills in between is seen gone rather than resting on a
+        position that looks flat. Read-only and idempotent: safe to retry. On
+        Binance it costs `gateway.SNAPSHOT_WEIGHT` of request weight (the
+        account-wide order lists are the expensive part).
+        """
+        return await self._gateway(req.account).account_snapshot()
 
     @activity.defn(name="exchange.mark_price")
     @_exchange_call()
@@ -563,9 +585,10 @@ class ExchangeActivities:
             self.place_entry_with_stop,
             self.find_order,
             self.cancel_order,
+            self.cancel_by_exchange_id,
             self.position,
-            self.open_stops,
             self.open_orders,
+            self.account_snapshot,
             self.mark_price,
             self.candles,
             self.filters,

@@ -20,7 +20,7 @@ from typing import Any
 from domain.errors import classify_exception
 from domain.market import MarketFilters
 from domain.orders import Fill, OrderIntent, OrderStatus, OrderType, OrderView, status_from_ccxt
-from domain.requests import ExchangePosition
+from domain.requests import AccountSnapshot, ExchangePosition
 from domain.symbols import canonical_from_unified, unified_from_canonical
 from domain.types import OrderSide, Side
 from domain.volatility import Candle
@@ -48,8 +48,22 @@ def _first(info: Mapping[str, Any], *keys: str) -> Any:
     return None
 
 
+def _flag(value: object) -> bool | None:
+    """An exchange boolean: JSON true/false or the strings "true"/"false"; None if absent."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        return value.strip().lower() == "true"
+    return bool(value)
+
+
 def order_view(order: Mapping[str, Any], symbol: str) -> OrderView:
-    """Normalise one ccxt order dict (regular or Binance algo order) to an `OrderView`."""
+    """Normalise one ccxt order dict (regular or Binance algo order) to an `OrderView`.
+
+    `close_position` is Binance's `closePosition` (Bybit has no such order: False);
+    such an order, and a Bybit `closeOnTrigger` one, is reduce-only by nature and
+    reported so, whatever the exchange's own `reduceOnly` says.
+    """
     info: Mapping[str, Any] = order.get("info") or {}
     is_algo = "algoId" in info or "algoStatus" in info
     filled = to_decimal(_first(info, "executedQty", "cumExecQty")) or to_decimal(
@@ -64,6 +78,11 @@ def order_view(order: Mapping[str, Any], symbol: str) -> OrderView:
     status = status_from_ccxt(order.get("status"), filled)
     updated = order.get("lastUpdateTimestamp") or order.get("timestamp")
     reduce_only = order.get("reduceOnly")
+    if reduce_only is None:
+        reduce_only = _flag(info.get("reduceOnly"))
+    close_position = _flag(info.get("closePosition")) or False
+    if close_position or _flag(info.get("closeOnTrigger")):
+        reduce_only = True
     return OrderView(
         exchange_order_id=str(order.get("id") or _first(info, "algoId", "orderId")),
         client_order_id=order.get("clientOrderId") or _first(info, "clientAlgoId", "clientOrderId"),
@@ -75,7 +94,8 @@ def order_view(order: Mapping[str, Any], symbol: str) -> OrderView:
         average_price=average if average else None,
         trigger_price=trigger if trigger else None,
         reduce_only=bool(reduce_only) if reduce_only is not None else None,
-        is_conditional=is_algo or trigger is not None,
+        close_position=close_position,
+        is_conditional=is_algo or bool(trigger),
         updated_at=datetime.fromtimestamp(updated / 1000, UTC) if updated else None,
     )
 
@@ -267,18 +287,27 @@ class ExchangeGateway:
                 raise
         return await self.find(symbol, client_order_id, conditional)
 
-    async def open_orders(self, symbol: str | None, *, conditional: bool) -> list[OrderView]:
-        """Open orders (stops with `conditional`) of one symbol, or of all symbols."""
+    async def cancel_by_exchange_id(
+        self, symbol: str, exchange_order_id: str, *, conditional: bool
+    ) -> OrderView | None:
+        """Cancel an order known only by its exchange id (a foreign order); a missing
+        one counts as done. Its final view, or None when the exchange has no such order."""
+        unified = unified_from_canonical(symbol)
         params: dict[str, Any] = {}
-        if self.exchange_id.startswith("binance"):
-            if conditional:
-                params["trigger"] = True
-            self.exchange.options.setdefault("fetchOpenOrders", {})["warnWithoutSymbol"] = False
-        elif conditional:
+        if conditional and self.exchange_id.startswith("binance"):
             params["trigger"] = True
-        unified = unified_from_canonical(symbol) if symbol else None
-        orders = await self.exchange.fetch_open_orders(unified, None, None, params)
-        return [order_view(o, canonical_from_unified(o["symbol"])) for o in orders]
+        await self.load_markets()
+        try:
+            await self.protective.cancel_order(exchange_order_id, unified, params)
+        except Exception as exc:
+            if "OrderNotFound" not in _classified(exc):
+                raise
+        try:
+            return await self.fetch(symbol, exchange_order_id, conditional)
+        except Exception as exc:
+            if "OrderNotFound" in _classified(exc):
+                return None
+            raise
 
     async def all_open_orders(self, symbol: str) -> list[OrderView]:
         """Every open order of one symbol: regular and conditional, each `is_conditional` set.
@@ -300,23 +329,61 @@ class ExchangeGateway:
             ]
         else:
             views = [order_view(o, symbol) for o in await self._bybit_open_orders(unified)]
-        unique: dict[tuple[bool, str], OrderView] = {}
-        for view in views:
-            unique.setdefault((view.is_conditional, view.exchange_order_id), view)
-        return list(unique.values())
+        return _unique(views)
 
-    async def _bybit_open_orders(self, unified: str) -> list[Any]:
-        """Every page of Bybit's open orders (every kind) of one symbol.
+    async def account_orders(self) -> list[OrderView]:
+        """Every open order of the account, every symbol, regular and conditional.
+
+        Binance: both account-wide lists (regular and algo, `is_conditional` set on
+        the latter), read concurrently; neither endpoint pages, each costs weight 40
+        without a symbol. Bybit: one list of every kind, paged by cursor. Symbols
+        are canonical ("BTCUSDT").
+        """
+        if self.exchange_id.startswith("binance"):
+            self.exchange.options.setdefault("fetchOpenOrders", {})["warnWithoutSymbol"] = False
+            regular, conditional = await asyncio.gather(
+                self.exchange.fetch_open_orders(None, None, None, {}),
+                self.exchange.fetch_open_orders(None, None, None, {"trigger": True}),
+            )
+            views = [order_view(o, canonical_from_unified(o["symbol"])) for o in regular]
+            views += [
+                order_view(o, canonical_from_unified(o["symbol"])).model_copy(
+                    update={"is_conditional": True}
+                )
+                for o in conditional
+            ]
+        else:
+            views = [
+                order_view(o, canonical_from_unified(o["symbol"]))
+                for o in await self._bybit_open_orders(None)
+            ]
+        return _unique(views)
+
+    async def account_snapshot(self) -> AccountSnapshot:
+        """Every non-flat position of the account, then every open order.
+
+        Positions are read first: an order that fills in between is then seen
+        gone, never resting on a position that looks flat. On Binance one
+        snapshot costs `SNAPSHOT_WEIGHT` of request weight.
+        """
+        positions = await self.positions()
+        orders = await self.account_orders()
+        return AccountSnapshot(positions=list(positions.values()), orders=orders)
+
+    async def _bybit_open_orders(self, unified: str | None) -> list[Any]:
+        """Every page of Bybit's open orders (every kind) of one symbol, or of the account.
 
         Bybit pages by `nextPageCursor` (50 a page at most); ccxt puts the cursor
-        into the `info` of the page's first raw order.
+        into the `info` of the page's first raw order. Without a symbol, Bybit v5
+        needs a settle coin: USDT (linear perpetuals).
         """
         orders: list[Any] = []
         cursor: str | None = None
         for _ in range(_MAX_PAGES):
-            page = await self.exchange.fetch_open_orders(
-                unified, None, _BYBIT_PAGE, {"cursor": cursor} if cursor else {}
-            )
+            params: dict[str, Any] = {} if unified else {"settleCoin": "USDT"}
+            if cursor:
+                params["cursor"] = cursor
+            page = await self.exchange.fetch_open_orders(unified, None, _BYBIT_PAGE, params)
             orders.extend(page)
             cursor = next(
                 (
@@ -328,7 +395,8 @@ class ExchangeGateway:
             )
             if len(page) < _BYBIT_PAGE or cursor is None:
                 return orders
-        raise RuntimeError(f"more than {_MAX_PAGES * _BYBIT_PAGE} open orders in {unified}")
+        where = unified or "the account"
+        raise RuntimeError(f"more than {_MAX_PAGES * _BYBIT_PAGE} open orders in {where}")
 
     async def order_fills(self, symbol: str, client_order_id: str, conditional: bool) -> list[Fill]:
         """Executions of our order `client_order_id`, fees in the quote currency.
@@ -459,6 +527,12 @@ class ExchangeGateway:
 _BYBIT_PAGE = 50
 _MAX_PAGES = 100
 
+# Binance USD-M's request weight for one `account_snapshot` (a per-minute budget
+# of 2400 per IP by default): GET /fapi/v3/positionRisk without a symbol 5, plus
+# GET /fapi/v1/openOrders and GET /fapi/v1/openAlgoOrders without a symbol, 40
+# each. ccxt's one-off reads (exchangeInfo, leverageBracket) are not counted.
+SNAPSHOT_WEIGHT = 5 + 40 + 40
+
 _BYBIT_INTERVALS = {
     "1m": "1",
     "3m": "3",
@@ -472,6 +546,17 @@ _BYBIT_INTERVALS = {
     "12h": "720",
     "1d": "D",
 }
+
+
+def _unique(views: list[OrderView]) -> list[OrderView]:
+    """`views` without repeats (the same order listed twice), first seen kept.
+
+    Keyed by symbol too: Binance order ids are only unique within a symbol.
+    """
+    unique: dict[tuple[str, bool, str], OrderView] = {}
+    for view in views:
+        unique.setdefault((view.symbol, view.is_conditional, view.exchange_order_id), view)
+    return list(unique.values())
 
 
 def _classified(exc: BaseException) -> str:

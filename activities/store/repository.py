@@ -308,6 +308,38 @@ class Store:
         )
         return [_record(PositionRecord, r) for r in rows]
 
+    async def open_positions(self, account: str, exchange: str) -> list[PositionRecord]:
+        """Rows of one account that are not over (status not closed / rolled back)."""
+        rows = await self.pool.fetch(
+            """SELECT * FROM positions
+               WHERE account = $1 AND exchange = $2 AND status NOT IN ('closed', 'rolled_back')
+               ORDER BY created_at""",
+            account,
+            exchange,
+        )
+        return [_record(PositionRecord, r) for r in rows]
+
+    async def close_phantom(
+        self, position_id: str, revision: int, reason: str, at: datetime
+    ) -> bool:
+        """Close a row no workflow will close (the reconciler's phantom); True if closed.
+
+        Only while the row is still at `revision` and not over: a row written since
+        (its workflow came back) is left to its workflow. The revision is bumped, so
+        a late write of the old workflow cannot reopen it.
+        """
+        done = await self.pool.fetchval(
+            """UPDATE positions SET status = 'closed', exit_reason = $3, closed_at = $4,
+                   revision = revision + 1
+               WHERE id = $1 AND revision = $2 AND status NOT IN ('closed', 'rolled_back')
+               RETURNING true""",
+            position_id,
+            revision,
+            reason,
+            at,
+        )
+        return bool(done)
+
     async def orders(self, position_id: str) -> list[OrderRecord]:
         """Order rows of one position, oldest first."""
         rows = await self.pool.fetch(

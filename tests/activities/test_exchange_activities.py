@@ -44,7 +44,6 @@ from domain.requests import (
 )
 from domain.sizing import StopRule
 from domain.types import Side
-from simulator.client import binanceusdm_client
 from simulator.server import PaperExchange
 
 ACCOUNT = "paper"
@@ -63,18 +62,6 @@ async def sim() -> AsyncIterator[PaperExchange]:
         exchange.set_price(SYMBOL, PRICE)
         exchange.set_price("ETHUSDT", "3000")
         yield exchange
-
-
-@pytest_asyncio.fixture
-async def gateway(sim: PaperExchange) -> AsyncIterator[ExchangeGateway]:
-    client = binanceusdm_client(
-        sim, api_key=sim.api_key, secret=sim.api_secret, enableRateLimit=False
-    )
-    gw = ExchangeGateway(client, account=ACCOUNT)
-    try:
-        yield gw
-    finally:
-        await gw.close()
 
 
 class Sink:
@@ -172,9 +159,10 @@ def test_activity_names_unchanged() -> None:
         "exchange.place_entry_with_stop",
         "exchange.find_order",
         "exchange.cancel_order",
+        "exchange.cancel_by_exchange_id",
         "exchange.position",
-        "exchange.open_stops",
         "exchange.open_orders",
+        "exchange.account_snapshot",
         "exchange.mark_price",
         "exchange.candles",
         "exchange.filters",

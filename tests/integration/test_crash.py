@@ -193,6 +193,7 @@ async def crash(
             TEMPORAL_ADDRESS=temporal_env.client.service_client.config.target_host,
             DATABASE_URL=database_url,
             POSGUARD_TASK_QUEUE=task_queue,
+            POSGUARD_RECONCILE__EVERY="off",  # no reconcile passes in this run
             POSGUARD_CONFIG="/nonexistent.toml",
             POSGUARD_ACCOUNTS=json.dumps(accounts),
             PYTHONUNBUFFERED="1",

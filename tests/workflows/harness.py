@@ -36,7 +36,7 @@ from simulator.server import PaperExchange
 from tests.waiting import PATIENCE_S, is_transient, poll, started, until
 from workers.exchanges import make_market_data_client
 from workers.positions import start_position
-from workers.settings import AccountSettings, Settings
+from workers.settings import AccountSettings, ReconcileSettings, Settings
 from workers.worker import run_worker
 from workflows.position_io import (
     CloseRequest,
@@ -224,7 +224,15 @@ async def running_worker(stack: Stack) -> AsyncIterator[None]:
     Entered once the worker runs (store migrated, its Temporal workers started); a
     start that fails raises here instead of leaving the test to time out."""
     stop, ready = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(run_worker(stack.client, stack.settings, stop, ready=ready))
+    task = asyncio.create_task(
+        run_worker(
+            stack.client,
+            stack.settings,
+            stop,
+            ready=ready,
+            position_config=lambda _account: stack.config,
+        )
+    )
     try:
         await started(ready, task, f"the worker of {stack.settings.task_queue}")
         yield
@@ -277,6 +285,8 @@ async def live_stack(
     exchange: Mapping[str, Any] | None = None,
     config: Mapping[str, Any] | None = None,
     gate: Mapping[str, Any] | None = None,
+    reconcile: ReconcileSettings | None = None,
+    task_queue: str | None = None,
 ) -> AsyncIterator[Stack]:
     """The live test stack on `client`'s server: a paper exchange, a posguard worker
     and, `with_gate`, the price gate with its user stream; entered once all of them run.
@@ -289,7 +299,11 @@ async def live_stack(
       priced with PRICES;
     - `check_interval` and `config`: the PositionConfig `Stack.open` starts positions
       with (fields not given keep their production defaults);
-    - `gate`: `run_gate` options of the `with_gate` price gate (see `running_gate`).
+    - `gate`: `run_gate` options of the `with_gate` price gate (see `running_gate`);
+    - `reconcile`: the reconciler's settings; by default none (no Schedule is made).
+      Positions it adopts get the stack's PositionConfig;
+    - `task_queue`: the worker's task queue; by default `name` and a random suffix
+      (give an earlier stack's to run a worker for its workflows again).
     """
     async with contextlib.AsyncExitStack() as running:
         if sim is None:
@@ -306,10 +320,11 @@ async def live_stack(
             max_requests_per_second=Decimal(1000),
         )
         settings = Settings(
-            task_queue=f"{name}-{uuid.uuid4().hex[:8]}",
+            task_queue=task_queue or f"{name}-{uuid.uuid4().hex[:8]}",
             database_url=SecretStr(database_url),
             accounts=[paper],
             health_port=-1,
+            reconcile=reconcile or ReconcileSettings(every=None),
         )
         fields: dict[str, Any] = {"exchange_task_queue": exchange_task_queue(paper.name)}
         if check_interval is not None:

@@ -1,0 +1,91 @@
+"""Activities of the account reconciler that talk to Temporal about position workflows.
+
+Which position workflows run (visibility, then each one asked directly, so no
+decision rests on visibility's lag), telling one to look at the exchange now,
+and starting one in adopt mode. Temporal itself is reached through a
+`PositionDirectory`, which the worker implements with its client
+(`workers/position_directory.py`): this module imports neither the client nor
+the workflows, so `workflows/reconcile.py` can reference its methods by
+definition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol
+
+from temporalio import activity
+
+from domain.position import PositionSpec, position_workflow_id
+from domain.reconcile import Owner
+from domain.reconcile_io import (
+    AdoptRequest,
+    AdoptResult,
+    OwnersRequest,
+    OwnersResult,
+    SignalOwnerRequest,
+)
+
+
+class PositionDirectory(Protocol):
+    """The position workflows of the cluster, as the worker's Temporal client sees them."""
+
+    async def running(self, account: str) -> list[str]:
+        """Ids of the account's running position workflows (visibility; may lag)."""
+        ...
+
+    async def owner(self, workflow_id: str) -> Owner | None:
+        """The workflow as it answers its `state` query now; None when it does not run.
+
+        A running workflow that does not answer in time is `Owner(answered=False)`.
+        """
+        ...
+
+    async def signal_look(self, workflow_id: str, detail: str) -> bool:
+        """Send `exchange_update` (source "reconciler"); False when it does not run."""
+        ...
+
+    async def adopt(self, spec: PositionSpec) -> AdoptResult:
+        """Start the adopting workflow; `started` False when one runs for the key."""
+        ...
+
+
+class ReconcileActivities:
+    """The reconciler's Temporal-side activities over one `PositionDirectory`."""
+
+    def __init__(self, directory: PositionDirectory, *, concurrency: int = 16) -> None:
+        self._directory = directory
+        self._concurrency = concurrency
+
+    @activity.defn(name="reconcile.owners")
+    async def owners(self, req: OwnersRequest) -> OwnersResult:
+        """Every running position workflow of the account that matters to the pass.
+
+        The ids visibility lists plus the ids of `req.symbols` are each asked
+        directly (strongly consistent): a workflow just started, not yet visible,
+        is found; one visibility still lists but that has ended is not.
+        """
+        ids = set(await self._directory.running(req.account))
+        ids.update(position_workflow_id(req.account, req.exchange, s) for s in req.symbols)
+        gate = asyncio.Semaphore(self._concurrency)
+
+        async def ask(workflow_id: str) -> Owner | None:
+            async with gate:
+                return await self._directory.owner(workflow_id)
+
+        answers = await asyncio.gather(*(ask(w) for w in sorted(ids)))
+        return OwnersResult(owners=[o for o in answers if o is not None])
+
+    @activity.defn(name="reconcile.signal_owner")
+    async def signal_owner(self, req: SignalOwnerRequest) -> bool:
+        """Tell the owning workflow to look now; False when it no longer runs."""
+        return await self._directory.signal_look(req.workflow_id, req.detail)
+
+    @activity.defn(name="reconcile.adopt")
+    async def adopt(self, req: AdoptRequest) -> AdoptResult:
+        """Start a PositionWorkflow in adopt mode (id conflict: fail, so never twice)."""
+        return await self._directory.adopt(req.spec)
+
+    def all(self) -> list[object]:
+        """Every activity method, for registration on a worker."""
+        return [self.owners, self.signal_owner, self.adopt]

@@ -1,0 +1,468 @@
+"""ReconcileWorkflow: one pass over one exchange account (run by a Temporal Schedule).
+
+Reads, through activities, the exchange's positions and open orders, the store's
+open rows and the running position workflows (each asked directly); decides with
+`domain.reconcile.reconcile`; acts; records every finding and action as an event.
+
+What it does itself is limited to what no workflow owns (docs/reconcile.md):
+- an untracked position: a PositionWorkflow is started in adopt mode (its id is
+  the position's key and the conflict policy is "fail": never two owners);
+- a zombie order: cancelled (with retries);
+- a store row nobody will close: closed as phantom.
+A finding about a managed position (phantom, quantity mismatch, stop missing) is
+only *signalled* to its workflow, the single writer of its orders (rule 4).
+
+Every outcome is a handled case (rule 1): a read that fails ends the pass with
+an error in its report (the next pass reads again), an action that fails is
+recorded and retried by the next pass. Everything it does is idempotent, so a
+pass that a crash interrupts and Temporal resumes does nothing twice. Its memory
+of findings (for alerting once, not every pass) is the previous pass's result,
+which a Schedule hands to the next run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import FailureError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.exchange.activities import ExchangeActivities
+    from activities.reconcile import ReconcileActivities
+    from activities.store.activities import StoreActivities
+    from domain.errors import NON_RETRYABLE_ERROR_TYPES
+    from domain.events import (
+        AlertSent,
+        CriticalError,
+        Event,
+        EventType,
+        Payload,
+        ProtectionCheckStarted,
+        SyncCompleted,
+        SyncStarted,
+        event_id,
+        make_event,
+    )
+    from domain.position import PositionSpec
+    from domain.reconcile import (
+        HOLDING_STATES,
+        AccountState,
+        Action,
+        Finding,
+        FindingKind,
+        FindingMemo,
+        StoredPosition,
+        reconcile,
+        remember,
+    )
+    from domain.reconcile_events import cancel_event, detection_event, phantom_closed_event
+    from domain.reconcile_io import (
+        AdoptRequest,
+        AdoptResult,
+        ClosePhantomRequest,
+        FindingOutcome,
+        Outcome,
+        OwnersRequest,
+        OwnersResult,
+        ReconcileInput,
+        ReconcileReport,
+        SignalOwnerRequest,
+        StoredRequest,
+    )
+    from domain.records import AlertRecord, StoreBatch
+    from domain.requests import (
+        AccountRequest,
+        AccountSnapshot,
+        ExchangeOrderRequest,
+        OrderRequest,
+    )
+    from domain.types import Severity
+
+_READ_TIMEOUT = timedelta(seconds=30)
+_ACT_TIMEOUT = timedelta(seconds=15)
+_ATTEMPTS = 3
+
+
+class _Failed(Exception):
+    """An activity gave up; `message` says why (kept in the report and the events)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@workflow.defn(name="ReconcileWorkflow")
+class ReconcileWorkflow:
+    """One reconcile pass over one account; its result is the pass's `ReconcileReport`."""
+
+    def __init__(self) -> None:
+        self._events: list[Event] = []
+        self._alerts: list[AlertRecord] = []
+        self._inp: ReconcileInput | None = None
+
+    @workflow.run
+    async def run(self, inp: ReconcileInput) -> ReconcileReport:
+        """Read, decide, act, record; never raises (a failed read is in the report)."""
+        self._inp = inp
+        started = workflow.now()
+        memory = inp.memory or self._previous_memory()
+        report = ReconcileReport(
+            account=inp.account,
+            exchange=inp.exchange,
+            started_at=started,
+            finished_at=started,
+            dry_run=inp.dry_run,
+            memory=memory,
+        )
+        try:
+            state = await self._read(inp)
+        except _Failed as failed:
+            self._emit(
+                EventType.CRITICAL_ERROR,
+                CriticalError(error_type="ReconcileReadFailed", message=failed.message),
+                severity=Severity.WARNING,
+            )
+            await self._record(inp)
+            return report.model_copy(
+                update={"finished_at": workflow.now(), "error": failed.message}
+            )
+        findings = reconcile(state, inp.policy)
+        remembered = remember(memory, findings, workflow.now(), inp.policy)
+        report = report.model_copy(
+            update={
+                "positions": len(state.positions),
+                "orders": len(state.orders),
+                "owners": len(state.owners),
+                "memory": remembered.memory,
+            }
+        )
+        if inp.dry_run:
+            outcomes = [
+                FindingOutcome(
+                    finding=f,
+                    outcome=Outcome.REPORTED if f.action is Action.REPORT else Outcome.DRY_RUN,
+                    passes=remembered.memory[f.key].passes,
+                )
+                for f in findings
+            ]
+            return report.model_copy(update={"findings": outcomes, "finished_at": workflow.now()})
+        holding = sum(1 for o in state.owners if o.answered and o.state in HOLDING_STATES)
+        self._emit(
+            EventType.SYNC_STARTED,
+            SyncStarted(
+                exchange=inp.exchange.value, account=inp.account, positions_known=len(state.owners)
+            ),
+        )
+        self._emit(EventType.PROTECTION_CHECK_STARTED, ProtectionCheckStarted(positions=holding))
+        new = set(remembered.new)
+        for f in findings:
+            if f.key in new:
+                kind, payload = detection_event(f)
+                self._emit(kind, payload, finding=f)
+        outcomes = await self._act(inp, findings)
+        for key in remembered.alert:
+            f = next(f for f in findings if f.key == key)
+            self._alert(f, remembered.memory[key])
+        counts = {kind: sum(1 for f in findings if f.kind is kind) for kind in FindingKind}
+        finished = workflow.now()
+        self._emit(
+            EventType.SYNC_COMPLETED,
+            SyncCompleted(
+                exchange=inp.exchange.value,
+                account=inp.account,
+                checked=len(state.positions) + len(state.owners),
+                phantoms=counts[FindingKind.PHANTOM] + counts[FindingKind.PHANTOM_ROW],
+                untracked=counts[FindingKind.UNTRACKED],
+                mismatches=counts[FindingKind.QUANTITY_MISMATCH],
+                zombies=counts[FindingKind.ZOMBIE],
+                duration_ms=int((finished - started).total_seconds() * 1000),
+            ),
+        )
+        await self._record(inp)
+        return report.model_copy(
+            update={
+                "findings": [
+                    o.model_copy(update={"passes": remembered.memory[o.finding.key].passes})
+                    for o in outcomes
+                ],
+                "finished_at": finished,
+            }
+        )
+
+    # --- reading --------------------------------------------------------------------------
+
+    @staticmethod
+    def _previous_memory() -> dict[str, FindingMemo]:
+        """The memory the previous pass of this Schedule left (none for a pass run by hand)."""
+        previous = workflow.get_last_completion_result(ReconcileReport)
+        return dict(previous.memory) if isinstance(previous, ReconcileReport) else {}
+
+    async def _read(self, inp: ReconcileInput) -> AccountState:
+        """The account as it is: exchange first, then the store, then the owners.
+
+        The owners are asked last on purpose: an order or a row read before is then
+        judged against owners at least as recent as it (a workflow that placed an
+        order before the read is found running, or has ended).
+        """
+        snapshot: AccountSnapshot = await self._activity(
+            ExchangeActivities.account_snapshot,
+            AccountRequest(account=inp.account),
+            summary=f"read {inp.account}'s positions and open orders",
+            task_queue=inp.exchange_task_queue,
+            timeout=_READ_TIMEOUT,
+        )
+        stored: list[StoredPosition] = await self._activity(
+            StoreActivities.open_positions,
+            StoredRequest(account=inp.account, exchange=inp.exchange),
+            summary="read the store's open positions",
+            timeout=_READ_TIMEOUT,
+        )
+        symbols = sorted(
+            {p.symbol for p in snapshot.positions}
+            | {o.symbol for o in snapshot.orders}
+            | {r.symbol for r in stored}
+        )
+        owners: OwnersResult = await self._activity(
+            ReconcileActivities.owners,
+            OwnersRequest(account=inp.account, exchange=inp.exchange, symbols=symbols),
+            summary=f"ask the position workflows of {len(symbols)} symbols",
+            timeout=_READ_TIMEOUT,
+        )
+        return AccountState(
+            account=inp.account,
+            exchange=inp.exchange,
+            positions=snapshot.positions,
+            orders=snapshot.orders,
+            owners=owners.owners,
+            stored=stored,
+        )
+
+    # --- acting ---------------------------------------------------------------------------
+
+    async def _act(self, inp: ReconcileInput, findings: Sequence[Finding]) -> list[FindingOutcome]:
+        """Do each finding's action: adoptions first (protection), then signals, cancels, rows."""
+        outcomes: dict[str, FindingOutcome] = {}
+        for f in findings:
+            if f.action is Action.REPORT:
+                outcomes[f.key] = FindingOutcome(finding=f, outcome=Outcome.REPORTED)
+        for f in findings:
+            if f.action is Action.ADOPT:
+                outcomes[f.key] = await self._adopt(inp, f)
+        signalled: dict[str, FindingOutcome] = {}
+        for f in findings:
+            if f.action is not Action.SIGNAL_OWNER or f.workflow_id is None:
+                continue
+            if f.workflow_id not in signalled:
+                kinds = sorted({g.kind.value for g in findings if g.workflow_id == f.workflow_id})
+                signalled[f.workflow_id] = await self._signal(f, ", ".join(kinds))
+            outcomes[f.key] = signalled[f.workflow_id].model_copy(update={"finding": f})
+        for f in findings:
+            if f.action is Action.CANCEL_ORDER:
+                outcomes[f.key] = await self._cancel(inp, f)
+        for f in findings:
+            if f.action is Action.CLOSE_ROW:
+                outcomes[f.key] = await self._close_row(f)
+        return [outcomes[f.key] for f in findings if f.key in outcomes]
+
+    async def _adopt(self, inp: ReconcileInput, f: Finding) -> FindingOutcome:
+        assert f.side is not None
+        spec = PositionSpec(
+            account=inp.account,
+            exchange=inp.exchange,
+            symbol=f.symbol,
+            side=f.side,
+            stop=inp.adoption.stop,
+            emergency_stop_percent=inp.adoption.emergency_stop_percent,
+            trailing=inp.adoption.trailing,
+            adopt=True,
+        )
+        try:
+            result: AdoptResult = await self._activity(
+                ReconcileActivities.adopt,
+                AdoptRequest(spec=spec),
+                summary=f"adopt {f.side.value} {f.exchange_qty} {f.symbol}",
+            )
+        except _Failed as failed:
+            return FindingOutcome(finding=f, outcome=Outcome.FAILED, detail=failed.message)
+        if not result.started:
+            return FindingOutcome(
+                finding=f, outcome=Outcome.ALREADY, detail=f"{result.workflow_id} already runs"
+            )
+        return FindingOutcome(finding=f, outcome=Outcome.DONE, detail=result.workflow_id)
+
+    async def _signal(self, f: Finding, kinds: str) -> FindingOutcome:
+        assert f.workflow_id is not None
+        try:
+            running: bool = await self._activity(
+                ReconcileActivities.signal_owner,
+                SignalOwnerRequest(workflow_id=f.workflow_id, detail=f"reconciler: {kinds}"),
+                summary=f"tell {f.workflow_id} to look ({kinds})",
+            )
+        except _Failed as failed:
+            return FindingOutcome(finding=f, outcome=Outcome.FAILED, detail=failed.message)
+        if not running:
+            return FindingOutcome(finding=f, outcome=Outcome.ALREADY, detail="it has ended")
+        return FindingOutcome(finding=f, outcome=Outcome.DONE, detail="signalled")
+
+    async def _cancel(self, inp: ReconcileInput, f: Finding) -> FindingOutcome:
+        order = f.order
+        assert order is not None
+        if order.client_order_id is not None:
+            activity: Any = ExchangeActivities.cancel_order
+            request: Any = OrderRequest(
+                account=inp.account,
+                symbol=order.symbol,
+                client_order_id=order.client_order_id,
+                exchange_order_id=order.exchange_order_id,
+                conditional=order.is_conditional,
+            )
+        else:
+            activity = ExchangeActivities.cancel_by_exchange_id
+            request = ExchangeOrderRequest(
+                account=inp.account,
+                symbol=order.symbol,
+                exchange_order_id=order.exchange_order_id,
+                conditional=order.is_conditional,
+            )
+        try:
+            await self._activity(
+                activity,
+                request,
+                summary=f"cancel zombie {order.client_order_id or order.exchange_order_id}",
+                task_queue=inp.exchange_task_queue,
+            )
+        except _Failed as failed:
+            kind, payload = cancel_event(f, failed.message)
+            self._emit(kind, payload, finding=f)
+            return FindingOutcome(finding=f, outcome=Outcome.FAILED, detail=failed.message)
+        kind, payload = cancel_event(f, None)
+        self._emit(kind, payload, finding=f)
+        return FindingOutcome(finding=f, outcome=Outcome.DONE, detail="cancelled")
+
+    async def _close_row(self, f: Finding) -> FindingOutcome:
+        assert f.position_id is not None and f.stored_revision is not None
+        try:
+            closed: bool = await self._activity(
+                StoreActivities.close_phantom,
+                ClosePhantomRequest(
+                    position_id=f.position_id,
+                    revision=f.stored_revision,
+                    reason=f"phantom: {f.reason}"[:500],
+                    at=workflow.now(),
+                ),
+                summary=f"close phantom row {f.position_id}",
+            )
+        except _Failed as failed:
+            return FindingOutcome(finding=f, outcome=Outcome.FAILED, detail=failed.message)
+        if not closed:
+            return FindingOutcome(finding=f, outcome=Outcome.ALREADY, detail="row changed")
+        kind, payload = phantom_closed_event(f)
+        self._emit(kind, payload, finding=f)
+        return FindingOutcome(finding=f, outcome=Outcome.DONE, detail="closed")
+
+    # --- recording ------------------------------------------------------------------------
+
+    def _emit(
+        self,
+        kind: EventType,
+        payload: Payload,
+        *,
+        finding: Finding | None = None,
+        severity: Severity | None = None,
+    ) -> Event:
+        """Queue one event of this pass (ids: this run's id and a sequence number)."""
+        assert self._inp is not None
+        info = workflow.info()
+        order = finding.order if finding is not None else None
+        event = make_event(
+            kind,
+            payload,
+            event_id=event_id(f"{info.workflow_id}/{info.run_id}", len(self._events)),
+            occurred_at=workflow.now(),
+            severity=severity,
+            correlation_id=info.workflow_id,
+            position_id=finding.position_id if finding is not None else None,
+            account=self._inp.account,
+            exchange=self._inp.exchange.value,
+            symbol=finding.symbol if finding is not None else None,
+            order_id=(order.client_order_id or order.exchange_order_id) if order else None,
+        )
+        self._events.append(event)
+        return event
+
+    def _alert(self, f: Finding, memo: FindingMemo) -> None:
+        """One alert for a finding that persisted `memo.passes` passes."""
+        severity = (
+            Severity.CRITICAL
+            if f.kind in (FindingKind.STOP_MISSING, FindingKind.UNTRACKED)
+            else Severity.WARNING
+        )
+        title = f"reconcile: {f.kind.value} on {f.symbol} for {memo.passes} passes"
+        body = f"{f.reason} (since {memo.first_seen.isoformat()}; action {f.action.value})"
+        payload: Payload = (
+            CriticalError(error_type=title, message=body)
+            if severity is Severity.CRITICAL
+            else AlertSent(channel="log", title=title, body=body)
+        )
+        kind = EventType.CRITICAL_ERROR if severity is Severity.CRITICAL else EventType.ALERT_SENT
+        event = self._emit(kind, payload, finding=f, severity=severity)
+        self._alerts.append(
+            AlertRecord(
+                event_id=event.event_id,
+                severity=severity,
+                title=title,
+                body=body,
+                position_id=f.position_id,
+            )
+        )
+        workflow.logger.warning("%s: %s", title, body)
+
+    async def _record(self, inp: ReconcileInput) -> None:
+        """Write the pass's events and alerts in one idempotent batch (retried a while)."""
+        if not self._events:
+            return
+        batch = StoreBatch(events=self._events, alerts=self._alerts)
+        try:
+            await self._activity(
+                StoreActivities.apply,
+                batch,
+                summary=f"record {len(self._events)} events",
+                attempts=10,
+            )
+        except _Failed as failed:
+            workflow.logger.error("could not record the pass's events: %s", failed.message)
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    async def _activity(
+        self,
+        activity: Any,
+        arg: Any,
+        *,
+        summary: str,
+        task_queue: str | None = None,
+        timeout: timedelta = _ACT_TIMEOUT,
+        attempts: int = _ATTEMPTS,
+    ) -> Any:
+        """Run one activity; `_Failed` when it gives up (every failure, one type)."""
+        try:
+            return await workflow.execute_activity_method(
+                activity,
+                arg,
+                task_queue=task_queue,
+                start_to_close_timeout=timeout,
+                retry_policy=RetryPolicy(
+                    initial_interval=timedelta(milliseconds=500),
+                    maximum_interval=timedelta(seconds=5),
+                    maximum_attempts=attempts,
+                    non_retryable_error_types=list(NON_RETRYABLE_ERROR_TYPES),
+                ),
+                summary=summary[:200],
+            )
+        except FailureError as err:
+            cause = err.cause or err
+            raise _Failed(f"{type(cause).__name__}: {cause}"[:1000]) from err
