@@ -6,6 +6,7 @@ themselves are in `domain/reconcile.py`.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 from enum import StrEnum
 
@@ -52,6 +53,9 @@ class ReconcileInput(BaseModel):
     adoption: Adoption = Adoption()
     dry_run: bool = False
     memory: dict[str, FindingMemo] = Field(default_factory=dict)
+    # How long one activity attempt may take: an attempt lost with a crashed worker
+    # is given to another one after this long.
+    call_timeout: timedelta = Field(default=timedelta(seconds=30), gt=timedelta(0))
 
 
 class Outcome(StrEnum):

@@ -52,6 +52,7 @@ def reconcile_input(
         policy=settings.reconcile.policy(),
         adoption=settings.reconcile.adoption(settings.trailing),
         dry_run=dry_run,
+        call_timeout=settings.reconcile.call_timeout,
     )
 
 

@@ -91,6 +91,9 @@ class ReconcileSettings(BaseModel):
     trigger_debounce: Duration = timedelta(milliseconds=500)
     # A pass that has not finished after this long is given up (the next one starts).
     pass_timeout: Duration = timedelta(minutes=5)
+    # One activity attempt of a pass (a read, a cancel): one lost with a crashed
+    # worker is retried elsewhere after this long.
+    call_timeout: Duration = timedelta(seconds=30)
 
     @property
     def scheduled(self) -> bool:

@@ -82,8 +82,6 @@ with workflow.unsafe.imports_passed_through():
     )
     from domain.types import Severity
 
-_READ_TIMEOUT = timedelta(seconds=30)
-_ACT_TIMEOUT = timedelta(seconds=15)
 _ATTEMPTS = 3
 
 
@@ -103,6 +101,11 @@ class ReconcileWorkflow:
         self._events: list[Event] = []
         self._alerts: list[AlertRecord] = []
         self._inp: ReconcileInput | None = None
+
+    @property
+    def _call_timeout(self) -> timedelta:
+        assert self._inp is not None
+        return self._inp.call_timeout
 
     @workflow.run
     async def run(self, inp: ReconcileInput) -> ReconcileReport:
@@ -166,7 +169,8 @@ class ReconcileWorkflow:
         outcomes = await self._act(inp, findings)
         for key in remembered.alert:
             f = next(f for f in findings if f.key == key)
-            self._alert(f, remembered.memory[key])
+            if f.kind is not FindingKind.FOREIGN_ORDER:  # a trader's own order: no alarm
+                self._alert(f, remembered.memory[key])
         counts = {kind: sum(1 for f in findings if f.kind is kind) for kind in FindingKind}
         finished = workflow.now()
         self._emit(
@@ -213,13 +217,11 @@ class ReconcileWorkflow:
             AccountRequest(account=inp.account),
             summary=f"read {inp.account}'s positions and open orders",
             task_queue=inp.exchange_task_queue,
-            timeout=_READ_TIMEOUT,
         )
         stored: list[StoredPosition] = await self._activity(
             StoreActivities.open_positions,
             StoredRequest(account=inp.account, exchange=inp.exchange),
             summary="read the store's open positions",
-            timeout=_READ_TIMEOUT,
         )
         symbols = sorted(
             {p.symbol for p in snapshot.positions}
@@ -230,7 +232,6 @@ class ReconcileWorkflow:
             ReconcileActivities.owners,
             OwnersRequest(account=inp.account, exchange=inp.exchange, symbols=symbols),
             summary=f"ask the position workflows of {len(symbols)} symbols",
-            timeout=_READ_TIMEOUT,
         )
         return AccountState(
             account=inp.account,
@@ -445,7 +446,7 @@ class ReconcileWorkflow:
         *,
         summary: str,
         task_queue: str | None = None,
-        timeout: timedelta = _ACT_TIMEOUT,
+        timeout: timedelta | None = None,
         attempts: int = _ATTEMPTS,
     ) -> Any:
         """Run one activity; `_Failed` when it gives up (every failure, one type)."""
@@ -454,7 +455,7 @@ class ReconcileWorkflow:
                 activity,
                 arg,
                 task_queue=task_queue,
-                start_to_close_timeout=timeout,
+                start_to_close_timeout=timeout or self._call_timeout,
                 retry_policy=RetryPolicy(
                     initial_interval=timedelta(milliseconds=500),
                     maximum_interval=timedelta(seconds=5),

@@ -171,6 +171,32 @@ async def test_the_user_stream_has_a_position_opened_by_hand_adopted_at_once(
         assert took < 30, f"the stop came {took:.1f} s after the position"
 
 
+async def test_an_untracked_position_under_alert_only_is_alerted_once_not_every_pass(
+    temporal_env: WorkflowEnvironment, database_url: str, store: Store
+) -> None:
+    alert_only = RECONCILE.model_copy(update={"untracked": "alert", "alert_after_passes": 2})
+    async with reconciled(
+        temporal_env, database_url, store, "alertonly", reconcile=alert_only
+    ) as stack:
+        stack.sim.open_position("XRPUSDT", "SELL", "100")
+        await _wait_events(stack, "untracked_detected", "XRPUSDT")
+        await _passes_after(stack, 4)
+        assert not open_stops(stack, "XRPUSDT")  # alert only: nothing placed
+        [detected] = await account_events(stack, "untracked_detected", "XRPUSDT")
+        assert detected.payload["adopted_by"] is None
+        critical = [
+            e
+            for e in await account_events(stack, "critical_error", "XRPUSDT")
+            if "untracked" in e.payload["error_type"]
+        ]
+        assert len(critical) == 1
+        rows = await stack.store.pool.fetch(
+            "SELECT * FROM alerts WHERE event_id = $1", critical[0].event_id
+        )
+        assert len(rows) == 1 and rows[0]["severity"] == "critical"
+        stack.sim.close_position("XRPUSDT")  # the trader takes care of it
+
+
 # --- zombie and foreign orders --------------------------------------------------------------
 
 
@@ -228,11 +254,12 @@ async def test_a_manual_limit_order_on_an_unmanaged_symbol_is_left_alone_and_rep
         )
         reported = await _wait_events(stack, "foreign_order_detected", "XRPUSDT")
         assert reported[0].payload["exchange_order_id"] == str(order.order_id)
-        await _passes_after(stack, 2)
+        await _passes_after(stack, RECONCILE.alert_after_passes + 1)
         [still] = stack.orders("XRPUSDT", algo=False)
         assert still["status"] == "NEW"
-        # Reported once, not every pass.
+        # Reported once, not every pass, and a trader's own order raises no alarm.
         assert len(await account_events(stack, "foreign_order_detected", "XRPUSDT")) == 1
+        assert await account_events(stack, "alert_sent", "XRPUSDT") == []
 
 
 # --- managed positions: the reconciler only signals -----------------------------------------
