@@ -405,7 +405,13 @@ def summarise(passes: list[dict[str, Any]]) -> dict[str, Any]:
         "workflow_ms": {"p50": percentile(wf, 50), "max": max(wf), "all": wf},
         "weight_per_pass": {"p50": percentile(weight, 50), "max": worst, "all": weight},
         "requests_per_pass": max(p["requests"] for p in passes),
-        "weight_by_endpoint": passes[-1]["weight_by_endpoint"],
+        # each distinct weight breakdown seen, with how many passes had it
+        "weight_by_endpoint": [
+            {"passes": n, "weight": dict(k)}
+            for k, n in Counter(
+                tuple(sorted(p["weight_by_endpoint"].items())) for p in passes
+            ).most_common()
+        ],
         "budget_pct_at_30s": round(worst * (60 / PERIOD_S) / BUDGET_PER_MIN * 100, 2),
         "findings": [p["findings"] for p in passes],
         "new_findings": [p["new_findings"] for p in passes],

@@ -10,7 +10,9 @@ person does in the exchange's UI is done on the paper exchange directly.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import re
+import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -33,8 +35,8 @@ from tests.integration.test_reconcile import (
 from tests.waiting import PATIENCE_S
 from tests.workflows.harness import Stack, eventually
 from workers import reconcile_commands as rc
-from workers.schedules import list_schedules
-from workers.settings import Settings
+from workers.schedules import apply_schedules, delete_schedule, list_schedules
+from workers.settings import AccountSettings, Settings
 
 PERIOD = RECONCILE.every
 assert PERIOD == timedelta(seconds=2)
@@ -273,6 +275,44 @@ async def test_a_clean_account_is_all_consistent(
             assert code == 0, out
             assert "0 positions, 0 open orders, 0 position workflows; 0 findings" in out
             assert out.splitlines()[-1] == "all consistent"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=TimeoutError,
+    reason="bug: with no worker, `posguard reconcile` waits in `wait_for_triggered_pass` "
+    "on the triggered pass's `result()`, past its --timeout (until the pass's own "
+    "execution timeout, then a traceback) instead of saying 'is a worker running?'",
+)
+async def test_reconcile_with_no_worker_gives_up_after_its_timeout(
+    temporal_env: WorkflowEnvironment, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A Schedule whose task queue no worker polls: the pass it starts never runs.
+    name = f"cmdnoworker{uuid.uuid4().hex[:6]}"
+    settings = Settings(
+        task_queue=f"nobody-{uuid.uuid4().hex[:8]}",
+        temporal_address=temporal_env.client.service_client.config.target_host,
+        accounts=[AccountSettings(name=name, paper_url="http://127.0.0.1:9")],
+        reconcile=RECONCILE.model_copy(
+            update={"every": timedelta(hours=1), "pass_timeout": timedelta(seconds=30)}
+        ),
+        health_port=-1,
+    )
+    client = temporal_env.client
+    assert await apply_schedules(client, settings) == [reconcile_schedule_id(name)]
+    try:
+        capsys.readouterr()
+        args = argparse.Namespace(account=None, dry_run=False, timeout=2)
+        # Beyond its own timeout of 2 s, 15 s: a command that has not answered hangs.
+        code = await asyncio.wait_for(rc.cmd_reconcile(args, settings), 15)
+        out = capsys.readouterr().out
+        assert code == 1
+        assert out == "no pass finished within 2 s: is a worker running?\n"
+    finally:
+        desc = await client.get_schedule_handle(reconcile_schedule_id(name)).describe()
+        await delete_schedule(client, name)
+        for action in desc.info.running_actions:
+            await client.get_workflow_handle(action.workflow_id).terminate("test teardown")
 
 
 # --- posguard schedules ---------------------------------------------------------------------------

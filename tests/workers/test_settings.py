@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -37,3 +39,42 @@ def test_environment_and_toml(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
         assert secret not in shown
     with pytest.raises(KeyError):
         s.account("nope")
+
+
+def test_the_reconciler_runs_every_30_s_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("POSGUARD_RECONCILE__EVERY", raising=False)  # tests/conftest.py sets it
+    monkeypatch.setenv("POSGUARD_CONFIG", "/nonexistent.toml")
+    r = Settings().reconcile
+    assert r.scheduled and r.every == timedelta(seconds=30)
+    assert r.untracked == "adopt" and r.foreign_orders == "zombies"
+    policy, adoption = r.policy(), r.adoption(None)
+    assert policy.alert_after_passes == 3 and adoption.stop.percent == Decimal(2)
+
+
+@pytest.mark.parametrize(
+    ("text", "every"),
+    [
+        ("10s", timedelta(seconds=10)),
+        ("2m", timedelta(minutes=2)),
+        ("1m30s", timedelta(seconds=90)),
+        ("45", timedelta(seconds=45)),
+        ("off", None),
+    ],
+)
+def test_reconcile_settings_from_toml_and_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, text: str, every: timedelta | None
+) -> None:
+    config = tmp_path / "posguard.toml"
+    config.write_text(
+        f'[reconcile]\nevery = "{text}"\nuntracked = "alert"\ntrigger_debounce = "250ms"\n'
+    )
+    monkeypatch.setenv("POSGUARD_CONFIG", str(config))
+    monkeypatch.delenv("POSGUARD_RECONCILE__EVERY", raising=False)
+    r = Settings().reconcile
+    assert r.every == every and r.scheduled is (every is not None)
+    assert r.untracked == "alert" and r.trigger_debounce == timedelta(milliseconds=250)
+    monkeypatch.setenv("POSGUARD_RECONCILE__FOREIGN_ORDERS", "leave")
+    assert Settings().reconcile.foreign_orders == "leave"  # environment beats the file
+    monkeypatch.setenv("POSGUARD_RECONCILE__FOREIGN_ORDERS", "everything")
+    with pytest.raises(ValueError, match="foreign_orders"):
+        Settings()
