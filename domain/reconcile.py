@@ -274,7 +274,7 @@ def _position_findings(
                 key=f"untracked:{symbol}",
                 symbol=symbol,
                 action=Action.ADOPT if adopt else Action.REPORT,
-                reason="a position no workflow owns: adopted (stop first)"
+                reason="a position no workflow owns: adopt it (stop first)"
                 if adopt
                 else (
                     "a position no workflow owns (adoption is off: alert only)"

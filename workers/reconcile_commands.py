@@ -6,18 +6,38 @@ import argparse
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+from temporalio.client import Client, WorkflowFailureError
 from temporalio.service import RPCError, RPCStatusCode
 
+from domain.reconcile import FindingKind
 from domain.reconcile_io import FindingOutcome, ReconcileReport, reconcile_schedule_id
 from workers import position_commands as pc
-from workers.settings import Settings
+from workers.settings import AccountSettings, Settings
 
 
 def _age(at: datetime | None) -> str:
+    """`5s ago`, `in 3s`, `now`: a time as a trader reads it (rounded, never `0s ago`)."""
     if at is None:
         return "-"
-    seconds = int((datetime.now(UTC) - at).total_seconds())
-    return f"{seconds}s ago" if seconds >= 0 else f"in {-seconds}s"
+    seconds = (datetime.now(UTC) - at).total_seconds()
+    if abs(seconds) < 0.5:
+        return "now"
+    if seconds < 0:
+        return f"in {round(-seconds)}s"
+    return f"{round(seconds)}s ago"
+
+
+def period(every: timedelta | None) -> str:
+    """`30s`, `500ms`, `2m`, `1m30s`: a Schedule's period as the settings write it."""
+    if every is None:
+        return "-"
+    ms = int(every.total_seconds() * 1000)
+    if ms % 1000:
+        return f"{ms}ms"
+    minutes, seconds = divmod(ms // 1000, 60)
+    hours, minutes = divmod(minutes, 60)
+    text = (f"{hours}h" if hours else "") + (f"{minutes}m" if minutes else "")
+    return text + (f"{seconds}s" if seconds or not text else "")
 
 
 def _what(o: FindingOutcome) -> str:
@@ -29,8 +49,10 @@ def _what(o: FindingOutcome) -> str:
         trigger = f" @ {pc.dec(order.trigger_price)}" if order.trigger_price else ""
         ident = order.client_order_id or f"#{order.exchange_order_id}"
         return f"{kind} {side} {pc.dec(order.qty)}{trigger} {ident}"
+    side = f.side.value if f.side is not None else "?"
+    if f.kind is FindingKind.UNTRACKED:
+        return f"{side} {pc.dec(f.exchange_qty)} @ {pc.dec(f.entry_price)}"
     if f.exchange_qty is not None or f.expected_qty is not None:
-        side = f.side.value if f.side is not None else "?"
         return f"{side} expected {pc.dec(f.expected_qty)} exchange {pc.dec(f.exchange_qty)}"
     return "-"
 
@@ -55,7 +77,7 @@ def describe_report(report: ReconcileReport) -> str:
             _what(o),
             o.finding.action.value,
             o.outcome.value,
-            str(o.passes),
+            "-" if report.dry_run else str(o.passes),
             (o.detail + ": " if o.detail and o.outcome.value == "failed" else "")
             + o.finding.reason,
         ]
@@ -67,39 +89,41 @@ def describe_report(report: ReconcileReport) -> str:
 
 async def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     """One pass now: through the account's Schedule (so it remembers), or a dry run."""
-    from workers.schedules import run_pass, trigger_reconcile, wait_for_triggered_pass
-
     account = pc.account_of(settings, args.account)
     client = await pc.temporal_client(settings)
-    timeout = timedelta(seconds=args.timeout)
-    report: ReconcileReport | None
     try:
-        if args.dry_run:
-            report = await asyncio.wait_for(
-                run_pass(client, settings, account, dry_run=True), timeout.total_seconds()
-            )
-        else:
-            try:
-                asked = await trigger_reconcile(client, account.name)
-            except RPCError as err:
-                if err.status is not RPCStatusCode.NOT_FOUND:
-                    raise
-                print(
-                    f"no schedule {reconcile_schedule_id(account.name)} (is reconcile.every "
-                    "unset?): running one pass on its own"
-                )
-                report = await asyncio.wait_for(
-                    run_pass(client, settings, account, dry_run=False), timeout.total_seconds()
-                )
-            else:
-                report = await wait_for_triggered_pass(client, account.name, asked, timeout)
+        report = await asyncio.wait_for(_one_pass(client, settings, account, args), args.timeout)
     except TimeoutError:
         report = None
+    except WorkflowFailureError as err:
+        print(f"the pass failed: {err.cause or err}")
+        return 1
     if report is None:
         print(f"no pass finished within {args.timeout:g} s: is a worker running?")
         return 1
     print(describe_report(report))
     return 1 if report.error else 0
+
+
+async def _one_pass(
+    client: Client, settings: Settings, account: AccountSettings, args: argparse.Namespace
+) -> ReconcileReport | None:
+    """A dry run on its own; else a pass of the account's Schedule (one on its own if none)."""
+    from workers.schedules import run_pass, trigger_reconcile, wait_for_triggered_pass
+
+    if args.dry_run:
+        return await run_pass(client, settings, account, dry_run=True)
+    try:
+        known = await trigger_reconcile(client, account.name)
+    except RPCError as err:
+        if err.status is not RPCStatusCode.NOT_FOUND:
+            raise
+        print(
+            f"no schedule {reconcile_schedule_id(account.name)} (is reconcile.every "
+            "unset?): running one pass on its own"
+        )
+        return await run_pass(client, settings, account, dry_run=False)
+    return await wait_for_triggered_pass(client, account.name, known)
 
 
 async def cmd_schedules(args: argparse.Namespace, settings: Settings) -> int:
@@ -115,10 +139,10 @@ async def cmd_schedules(args: argparse.Namespace, settings: Settings) -> int:
         [
             r.schedule_id,
             "paused" if r.paused else "active",
-            f"{int(r.every.total_seconds())}s" if r.every else "-",
+            period(r.every),
             _age(r.last_run),
             r.last_workflow_id or "-",
-            _age(r.next_run),
+            "-" if r.paused else _age(r.next_run),
         ]
         for r in rows
     ]
@@ -136,7 +160,7 @@ async def cmd_schedules_apply(args: argparse.Namespace, settings: Settings) -> i
         print("reconcile.every is unset: no schedule to apply")
         return 0
     for schedule_id in ids:
-        print(f"applied {schedule_id}: every {settings.reconcile.every}")
+        print(f"applied {schedule_id}: every {period(settings.reconcile.every)}")
     return 0
 
 

@@ -12,13 +12,15 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from temporalio.client import (
     Client,
     Schedule,
+    ScheduleActionExecutionStartWorkflow,
     ScheduleActionStartWorkflow,
     ScheduleAlreadyRunningError,
+    ScheduleDescription,
     ScheduleIntervalSpec,
     ScheduleOverlapPolicy,
     SchedulePolicy,
@@ -143,42 +145,36 @@ async def list_schedules(client: Client) -> list[ScheduleRow]:
     return sorted(rows, key=lambda r: r.schedule_id)
 
 
-async def trigger_reconcile(client: Client, account: str) -> datetime:
+async def trigger_reconcile(client: Client, account: str) -> set[str]:
     """Ask for a pass over `account` now (run after the current one if one runs).
 
-    Returns the time of asking, for `wait_for_triggered_pass`.
+    Returns the ids of the passes that had started before, for `wait_for_triggered_pass`.
     """
-    asked = datetime.now(UTC)
-    await client.get_schedule_handle(reconcile_schedule_id(account)).trigger(
-        overlap=ScheduleOverlapPolicy.BUFFER_ONE
-    )
-    return asked
-
-
-async def wait_for_triggered_pass(
-    client: Client, account: str, asked: datetime, timeout: timedelta
-) -> ReconcileReport | None:
-    """The report of the first pass of `account`'s Schedule started at or after `asked`."""
     handle = client.get_schedule_handle(reconcile_schedule_id(account))
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout.total_seconds()
-    tolerance = timedelta(seconds=1)  # the server's clock and ours
-    while loop.time() < deadline:
-        desc = await handle.describe()
-        actions = [*desc.info.running_actions]
-        actions += [a.action for a in desc.info.recent_actions if a.started_at >= asked - tolerance]
-        for action in actions:
-            workflow_id = getattr(action, "workflow_id", None)
-            if workflow_id is None:
-                continue
-            wf = client.get_workflow_handle(workflow_id, result_type=ReconcileReport)
-            wf_desc = await wf.describe()
-            if wf_desc.start_time < asked - tolerance:
-                continue
-            result: ReconcileReport = await wf.result()
-            return result
+    known = _pass_ids(await handle.describe())
+    await handle.trigger(overlap=ScheduleOverlapPolicy.BUFFER_ONE)
+    return known
+
+
+def _pass_ids(desc: ScheduleDescription) -> set[str]:
+    actions = [*desc.info.running_actions, *(a.action for a in desc.info.recent_actions)]
+    return {a.workflow_id for a in actions if isinstance(a, ScheduleActionExecutionStartWorkflow)}
+
+
+async def wait_for_triggered_pass(client: Client, account: str, known: set[str]) -> ReconcileReport:
+    """The report of the first pass of `account`'s Schedule not in `known`.
+
+    Any pass that starts after the request read the account after it, so the first
+    new one answers it (the triggered one, or a scheduled one that came first).
+    """
+    handle = client.get_schedule_handle(reconcile_schedule_id(account))
+    while True:
+        fresh = sorted(_pass_ids(await handle.describe()) - known)
+        if fresh:
+            wf = client.get_workflow_handle(fresh[0], result_type=ReconcileReport)
+            report: ReconcileReport = await wf.result()
+            return report
         await asyncio.sleep(0.2)
-    return None
 
 
 async def run_pass(

@@ -1,8 +1,9 @@
 """Record the histories that tests/replay/test_replay.py replays (test-only tool).
 
-Runs real scenarios of PositionWorkflow on the real Temporal dev server, with an
-in-process worker, an embedded PostgreSQL (or DATABASE_URL) and the paper
-exchange, and saves each workflow run's history as JSON in tests/histories/.
+Runs real scenarios of PositionWorkflow (and one pass of ReconcileWorkflow) on the
+real Temporal dev server, with an in-process worker, an embedded PostgreSQL (or
+DATABASE_URL) and the paper exchange, and saves each workflow run's history as
+JSON in tests/histories/.
 
     .venv/bin/python tests/replay/record_histories.py            # all scenarios
     .venv/bin/python tests/replay/record_histories.py adopt ...  # only these
@@ -32,12 +33,14 @@ from temporalio.client import WorkflowHandle  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
 from activities.store.repository import Store  # noqa: E402
-from domain.position import PositionState  # noqa: E402
+from domain.position import PositionState, position_workflow_id  # noqa: E402
 from domain.protection import ProtectionPolicy  # noqa: E402
+from domain.reconcile_io import ReconcileReport, reconcile_schedule_id  # noqa: E402
 from domain.trailing import TrailingRule  # noqa: E402
 from domain.types import Side  # noqa: E402
 from tests.workflows.harness import QUICK, Stack, live_stack, spec  # noqa: E402
 from workers.embedded import find_binary, start_postgres  # noqa: E402
+from workers.schedules import reconcile_input  # noqa: E402
 from workers.temporal import DATA_CONVERTER  # noqa: E402
 from workflows.position import PositionWorkflow  # noqa: E402
 from workflows.position_io import (  # noqa: E402
@@ -45,6 +48,7 @@ from workflows.position_io import (  # noqa: E402
     ExchangeUpdate,
     PriceTick,
 )
+from workflows.reconcile import ReconcileWorkflow  # noqa: E402
 from workflows.search_attributes import ALL_KEYS  # noqa: E402
 
 HISTORIES = ROOT / "tests" / "histories"
@@ -246,6 +250,49 @@ async def continue_as_new(stack: Stack) -> list[tuple[str, Handle]]:
     return [("continue_as_new_run1", first), ("continue_as_new_run2", handle)]
 
 
+async def reconcile_pass(stack: Stack) -> list[tuple[str, Handle]]:
+    """One ReconcileWorkflow pass that finds and acts: a position opened by hand is
+    adopted; the stop a terminated workflow left on a position closed by hand is a
+    zombie, cancelled, and its store row a phantom, closed; a limit order placed by
+    hand is a foreign order, reported. The adopter is then closed."""
+    account = stack.settings.accounts[0]
+    # A workflow killed by hand; the trader then closes its position in the UI.
+    killed = await stack.open(spec("ETHUSDT", Side.LONG))
+    await _active(stack, killed)
+    await killed.terminate("recorder: a workflow killed by hand")
+    stack.sim.close_position("ETHUSDT")
+    # A position opened by hand, and a limit order far from the market.
+    stack.sim.open_position("DOGEUSDT", "SELL", Decimal(8000))
+    order = stack.sim.engine.place_order(
+        "XRPUSDT", "BUY", "LIMIT", Decimal(100), Decimal("0.3"), source="manual"
+    )
+    handle: Handle = await stack.client.start_workflow(
+        ReconcileWorkflow.run,
+        reconcile_input(stack.settings, account),
+        id=f"{reconcile_schedule_id(account.name)}/now/recorder",
+        task_queue=stack.settings.task_queue,
+        execution_timeout=timedelta(minutes=2),
+    )
+    report: ReconcileReport = await handle.result()
+    done = {(o.finding.kind.value, o.finding.symbol, o.outcome.value) for o in report.findings}
+    wanted = {
+        ("untracked", "DOGEUSDT", "done"),
+        ("zombie", "ETHUSDT", "done"),
+        ("phantom_row", "ETHUSDT", "done"),
+        ("foreign_order", "XRPUSDT", "reported"),
+    }
+    if report.error or not wanted <= done:
+        raise RuntimeError(f"{handle.id}: not the pass wanted: {report.error or sorted(done)}")
+    adopter = stack.client.get_workflow_handle(
+        position_workflow_id(account.name, account.exchange, "DOGEUSDT")
+    )
+    await _active(stack, adopter)
+    await adopter.execute_update(PositionWorkflow.close, CloseRequest(requested_by="recorder"))
+    await adopter.result()
+    stack.sim.cancel_order(order.order_id)
+    return [("reconcile_pass", handle)]
+
+
 SCENARIOS: dict[str, Scenario] = {
     f.__name__: f
     for f in (
@@ -258,6 +305,7 @@ SCENARIOS: dict[str, Scenario] = {
         operator_cancel,
         adopt,
         continue_as_new,
+        reconcile_pass,
     )
 }
 

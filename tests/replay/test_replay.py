@@ -1,6 +1,8 @@
-"""Replay every committed history against today's PositionWorkflow.
+"""Replay every committed history against today's workflows.
 
-A change to the workflow that would break positions already running (a command
+Each history is replayed by a Replayer with every workflow a worker registers
+(`workflows.registry.ALL_WORKFLOWS`), so each file finds its own type.
+A change to a workflow that would break runs already in flight (a command
 added, removed or reordered without `workflow.patched`) makes the replay raise,
 so it fails here rather than in production. The histories were recorded from
 real runs by tests/replay/record_histories.py (see tests/histories/README.md).
@@ -12,6 +14,7 @@ import json
 from pathlib import Path
 
 import pytest
+from temporalio import workflow
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
@@ -19,7 +22,13 @@ from temporalio.workflow import NondeterminismError
 from tests.replay.altered import PositionWorkflowSubclassed, PositionWorkflowWithExtraCall
 from workers.temporal import DATA_CONVERTER
 from workers.worker import workflow_runner
-from workflows.position import PositionWorkflow
+from workflows.registry import ALL_WORKFLOWS
+
+with workflow.unsafe.imports_passed_through():
+    from activities.store.activities import StoreActivities
+    from domain.reconcile import AccountState
+    from domain.reconcile_io import ReconcileInput, ReconcileReport, StoredRequest
+    from workflows.reconcile import ReconcileWorkflow
 
 HISTORIES = Path(__file__).resolve().parents[1] / "histories"
 FILES = sorted(HISTORIES.glob("*.json"))
@@ -32,6 +41,7 @@ REQUIRED = {
     "rollback_stop_unplaceable",
     "continue_as_new_run2",
     "trailing_long",
+    "reconcile_pass",  # ReconcileWorkflow: adoption, zombie cancel, phantom row, foreign order
 }
 
 
@@ -42,10 +52,13 @@ def load(path: Path) -> WorkflowHistory:
     return WorkflowHistory.from_json(started.get("workflowId") or f"replay/{path.stem}", data)
 
 
-def replayer(workflow: type = PositionWorkflow) -> Replayer:
-    """Replayer configured as the production worker (same converter and sandbox)."""
+def replayer(*workflows: type) -> Replayer:
+    """Replayer configured as the production worker (same workflows, converter and
+    sandbox); `workflows` instead of the worker's, to replay an altered one."""
     return Replayer(
-        workflows=[workflow], data_converter=DATA_CONVERTER, workflow_runner=workflow_runner()
+        workflows=list(workflows or ALL_WORKFLOWS),
+        data_converter=DATA_CONVERTER,
+        workflow_runner=workflow_runner(),
     )
 
 
@@ -67,3 +80,41 @@ async def test_an_unpatched_change_fails_the_replay(name: str) -> None:
     await replayer(PositionWorkflowSubclassed).replay_workflow(history)  # control: no change
     with pytest.raises(NondeterminismError, match="Nondeterminism"):
         await replayer(PositionWorkflowWithExtraCall).replay_workflow(history)
+
+
+# Defined here, so not sandboxed (the sandbox would re-import this test module): the
+# sandboxed replay of the real class is test_history_replays_without_nondeterminism's.
+@workflow.defn(name="ReconcileWorkflow", sandboxed=False)
+class ReconcileWorkflowSubclassed(ReconcileWorkflow):
+    """ReconcileWorkflow subclassed with no change: the control of the test below."""
+
+    @workflow.run
+    async def run(self, inp: ReconcileInput) -> ReconcileReport:
+        return await super().run(inp)
+
+
+@workflow.defn(name="ReconcileWorkflow", sandboxed=False)
+class ReconcileWorkflowReadingTheStoreTwice(ReconcileWorkflow):
+    """ReconcileWorkflow with one unpatched activity call before it reads the exchange."""
+
+    @workflow.run
+    async def run(self, inp: ReconcileInput) -> ReconcileReport:
+        return await super().run(inp)
+
+    async def _read(self, inp: ReconcileInput) -> AccountState:
+        await self._activity(
+            StoreActivities.open_positions,
+            StoredRequest(account=inp.account, exchange=inp.exchange),
+            summary="an extra read",
+        )
+        return await super()._read(inp)
+
+
+async def test_the_reconcile_pass_replays_and_an_unpatched_change_fails_it() -> None:
+    history = load(HISTORIES / "reconcile_pass.json")
+    assert history.events[0].workflow_execution_started_event_attributes.workflow_type.name == (
+        "ReconcileWorkflow"
+    )
+    await replayer(ReconcileWorkflowSubclassed).replay_workflow(history)  # control: no change
+    with pytest.raises(NondeterminismError, match="Nondeterminism"):
+        await replayer(ReconcileWorkflowReadingTheStoreTwice).replay_workflow(history)
