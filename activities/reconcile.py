@@ -17,10 +17,11 @@ from typing import Protocol
 from temporalio import activity
 
 from domain.position import PositionSpec, position_workflow_id
-from domain.reconcile import Owner
+from domain.reconcile import ListedWorkflow, Owner
 from domain.reconcile_io import (
     AdoptRequest,
     AdoptResult,
+    ListedResult,
     OwnersRequest,
     OwnersResult,
     SignalOwnerRequest,
@@ -30,8 +31,8 @@ from domain.reconcile_io import (
 class PositionDirectory(Protocol):
     """The position workflows of the cluster, as the worker's Temporal client sees them."""
 
-    async def running(self, account: str) -> list[str]:
-        """Ids of the account's running position workflows (visibility; may lag)."""
+    async def listed(self, account: str) -> list[ListedWorkflow]:
+        """The account's running position workflows with their state (visibility; may lag)."""
         ...
 
     async def owner(self, workflow_id: str) -> Owner | None:
@@ -57,23 +58,26 @@ class ReconcileActivities:
         self._directory = directory
         self._concurrency = concurrency
 
+    @activity.defn(name="reconcile.listed")
+    async def listed(self, req: OwnersRequest) -> ListedResult:
+        """The account's running position workflows, as visibility lists them (cheap)."""
+        return ListedResult(workflows=await self._directory.listed(req.account))
+
     @activity.defn(name="reconcile.owners")
     async def owners(self, req: OwnersRequest) -> OwnersResult:
-        """Every running position workflow of the account that matters to the pass.
+        """The position workflow of each of `req.symbols`, as it answers now.
 
-        The ids visibility lists plus the ids of `req.symbols` are each asked
-        directly (strongly consistent): a workflow just started, not yet visible,
-        is found; one visibility still lists but that has ended is not.
+        Each is asked directly (strongly consistent): one just started, not yet
+        visible, is found; one visibility still lists but that has ended is not.
         """
-        ids = set(await self._directory.running(req.account))
-        ids.update(position_workflow_id(req.account, req.exchange, s) for s in req.symbols)
+        ids = sorted({position_workflow_id(req.account, req.exchange, s) for s in req.symbols})
         gate = asyncio.Semaphore(self._concurrency)
 
         async def ask(workflow_id: str) -> Owner | None:
             async with gate:
                 return await self._directory.owner(workflow_id)
 
-        answers = await asyncio.gather(*(ask(w) for w in sorted(ids)))
+        answers = await asyncio.gather(*(ask(w) for w in ids))
         return OwnersResult(owners=[o for o in answers if o is not None])
 
     @activity.defn(name="reconcile.signal_owner")
@@ -88,4 +92,4 @@ class ReconcileActivities:
 
     def all(self) -> list[object]:
         """Every activity method, for registration on a worker."""
-        return [self.owners, self.signal_owner, self.adopt]
+        return [self.listed, self.owners, self.signal_owner, self.adopt]

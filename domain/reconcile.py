@@ -467,6 +467,75 @@ def _is_reducing_or_stop(order: OrderView, step: OrderStep) -> bool:
     return _is_reducing(order) or order.is_conditional or step in _STOP_STEPS
 
 
+# --- which owners to ask ---------------------------------------------------------------
+
+
+class ListedWorkflow(BaseModel):
+    """A running position workflow as visibility lists it (may lag by a moment)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    workflow_id: str
+    symbol: str
+    state: PositionState | None = None
+
+
+def owners_on_record(
+    listed: Iterable[ListedWorkflow], stored: Iterable[StoredPosition]
+) -> list[Owner]:
+    """Owners as visibility and the store describe them: cheap to read, and may lag.
+
+    A workflow is described by its newest open store row (chain, side, quantity)
+    and the state its search attribute shows. Where the two disagree on the state,
+    or there is no row yet, it is `answered=False`: nothing is judged of it until
+    it is asked directly (`to_confirm`).
+    """
+    rows: dict[str, StoredPosition] = {}
+    for stored_row in stored:
+        rows[stored_row.workflow_id] = stored_row  # oldest first: the newest row wins
+    owners: list[Owner] = []
+    for wf in listed:
+        row = rows.get(wf.workflow_id)
+        if row is None or wf.state is None or row.status != wf.state.value:
+            owners.append(Owner(workflow_id=wf.workflow_id, symbol=wf.symbol, answered=False))
+            continue
+        owners.append(
+            Owner(
+                workflow_id=wf.workflow_id,
+                symbol=wf.symbol,
+                chain=row.position_id[len(wf.workflow_id) + 1 :] or None,
+                side=row.side,
+                state=wf.state,
+                qty=row.quantity,
+            )
+        )
+    return owners
+
+
+def to_confirm(state: AccountState, findings: Iterable[Finding]) -> set[str]:
+    """Symbols whose owners must be asked directly before anything is done about them.
+
+    Every symbol with a finding other than a foreign order's report (so nothing is
+    ever acted on, or recorded as wrong, from data that may lag), and every symbol
+    whose owner the records do not describe well enough (no row yet, or a row and a
+    search attribute that disagree: a workflow between two steps). In a consistent
+    account the answer is empty: a pass then asks no workflow at all.
+    """
+    symbols = {f.symbol for f in findings if f.kind is not FindingKind.FOREIGN_ORDER}
+    symbols.update(o.symbol for o in state.owners if not o.answered)
+    return symbols
+
+
+def with_owners(
+    state: AccountState, symbols: Iterable[str], asked: Iterable[Owner]
+) -> AccountState:
+    """`state` with the owners of `symbols` replaced by what they answered (`asked`)."""
+    replaced = set(symbols)
+    owners = [o for o in state.owners if o.symbol not in replaced]
+    owners.extend(o for o in asked if o.symbol in replaced)
+    return state.model_copy(update={"owners": owners})
+
+
 # --- memory across passes ----------------------------------------------------------
 
 

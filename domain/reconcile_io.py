@@ -13,7 +13,7 @@ from enum import StrEnum
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from domain.position import PositionSpec
-from domain.reconcile import Finding, FindingMemo, Owner, ReconcilePolicy
+from domain.reconcile import Finding, FindingMemo, ListedWorkflow, Owner, ReconcilePolicy
 from domain.sizing import StopRule
 from domain.trailing import TrailingRule
 from domain.types import ExchangeId
@@ -95,6 +95,8 @@ class ReconcileReport(BaseModel):
     orders: int = 0
     owners: int = 0
     findings: list[FindingOutcome] = Field(default_factory=list)
+    # Findings not listed (foreign orders' reports beyond the first few hundred).
+    findings_omitted: int = 0
     memory: dict[str, FindingMemo] = Field(default_factory=dict)
 
 
@@ -102,15 +104,23 @@ class ReconcileReport(BaseModel):
 
 
 class OwnersRequest(BaseModel):
-    """Which position workflows of the account run: those visibility lists, plus the
-    ones of `symbols` (exchange positions, orders and store rows), each described
-    and queried so nothing rests on visibility's lag."""
+    """The position workflows of the account: `reconcile.listed` lists the running
+    ones (visibility); `reconcile.owners` asks the workflow of each of `symbols`
+    directly (its `state` query), so nothing done rests on visibility's lag."""
 
     model_config = ConfigDict(frozen=True)
 
     account: str
     exchange: ExchangeId
     symbols: list[str] = Field(default_factory=list)
+
+
+class ListedResult(BaseModel):
+    """The account's running position workflows as visibility lists them."""
+
+    model_config = ConfigDict(frozen=True)
+
+    workflows: list[ListedWorkflow] = Field(default_factory=list)
 
 
 class OwnersResult(BaseModel):

@@ -14,13 +14,19 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowQueryReje
 from temporalio.common import QueryRejectCondition
 from temporalio.service import RPCError, RPCStatusCode
 
-from domain.position import PositionSpec, parse_position_workflow_id, position_workflow_id
+from domain.position import (
+    PositionSpec,
+    PositionState,
+    parse_position_workflow_id,
+    position_workflow_id,
+)
 from domain.position_messages import EXCHANGE_UPDATE_SIGNAL, ExchangeUpdate
-from domain.reconcile import Owner
+from domain.reconcile import ListedWorkflow, Owner
 from domain.reconcile_io import AdoptResult
 from workers.positions import PositionAlreadyOpen, start_position
 from workflows.position import PositionWorkflow
 from workflows.position_io import WORKFLOW_TYPE, PositionConfig, PositionView
+from workflows.search_attributes import POSITION_STATE
 
 QUERY_TIMEOUT = timedelta(seconds=5)
 
@@ -44,12 +50,26 @@ class TemporalPositionDirectory:
         self._config_of = config_of
         self._query_timeout = query_timeout
 
-    async def running(self, account: str) -> list[str]:
-        """Ids of the account's running position workflows, by search attribute."""
+    async def listed(self, account: str) -> list[ListedWorkflow]:
+        """The account's running position workflows, by search attribute, with their state."""
         query = (
             f'WorkflowType="{WORKFLOW_TYPE}" AND ExecutionStatus="Running" AND Account="{account}"'
         )
-        return [wf.id async for wf in self._client.list_workflows(query)]
+        found: list[ListedWorkflow] = []
+        async for wf in self._client.list_workflows(query):
+            key = parse_position_workflow_id(wf.id)
+            if key is None:
+                continue
+            state = wf.typed_search_attributes.get(POSITION_STATE)
+            known = state is not None and state in {s.value for s in PositionState}
+            found.append(
+                ListedWorkflow(
+                    workflow_id=wf.id,
+                    symbol=key.symbol,
+                    state=PositionState(state) if state is not None and known else None,
+                )
+            )
+        return found
 
     async def owner(self, workflow_id: str) -> Owner | None:
         """The workflow's own answer; None when it does not run (or never did)."""

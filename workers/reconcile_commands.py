@@ -64,7 +64,8 @@ def describe_report(report: ReconcileReport) -> str:
     head = (
         f"reconcile {report.account} ({report.exchange.value}){mode}: "
         f"{report.positions} positions, {report.orders} open orders, "
-        f"{report.owners} position workflows; {len(report.findings)} findings in {took} ms"
+        f"{report.owners} position workflows; "
+        f"{len(report.findings) + report.findings_omitted} findings in {took} ms"
     )
     if report.error:
         return f"{head}\nthe pass could not read the account: {report.error}"
@@ -84,7 +85,13 @@ def describe_report(report: ReconcileReport) -> str:
         for o in report.findings
     ]
     header = ["finding", "symbol", "what", "action", "outcome", "passes", "why"]
-    return f"{head}\n{pc.table(header, rows)}"
+    more = (
+        f"\n... and {report.findings_omitted} more foreign orders, reported (see "
+        "`posguard events tail --type foreign_order_detected`)"
+        if report.findings_omitted
+        else ""
+    )
+    return f"{head}\n{pc.table(header, rows)}{more}"
 
 
 async def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:

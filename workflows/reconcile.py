@@ -23,7 +23,7 @@ which a Schedule hands to the next run.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -56,8 +56,11 @@ with workflow.unsafe.imports_passed_through():
         FindingKind,
         FindingMemo,
         StoredPosition,
+        owners_on_record,
         reconcile,
         remember,
+        to_confirm,
+        with_owners,
     )
     from domain.reconcile_events import cancel_event, detection_event, phantom_closed_event
     from domain.reconcile_io import (
@@ -65,6 +68,7 @@ with workflow.unsafe.imports_passed_through():
         AdoptResult,
         ClosePhantomRequest,
         FindingOutcome,
+        ListedResult,
         Outcome,
         OwnersRequest,
         OwnersResult,
@@ -83,6 +87,10 @@ with workflow.unsafe.imports_passed_through():
     from domain.types import Severity
 
 _ATTEMPTS = 3
+_EVENTS_PER_WRITE = 200
+# A report lists at most this many findings (the others are counted): a pass's
+# result stays far below Temporal's payload limit on an account full of orders.
+_REPORTED_FINDINGS = 300
 
 
 class _Failed(Exception):
@@ -91,6 +99,21 @@ class _Failed(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+
+def _listing(
+    report: ReconcileReport, outcomes: list[FindingOutcome], finished: datetime
+) -> ReconcileReport:
+    """The report with its findings: foreign orders' reports last, at most
+    `_REPORTED_FINDINGS` listed, the rest counted in `findings_omitted`."""
+    ordered = sorted(outcomes, key=lambda o: o.finding.kind is FindingKind.FOREIGN_ORDER)
+    return report.model_copy(
+        update={
+            "findings": ordered[:_REPORTED_FINDINGS],
+            "findings_omitted": max(len(ordered) - _REPORTED_FINDINGS, 0),
+            "finished_at": finished,
+        }
+    )
 
 
 @workflow.defn(name="ReconcileWorkflow")
@@ -122,7 +145,7 @@ class ReconcileWorkflow:
             memory=memory,
         )
         try:
-            state = await self._read(inp)
+            state, findings = await self._read(inp)
         except _Failed as failed:
             self._emit(
                 EventType.CRITICAL_ERROR,
@@ -133,7 +156,6 @@ class ReconcileWorkflow:
             return report.model_copy(
                 update={"finished_at": workflow.now(), "error": failed.message}
             )
-        findings = reconcile(state, inp.policy)
         remembered = remember(memory, findings, workflow.now(), inp.policy)
         report = report.model_copy(
             update={
@@ -152,7 +174,7 @@ class ReconcileWorkflow:
                 )
                 for f in findings
             ]
-            return report.model_copy(update={"findings": outcomes, "finished_at": workflow.now()})
+            return _listing(report, outcomes, workflow.now())
         holding = sum(1 for o in state.owners if o.answered and o.state in HOLDING_STATES)
         self._emit(
             EventType.SYNC_STARTED,
@@ -187,15 +209,11 @@ class ReconcileWorkflow:
             ),
         )
         await self._record(inp)
-        return report.model_copy(
-            update={
-                "findings": [
-                    o.model_copy(update={"passes": remembered.memory[o.finding.key].passes})
-                    for o in outcomes
-                ],
-                "finished_at": finished,
-            }
-        )
+        counted = [
+            o.model_copy(update={"passes": remembered.memory[o.finding.key].passes})
+            for o in outcomes
+        ]
+        return _listing(report, counted, workflow.now())
 
     # --- reading --------------------------------------------------------------------------
 
@@ -205,12 +223,17 @@ class ReconcileWorkflow:
         previous = workflow.get_last_completion_result(ReconcileReport)
         return dict(previous.memory) if isinstance(previous, ReconcileReport) else {}
 
-    async def _read(self, inp: ReconcileInput) -> AccountState:
-        """The account as it is: exchange first, then the store, then the owners.
+    async def _read(self, inp: ReconcileInput) -> tuple[AccountState, list[Finding]]:
+        """The account as it is, and the findings about it.
 
-        The owners are asked last on purpose: an order or a row read before is then
-        judged against owners at least as recent as it (a workflow that placed an
-        order before the read is found running, or has ended).
+        Exchange first, then the store, then the workflows: an order or a row read
+        before is judged against owners at least as recent as it (a workflow that
+        placed an order before the read is found running, or has ended). The owners
+        are first taken from visibility and the store (cheap; may lag); the symbols
+        where that shows anything wrong (`domain.reconcile.to_confirm`) have their
+        workflows asked directly, and are judged again on what those answer. So
+        nothing is done, or recorded as wrong, on data that may lag, and a
+        consistent account costs no query at all.
         """
         snapshot: AccountSnapshot = await self._activity(
             ExchangeActivities.account_snapshot,
@@ -223,24 +246,30 @@ class ReconcileWorkflow:
             StoredRequest(account=inp.account, exchange=inp.exchange),
             summary="read the store's open positions",
         )
-        symbols = sorted(
-            {p.symbol for p in snapshot.positions}
-            | {o.symbol for o in snapshot.orders}
-            | {r.symbol for r in stored}
+        listed: ListedResult = await self._activity(
+            ReconcileActivities.listed,
+            OwnersRequest(account=inp.account, exchange=inp.exchange),
+            summary="list the running position workflows",
         )
-        owners: OwnersResult = await self._activity(
-            ReconcileActivities.owners,
-            OwnersRequest(account=inp.account, exchange=inp.exchange, symbols=symbols),
-            summary=f"ask the position workflows of {len(symbols)} symbols",
-        )
-        return AccountState(
+        state = AccountState(
             account=inp.account,
             exchange=inp.exchange,
             positions=snapshot.positions,
             orders=snapshot.orders,
-            owners=owners.owners,
+            owners=owners_on_record(listed.workflows, stored),
             stored=stored,
         )
+        findings = reconcile(state, inp.policy)
+        confirm = sorted(to_confirm(state, findings))
+        if not confirm:
+            return state, findings
+        asked: OwnersResult = await self._activity(
+            ReconcileActivities.owners,
+            OwnersRequest(account=inp.account, exchange=inp.exchange, symbols=confirm),
+            summary=f"ask the position workflows of {len(confirm)} symbols",
+        )
+        state = with_owners(state, confirm, asked.owners)
+        return state, reconcile(state, inp.policy)
 
     # --- acting ---------------------------------------------------------------------------
 
@@ -423,19 +452,27 @@ class ReconcileWorkflow:
         workflow.logger.warning("%s: %s", title, body)
 
     async def _record(self, inp: ReconcileInput) -> None:
-        """Write the pass's events and alerts in one idempotent batch (retried a while)."""
-        if not self._events:
-            return
-        batch = StoreBatch(events=self._events, alerts=self._alerts)
-        try:
-            await self._activity(
-                StoreActivities.apply,
-                batch,
-                summary=f"record {len(self._events)} events",
-                attempts=10,
-            )
-        except _Failed as failed:
-            workflow.logger.error("could not record the pass's events: %s", failed.message)
+        """Write the pass's events and alerts, `_EVENTS_PER_WRITE` at a time.
+
+        Each write is idempotent (event ids are this run's) and retried a while; the
+        payload of one write stays far below Temporal's limits however many orders
+        the account has.
+        """
+        events = self._events
+        for start in range(0, len(events), _EVENTS_PER_WRITE):
+            chunk = events[start : start + _EVENTS_PER_WRITE]
+            last = start + _EVENTS_PER_WRITE >= len(events)
+            batch = StoreBatch(events=chunk, alerts=self._alerts if last else [])
+            try:
+                await self._activity(
+                    StoreActivities.apply,
+                    batch,
+                    summary=f"record events {start + 1}-{start + len(chunk)} of {len(events)}",
+                    attempts=10,
+                )
+            except _Failed as failed:
+                workflow.logger.error("could not record the pass's events: %s", failed.message)
+                return
 
     # --- plumbing -------------------------------------------------------------------------
 
