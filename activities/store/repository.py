@@ -111,36 +111,57 @@ class Store:
     async def append_events(self, events: Sequence[Event]) -> int:
         """Append events in one transaction; returns how many were new."""
         async with self.pool.acquire() as conn, conn.transaction():
-            return sum([await self._append_event(conn, e) for e in events])
+            return await self._append_events(conn, events)
 
     @staticmethod
     async def _append_event(conn: asyncpg.Connection, e: Event) -> bool:
-        claimed = await conn.fetchval(
-            "INSERT INTO event_ids (event_id, occurred_at) VALUES ($1, $2) "
-            "ON CONFLICT (event_id) DO NOTHING RETURNING true",
-            e.event_id,
-            e.occurred_at,
-        )
-        if not claimed:
-            return False
-        await conn.execute(
-            """INSERT INTO events (event_id, occurred_at, type, severity, correlation_id,
+        return await Store._append_events(conn, [e]) == 1
+
+    @staticmethod
+    async def _append_events(conn: asyncpg.Connection, events: Sequence[Event]) -> int:
+        """Insert the events whose ids are not stored yet, in one statement; how many.
+
+        An id is claimed in `event_ids` (global uniqueness; the partitioned table's
+        own key must include the time) and only claimed ids reach `events`. One
+        round trip for the whole batch: a reconcile pass may record hundreds.
+        """
+        unique: dict[str, Event] = {}
+        for e in events:
+            unique.setdefault(e.event_id, e)
+        if not unique:
+            return 0
+        batch = list(unique.values())
+        inserted = await conn.fetch(
+            """WITH batch AS (
+                   SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[],
+                       $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
+                       $11::jsonb[], $12::text[])
+                   AS b(event_id, occurred_at, type, severity, correlation_id, position_id,
+                        account, exchange, symbol, order_id, payload, error_message)
+               ), claimed AS (
+                   INSERT INTO event_ids (event_id, occurred_at)
+                   SELECT event_id, occurred_at FROM batch
+                   ON CONFLICT (event_id) DO NOTHING
+                   RETURNING event_id
+               )
+               INSERT INTO events (event_id, occurred_at, type, severity, correlation_id,
                    position_id, account, exchange, symbol, order_id, payload, error_message)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)""",
-            e.event_id,
-            e.occurred_at,
-            e.type.value,
-            e.severity.value,
-            e.correlation_id,
-            e.position_id,
-            e.account,
-            e.exchange,
-            e.symbol,
-            e.order_id,
-            e.payload,
-            e.error_message,
+               SELECT b.* FROM batch b JOIN claimed c USING (event_id)
+               RETURNING event_id""",
+            [e.event_id for e in batch],
+            [e.occurred_at for e in batch],
+            [e.type.value for e in batch],
+            [e.severity.value for e in batch],
+            [e.correlation_id for e in batch],
+            [e.position_id for e in batch],
+            [e.account for e in batch],
+            [e.exchange for e in batch],
+            [e.symbol for e in batch],
+            [e.order_id for e in batch],
+            [e.payload for e in batch],
+            [e.error_message for e in batch],
         )
-        return True
+        return len(inserted)
 
     async def events(
         self,
@@ -199,9 +220,7 @@ class Store:
     async def apply(self, batch: StoreBatch) -> int:
         """Apply one workflow transition atomically; returns how many events were new."""
         async with self.pool.acquire() as conn, conn.transaction():
-            new_events = 0
-            for event in batch.events:
-                new_events += await self._append_event(conn, event)
+            new_events = await self._append_events(conn, batch.events)
             if batch.position is not None:
                 await self._upsert_position(conn, batch.position)
             for order in batch.orders:
