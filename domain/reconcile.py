@@ -148,6 +148,8 @@ class FindingKind(StrEnum):
     STOP_MISSING = "stop_missing"
     ZOMBIE = "zombie"  # an order nobody should have
     FOREIGN_ORDER = "foreign_order"  # not posguard's, not harmful: reported
+    OWNER_SILENT = "owner_silent"  # a running workflow that does not answer
+    READ_FAILED = "read_failed"  # the pass could not read the account (memory only)
 
 
 class Action(StrEnum):
@@ -287,8 +289,10 @@ def _position_findings(
                 entry_price=pos.entry_price,
             )
         ]
-    if not owner.answered or owner.state not in HOLDING_STATES:
-        return []  # unknown, opening or closing: the workflow is at work
+    if not owner.answered:
+        return _silent_owner_findings(owner, pos, orders_by_symbol.get(symbol, []))
+    if owner.state not in HOLDING_STATES:
+        return []  # opening or closing: the workflow is at work
     found: list[Finding] = []
 
     def signal(kind: FindingKind, key: str, reason: str) -> None:
@@ -319,6 +323,48 @@ def _position_findings(
             FindingKind.STOP_MISSING,
             "stop_missing",
             "no stop of the position's own is open on the exchange",
+        )
+    return found
+
+
+def _silent_owner_findings(
+    owner: Owner, pos: ExchangePosition, orders: Iterable[OrderView]
+) -> list[Finding]:
+    """A position whose workflow runs but does not answer (stuck, or no worker).
+
+    Nothing is done for it (only its workflow may act), but it is reported; and if
+    no order on the exchange could stop it at all, that is reported too.
+    """
+    common = {
+        "symbol": pos.symbol,
+        "action": Action.REPORT,
+        "workflow_id": owner.workflow_id,
+        "side": pos.side,
+        "exchange_qty": pos.qty,
+    }
+    found = [
+        Finding(
+            kind=FindingKind.OWNER_SILENT,
+            key=f"silent:{owner.workflow_id}",
+            reason="its workflow runs but does not answer (stuck, or no worker polls its "
+            "task queue): nothing can be done for it until it does",
+            **common,
+        )
+    ]
+    exit_side = pos.side.exit_order_side if pos.side is not None else None
+    covered = any(
+        (_is_reducing(o) or o.is_conditional) and (exit_side is None or o.side is exit_side)
+        for o in orders
+    )
+    if not covered:
+        found.append(
+            Finding(
+                kind=FindingKind.STOP_MISSING,
+                key=f"stop_missing:{owner.workflow_id}",
+                reason="no order on the exchange could stop this position, and its workflow "
+                "does not answer",
+                **common,
+            )
         )
     return found
 
@@ -448,19 +494,40 @@ def _order_finding(
             "a reduce-only order on a symbol with no position"
             + ("" if cancel_zombies else ": left alone (setting)"),
         )
+    # An order that could stop the position is never cancelled while it may be the
+    # position's only stop, whatever else it is (a trader's stop, or one too big).
+    exit_side = pos.side.exit_order_side if pos is not None and pos.side else None
+    may_protect = pos is not None and (
+        _is_reducing(order) or (order.is_conditional and order.side is exit_side)
+    )
+    holds = owner is not None and pos is not None and (owner.side, owner.qty) == (pos.side, pos.qty)
+    only_stop = may_protect and not (
+        holds and _protected_by_owner(owner, orders_by_symbol.get(symbol, []))
+    )
     if not _is_reducing(order) and owner is not None and _opens_or_flips(order, pos):
+        reason = "an order that would open, grow or flip a position posguard manages"
+        if only_stop:
+            return finding(
+                FindingKind.ZOMBIE,
+                Action.REPORT,
+                f"{reason}; kept while it may be the position's only stop",
+            )
         return finding(
             FindingKind.ZOMBIE,
             Action.CANCEL_ORDER if cancel_zombies else Action.REPORT,
-            "an order that would open, grow or flip a position posguard manages"
-            + ("" if cancel_zombies else ": left alone (setting)"),
+            reason + ("" if cancel_zombies else ": left alone (setting)"),
         )
-    return finding(
-        FindingKind.FOREIGN_ORDER,
-        Action.CANCEL_ORDER if policy.foreign_orders == "all" else Action.REPORT,
-        "not posguard's: "
-        + ("cancelled (setting: all)" if policy.foreign_orders == "all" else "left alone"),
-    )
+    if policy.foreign_orders == "all":
+        if only_stop:
+            return finding(
+                FindingKind.FOREIGN_ORDER,
+                Action.REPORT,
+                "not posguard's; kept while it may be the position's only stop (setting: all)",
+            )
+        return finding(
+            FindingKind.FOREIGN_ORDER, Action.CANCEL_ORDER, "not posguard's (setting: all)"
+        )
+    return finding(FindingKind.FOREIGN_ORDER, Action.REPORT, "not posguard's: left alone")
 
 
 def _is_reducing_or_stop(order: OrderView, step: OrderStep) -> bool:

@@ -20,8 +20,14 @@ from domain.events import (
 from domain.reconcile import Action, Finding, FindingKind
 
 
-def detection_event(f: Finding) -> tuple[EventType, Payload]:
-    """The event that records a finding the first pass it is seen."""
+def detection_event(f: Finding) -> tuple[EventType, Payload] | None:
+    """The event that records a finding the first pass it is seen.
+
+    None for a silent workflow: a worker restart silences every workflow for a
+    moment, so only one that stays silent is told (the pass's alert).
+    """
+    if f.kind in (FindingKind.OWNER_SILENT, FindingKind.READ_FAILED):
+        return None
     if f.kind in (FindingKind.PHANTOM, FindingKind.PHANTOM_ROW):
         return EventType.PHANTOM_DETECTED, PhantomDetected(
             position_id=f.position_id or "",

@@ -82,12 +82,15 @@ with workflow.unsafe.imports_passed_through():
         AccountRequest,
         AccountSnapshot,
         ExchangeOrderRequest,
+        ExchangePosition,
         OrderRequest,
+        SymbolRequest,
     )
     from domain.types import Severity
 
 _ATTEMPTS = 3
 _EVENTS_PER_WRITE = 200
+_READ_FAILED = "pass:read_failed"  # memory key: consecutive passes that could not read
 # A report lists at most this many findings (the others are counted): a pass's
 # result stays far below Temporal's payload limit on an account full of orders.
 _REPORTED_FINDINGS = 300
@@ -147,15 +150,11 @@ class ReconcileWorkflow:
         try:
             state, findings = await self._read(inp)
         except _Failed as failed:
-            self._emit(
-                EventType.CRITICAL_ERROR,
-                CriticalError(error_type="ReconcileReadFailed", message=failed.message),
-                severity=Severity.WARNING,
-            )
-            await self._record(inp)
-            return report.model_copy(
-                update={"finished_at": workflow.now(), "error": failed.message}
-            )
+            if inp.dry_run:
+                return report.model_copy(
+                    update={"finished_at": workflow.now(), "error": failed.message}
+                )
+            return await self._read_failed(inp, report, failed.message)
         remembered = remember(memory, findings, workflow.now(), inp.policy)
         report = report.model_copy(
             update={
@@ -185,10 +184,10 @@ class ReconcileWorkflow:
         self._emit(EventType.PROTECTION_CHECK_STARTED, ProtectionCheckStarted(positions=holding))
         new = set(remembered.new)
         for f in findings:
-            if f.key in new:
-                kind, payload = detection_event(f)
-                self._emit(kind, payload, finding=f)
-        outcomes = await self._act(inp, findings)
+            detected = detection_event(f) if f.key in new else None
+            if detected is not None:
+                self._emit(detected[0], detected[1], finding=f)
+        outcomes = await self._act(inp, state, findings)
         for key in remembered.alert:
             f = next(f for f in findings if f.key == key)
             if f.kind is not FindingKind.FOREIGN_ORDER:  # a trader's own order: no alarm
@@ -208,12 +207,47 @@ class ReconcileWorkflow:
                 duration_ms=int((finished - started).total_seconds() * 1000),
             ),
         )
-        await self._record(inp)
+        if not await self._record(inp):
+            # Not recorded: the next pass sees every finding as new, and alerts again.
+            report = report.model_copy(update={"memory": memory})
         counted = [
             o.model_copy(update={"passes": remembered.memory[o.finding.key].passes})
             for o in outcomes
         ]
         return _listing(report, counted, workflow.now())
+
+    async def _read_failed(
+        self, inp: ReconcileInput, report: ReconcileReport, message: str
+    ) -> ReconcileReport:
+        """A pass that could not read the account: recorded, and after
+        `alert_after_passes` such passes in a row, one critical alert (a reconciler
+        that silently does nothing all night is the worst outcome)."""
+        self._emit(
+            EventType.CRITICAL_ERROR,
+            CriticalError(error_type="ReconcileReadFailed", message=message),
+            severity=Severity.WARNING,
+        )
+        memory = dict(report.memory)
+        before = memory.get(_READ_FAILED)
+        memo = (
+            FindingMemo(kind=FindingKind.READ_FAILED, first_seen=workflow.now())
+            if before is None
+            else before.model_copy(update={"passes": before.passes + 1})
+        )
+        if memo.passes >= inp.policy.alert_after_passes and not memo.alerted:
+            memo = memo.model_copy(update={"alerted": True})
+            self._alert_text(
+                Severity.CRITICAL,
+                f"reconcile: {inp.account} unreadable for {memo.passes} passes",
+                f"{message} (since {memo.first_seen.isoformat()}); nothing is reconciled "
+                "until it reads again",
+            )
+        memory[_READ_FAILED] = memo
+        if not await self._record(inp):
+            memory = dict(report.memory)
+        return report.model_copy(
+            update={"finished_at": workflow.now(), "error": message, "memory": memory}
+        )
 
     # --- reading --------------------------------------------------------------------------
 
@@ -273,7 +307,9 @@ class ReconcileWorkflow:
 
     # --- acting ---------------------------------------------------------------------------
 
-    async def _act(self, inp: ReconcileInput, findings: Sequence[Finding]) -> list[FindingOutcome]:
+    async def _act(
+        self, inp: ReconcileInput, state: AccountState, findings: Sequence[Finding]
+    ) -> list[FindingOutcome]:
         """Do each finding's action: adoptions first (protection), then signals, cancels, rows."""
         outcomes: dict[str, FindingOutcome] = {}
         for f in findings:
@@ -290,9 +326,12 @@ class ReconcileWorkflow:
                 kinds = sorted({g.kind.value for g in findings if g.workflow_id == f.workflow_id})
                 signalled[f.workflow_id] = await self._signal(f, ", ".join(kinds))
             outcomes[f.key] = signalled[f.workflow_id].model_copy(update={"finding": f})
+        flat = {p.symbol for p in state.positions if p.is_flat} | (
+            {o.symbol for o in state.orders} - {p.symbol for p in state.positions}
+        )
         for f in findings:
             if f.action is Action.CANCEL_ORDER:
-                outcomes[f.key] = await self._cancel(inp, f)
+                outcomes[f.key] = await self._cancel(inp, f, judged_flat=f.symbol in flat)
         for f in findings:
             if f.action is Action.CLOSE_ROW:
                 outcomes[f.key] = await self._close_row(f)
@@ -338,9 +377,30 @@ class ReconcileWorkflow:
             return FindingOutcome(finding=f, outcome=Outcome.ALREADY, detail="it has ended")
         return FindingOutcome(finding=f, outcome=Outcome.DONE, detail="signalled")
 
-    async def _cancel(self, inp: ReconcileInput, f: Finding) -> FindingOutcome:
+    async def _cancel(
+        self, inp: ReconcileInput, f: Finding, *, judged_flat: bool
+    ) -> FindingOutcome:
+        """Cancel a zombie. One that could stop a position, judged on a symbol that was
+        flat when read, is cancelled only if the symbol is still flat now: a position
+        opened in between (a trader's, with its stop) keeps its stop."""
         order = f.order
         assert order is not None
+        if judged_flat and (order.reduce_only or order.close_position or order.is_conditional):
+            try:
+                now: ExchangePosition = await self._activity(
+                    ExchangeActivities.position,
+                    SymbolRequest(account=inp.account, symbol=order.symbol),
+                    summary=f"is {order.symbol} still flat?",
+                    task_queue=inp.exchange_task_queue,
+                )
+            except _Failed as failed:
+                return FindingOutcome(finding=f, outcome=Outcome.FAILED, detail=failed.message)
+            if not now.is_flat:
+                return FindingOutcome(
+                    finding=f,
+                    outcome=Outcome.ALREADY,
+                    detail=f"{order.symbol} has a position now: kept (next pass decides)",
+                )
         if order.client_order_id is not None:
             activity: Any = ExchangeActivities.cancel_order
             request: Any = OrderRequest(
@@ -426,37 +486,42 @@ class ReconcileWorkflow:
 
     def _alert(self, f: Finding, memo: FindingMemo) -> None:
         """One alert for a finding that persisted `memo.passes` passes."""
-        severity = (
-            Severity.CRITICAL
-            if f.kind in (FindingKind.STOP_MISSING, FindingKind.UNTRACKED)
-            else Severity.WARNING
+        critical = (FindingKind.STOP_MISSING, FindingKind.UNTRACKED, FindingKind.OWNER_SILENT)
+        self._alert_text(
+            Severity.CRITICAL if f.kind in critical else Severity.WARNING,
+            f"reconcile: {f.kind.value} on {f.symbol} for {memo.passes} passes",
+            f"{f.reason} (since {memo.first_seen.isoformat()}; action {f.action.value})",
+            finding=f,
         )
-        title = f"reconcile: {f.kind.value} on {f.symbol} for {memo.passes} passes"
-        body = f"{f.reason} (since {memo.first_seen.isoformat()}; action {f.action.value})"
+
+    def _alert_text(
+        self, severity: Severity, title: str, body: str, *, finding: Finding | None = None
+    ) -> None:
+        """An alert: its event (critical_error or alert_sent) and its `alerts` row."""
         payload: Payload = (
             CriticalError(error_type=title, message=body)
             if severity is Severity.CRITICAL
             else AlertSent(channel="log", title=title, body=body)
         )
         kind = EventType.CRITICAL_ERROR if severity is Severity.CRITICAL else EventType.ALERT_SENT
-        event = self._emit(kind, payload, finding=f, severity=severity)
+        event = self._emit(kind, payload, finding=finding, severity=severity)
         self._alerts.append(
             AlertRecord(
                 event_id=event.event_id,
                 severity=severity,
                 title=title,
                 body=body,
-                position_id=f.position_id,
+                position_id=finding.position_id if finding is not None else None,
             )
         )
         workflow.logger.warning("%s: %s", title, body)
 
-    async def _record(self, inp: ReconcileInput) -> None:
+    async def _record(self, inp: ReconcileInput) -> bool:
         """Write the pass's events and alerts, `_EVENTS_PER_WRITE` at a time.
 
         Each write is idempotent (event ids are this run's) and retried a while; the
         payload of one write stays far below Temporal's limits however many orders
-        the account has.
+        the account has. False when the events could not all be written.
         """
         events = self._events
         for start in range(0, len(events), _EVENTS_PER_WRITE):
@@ -472,7 +537,8 @@ class ReconcileWorkflow:
                 )
             except _Failed as failed:
                 workflow.logger.error("could not record the pass's events: %s", failed.message)
-                return
+                return False
+        return True
 
     # --- plumbing -------------------------------------------------------------------------
 

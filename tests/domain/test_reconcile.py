@@ -467,7 +467,10 @@ def test_a_workflow_opening_or_closing_is_never_phantom_nor_signalled(case: Pass
     for own in case.state.owners:
         if own.answered and own.state in HOLDING_STATES:
             continue
-        assert not [f for f in findings if f.symbol == own.symbol and f.kind in about_positions]
+        about = [f for f in findings if f.symbol == own.symbol and f.kind in about_positions]
+        # A silent workflow's position is only reported (its stop missing, if nothing
+        # on the exchange could stop it); an opening or closing one is not judged.
+        assert all(not own.answered and f.action is A.REPORT for f in about), about
         if own.state in OPENING_STATES:
             assert not [f for f in findings if f.kind is K.PHANTOM and f.symbol == own.symbol]
 
@@ -510,6 +513,10 @@ def test_nothing_is_decided_on_a_symbol_whose_workflow_did_not_answer(case: Pass
             continue
         pos = open_position(case.state, own.symbol)
         for f in (f for f in findings if f.symbol == own.symbol):
+            if f.kind in (K.OWNER_SILENT, K.STOP_MISSING):
+                # Reported: the workflow is silent, and (if so) nothing could stop it.
+                assert f.action is A.REPORT and pos is not None, f
+                continue
             # Only orders that are not this account's are judged, and only from what
             # needs no answer from the workflow: the setting and the exchange's position.
             assert f.action in (A.REPORT, A.CANCEL_ORDER), f
@@ -557,7 +564,30 @@ def test_orders_placed_by_hand_follow_the_foreign_orders_setting(
     everything = reconcile(state, policy.model_copy(update={"foreign_orders": "all"}))
     for order in foreign:
         found = finding_of(everything, order)
-        assert found is not None and found.action is A.CANCEL_ORDER
+        assert found is not None
+        # Every one is cancelled, except one that may be a position's only stop.
+        pos = open_position(state, order.symbol)
+        own = owner_on(state, order.symbol)
+        may_protect = pos is not None and (
+            bool(order.reduce_only)
+            or order.close_position
+            or (order.is_conditional and order.side is (pos.side and pos.side.exit_order_side))
+        )
+        covered = (
+            (
+                own is not None
+                and own.answered
+                and own.state in HOLDING_STATES
+                and (own.side, own.qty) == (pos.side, pos.qty)
+                and has_own_stop(state, own)
+            )
+            if pos is not None
+            else False
+        )
+        if may_protect and not covered:
+            assert found.action is A.REPORT, found
+        else:
+            assert found.action is A.CANCEL_ORDER, found
     # Posguard ids of another account or deployment are never touched, whatever the setting.
     for findings in (leave, everything, reconcile(state, policy)):
         for f in findings:
@@ -792,6 +822,8 @@ def test_manual_order_is_judged_against_the_exchange_not_a_silent_workflow(side:
     flips = limit(side.exit_order_side, "m2", qty=D(3))
     findings = reconcile(account((position(side),), (reduces, flips), (silent_owner(),)))
     assert [(f.order, f.kind, f.action) for f in findings] == [
+        (None, K.OWNER_SILENT, A.REPORT),
+        (None, K.STOP_MISSING, A.REPORT),  # a limit order stops nothing
         (reduces, K.FOREIGN_ORDER, A.REPORT),
         (flips, K.ZOMBIE, A.CANCEL_ORDER),
     ]
@@ -818,8 +850,21 @@ def test_nothing_is_judged_about_a_workflow_that_did_not_answer(side: Side) -> N
         stop(side, oid="1", client_id=cid(OrderStep.STOP, chain=OLD_CHAIN)),
         stop(side, oid="2", client_id=cid(OrderStep.STOP)),
     )
-    for positions in ((), (position(side),)):
-        assert reconcile(account(positions, orders, (silent_owner(),))) == []
+    assert reconcile(account((), orders, (silent_owner(),))) == []
+    # With a position, only reported: its workflow is silent (its stops cover it).
+    findings = reconcile(account((position(side),), orders, (silent_owner(),)))
+    assert [(f.kind, f.action) for f in findings] == [(K.OWNER_SILENT, A.REPORT)]
+
+
+@pytest.mark.parametrize("side", list(Side))
+def test_a_silent_workflow_with_nothing_to_stop_its_position_is_reported(side: Side) -> None:
+    entry_side_stop = stop(other_side(side), oid="x", client_id="web_8fj3k2q").model_copy(
+        update={"reduce_only": False}
+    )
+    for orders in ((), (entry_side_stop,)):
+        found = reconcile(account((position(side),), orders, (silent_owner(),)))
+        kinds = [(f.kind, f.action) for f in found if f.order is None]
+        assert kinds == [(K.OWNER_SILENT, A.REPORT), (K.STOP_MISSING, A.REPORT)]
 
 
 @pytest.mark.parametrize("state", sorted(HOLDING_STATES))

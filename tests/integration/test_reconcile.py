@@ -28,7 +28,7 @@ from domain.types import Side
 from simulator.server import PaperExchange
 from tests.waiting import until
 from tests.workflows.harness import QUICK, Stack, eventually, live_stack
-from workers.positions import position_handle
+from workers.positions import position_handle, start_position
 from workers.schedules import delete_schedule
 from workers.settings import ReconcileSettings
 from workflows.position_io import CloseRequest, CloseResult
@@ -195,6 +195,65 @@ async def test_an_untracked_position_under_alert_only_is_alerted_once_not_every_
         )
         assert len(rows) == 1 and rows[0]["severity"] == "critical"
         stack.sim.close_position("XRPUSDT")  # the trader takes care of it
+
+
+async def test_a_position_whose_workflow_never_answers_is_alerted(
+    temporal_env: WorkflowEnvironment, database_url: str, store: Store
+) -> None:
+    # An adopting workflow on a task queue no worker polls: it runs, and never answers.
+    quick = RECONCILE.model_copy(update={"alert_after_passes": 2})
+    async with reconciled(temporal_env, database_url, store, "silent", reconcile=quick) as stack:
+        stack.sim.open_position("XRPUSDT", "BUY", "100")
+        stuck = await start_position(
+            stack.client,
+            stack.on("XRPUSDT", Side.LONG, adopt=True),
+            task_queue=f"nobody-{account_of(stack)}",
+            config=stack.config,
+        )
+        try:
+
+            async def alerted() -> bool:
+                events = await account_events(stack, "critical_error", "XRPUSDT")
+                return {"owner_silent", "stop_missing"} <= {
+                    e.payload["error_type"].split()[1] for e in events
+                }
+
+            assert await eventually(alerted)
+            # Reported, never acted on: no stop placed for it, no second workflow.
+            assert not open_stops(stack, "XRPUSDT")
+            runs = [wf async for wf in stack.client.list_workflows(f'WorkflowId="{stuck.id}"')]
+            assert len(runs) == 1
+        finally:
+            await stuck.terminate("test over")
+            stack.sim.close_position("XRPUSDT")
+
+
+async def test_an_account_that_cannot_be_read_is_alerted_once(
+    temporal_env: WorkflowEnvironment, database_url: str, store: Store
+) -> None:
+    quick = RECONCILE.model_copy(
+        update={"alert_after_passes": 2, "call_timeout": timedelta(seconds=2)}
+    )
+    async with reconciled(temporal_env, database_url, store, "unread", reconcile=quick) as stack:
+        stack.sim.add_fault(
+            "error",
+            endpoint="GET /fapi/v1/openAlgoOrders",
+            code=-2015,
+            msg="Invalid API-key, IP, or permissions for action.",
+            status=401,
+        )
+
+        async def failures(n: int) -> bool:
+            events = await account_events(stack, "critical_error")
+            failed = [e for e in events if e.payload["error_type"] == "ReconcileReadFailed"]
+            return len(failed) >= n
+
+        assert await eventually(lambda: failures(4))
+        events = await account_events(stack, "critical_error")
+        alerts = [e for e in events if "unreadable" in e.payload["error_type"]]
+        assert len(alerts) == 1 and alerts[0].severity.value == "critical"
+        stack.sim.clear_faults()
+        await _passes_after(stack, 1)  # it reads again
 
 
 # --- zombie and foreign orders --------------------------------------------------------------
