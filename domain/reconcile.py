@@ -603,6 +603,34 @@ def with_owners(
     return state.model_copy(update={"owners": owners})
 
 
+# Findings about a managed position that compare the owner's answer with the
+# exchange: read again after the owner answered (`with_exchange`), since an owner
+# asked after the exchange may describe a position the first read predates.
+AGAINST_THE_OWNER = frozenset(
+    {FindingKind.PHANTOM, FindingKind.QUANTITY_MISMATCH, FindingKind.STOP_MISSING}
+)
+
+
+def to_read_again(findings: Iterable[Finding]) -> set[str]:
+    """Symbols whose exchange position and orders must be read again (see above)."""
+    return {f.symbol for f in findings if f.kind in AGAINST_THE_OWNER}
+
+
+def with_exchange(
+    state: AccountState,
+    symbol: str,
+    position: ExchangePosition | None,
+    orders: Iterable[OrderView],
+) -> AccountState:
+    """`state` with `symbol`'s position and open orders replaced by a newer read."""
+    positions = [p for p in state.positions if p.symbol != symbol]
+    if position is not None and not position.is_flat:
+        positions.append(position)
+    kept = [o for o in state.orders if o.symbol != symbol]
+    kept.extend(o for o in orders if o.symbol == symbol)
+    return state.model_copy(update={"positions": positions, "orders": kept})
+
+
 # --- memory across passes ----------------------------------------------------------
 
 

@@ -47,6 +47,7 @@ with workflow.unsafe.imports_passed_through():
         event_id,
         make_event,
     )
+    from domain.orders import OrderView
     from domain.position import PositionSpec
     from domain.reconcile import (
         HOLDING_STATES,
@@ -60,6 +61,8 @@ with workflow.unsafe.imports_passed_through():
         reconcile,
         remember,
         to_confirm,
+        to_read_again,
+        with_exchange,
         with_owners,
     )
     from domain.reconcile_events import cancel_event, detection_event, phantom_closed_event
@@ -303,6 +306,28 @@ class ReconcileWorkflow:
             summary=f"ask the position workflows of {len(confirm)} symbols",
         )
         state = with_owners(state, confirm, asked.owners)
+        findings = reconcile(state, inp.policy)
+        # The owners were asked after the exchange was read: where a finding compares
+        # the two (a position opened or resized in between would look like a phantom
+        # or a mismatch), the exchange is read again, after the owners.
+        recheck = sorted(to_read_again(findings))
+        if not recheck:
+            return state, findings
+        for symbol in recheck:
+            request = SymbolRequest(account=inp.account, symbol=symbol)
+            position: ExchangePosition = await self._activity(
+                ExchangeActivities.position,
+                request,
+                summary=f"read {symbol}'s position again",
+                task_queue=inp.exchange_task_queue,
+            )
+            orders: list[OrderView] = await self._activity(
+                ExchangeActivities.open_orders,
+                request,
+                summary=f"read {symbol}'s open orders again",
+                task_queue=inp.exchange_task_queue,
+            )
+            state = with_exchange(state, symbol, position, orders)
         return state, reconcile(state, inp.policy)
 
     # --- acting ---------------------------------------------------------------------------

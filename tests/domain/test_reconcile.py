@@ -45,6 +45,8 @@ from domain.reconcile import (
     reconcile,
     remember,
     to_confirm,
+    to_read_again,
+    with_exchange,
     with_owners,
 )
 from domain.requests import ExchangePosition
@@ -1042,3 +1044,21 @@ def test_owners_on_record_come_from_the_newest_row_and_the_listed_state(side: Si
     moving = new.model_copy(update={"status": "closing"})
     [unsure] = owners_on_record(listed, [moving])
     assert not unsure.answered
+
+
+@pytest.mark.parametrize("side", list(Side))
+def test_a_position_opened_after_the_first_read_is_no_phantom_once_read_again(
+    side: Side,
+) -> None:
+    """The exchange was read flat, then the workflow answered ACTIVE (its entry filled
+    in between): a phantom on the first read, nothing once the symbol is read again."""
+    own = owner(side)
+    first = account((), (), (own,))
+    findings = reconcile(first)
+    assert [f.kind for f in findings] == [K.PHANTOM]
+    assert to_read_again(findings) == {BTC}
+    its_stop = stop(side, client_id=cid(OrderStep.STOP))
+    again = with_exchange(first, BTC, position(side), [its_stop])
+    assert reconcile(again) == []
+    # Really gone: read again, still flat, still a phantom.
+    assert [f.kind for f in reconcile(with_exchange(first, BTC, None, []))] == [K.PHANTOM]

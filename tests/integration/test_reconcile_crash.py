@@ -12,11 +12,10 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from temporalio.client import WorkflowExecutionStatus
-
 from activities.store.repository import Store
 from domain.client_ids import OrderStep, client_order_id
 from domain.position import PositionState, position_workflow_id
+from domain.reconcile_io import ReconcileReport
 from tests.integration.test_crash import Crash, until
 from workers.positions import position_handle
 from workers.schedules import delete_schedule
@@ -77,8 +76,10 @@ async def test_a_pass_killed_midway_completes_and_does_nothing_twice(crash: Cras
 
     await until("the adoption and the zombie's cancel", done, crash)
     # The killed pass itself completed (Temporal resumed it on the new worker).
-    desc = await crash.env.client.get_workflow_handle(killed).describe()
-    assert desc.status is WorkflowExecutionStatus.COMPLETED
+    report = await crash.env.client.get_workflow_handle(
+        killed, result_type=ReconcileReport
+    ).result()
+    assert report.error is None
     completed = await _events(crash.store, account, "sync_completed")
     assert killed in {e.correlation_id for e in completed}
     # Done once: one adopting workflow, one adoption, one cancel, one stop.
