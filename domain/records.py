@@ -7,13 +7,15 @@ write monotonic, so a retried or late activity never overwrites newer data.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from domain.events import Event
+from domain.signal_wire import Accepted, Rejected
 from domain.types import Severity
 
 PositionStatus = Literal[
@@ -118,14 +120,24 @@ class WaveRecord(Record):
 
 
 class SignalRecord(Record):
-    """One trading signal (`signals` row), stored before it is acknowledged."""
+    """One message of a signal service (`signals` row), stored before anything is done
+    with it: an accepted signal, or a rejected one with its reason.
+
+    `id` is the row's key: ``{service}/{signal_id}`` for a valid signal (so a duplicate
+    is one row), ``{service}/rejected/{digest}`` for each rejected receipt.
+    `raw` is the text received (truncated), which may not be JSON.
+    """
 
     id: str
-    exchange: str
-    symbol: str
-    side: Literal["long", "short"]
+    service: str
     received_at: datetime
-    raw: dict[str, Any]
+    raw: str
+    signal_id: str | None = None
+    exchange: str | None = None
+    symbol: str | None = None
+    side: Literal["long", "short"] | None = None
+    action: str | None = None
+    signal_at: datetime | None = None
     wave_id: str | None = None
     score_week: Decimal | None = None
     score_month: Decimal | None = None
@@ -133,6 +145,41 @@ class SignalRecord(Record):
         "received", "validated", "rejected", "filtered", "selected", "opened", "expired"
     ] = "received"
     reason: str | None = None
+
+
+def signal_record(parsed: Accepted | Rejected, received_at: datetime) -> SignalRecord:
+    """The row of one parsed message item: validated, or rejected with its reason."""
+    if isinstance(parsed, Rejected):
+        digest = hashlib.blake2b(
+            f"{received_at.isoformat()}\n{parsed.raw}".encode(), digest_size=12
+        ).hexdigest()
+        # Every rejected receipt is a row of its own: it never stands in the way of a
+        # valid signal with the same id sent again.
+        return SignalRecord(
+            id=f"{parsed.service}/rejected/{digest}",
+            service=parsed.service,
+            signal_id=parsed.signal_id,
+            received_at=received_at,
+            raw=parsed.raw,
+            status="rejected",
+            reason=parsed.reason,
+        )
+    s = parsed.signal
+    return SignalRecord(
+        id=f"{s.service}/{s.signal_id}",
+        service=s.service,
+        signal_id=s.signal_id,
+        received_at=s.received_at,
+        raw=parsed.raw,
+        exchange=s.exchange.value,
+        symbol=s.symbol,
+        side=s.side.value if s.side is not None else None,
+        action=s.action.value,
+        signal_at=s.at,
+        score_week=s.score_week,
+        score_month=s.score_month,
+        status="validated",
+    )
 
 
 class AlertRecord(Record):

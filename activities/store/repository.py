@@ -380,8 +380,43 @@ class Store:
         await self.pool.execute(sql, *args)
 
     async def insert_signal(self, rec: SignalRecord) -> bool:
-        """Store a signal once; returns False when its id is already stored."""
-        return await self._insert_once(self.pool, "signals", "id", rec.model_dump())
+        """Store a signal once; returns False when it is already stored."""
+        return bool(await self.store_signals([rec]))
+
+    async def store_signals(self, records: Sequence[SignalRecord]) -> set[str]:
+        """Store a batch of signal-service messages in one transaction; the ids stored now.
+
+        A valid signal already stored (same service and id) is not stored again and
+        not in the answer: the caller acts only on what is new.
+        """
+        stored: set[str] = set()
+        async with self.pool.acquire() as conn, conn.transaction():
+            for rec in records:
+                data = rec.model_dump()
+                cols = list(data)
+                placeholders = ", ".join(f"${i}" for i in range(1, len(cols) + 1))
+                new = await conn.fetchval(
+                    f"INSERT INTO signals ({', '.join(cols)}) VALUES ({placeholders}) "
+                    "ON CONFLICT DO NOTHING RETURNING true",
+                    *[data[c] for c in cols],
+                )
+                if new:
+                    stored.add(rec.id)
+        return stored
+
+    async def signals(self, service: str, *, limit: int = 100) -> list[SignalRecord]:
+        """The service's latest signal rows, newest first."""
+        rows = await self.pool.fetch(
+            "SELECT * FROM signals WHERE service = $1 ORDER BY received_at DESC, id LIMIT $2",
+            service,
+            limit,
+        )
+        return [
+            SignalRecord.model_validate(
+                {k: v for k, v in dict(r).items() if k in SignalRecord.model_fields}
+            )
+            for r in rows
+        ]
 
     # --- order journal ------------------------------------------------------------------
 
