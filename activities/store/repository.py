@@ -404,6 +404,22 @@ class Store:
                     stored.add(rec.id)
         return stored
 
+    async def last_signal_id(self, service: str) -> str | None:
+        """The id of the service's last valid signal stored (where a resume starts).
+
+        The last received; among signals of one message, the latest by the service's
+        time, then the highest id (integers compare as numbers).
+        """
+        value = await self.pool.fetchval(
+            """SELECT signal_id FROM signals
+               WHERE service = $1 AND status <> 'rejected' AND signal_id IS NOT NULL
+               ORDER BY received_at DESC, signal_at DESC NULLS LAST,
+                        length(signal_id) DESC, signal_id DESC
+               LIMIT 1""",
+            service,
+        )
+        return None if value is None else str(value)
+
     async def signals(self, service: str, *, limit: int = 100) -> list[SignalRecord]:
         """The service's latest signal rows, newest first."""
         rows = await self.pool.fetch(

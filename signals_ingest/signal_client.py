@@ -1,0 +1,295 @@
+"""The front door: one WebSocket to a signal service, every message stored before anything else.
+
+One `SignalClient` per configured service:
+
+- It connects with its bearer token. On a failure it reconnects with exponential
+  backoff and jitter. A connection that is silent for longer than `idle_timeout`
+  (no signal and no heartbeat) counts as dead.
+- Where the service supports it (`resume`), it asks for every signal after the last
+  one stored (`?after=<id>`). Without resume, a reconnection is recorded as a gap with
+  its duration: what the service sent meanwhile is lost, and the record says so.
+- Each message is parsed (`domain.signal_wire`, which never raises). Each item is
+  stored in PostgreSQL (`Store.store_signals`), valid or rejected, before anything
+  else is done with it. Only then are its events recorded and the new valid signals
+  handed on (`sink`).
+- **Backpressure instead of a buffer:** the next message is not read until the
+  previous one is stored and handed on. When the store or Temporal is slow, the
+  socket is simply read later: nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+import aiohttp
+from pydantic import SecretStr
+
+from domain.events import (
+    Event,
+    EventType,
+    Payload,
+    SignalReceived,
+    SignalRejected,
+    SignalValidated,
+    WebsocketState,
+    make_event,
+)
+from domain.records import SignalRecord, signal_record
+from domain.signal_wire import Accepted, FieldMapping, ParsedSignal, Rejected, parse_message
+from domain.signals import Signal
+from signals_ingest.stream_events import StreamEvents
+
+__all__ = ["SignalClient", "SignalStore"]
+
+log = logging.getLogger("posguard.signals")
+
+Sink = Callable[[list[Signal]], Awaitable[None]]
+"""`sink(signals)`: hand on the new valid signals of one message (already stored)."""
+
+
+class SignalStore(Protocol):
+    """What the client needs of `activities.store.repository.Store`."""
+
+    async def store_signals(self, records: Sequence[SignalRecord]) -> set[str]: ...
+
+    async def append_events(self, events: Sequence[Event]) -> int: ...
+
+    async def append_event(self, event: Event) -> bool: ...
+
+    async def last_signal_id(self, service: str) -> str | None: ...
+
+
+async def _nowhere(signals: list[Signal]) -> None:
+    return None
+
+
+class SignalClient:
+    """One signal service's WebSocket, read until `stop` (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        service: str,
+        url: str,
+        token: SecretStr,
+        store: SignalStore,
+        sink: Sink = _nowhere,
+        mapping: FieldMapping | None = None,
+        resume: bool = True,
+        idle_timeout: timedelta = timedelta(seconds=30),
+        backoff_initial: timedelta = timedelta(milliseconds=500),
+        backoff_max: timedelta = timedelta(seconds=30),
+        store_retry: timedelta = timedelta(seconds=1),
+    ) -> None:
+        self.service = service
+        self.url = url
+        self._token = token
+        self._store = store
+        self._sink = sink
+        self._mapping = mapping or FieldMapping()
+        self.resume = resume
+        self._idle_s = idle_timeout.total_seconds()  # float ok: seconds
+        self._backoff_initial_s = backoff_initial.total_seconds()  # float ok: seconds
+        self._backoff_max_s = backoff_max.total_seconds()  # float ok: seconds
+        self._store_retry_s = store_retry.total_seconds()  # float ok: seconds
+        self.connected = False
+        self.messages = 0
+        self.stored = 0
+        self.rejected = 0
+        self.duplicates = 0
+        self.reconnects = 0
+        self._down_since: float | None = None  # float ok: monotonic time
+        self._event_seq = 0
+        self._events = StreamEvents(store, f"signal-service/{service}")
+
+    # --- the connection -------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Read the service until `stop` is set, reconnecting with backoff and jitter."""
+        attempt = 0
+        async with aiohttp.ClientSession() as session:
+            while not stop.is_set():
+                try:
+                    await self._connection(session, stop)
+                    attempt = 0
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    attempt += 1
+                    await self._disconnected(exc, attempt)
+                if stop.is_set():
+                    break
+                delay = min(self._backoff_max_s, self._backoff_initial_s * 2 ** max(attempt - 1, 0))
+                delay *= random.uniform(0.5, 1.0)  # jitter: reconnects never stampede
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+        self.connected = False
+
+    async def _connection(self, session: aiohttp.ClientSession, stop: asyncio.Event) -> None:
+        params: dict[str, str] = {}
+        after = await self._store.last_signal_id(self.service) if self.resume else None
+        if after is not None:
+            params["after"] = after
+        headers = {"Authorization": f"Bearer {self._token.get_secret_value()}"}
+        async with session.ws_connect(self.url, headers=headers, params=params) as ws:
+            await self._connected()
+            stopper = asyncio.ensure_future(stop.wait())
+            try:
+                while not stop.is_set():
+                    receive = asyncio.ensure_future(ws.receive())
+                    done, _ = await asyncio.wait(
+                        {receive, stopper},
+                        timeout=self._idle_s,
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                    if receive not in done:
+                        receive.cancel()
+                        with contextlib.suppress(BaseException):
+                            await receive
+                        if stop.is_set():
+                            return
+                        raise TimeoutError(f"no message for {self._idle_s:g} s")
+                    msg = receive.result()
+                    if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+                        await self._message(msg.data)
+                    elif msg.type in (
+                        aiohttp.WSMsgType.CLOSE,
+                        aiohttp.WSMsgType.CLOSING,
+                        aiohttp.WSMsgType.CLOSED,
+                    ):
+                        raise ConnectionError(f"closed by the service ({ws.close_code})")
+                    elif msg.type is aiohttp.WSMsgType.ERROR:
+                        raise ConnectionError(f"websocket error: {ws.exception()!r}")
+            finally:
+                stopper.cancel()
+
+    # --- one message ----------------------------------------------------------------------
+
+    async def _message(self, raw: str | bytes) -> None:
+        """Store every item of one message, then record and hand on what is new."""
+        received_at = datetime.now(UTC)
+        self.messages += 1
+        parsed = parse_message(
+            raw, service=self.service, received_at=received_at, mapping=self._mapping
+        )
+        if not parsed:
+            return  # a heartbeat, or an empty wave
+        records = [signal_record(p, received_at) for p in parsed]
+        new = await self._stored(records)
+        events: list[Event] = []
+        fresh: list[Signal] = []
+        handled: set[str] = set()
+        for item, rec in zip(parsed, records, strict=True):
+            if rec.id not in new or rec.id in handled:  # stored before, or twice in this message
+                self.duplicates += 1
+                continue
+            handled.add(rec.id)
+            events.extend(self._events_of(item, rec))
+            if isinstance(item, Accepted):
+                fresh.append(item.signal)
+        self.stored += len(new)
+        self.rejected += sum(1 for p in parsed if isinstance(p, Rejected))
+        if events:
+            with contextlib.suppress(Exception):  # the rows are stored; events follow
+                await self._store.append_events(events)
+        if fresh:
+            await self._sink(fresh)
+
+    async def _stored(self, records: list[SignalRecord]) -> set[str]:
+        """`store_signals`, retried until it succeeds: nothing is read meanwhile."""
+        while True:
+            try:
+                return await self._store.store_signals(records)
+            except Exception as exc:
+                log.warning(
+                    "%s: cannot store %d signals (%r); retrying", self.service, len(records), exc
+                )
+                await asyncio.sleep(self._store_retry_s)
+
+    def _events_of(self, item: ParsedSignal, rec: SignalRecord) -> list[Event]:
+        if isinstance(item, Rejected):
+            return [
+                self._event(
+                    EventType.SIGNAL_REJECTED,
+                    SignalRejected(signal_id=item.signal_id, reason=item.reason),
+                    rec,
+                    error_message=item.reason,
+                )
+            ]
+        s = item.signal
+        return [
+            self._event(
+                EventType.SIGNAL_RECEIVED,
+                SignalReceived(
+                    signal_id=s.signal_id,
+                    symbol=s.symbol,
+                    exchange=s.exchange.value,
+                    raw={"text": item.raw[:2000]},
+                ),
+                rec,
+            ),
+            self._event(EventType.SIGNAL_VALIDATED, SignalValidated(signal_id=s.signal_id), rec),
+        ]
+
+    def _event(self, kind: EventType, payload: Payload, rec: SignalRecord, **extra: Any) -> Event:
+        # One signal row, one fact per kind: the id is the row's and the kind's.
+        return make_event(
+            kind,
+            payload,
+            event_id=f"signal/{rec.id}/{kind.value}",
+            occurred_at=rec.received_at,
+            correlation_id=f"signal/{rec.id}",
+            exchange=rec.exchange,
+            symbol=rec.symbol,
+            **extra,
+        )
+
+    # --- connection events ----------------------------------------------------------------
+
+    async def _connected(self) -> None:
+        first = self._down_since is None and self.reconnects == 0 and not self.connected
+        downtime = None
+        if self._down_since is not None:
+            downtime = int((time.monotonic() - self._down_since) * 1000)  # float ok
+            self.reconnects += 1
+        self._down_since = None
+        self.connected = True
+        if first:
+            await self._events.record(
+                EventType.WEBSOCKET_CONNECTED, WebsocketState(url=self._safe_url())
+            )
+            return
+        reason = (
+            "resumed from the last stored signal"
+            if self.resume
+            else "gap: the service cannot resume; what it sent meanwhile is lost"
+        )
+        log.warning("%s: reconnected after %s ms (%s)", self.service, downtime, reason)
+        await self._events.record(
+            EventType.WEBSOCKET_RECONNECTED,
+            WebsocketState(url=self._safe_url(), downtime_ms=downtime, reason=reason),
+        )
+
+    async def _disconnected(self, exc: BaseException, attempt: int) -> None:
+        log.warning(
+            "%s: signal service connection failed (attempt %d): %r", self.service, attempt, exc
+        )
+        was_connected = self.connected
+        self.connected = False
+        if self._down_since is None:
+            self._down_since = time.monotonic()  # float ok: timing
+        if was_connected or attempt == 1:
+            await self._events.record(
+                EventType.WEBSOCKET_DISCONNECTED,
+                WebsocketState(url=self._safe_url(), attempt=attempt, reason=repr(exc)[:500]),
+            )
+
+    def _safe_url(self) -> str:
+        return self.url.split("?", 1)[0]  # never a token in a record

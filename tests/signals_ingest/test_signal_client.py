@@ -1,0 +1,160 @@
+"""The signal client against the signal-service simulator and a real PostgreSQL.
+
+Every message stored before anything else, nothing lost on a disconnect when the
+service resumes, a gap recorded when it cannot, duplicates stored once, garbage
+rejected with a reason, and backpressure instead of dropping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import Any
+
+from pydantic import SecretStr
+
+from activities.store.repository import Store
+from domain.events import Event
+from domain.records import SignalRecord
+from domain.signals import Signal
+from signals_ingest.signal_client import SignalClient
+from simulator.signals import SignalService
+from tests.waiting import until
+
+
+class SlowStore:
+    """The real store, each batch of signals written `delay_s` late (a slow database)."""
+
+    def __init__(self, store: Store, delay_s: float) -> None:  # float ok: seconds
+        self._store = store
+        self._delay_s = delay_s
+
+    async def store_signals(self, records: Sequence[SignalRecord]) -> set[str]:
+        await asyncio.sleep(self._delay_s)
+        return await self._store.store_signals(records)
+
+    async def append_events(self, events: Sequence[Event]) -> int:
+        return await self._store.append_events(events)
+
+    async def append_event(self, event: Event) -> bool:
+        return await self._store.append_event(event)
+
+    async def last_signal_id(self, service: str) -> str | None:
+        return await self._store.last_signal_id(service)
+
+
+@asynccontextmanager
+async def reading(
+    svc: SignalService, store: Any, name: str, **options: Any
+) -> AsyncIterator[tuple[SignalClient, list[Signal]]]:
+    """A SignalClient on `svc` until the block ends; yields it and what it handed on."""
+    handed: list[Signal] = []
+
+    async def sink(signals: list[Signal]) -> None:
+        handed.extend(signals)
+
+    client = SignalClient(
+        service=name,
+        url=svc.url,
+        token=SecretStr(svc.token),
+        store=store,
+        sink=sink,
+        backoff_initial=timedelta(milliseconds=50),
+        backoff_max=timedelta(milliseconds=200),
+        **options,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(client.run(stop))
+    try:
+        await until(lambda: client.connected and svc.connections >= 1, f"{name} connected")
+        yield client, handed
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+async def ids_stored(store: Store, service: str) -> list[str]:
+    rows = await store.signals(service, limit=100_000)
+    return sorted(r.signal_id or "" for r in rows if r.status != "rejected")
+
+
+def everything(svc: SignalService) -> list[str]:
+    return sorted(svc.sent)
+
+
+def stored_all(store: Store, service: str, svc: SignalService) -> Callable[[], Any]:
+    async def check() -> bool:
+        return await ids_stored(store, service) == everything(svc)
+
+    return check
+
+
+async def test_a_wave_is_stored_recorded_and_handed_on_once(store: Store) -> None:
+    async with SignalService(heartbeat_s=0.2) as svc, reading(svc, store, "wave") as (_, handed):
+        wave = await svc.emit_wave(size=20)
+        await until(stored_all(store, "wave", svc), "the wave stored")
+        await until(lambda: len(handed) == 20, "the wave handed on")
+        assert sorted(s.signal_id for s in handed) == everything(svc)
+        events = await store.events(event_type="signal_validated", limit=1000)
+        assert len([e for e in events if e.correlation_id.startswith("signal/wave/")]) == 20
+        assert len(wave) == 20
+
+
+async def test_duplicates_are_stored_once_and_handed_on_once(store: Store) -> None:
+    async with SignalService(duplicate_rate=1.0) as svc, reading(svc, store, "dup") as (c, handed):
+        await svc.emit_wave(size=10)
+        await until(lambda: c.duplicates >= 10, "the copies seen")
+        assert await ids_stored(store, "dup") == everything(svc)
+        assert sorted(s.signal_id for s in handed) == everything(svc)
+
+
+async def test_a_disconnect_mid_wave_loses_nothing_when_the_service_resumes(
+    store: Store,
+) -> None:
+    async with SignalService(resume=True) as svc, reading(svc, store, "resume") as (c, _):
+        await svc.emit_wave(size=12, disconnect_after=5)
+        await until(stored_all(store, "resume", svc), "the whole wave, after the resume")
+        await svc.emit_wave(size=3)
+        await until(stored_all(store, "resume", svc), "the next wave")
+        assert c.reconnects >= 1
+        events = await store.events(event_type="websocket_reconnected", limit=100)
+        mine = [e for e in events if "signal-service/resume" in e.event_id]
+        assert mine and "resumed" in (mine[-1].payload["reason"] or "")
+
+
+async def test_a_reconnect_without_resume_is_recorded_as_a_gap(store: Store) -> None:
+    async with (
+        SignalService(resume=False) as svc,
+        reading(svc, store, "gap", resume=False) as (client, _),
+    ):
+        svc.disconnect_all()
+        await until(lambda: client.reconnects >= 1 and client.connected, "reconnected")
+        events = await store.events(event_type="websocket_reconnected", limit=100)
+        mine = [e for e in events if "signal-service/gap" in e.event_id]
+        assert mine and "gap" in (mine[-1].payload["reason"] or "")
+        assert mine[-1].payload["downtime_ms"] is not None
+
+
+async def test_garbage_is_rejected_with_its_reason_and_valid_signals_still_flow(
+    store: Store,
+) -> None:
+    async with SignalService() as svc, reading(svc, store, "junk") as (client, _):
+        await svc.emit_wave(size=3)
+        await svc.malformed(36)
+        await svc.emit_wave(size=3)
+        await until(stored_all(store, "junk", svc), "the valid signals")
+        await until(lambda: client.rejected >= 36, "every malformed message rejected")
+        rows = await store.signals("junk", limit=1000)
+        rejected = [r for r in rows if r.status == "rejected"]
+        assert len(rejected) >= 36 and all(r.reason for r in rejected)
+        assert client.connected  # never crashed, never dropped the connection
+
+
+async def test_a_slow_store_slows_the_reading_and_loses_nothing(store: Store) -> None:
+    slow = SlowStore(store, 0.05)
+    async with SignalService() as svc, reading(svc, slow, "slow") as (client, _):
+        await svc.burst(n=2_000, per_message=100)
+        await until(stored_all(store, "slow", svc), "all 2,000 stored", seconds=120)
+        assert client.stored == 2_000
