@@ -384,25 +384,44 @@ class Store:
         return bool(await self.store_signals([rec]))
 
     async def store_signals(self, records: Sequence[SignalRecord]) -> set[str]:
-        """Store a batch of signal-service messages in one transaction; the ids stored now.
+        """Store a batch of signal-service messages in one statement; the ids stored now.
 
         A valid signal already stored (same service and id) is not stored again and
         not in the answer: the caller acts only on what is new.
         """
-        stored: set[str] = set()
-        async with self.pool.acquire() as conn, conn.transaction():
-            for rec in records:
-                data = rec.model_dump()
-                cols = list(data)
-                placeholders = ", ".join(f"${i}" for i in range(1, len(cols) + 1))
-                new = await conn.fetchval(
-                    f"INSERT INTO signals ({', '.join(cols)}) VALUES ({placeholders}) "
-                    "ON CONFLICT DO NOTHING RETURNING true",
-                    *[data[c] for c in cols],
-                )
-                if new:
-                    stored.add(rec.id)
-        return stored
+        unique: dict[str, SignalRecord] = {}
+        for rec in records:
+            unique.setdefault(rec.id, rec)
+        if not unique:
+            return set()
+        batch = list(unique.values())
+        columns = {
+            "id": "text",
+            "service": "text",
+            "received_at": "timestamptz",
+            "raw": "text",
+            "signal_id": "text",
+            "exchange": "text",
+            "symbol": "text",
+            "side": "text",
+            "action": "text",
+            "signal_at": "timestamptz",
+            "wave_id": "text",
+            "score_week": "numeric",
+            "score_month": "numeric",
+            "status": "text",
+            "reason": "text",
+        }
+        names = list(columns)
+        assert set(names) == set(SignalRecord.model_fields), "a SignalRecord field is not stored"
+        arrays = ", ".join(f"${i}::{t}[]" for i, t in enumerate(columns.values(), start=1))
+        rows = await self.pool.fetch(
+            f"INSERT INTO signals ({', '.join(names)}) "
+            f"SELECT * FROM unnest({arrays}) "
+            "ON CONFLICT DO NOTHING RETURNING id",
+            *[[getattr(rec, name) for rec in batch] for name in names],
+        )
+        return {r["id"] for r in rows}
 
     async def last_signal_id(self, service: str) -> str | None:
         """The id of the service's last valid signal stored (where a resume starts).
