@@ -24,6 +24,7 @@ from pydantic_settings import (
 
 from domain.reconcile import ForeignOrderPolicy, ReconcilePolicy, UntrackedPolicy
 from domain.reconcile_io import Adoption
+from domain.signal_wire import FieldMapping
 from domain.sizing import StopRule
 from domain.trailing import TrailingRule
 
@@ -116,6 +117,23 @@ class ReconcileSettings(BaseModel):
         )
 
 
+class SignalServiceSettings(BaseModel):
+    """One signal service posguard reads (TOML `[[signal_services]]`).
+
+    `token` is a secret: it is never logged or recorded. `mapping` names the
+    service's fields, exchange names and action words (domain.signal_wire), so a
+    service other than the audit's can be read without code.
+    """
+
+    name: str = Field(min_length=1, max_length=100)
+    url: str
+    token: SecretStr
+    resume: bool = True
+    idle_timeout: Duration = timedelta(seconds=30)
+    wave_period: Duration = timedelta(minutes=15)
+    mapping: FieldMapping = Field(default_factory=FieldMapping)
+
+
 def _config_file() -> Path:
     return Path(os.environ.get("POSGUARD_CONFIG", "posguard.toml"))
 
@@ -154,6 +172,8 @@ class Settings(BaseSettings):
     # Trailing settings a new position gets unless told otherwise (None: no trailing).
     trailing: TrailingRule | None = None
     reconcile: ReconcileSettings = Field(default_factory=ReconcileSettings)
+    # The signal services to read (none by default; see docs when the ingest lands).
+    signal_services: list[SignalServiceSettings] = Field(default_factory=list)
     # Price path of the embedded paper exchange (see `posguard sim --help`).
     sim_price_path: str = "random_walk"
 

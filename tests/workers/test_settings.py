@@ -78,3 +78,24 @@ def test_reconcile_settings_from_toml_and_environment(
     monkeypatch.setenv("POSGUARD_RECONCILE__FOREIGN_ORDERS", "everything")
     with pytest.raises(ValueError, match="foreign_orders"):
         Settings()
+
+
+def test_signal_services_from_toml_keep_their_token_secret(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    config = tmp_path / "posguard.toml"
+    config.write_text(
+        "[[signal_services]]\n"
+        'name = "fas"\nurl = "wss://signals.example/ws"\ntoken = "TOKEN-abc"\n'
+        'wave_period = "5m"\nresume = false\n'
+        "[signal_services.mapping]\n"
+        'symbol = "ticker"\n'
+        "[signal_services.mapping.actions]\n"
+        'UP = "BUY"\nDOWN = "SELL"\n'
+    )
+    monkeypatch.setenv("POSGUARD_CONFIG", str(config))
+    [svc] = Settings().signal_services
+    assert (svc.name, svc.resume, svc.wave_period) == ("fas", False, timedelta(minutes=5))
+    assert svc.mapping.symbol == "ticker" and svc.mapping.actions["UP"].value == "BUY"
+    assert svc.token.get_secret_value() == "TOKEN-abc"
+    assert "TOKEN-abc" not in repr(svc) + svc.model_dump_json()
