@@ -74,7 +74,7 @@ ENTRY = D(50000)
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
 PROPERTY_SETTINGS = settings(
-    max_examples=200,
+    max_examples=100,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )

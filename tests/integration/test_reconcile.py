@@ -33,7 +33,7 @@ from workers.schedules import delete_schedule
 from workers.settings import ReconcileSettings
 from workflows.position_io import CloseRequest, CloseResult
 
-PERIOD = timedelta(seconds=2)
+PERIOD = timedelta(seconds=1)
 RECONCILE = ReconcileSettings(
     every=PERIOD,
     pass_timeout=timedelta(seconds=60),

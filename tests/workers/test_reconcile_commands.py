@@ -29,8 +29,8 @@ from activities.store.repository import Store
 from domain.events import Event
 from domain.position import position_workflow_id
 from domain.reconcile_io import reconcile_schedule_id
+from tests.integration.test_reconcile import RECONCILE as RECONCILE_FAST
 from tests.integration.test_reconcile import (
-    RECONCILE,
     account_of,
     open_stops,
     reconciled,
@@ -42,8 +42,9 @@ from workers import reconcile_commands as rc
 from workers.schedules import apply_schedules, delete_schedule, list_schedules
 from workers.settings import AccountSettings, Settings
 
+# A period of 2 s here: the commands' own passes, asked for by hand, come in between.
 PERIOD = timedelta(seconds=2)
-assert RECONCILE.every == PERIOD
+RECONCILE = RECONCILE_FAST.model_copy(update={"every": PERIOD})
 UNSCHEDULED = RECONCILE.model_copy(update={"every": None})
 
 
@@ -150,7 +151,9 @@ async def test_a_dry_run_prints_what_it_would_do_and_changes_nothing(
     store: Store,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    async with reconciled(temporal_env, database_url, store, "cmddry") as stack:
+    async with reconciled(
+        temporal_env, database_url, store, "cmddry", reconcile=RECONCILE
+    ) as stack:
         # Held, so that only the dry run looks at the account.
         await pause_schedule(stack)
         account = account_of(stack)
@@ -194,7 +197,9 @@ async def test_reconcile_runs_a_pass_of_the_schedule_and_prints_what_it_did(
     store: Store,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    async with reconciled(temporal_env, database_url, store, "cmdnow") as stack:
+    async with reconciled(
+        temporal_env, database_url, store, "cmdnow", reconcile=RECONCILE
+    ) as stack:
         # Held, so that the position is still untracked when the command asks for a
         # pass (a scheduled pass would adopt it first); a paused Schedule still runs
         # the passes asked for by hand.
@@ -322,7 +327,9 @@ async def test_schedules_lists_the_accounts_schedule_with_its_last_and_next_run(
     store: Store,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    async with reconciled(temporal_env, database_url, store, "cmdlist") as stack:
+    async with reconciled(
+        temporal_env, database_url, store, "cmdlist", reconcile=RECONCILE
+    ) as stack:
         schedule_id = reconcile_schedule_id(account_of(stack))
         handle = stack.client.get_schedule_handle(schedule_id)
 
@@ -359,7 +366,9 @@ async def test_schedules_apply_is_idempotent_and_keeps_a_paused_schedule_paused(
     store: Store,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    async with reconciled(temporal_env, database_url, store, "cmdapply") as stack:
+    async with reconciled(
+        temporal_env, database_url, store, "cmdapply", reconcile=RECONCILE
+    ) as stack:
         schedule_id = reconcile_schedule_id(account_of(stack))
         handle = stack.client.get_schedule_handle(schedule_id)
         created = (await handle.describe()).info.created_at
