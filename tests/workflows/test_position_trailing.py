@@ -19,7 +19,7 @@ from domain.types import Side
 from domain.volatility import Candle, VolatilityCallback, volatility_callback_pct
 from simulator.client import binanceusdm_client
 from tests.waiting import PATIENCE_S
-from tests.workflows.harness import Stack, spec
+from tests.workflows.harness import Stack, eventually, spec
 from workflows.position import PositionWorkflow
 from workflows.position_io import BandView, CloseRequest, PriceTick
 
@@ -91,8 +91,12 @@ async def test_trailing_parameters_change_at_run_time_never_loosen(stack: Stack)
     assert previous == RULE
     await tick(stack, handle, symbol, entry * Decimal("1.031"))
     assert (await stack.view(handle)).snapshot.stop_price == tight  # the live stop stays
-    events = await stack.event_types(view.position_id)
-    assert "trailing_params_changed" in events
+
+    # Store writes follow the workflow: wait for the event rather than read it at once.
+    async def recorded() -> bool:
+        return "trailing_params_changed" in await stack.event_types(view.position_id)
+
+    assert await eventually(recorded)
     await stack.close(handle)
     assert stack.position_amt(symbol) == 0
 
