@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -27,6 +27,8 @@ class EventType(StrEnum):
     SIGNAL_REJECTED = "signal_rejected"
     SIGNAL_FILTERED = "signal_filtered"
     SIGNAL_BUFFER_FULL = "signal_buffer_full"
+    # A selected signal whose PositionWorkflow was started (its workflow id).
+    SIGNAL_SELECTED = "signal_selected"
     WAVE_DETECTED = "wave_detected"
     WAVE_PROCESSED = "wave_processed"
     # Position opening
@@ -93,6 +95,10 @@ class EventType(StrEnum):
     RATE_LIMIT_HIT = "rate_limit_hit"
     CRITICAL_ERROR = "critical_error"
     ALERT_SENT = "alert_sent"
+    # Operator and exchange controls of new entries
+    ENTRIES_PAUSED = "entries_paused"
+    ENTRIES_RESUMED = "entries_resumed"
+    STOPLIST_CHANGED = "stoplist_changed"
 
 
 class Payload(BaseModel):
@@ -129,6 +135,13 @@ class SignalFiltered(Payload):
     reason: str
 
 
+class SignalSelected(Payload):
+    signal_id: str
+    wave_id: str
+    rank: int
+    position_workflow_id: str
+
+
 class SignalBufferFull(Payload):
     signal_id: str | None
     capacity: int
@@ -145,6 +158,10 @@ class WaveProcessed(Payload):
     filtered: int
     selected: int
     started_positions: list[str]
+    outcomes: dict[str, int] = Field(
+        default_factory=dict, description="decisions counted by outcome / filter reason"
+    )
+    duration_ms: int = Field(default=0, description="from the deadline to the last start")
 
 
 # --- position opening ---------------------------------------------------------
@@ -434,12 +451,44 @@ class AlertSent(Payload):
     body: str
 
 
+# --- entry controls -------------------------------------------------------------------
+
+
+class EntriesPaused(Payload):
+    """New entries of `account` paused; open positions stay managed."""
+
+    account: str
+    source: Literal["operator", "exchange"]
+    reason: str
+    detail: str = ""
+    by: str = Field(default="", description="who: the operator's command, or the wave")
+
+
+class EntriesResumed(Payload):
+    """The pauses of `account` cleared: `sources` names the rows removed."""
+
+    account: str
+    sources: list[str]
+    by: str = ""
+
+
+class StoplistChanged(Payload):
+    """A symbol put on (or its reason changed) or taken off a stoplist; account `*`: all."""
+
+    account: str
+    symbol: str
+    change: Literal["added", "removed"]
+    reason: str = ""
+    by: str = ""
+
+
 PAYLOADS: dict[EventType, type[Payload]] = {
     EventType.SIGNAL_RECEIVED: SignalReceived,
     EventType.SIGNAL_VALIDATED: SignalValidated,
     EventType.SIGNAL_REJECTED: SignalRejected,
     EventType.SIGNAL_FILTERED: SignalFiltered,
     EventType.SIGNAL_BUFFER_FULL: SignalBufferFull,
+    EventType.SIGNAL_SELECTED: SignalSelected,
     EventType.WAVE_DETECTED: WaveDetected,
     EventType.WAVE_PROCESSED: WaveProcessed,
     EventType.POSITION_CREATE_STARTED: PositionCreateStarted,
@@ -497,6 +546,9 @@ PAYLOADS: dict[EventType, type[Payload]] = {
     EventType.RATE_LIMIT_HIT: RateLimitHit,
     EventType.CRITICAL_ERROR: CriticalError,
     EventType.ALERT_SENT: AlertSent,
+    EventType.ENTRIES_PAUSED: EntriesPaused,
+    EventType.ENTRIES_RESUMED: EntriesResumed,
+    EventType.STOPLIST_CHANGED: StoplistChanged,
 }
 
 # Severity an event gets when its producer does not say otherwise.
@@ -524,6 +576,7 @@ DEFAULT_SEVERITY: dict[EventType, Severity] = {
     EventType.DB_CONNECTION_LOST: Severity.ERROR,
     EventType.RATE_LIMIT_HIT: Severity.WARNING,
     EventType.CRITICAL_ERROR: Severity.CRITICAL,
+    EventType.ENTRIES_PAUSED: Severity.WARNING,
 }
 
 

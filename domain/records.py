@@ -109,14 +109,72 @@ class FillRecord(Record):
 
 
 class WaveRecord(Record):
-    """One wave of signals (`waves` row)."""
+    """One wave of one account (`waves` row): the signals of one scoring period.
+
+    `id` is the wave workflow's id, ``wave/{account}/{period start}``. Once
+    processed, `outcomes` counts its decisions by outcome and filter reason
+    (``{"opened": 3, "max_new_per_wave": 2, ...}``) and `duration_ms` is how long
+    the selection took (deadline to the last position started).
+    """
 
     id: str
+    account: str | None = None
     period_start: datetime
     deadline: datetime
     status: Literal["collecting", "processing", "processed", "failed"] = "collecting"
     signals_received: int = 0
     signals_selected: int = 0
+    signals_filtered: int = 0
+    positions_started: int = 0
+    outcomes: dict[str, int] = Field(default_factory=dict)
+    workflow_id: str | None = None
+    processed_at: datetime | None = None
+    duration_ms: int | None = None
+
+
+class DecisionRecord(Record):
+    """The one decision of one account about one signal (`signal_decisions` row).
+
+    `outcome` "opened": a PositionWorkflow was started (`position_workflow_id`,
+    `rank`); "filtered": `reason` is a `domain.waves.FilterReason` value, or
+    ``wave_closed`` for a signal that reached its wave after the selection.
+    """
+
+    signal_row_id: str
+    account: str
+    wave_id: str
+    outcome: Literal["opened", "filtered"]
+    reason: str | None = None
+    detail: str
+    rank: int | None = None
+    position_workflow_id: str | None = None
+    decided_at: datetime
+
+
+class StoplistEntry(Record):
+    """A symbol never to open (`stoplist` row); account ``*`` means every account."""
+
+    account: str = "*"
+    symbol: str
+    reason: str = ""
+    added_by: str = ""
+    added_at: datetime | None = None
+
+
+class AccountPause(Record):
+    """Why new entries of an account are paused (`account_pauses` row).
+
+    `source` "operator" (`posguard pause`, cleared by `posguard resume`) or
+    "exchange" (key invalid, balance insufficient, maintenance: set and cleared
+    by the account's waves as the exchange answers).
+    """
+
+    account: str
+    source: Literal["operator", "exchange"]
+    reason: str
+    detail: str = ""
+    paused_by: str = ""
+    since: datetime | None = None
 
 
 class SignalRecord(Record):

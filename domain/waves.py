@@ -10,10 +10,11 @@ The steps, in order:
 
 1. the account: a paused account selects nothing, every signal says why
    (`account_paused`); its open positions stay managed elsewhere;
-2. per signal, first reason wins: wrong exchange, action that opens nothing
-   (HOLD, CLOSE), score not finite, symbol not listed and trading, stoplisted,
-   score_week below its minimum, score_month below its minimum, a position open
-   or opening on the symbol, the symbol in its cooldown after a close;
+2. per signal, first reason wins: wrong exchange, older than `max_signal_age`,
+   action that opens nothing (HOLD, CLOSE), score not finite, symbol not listed
+   and trading, stoplisted, score_week below its minimum, score_month below its
+   minimum, a position open or opening on the symbol, the symbol in its cooldown
+   after a close;
 3. per symbol: of two or more signals left for one symbol, the best ranked is kept
    (`duplicate_symbol_in_wave` for the others, whatever their direction);
 4. ranking: score_week descending, then score_month descending, then signal_id
@@ -63,6 +64,9 @@ class WaveRules(BaseModel):
     max_exposure: Decimal = Field(ge=0)
     notional_per_position: Decimal = Field(ge=0)
     cooldown: timedelta = timedelta(0)
+    # A signal older than this (by the service's own timestamp) at selection opens
+    # nothing: a wave replayed after an outage is recorded, never traded late.
+    max_signal_age: timedelta | None = None
 
 
 class AccountView(BaseModel):
@@ -103,6 +107,11 @@ class FilterReason(StrEnum):
     MAX_OPEN_POSITIONS = "max_open_positions"
     MAX_NEW_PER_WAVE = "max_new_per_wave"
     MAX_EXPOSURE = "max_exposure"
+    EXPIRED = "expired"
+    # Not from `select_wave`: outcomes around it, recorded with the same column.
+    ACCOUNT_UNREADABLE = "account_unreadable"  # the exchange or the store could not be read
+    NOT_STARTED = "not_started"  # selected, but its workflow could not be started
+    WAVE_CLOSED = "wave_closed"  # reached its wave after the selection
 
 
 class Decision(BaseModel):
@@ -161,6 +170,11 @@ def _signal_filter(
     symbol = signal.symbol
     if signal.exchange is not exchange:
         return FilterReason.WRONG_EXCHANGE, f"signal for {signal.exchange}, account on {exchange}"
+    if rules.max_signal_age is not None and now - signal.at > rules.max_signal_age:
+        return (
+            FilterReason.EXPIRED,
+            f"signal of {signal.at.isoformat()} is older than {rules.max_signal_age} at selection",
+        )
     if signal.side is None:
         return FilterReason.ACTION_OPENS_NOTHING, f"action {signal.action} opens no position"
     if not (signal.score_week.is_finite() and signal.score_month.is_finite()):

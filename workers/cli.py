@@ -18,7 +18,7 @@ from datetime import timedelta
 from typing import Any, NoReturn
 
 from workers import position_commands as pc
-from workers import reconcile_commands
+from workers import reconcile_commands, signal_commands
 from workers.settings import Settings
 from workers.temporal import UnreachableError
 
@@ -265,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=pc.cmd_position)
 
     reconcile_commands.add_commands(sub)
+    signal_commands.add_commands(sub)
 
     sub.add_parser(
         "sim", help="run the paper exchange standalone (see `posguard sim --help`)", add_help=False

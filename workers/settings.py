@@ -25,8 +25,10 @@ from pydantic_settings import (
 from domain.reconcile import ForeignOrderPolicy, ReconcilePolicy, UntrackedPolicy
 from domain.reconcile_io import Adoption
 from domain.signal_wire import FieldMapping
-from domain.sizing import StopRule
+from domain.sizing import SizingMode, SizingRequest, StopRule, TakeProfitRule
 from domain.trailing import TrailingRule
+from domain.wave_io import PositionTemplate
+from domain.waves import WaveRules
 
 EMBEDDED_PAPER = "embedded"
 
@@ -117,6 +119,68 @@ class ReconcileSettings(BaseModel):
         )
 
 
+class WaveSettings(BaseModel):
+    """How waves of signals select and open positions (TOML `[waves]`).
+
+    A wave collects its signals for `window` after the first one, then selects
+    (domain.waves): scores at least `min_score_week` / `min_score_month`, at most
+    `max_open_positions` per account, `max_new_per_wave`, total notional
+    `max_exposure`, and no symbol again within `cooldown` of its last close.
+    A signal older than `max_signal_age` at selection opens nothing. Each position
+    is `notional_per_position` (quote currency) with its stop `stop_percent` from
+    the entry (emergency stop `emergency_stop_percent`), an optional take-profit,
+    and the global `[trailing]` settings. New entries pause while the free balance
+    is below `min_free_balance`.
+    """
+
+    window: Duration = timedelta(seconds=5)
+    min_score_week: Decimal = Decimal(50)
+    min_score_month: Decimal = Decimal(30)
+    max_open_positions: int = Field(default=10, ge=0)
+    max_new_per_wave: int = Field(default=3, ge=0)
+    max_exposure: Decimal = Field(default=Decimal(5000), ge=0)
+    notional_per_position: Decimal = Field(default=Decimal(100), gt=0)
+    cooldown: Duration = timedelta(minutes=30)
+    max_signal_age: Annotated[timedelta | None, BeforeValidator(_duration)] = timedelta(minutes=5)
+    stop_percent: Decimal = Field(default=Decimal(2), gt=0, lt=100)
+    emergency_stop_percent: Decimal = Field(default=Decimal(5), gt=0, lt=100)
+    take_profit_percent: Decimal | None = Field(default=None, gt=0, lt=100)
+    max_position_age: Annotated[timedelta | None, BeforeValidator(_duration)] = None
+    min_free_balance: Decimal = Field(default=Decimal(10), ge=0)
+    call_timeout: Duration = timedelta(seconds=30)
+    # How often the ingest hands undecided stored signals to their waves again
+    # (signals stored just before a crash); 0/off: only at start.
+    sweep_every: Annotated[timedelta | None, BeforeValidator(_duration)] = timedelta(seconds=30)
+
+    def rules(self) -> WaveRules:
+        """The selection rules of `domain.waves`."""
+        return WaveRules(
+            min_score_week=self.min_score_week,
+            min_score_month=self.min_score_month,
+            max_open_positions=self.max_open_positions,
+            max_new_per_wave=self.max_new_per_wave,
+            max_exposure=self.max_exposure,
+            notional_per_position=self.notional_per_position,
+            cooldown=self.cooldown,
+            max_signal_age=self.max_signal_age,
+        )
+
+    def template(self, trailing: TrailingRule | None) -> PositionTemplate:
+        """How a selected signal's position is sized and protected."""
+        return PositionTemplate(
+            sizing=SizingRequest(mode=SizingMode.QUOTE, amount=self.notional_per_position),
+            stop=StopRule(percent=self.stop_percent),
+            emergency_stop_percent=self.emergency_stop_percent,
+            take_profit=(
+                None
+                if self.take_profit_percent is None
+                else TakeProfitRule(percent=self.take_profit_percent)
+            ),
+            trailing=trailing,
+            max_age=self.max_position_age,
+        )
+
+
 class SignalServiceSettings(BaseModel):
     """One signal service posguard reads (TOML `[[signal_services]]`).
 
@@ -131,6 +195,9 @@ class SignalServiceSettings(BaseModel):
     resume: bool = True
     idle_timeout: Duration = timedelta(seconds=30)
     wave_period: Duration = timedelta(minutes=15)
+    # The accounts this service's signals go to (each account's wave decides each
+    # signal); None: every configured account.
+    accounts: list[str] | None = None
     mapping: FieldMapping = Field(default_factory=FieldMapping)
 
 
@@ -174,6 +241,12 @@ class Settings(BaseSettings):
     reconcile: ReconcileSettings = Field(default_factory=ReconcileSettings)
     # The signal services to read (none by default; see docs when the ingest lands).
     signal_services: list[SignalServiceSettings] = Field(default_factory=list)
+    waves: WaveSettings = Field(default_factory=WaveSettings)
+    # `posguard dev` starts a signal-service simulator emitting a small wave every
+    # `dev_signals_every` (and reads it) when no signal service is configured.
+    dev_signals: bool = True
+    dev_signals_every: Duration = timedelta(minutes=3)
+    dev_signals_port: int = 8702
     # Price path of the embedded paper exchange (see `posguard sim --help`).
     sim_price_path: str = "random_walk"
 

@@ -25,6 +25,7 @@ from activities.exchange.gateway import ExchangeGateway
 from activities.reconcile import ReconcileActivities
 from activities.store.activities import StoreActivities
 from activities.store.repository import Store
+from activities.waves import WaveActivities
 from domain.events import EventType, ProcessLifecycle, make_event
 from workers.embedded import start_postgres
 from workers.exchanges import make_gateways
@@ -152,6 +153,7 @@ async def run_worker(
             config_of=position_config or default_position_config,
         )
         reconcile_activities = ReconcileActivities(directory)
+        wave_activities = WaveActivities(store)
         # The workflow worker also holds the exchange activities, which workflows run
         # as local activities where latency matters (a stop move).
         workers = [
@@ -161,6 +163,7 @@ async def run_worker(
                 [
                     *store_activities.all(),
                     *reconcile_activities.all(),
+                    *wave_activities.all(),
                     *exchange_activities.all(),
                 ],
             )

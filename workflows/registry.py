@@ -6,5 +6,6 @@ from typing import Any
 
 from workflows.position import PositionWorkflow
 from workflows.reconcile import ReconcileWorkflow
+from workflows.wave import WaveWorkflow
 
-ALL_WORKFLOWS: list[type[Any]] = [PositionWorkflow, ReconcileWorkflow]
+ALL_WORKFLOWS: list[type[Any]] = [PositionWorkflow, ReconcileWorkflow, WaveWorkflow]

@@ -50,6 +50,7 @@ from domain.requests import (
 from domain.sizing import InvalidStop, stop_level
 from domain.types import OrderSide, Side
 from domain.volatility import Candle
+from domain.wave_io import EntryReadiness
 
 if TYPE_CHECKING:  # ccxt stays out of importers (the workflow sandbox)
     from activities.exchange.gateway import ExchangeGateway
@@ -547,6 +548,16 @@ class ExchangeActivities:
         """
         return await self._gateway(req.account).account_snapshot()
 
+    @activity.defn(name="exchange.entry_readiness")
+    @_exchange_call()
+    async def entry_readiness(self, req: AccountRequest) -> EntryReadiness:
+        """The account's tradable symbols and free balance, read before a wave selects.
+
+        An invalid key, insufficient funds or maintenance fail with their error
+        type (domain.errors), which the wave turns into a pause of new entries.
+        """
+        return await self._gateway(req.account).entry_readiness()
+
     @activity.defn(name="exchange.mark_price")
     @_exchange_call()
     async def mark_price(self, req: SymbolRequest) -> Decimal:
@@ -589,6 +600,7 @@ class ExchangeActivities:
             self.position,
             self.open_orders,
             self.account_snapshot,
+            self.entry_readiness,
             self.mark_price,
             self.candles,
             self.filters,

@@ -12,6 +12,7 @@ only a fallback, converted through their shortest repr.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -24,6 +25,10 @@ from domain.requests import AccountSnapshot, ExchangePosition
 from domain.symbols import canonical_from_unified, unified_from_canonical
 from domain.types import OrderSide, Side
 from domain.volatility import Candle
+from domain.wave_io import EntryReadiness
+
+# How old the market list may be when a wave asks which symbols trade.
+MARKETS_MAX_AGE_S = 600
 
 
 def to_decimal(value: object) -> Decimal | None:
@@ -111,6 +116,7 @@ class ExchangeGateway:
         self.account = account
         self._markets_loaded = asyncio.Lock()
         self._filters: dict[str, MarketFilters] = {}
+        self._markets_read_at: float | None = None  # float ok: monotonic time
 
     @property
     def exchange_id(self) -> str:
@@ -161,6 +167,26 @@ class ExchangeGateway:
             max_qty=max_qty,
             min_notional=min_notional or Decimal(0),
         )
+
+    async def entry_readiness(self, quote: str = "USDT") -> EntryReadiness:
+        """The symbols a new entry may use (listed, trading) and the free balance.
+
+        Markets are read again when the last read is older than `MARKETS_MAX_AGE_S`,
+        so a symbol the exchange halts or delists stops being selected; the balance
+        is read every time (an invalid key or maintenance shows here first).
+        """
+        now = time.monotonic()  # float ok: a clock reading
+        if self._markets_read_at is None or now - self._markets_read_at > MARKETS_MAX_AGE_S:
+            await self.exchange.load_markets(reload=self._markets_read_at is not None)
+            self._markets_read_at = now
+        listed = frozenset(
+            canonical_from_unified(m["symbol"])
+            for m in self.exchange.markets.values()
+            if m.get("linear") and m.get("swap") and m.get("active") is not False
+        )
+        balance = await self.exchange.fetch_balance()
+        free = to_decimal((balance.get("free") or {}).get(quote))
+        return EntryReadiness(listed=listed, quote=quote, free_balance=free)
 
     async def filters(self, symbol: str) -> MarketFilters:
         """Trading filters of a canonical symbol ("BTCUSDT"); KeyError if not listed."""

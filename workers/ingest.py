@@ -1,0 +1,148 @@
+"""`posguard ingest`: read the signal services, store every message, feed the waves.
+
+One `SignalClient` per `[[signal_services]]` entry, each with its `WaveFeed`:
+messages are stored first (signals_ingest/signal_client.py), then handed to the
+waves of the accounts the service feeds (signals_ingest/wave_feed.py). At start,
+and every `[waves] sweep_every`, stored signals without a decision are handed to
+their waves again, so a crash between storing and handing on loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from temporalio.client import Client
+
+from activities.store.repository import Store
+from signals_ingest.signal_client import SignalClient
+from signals_ingest.wave_feed import WaveFeed
+from workers.position_commands import exchange_of
+from workers.settings import Settings, SignalServiceSettings
+from workers.worker import default_position_config, open_store
+from workflows.position_io import PositionConfig
+from workflows.wave_io import WaveInput
+
+log = logging.getLogger("posguard.ingest")
+
+# How far back a sweep looks for undecided signals (older ones are expired anyway),
+# and how long a live signal may take through the sink before a sweep takes it.
+SWEEP_HORIZON = timedelta(days=1)
+SWEEP_SETTLE = timedelta(seconds=60)
+
+
+def wave_input_of(
+    settings: Settings, position_config: Callable[[str], PositionConfig] | None = None
+) -> Callable[[str, datetime], WaveInput]:
+    """The WaveWorkflow input of a new wave of `account` for the period at `period_start`."""
+    config_of = position_config or default_position_config
+    waves = settings.waves
+    rules = waves.rules()
+    template = waves.template(settings.trailing)
+
+    def make(account: str, period_start: datetime) -> WaveInput:
+        return WaveInput(
+            account=account,
+            exchange=exchange_of(settings.account(account)),
+            period_start=period_start,
+            window=waves.window,
+            rules=rules,
+            template=template,
+            min_free_balance=waves.min_free_balance,
+            position_task_queue=settings.task_queue,
+            position_config=config_of(account),
+            call_timeout=waves.call_timeout,
+        )
+
+    return make
+
+
+def feed_of(
+    client: Client,
+    store: Store,
+    settings: Settings,
+    service: SignalServiceSettings,
+    position_config: Callable[[str], PositionConfig] | None = None,
+) -> WaveFeed:
+    """The WaveFeed of one service: its accounts (all, unless it names some)."""
+    accounts = service.accounts or [a.name for a in settings.accounts]
+    for name in accounts:
+        settings.account(name)  # KeyError now, not at the first signal
+    return WaveFeed(
+        client,
+        store,
+        service=service.name,
+        accounts=accounts,
+        wave_period=service.wave_period,
+        task_queue=settings.task_queue,
+        wave_input=wave_input_of(settings, position_config),
+    )
+
+
+async def run_ingest(
+    client: Client,
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    position_config: Callable[[str], PositionConfig] | None = None,
+    ready: asyncio.Event | None = None,
+    clients: list[SignalClient] | None = None,
+) -> None:
+    """Read every configured signal service until `stop` is set.
+
+    `ready` is set once the store is open and the start-up sweep is done;
+    `clients` (if given) receives the SignalClients, for health and tests.
+    """
+    store = await open_store(settings)
+    try:
+        tasks: list[asyncio.Task[None]] = []
+        for service in settings.signal_services:
+            feed = feed_of(client, store, settings, service, position_config)
+            # At start nothing is on its way through a sink: every undecided signal counts.
+            await feed.sweep(horizon=SWEEP_HORIZON, settle=timedelta(0))
+            signal_client = SignalClient(
+                service=service.name,
+                url=service.url,
+                token=service.token,
+                store=store,
+                sink=feed,
+                mapping=service.mapping,
+                resume=service.resume,
+                idle_timeout=service.idle_timeout,
+            )
+            if clients is not None:
+                clients.append(signal_client)
+            tasks.append(
+                asyncio.create_task(signal_client.run(stop), name=f"signals/{service.name}")
+            )
+            if settings.waves.sweep_every is not None:
+                tasks.append(
+                    asyncio.create_task(
+                        _later_sweeps(feed, stop, settings.waves.sweep_every),
+                        name=f"sweep/{service.name}",
+                    )
+                )
+            log.info("reading signal service %s (%s)", service.name, service.url.split("?")[0])
+        if ready is not None:
+            ready.set()
+        if not tasks:
+            log.info("no signal service configured ([[signal_services]]): nothing to read")
+            await stop.wait()
+            return
+        await stop.wait()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    finally:
+        await store.close()
+
+
+async def _later_sweeps(feed: WaveFeed, stop: asyncio.Event, every: timedelta) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), every.total_seconds())
+    await feed.run_sweeps(stop, every=every, horizon=SWEEP_HORIZON, settle=SWEEP_SETTLE)
