@@ -58,9 +58,15 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
         await env.shutdown()
 
 
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
-    """The time-skipping test server: timers complete as soon as nothing else runs."""
+    """The time-skipping test server: timers complete as soon as nothing else runs.
+
+    One server per test module: time skips only while no activity is outstanding
+    anywhere on the server, so a run one module leaves behind (its worker gone,
+    its activity never picked up) would otherwise stop time for every later module
+    and make their timers wait in real time.
+    """
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=find_binary("temporal-test-server"),
         data_converter=DATA_CONVERTER,

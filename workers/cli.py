@@ -48,6 +48,14 @@ async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from workers.ingest import run_ingest
+
+    client = await pc.temporal_client(settings)
+    await run_ingest(client, settings, _stop_event())
+    return 0
+
+
 async def cmd_gate(args: argparse.Namespace, settings: Settings) -> int:
     from signals_ingest.gate_process import run_gate
     from signals_ingest.market_feed import Shard
@@ -152,6 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("worker", help="run a worker against TEMPORAL_ADDRESS / DATABASE_URL")
     p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser(
+        "ingest",
+        help="read the signal services ([[signal_services]]): store every signal, feed the waves",
+    )
+    p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser(
         "gate",

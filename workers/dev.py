@@ -10,14 +10,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
+from datetime import timedelta
+
+from pydantic import SecretStr
 
 from signals_ingest.gate_process import run_gate
 from simulator.markets import build_markets
 from simulator.prices import make_source
 from simulator.server import PaperExchange
+from simulator.signals import SignalService
 from workers.embedded import TemporalDevServer
 from workers.exchanges import make_market_data_client
-from workers.settings import EMBEDDED_PAPER, Settings
+from workers.ingest import run_ingest
+from workers.settings import EMBEDDED_PAPER, Settings, SignalServiceSettings
 from workers.temporal import connect
 from workers.worker import run_worker
 
@@ -48,10 +54,32 @@ async def start_paper_exchange(settings: Settings) -> tuple[Settings, PaperExcha
     return settings.model_copy(update={"accounts": accounts}), sim
 
 
+async def start_signal_simulator(settings: Settings) -> tuple[Settings, SignalService | None]:
+    """Start the signal-service simulator if no signal service is configured (and
+    `dev_signals` is on): a small wave every `dev_signals_every`, read by the ingest."""
+    if settings.signal_services or not settings.dev_signals:
+        return settings, None
+    svc = SignalService(
+        port=settings.dev_signals_port,
+        token=secrets.token_urlsafe(24),
+        wave_period_s=settings.dev_signals_every.total_seconds(),  # float ok: seconds
+        wave_size=10,
+    )
+    await svc.start()
+    service = SignalServiceSettings(
+        name="dev-signals",
+        url=svc.url,
+        token=SecretStr(svc.token),
+        wave_period=timedelta(minutes=1),
+    )
+    return settings.model_copy(update={"signal_services": [service]}), svc
+
+
 async def run_dev_stack(settings: Settings, stop: asyncio.Event) -> int:
     """Run until `stop` is set; returns the process exit code."""
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     sim: PaperExchange | None = None
+    signals: SignalService | None = None
     server: TemporalDevServer | None = None
     address = settings.temporal_address
     if address is None:
@@ -65,6 +93,7 @@ async def run_dev_stack(settings: Settings, stop: asyncio.Event) -> int:
         address = server.address
     try:
         settings, sim = await start_paper_exchange(settings)
+        settings, signals = await start_signal_simulator(settings)
         client = await connect(
             address, settings.temporal_namespace, timeout_s=settings.connect_timeout_seconds
         )
@@ -81,7 +110,13 @@ async def run_dev_stack(settings: Settings, stop: asyncio.Event) -> int:
                 else ""
             )
             + f"  price gate    http://127.0.0.1:{settings.health_port + 1}/health\n"
-            "Ctrl-C stops everything.",
+            + (
+                f"  signals       {signals.url} (simulator: a wave of 10 every "
+                f"{settings.dev_signals_every})\n"
+                if signals is not None
+                else "".join(f"  signals       {s.name}\n" for s in settings.signal_services)
+            )
+            + "Ctrl-C stops everything.",
             flush=True,
         )
         # Worker and price gate side by side; either failing stops both.
@@ -91,11 +126,14 @@ async def run_dev_stack(settings: Settings, stop: asyncio.Event) -> int:
                 run_gate(settings, stop, client=client, market_data_client=make_market_data_client),
                 name="price-gate",
             ),
+            asyncio.create_task(run_ingest(client, settings, stop), name="ingest"),
         ]
         await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         stop.set()
         await asyncio.gather(*tasks)
     finally:
+        if signals is not None:
+            await signals.stop()
         if sim is not None:
             await sim.stop()
         if server is not None:

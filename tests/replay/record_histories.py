@@ -36,11 +36,17 @@ from activities.store.repository import Store  # noqa: E402
 from domain.position import PositionState, position_workflow_id  # noqa: E402
 from domain.protection import ProtectionPolicy  # noqa: E402
 from domain.reconcile_io import ReconcileReport, reconcile_schedule_id  # noqa: E402
+from domain.records import signal_record  # noqa: E402
+from domain.signal_wire import Accepted  # noqa: E402
+from domain.signals import Signal, SignalAction, wave_start  # noqa: E402
 from domain.trailing import TrailingRule  # noqa: E402
-from domain.types import Side  # noqa: E402
+from domain.types import ExchangeId, Side  # noqa: E402
+from domain.wave_io import ADD_SIGNALS, WaveResult, WaveSignals, wave_workflow_id  # noqa: E402
 from tests.workflows.harness import QUICK, Stack, live_stack, spec  # noqa: E402
 from workers.embedded import find_binary, start_postgres  # noqa: E402
+from workers.ingest import wave_input_of  # noqa: E402
 from workers.schedules import reconcile_input  # noqa: E402
+from workers.settings import WaveSettings  # noqa: E402
 from workers.temporal import DATA_CONVERTER  # noqa: E402
 from workflows.position import PositionWorkflow  # noqa: E402
 from workflows.position_io import (  # noqa: E402
@@ -50,6 +56,7 @@ from workflows.position_io import (  # noqa: E402
 )
 from workflows.reconcile import ReconcileWorkflow  # noqa: E402
 from workflows.search_attributes import ALL_KEYS  # noqa: E402
+from workflows.wave import WaveWorkflow  # noqa: E402
 
 HISTORIES = ROOT / "tests" / "histories"
 PRICES = {
@@ -293,6 +300,68 @@ async def reconcile_pass(stack: Stack) -> list[tuple[str, Handle]]:
     return [("reconcile_pass", handle)]
 
 
+async def wave(stack: Stack) -> list[tuple[str, Handle]]:
+    """One WaveWorkflow: six stored signals, fed by signal-with-start as the ingest
+    does; two open positions (started as children), the others are filtered (scores,
+    a duplicate symbol, an action that opens nothing). The positions are then closed."""
+    now = datetime.now(UTC)
+    rows = [
+        ("1", "SOLUSDT", "BUY", 90),
+        ("2", "BNBUSDT", "SELL", 80),
+        ("3", "SOLUSDT", "SELL", 70),
+        ("4", "XRPUSDT", "BUY", 10),
+        ("5", "DOGEUSDT", "HOLD", 95),
+        ("6", "NOPEUSDT", "BUY", 99),
+    ]
+    signals = [
+        Signal(
+            service="recorder",
+            signal_id=f"{now:%H%M%S%f}-{sid}",
+            exchange=ExchangeId.BINANCE_USDM,
+            symbol=symbol,
+            action=SignalAction(action),
+            score_week=Decimal(score),
+            score_month=Decimal(score),
+            at=now,
+            received_at=now,
+        )
+        for sid, symbol, action, score in rows
+    ]
+    await stack.store.store_signals([signal_record(Accepted(signal=s), now) for s in signals])
+    settings = stack.settings.model_copy(
+        update={
+            "waves": WaveSettings(
+                window=timedelta(seconds=1),
+                min_score_week=Decimal(50),
+                min_score_month=Decimal(50),
+                notional_per_position=Decimal(1200),
+                min_free_balance=Decimal(0),
+            )
+        }
+    )
+    account = stack.settings.accounts[0].name
+    period = wave_start(now, timedelta(minutes=15))
+    handle: Handle = await stack.client.start_workflow(
+        WaveWorkflow.run,
+        wave_input_of(settings, lambda _: stack.config)(account, period),
+        id=wave_workflow_id(account, period) + f"/recorder-{now:%H%M%S}",
+        task_queue=stack.settings.task_queue,
+        start_signal=ADD_SIGNALS,
+        start_signal_args=[WaveSignals(signals=signals)],
+    )
+    result: WaveResult = await handle.result()
+    if sorted(result.opened) != sorted(
+        position_workflow_id(account, ExchangeId.BINANCE_USDM, s) for s in ("SOLUSDT", "BNBUSDT")
+    ):
+        raise RuntimeError(f"{handle.id}: not the wave wanted: {result}")
+    for workflow_id in result.opened:
+        position = stack.client.get_workflow_handle(workflow_id)
+        await _active(stack, position)
+        await position.execute_update(PositionWorkflow.close, CloseRequest(requested_by="recorder"))
+        await position.result()
+    return [("wave", handle)]
+
+
 SCENARIOS: dict[str, Scenario] = {
     f.__name__: f
     for f in (
@@ -306,6 +375,7 @@ SCENARIOS: dict[str, Scenario] = {
         adopt,
         continue_as_new,
         reconcile_pass,
+        wave,
     )
 }
 

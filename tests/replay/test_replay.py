@@ -11,6 +11,7 @@ real runs by tests/replay/record_histories.py (see tests/histories/README.md).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,12 @@ with workflow.unsafe.imports_passed_through():
     from activities.store.activities import StoreActivities
     from domain.reconcile import AccountState
     from domain.reconcile_io import ReconcileInput, ReconcileReport, StoredRequest
+    from domain.signals import Signal
+    from domain.wave_io import WaveResult
+    from domain.waves import Decision
     from workflows.reconcile import ReconcileWorkflow
+    from workflows.wave import WaveWorkflow
+    from workflows.wave_io import WaveInput
 
 HISTORIES = Path(__file__).resolve().parents[1] / "histories"
 FILES = sorted(HISTORIES.glob("*.json"))
@@ -42,6 +48,7 @@ REQUIRED = {
     "continue_as_new_run2",
     "trailing_long",
     "reconcile_pass",  # ReconcileWorkflow: adoption, zombie cancel, phantom row, foreign order
+    "wave",  # WaveWorkflow: selection, two positions started as children, the rest filtered
 }
 
 
@@ -118,3 +125,35 @@ async def test_the_reconcile_pass_replays_and_an_unpatched_change_fails_it() -> 
     await replayer(ReconcileWorkflowSubclassed).replay_workflow(history)  # control: no change
     with pytest.raises(NondeterminismError, match="Nondeterminism"):
         await replayer(ReconcileWorkflowReadingTheStoreTwice).replay_workflow(history)
+
+
+@workflow.defn(name="WaveWorkflow", sandboxed=False)
+class WaveWorkflowSubclassed(WaveWorkflow):
+    """WaveWorkflow subclassed with no change: the control of the test below."""
+
+    @workflow.run
+    async def run(self, inp: WaveInput) -> WaveResult:
+        return await super().run(inp)
+
+
+@workflow.defn(name="WaveWorkflow", sandboxed=False)
+class WaveWorkflowDecidingTwice(WaveWorkflow):
+    """WaveWorkflow that reads the account twice before it selects (unpatched)."""
+
+    @workflow.run
+    async def run(self, inp: WaveInput) -> WaveResult:
+        return await super().run(inp)
+
+    async def _decide(self, inp: WaveInput, signals: Sequence[Signal]) -> list[Decision]:
+        await super()._decide(inp, signals)
+        return await super()._decide(inp, signals)
+
+
+async def test_the_wave_replays_and_an_unpatched_change_fails_it() -> None:
+    history = load(HISTORIES / "wave.json")
+    assert history.events[0].workflow_execution_started_event_attributes.workflow_type.name == (
+        "WaveWorkflow"
+    )
+    await replayer(WaveWorkflowSubclassed).replay_workflow(history)  # control: no change
+    with pytest.raises(NondeterminismError, match="Nondeterminism"):
+        await replayer(WaveWorkflowDecidingTwice).replay_workflow(history)
