@@ -50,9 +50,12 @@ async def _insert_decisions(
         return set()
     names = list(_DECISION_COLUMNS)
     arrays = ", ".join(f"${i}::{t}[]" for i, t in enumerate(_DECISION_COLUMNS.values(), start=1))
+    # A decision about a signal that was never stored (only a hand-made signal to a
+    # wave can be one) is skipped, not retried for ever against the foreign key.
     rows = await conn.fetch(
         f"INSERT INTO signal_decisions ({', '.join(names)}) "
-        f"SELECT * FROM unnest({arrays}) "
+        f"SELECT d.* FROM unnest({arrays}) AS d ({', '.join(names)}) "
+        "WHERE EXISTS (SELECT 1 FROM signals s WHERE s.id = d.signal_row_id) "
         "ON CONFLICT (signal_row_id, account) DO NOTHING RETURNING signal_row_id",
         *[[getattr(d, n) for d in decisions] for n in names],
     )
@@ -146,7 +149,7 @@ async def set_exchange_pause(store: Store, req: ExchangePauseRequest) -> bool:
             EntriesPaused(
                 account=req.account, source="exchange", reason=req.cause.value, detail=req.detail
             ),
-            event_id=f"{req.wave_id}/entries_paused",
+            event_id=f"{req.wave_id}/entries_paused/{req.cause.value}",
             occurred_at=req.at,
             account=req.account,
         )
