@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from json.encoder import encode_basestring as _encode_string
 from typing import Any, Final
 
@@ -57,6 +59,7 @@ MIN_EPOCH_S: Final = Decimal("1e9")
 MAX_EPOCH_MS: Final = Decimal("1e14")
 
 HEARTBEAT_WORDS: Final = frozenset({"ping", "pong", "heartbeat", "keepalive"})
+_LONGEST_WORD: Final = max(len(word) for word in HEARTBEAT_WORDS)
 _HEARTBEAT_MAX_BYTES: Final = 1_024
 _QUOTE_CHARS: Final = 40
 
@@ -220,16 +223,25 @@ def _parse(
         except UnicodeDecodeError:
             return [_rejected(service, None, "not UTF-8", raw)]
     else:
-        if len(raw) > max_bytes or len(raw.encode("utf-8", "replace")) > max_bytes:
+        if len(raw) > max_bytes:
             return [_rejected(service, None, "too large", raw)]
-        if _has_surrogate(raw):
+        if raw.isascii():  # O(1) in CPython: one byte a character, no surrogate
+            size, surrogate = len(raw), False
+        else:  # one encoding tells both the size and whether it is valid UTF-8
+            try:
+                size, surrogate = len(raw.encode("utf-8")), False
+            except UnicodeEncodeError:
+                size, surrogate = len(raw.encode("utf-8", "replace")), True
+        if size > max_bytes:
+            return [_rejected(service, None, "too large", raw)]
+        if surrogate:
             return [_rejected(service, None, "not UTF-8", raw)]
         text = raw
     stripped = text.strip()
     if not stripped:
         return [_rejected(service, None, "empty message", text)]
-    if stripped.lower() in HEARTBEAT_WORDS:
-        return []
+    if len(stripped) <= _LONGEST_WORD and stripped.lower() in HEARTBEAT_WORDS:
+        return []  # (a wave's text is never lower-cased: that would copy it whole)
     try:
         value = _loads(text)
     except RecursionError:
@@ -258,21 +270,26 @@ def _parse_item(
     received_at: datetime,
     mapping: FieldMapping,
 ) -> ParsedSignal:
-    """One item of a message; `text` is its JSON text when the message was just it."""
+    """One item of a message; `text` is its JSON text when the message was just it.
+
+    The item's `raw` is `text` when given (the message as received), else the item
+    re-serialised by `_dump`.
+    """
     if isinstance(item, dict | list) and _too_deep(item):
         return _rejected(service, None, "too deeply nested", text or f"<{_type_name(item)}>")
     raw = text if text is not None else _dump(item)
     if not isinstance(item, dict):
         return _rejected(service, None, f"not a signal object: {_type_name(item)}", raw)
     signal_id: str | None = None
+    get = item.get  # a missing field and a JSON null are the same: "missing"
     try:
-        signal_id = _signal_id(_field(item, mapping.id, "id"))
-        exchange = _exchange(_field(item, mapping.exchange, "exchange"), mapping)
-        symbol = _symbol(_field(item, mapping.symbol, "symbol"))
-        action = _action(_field(item, mapping.action, "action"), mapping)
-        score_week = _score(_field(item, mapping.score_week, "score_week"), "score_week")
-        score_month = _score(_field(item, mapping.score_month, "score_month"), "score_month")
-        at = _timestamp(_field(item, mapping.timestamp, "timestamp"))
+        signal_id = _signal_id(_present(get(mapping.id), "id"))
+        exchange = _exchange(_present(get(mapping.exchange), "exchange"), mapping)
+        symbol = _symbol(_present(get(mapping.symbol), "symbol"))
+        action = _action(_present(get(mapping.action), "action"), mapping)
+        score_week = _score(_present(get(mapping.score_week), "score_week"), "score_week")
+        score_month = _score(_present(get(mapping.score_month), "score_month"), "score_month")
+        at = _timestamp(_present(get(mapping.timestamp), "timestamp"))
     except _Invalid as exc:
         return _rejected(service, signal_id, str(exc), raw)
     try:
@@ -293,10 +310,10 @@ def _parse_item(
     return Accepted(signal=signal, raw=_clean(raw))
 
 
-def _field(item: dict[str, Any], key: str, ours: str) -> object:
-    if key not in item or item[key] is None:
+def _present(value: object, ours: str) -> object:
+    if value is None:
         raise _Invalid(f"missing field {ours}")
-    return item[key]
+    return value
 
 
 def _signal_id(value: object) -> str:
@@ -310,7 +327,7 @@ def _signal_id(value: object) -> str:
         raise _Invalid("empty id")
     if len(text) > MAX_ID_CHARS:
         raise _Invalid("id too long")
-    if not text.isprintable() or _has_surrogate(text):
+    if not text.isprintable() or (not text.isascii() and _has_surrogate(text)):
         raise _Invalid("id has control characters")
     return text
 
@@ -330,9 +347,17 @@ def _symbol(value: object) -> str:
     if len(value) > MAX_SYMBOL_CHARS or not value.isascii():
         raise _Invalid(f"invalid symbol {_quote(value)}")
     try:
-        return canonical(value)
+        return _canonical(value)
     except ValueError:  # InvalidSymbol, or the Instrument model's ValidationError
         raise _Invalid(f"invalid symbol {_quote(value)}") from None
+
+
+@lru_cache(maxsize=4_096)
+def _canonical(symbol: str) -> str:
+    # A service names a few hundred symbols over and over; `canonical` builds a
+    # pydantic model each time (~4 µs). Bounded, so hostile names only evict; an
+    # invalid name raises and is not cached.
+    return canonical(symbol)
 
 
 def _action(value: object, mapping: FieldMapping) -> SignalAction:
@@ -348,7 +373,9 @@ def _number(value: object, ours: str) -> Decimal:
     """An exact, finite Decimal from a JSON number or a numeric string."""
     if isinstance(value, _NonFinite):
         raise _Invalid(f"not a finite number: {ours}")
-    if isinstance(value, Decimal):
+    if type(value) is Decimal:
+        number = value  # immutable: no copy needed
+    elif isinstance(value, Decimal):
         number = Decimal(value)  # drops the _JsonInt subclass
     elif isinstance(value, str):
         text = value.strip()
@@ -370,7 +397,7 @@ def _score(value: object, ours: str) -> Decimal:
     if score.is_zero():
         return Decimal(0)  # -0 and 0E-5 alike
     # Compared, never computed: arithmetic on 1E+999999999 would raise Overflow.
-    digits, exponent = score.as_tuple().digits, score.as_tuple().exponent
+    _, digits, exponent = score.as_tuple()
     if (
         not -MAX_SCORE <= score <= MAX_SCORE
         or len(digits) > MAX_SCORE_DIGITS
@@ -407,8 +434,13 @@ def _timestamp(value: object) -> datetime:
         raise _Invalid("timestamp out of range") from None
 
 
-def _loads(text: str) -> Any:
-    return json.loads(text, parse_float=Decimal, parse_int=_JsonInt, parse_constant=_NonFinite)
+_DECODER: Final = json.JSONDecoder(
+    parse_float=Decimal, parse_int=_JsonInt, parse_constant=_NonFinite
+)
+# `json.loads(text, parse_float=...)` builds a new decoder on every call (~4 µs);
+# this one is built once. Same result: a JSONDecodeError (a ValueError) or a
+# RecursionError for what `json.loads` refuses, including a leading BOM.
+_loads: Final[Callable[[str], Any]] = _DECODER.decode
 
 
 def _is_heartbeat_value(value: object) -> bool:
@@ -422,6 +454,9 @@ def _is_heartbeat_value(value: object) -> bool:
 
 def _too_deep(value: dict[str, Any] | list[Any]) -> bool:
     """Is a decoded item nested deeper than MAX_DEPTH? (Iterative: no recursion.)"""
+    children = value.values() if isinstance(value, dict) else value
+    if not any(type(child) in _CONTAINERS for child in children):
+        return False  # the common case: a flat signal object
     stack: list[tuple[dict[str, Any] | list[Any], int]] = [(value, 1)]
     while stack:
         node, depth = stack.pop()
@@ -443,16 +478,41 @@ def _dump(item: object) -> str:
 
 def _to_json(value: object) -> str:
     # Recursion is bounded: an item deeper than MAX_DEPTH is never dumped.
+    # The decoder makes only the exact types of _SCALAR_JSON, dict and list (keys
+    # are always str); anything else takes the general path below.
+    scalar = _SCALAR_JSON.get(type(value))
+    if scalar is not None:
+        return scalar(value)
     if isinstance(value, dict):
-        fields = (f"{_to_json(key)}: {_to_json(item)}" for key, item in value.items())
+        scalars = _SCALAR_JSON
+        fields: list[str] = []
+        for key, item in value.items():
+            dump = scalars.get(type(item))
+            shown = dump(item) if dump is not None else _to_json(item)
+            name = _encode_string(key) if type(key) is str else _to_json(key)
+            fields.append(f"{name}: {shown}")
         return "{" + ", ".join(fields) + "}"
     if isinstance(value, list):
-        return "[" + ", ".join(_to_json(item) for item in value) + "]"
+        return "[" + ", ".join([_to_json(item) for item in value]) + "]"
     if isinstance(value, str):
         return _encode_string(value)
     if isinstance(value, Decimal | _NonFinite):
         return str(value)
     return json.dumps(value, ensure_ascii=False)
+
+
+_SCALAR_JSON: Final[dict[type, Callable[[Any], str]]] = {
+    str: _encode_string,
+    Decimal: str,
+    _JsonInt: str,
+    _NonFinite: str,
+    bool: lambda value: "true" if value else "false",
+    type(None): lambda _: "null",
+}
+"""How `_to_json` writes each scalar the decoder makes, as `json.dumps` would,
+numbers as they were written; looked up by exact type, so a flat signal object
+costs one call per field instead of a recursion per key and per value."""
+_CONTAINERS: Final = frozenset({dict, list})
 
 
 def _rejected(service: str, signal_id: str | None, reason: str, raw: bytes | str) -> Rejected:
@@ -464,7 +524,9 @@ def _rejected(service: str, signal_id: str | None, reason: str, raw: bytes | str
 def _clean(text: str) -> str:
     """At most MAX_RAW_CHARS of `text`, valid UTF-8, without NUL."""
     text = text[:MAX_RAW_CHARS]
-    return text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
+    if not text.isascii():  # only non-ASCII text can hold a lone surrogate
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
 
 
 def _quote(value: str) -> str:

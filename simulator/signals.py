@@ -357,6 +357,21 @@ class SignalService:
             client.close(abort=abort)
         return len(clients)
 
+    def send_raw(self, data: str | bytes) -> None:
+        """Send ``data`` as it is to every connected client: a ``str`` as a text
+        frame, ``bytes`` as a binary frame (the only way to send bytes that are not
+        UTF-8). Nothing is recorded (``sent``, ``history``, ``malformed_sent``).
+
+        A text frame must be UTF-8, so a ``str`` holding a lone surrogate raises
+        ValueError here instead of silently stopping the clients' writers.
+        """
+        if isinstance(data, str):
+            try:
+                data.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("a text frame must be valid UTF-8: send bytes") from None
+        self._broadcast(data)
+
     async def malformed(self, n: int = 1) -> int:
         """Send ``n`` garbage messages, cycling through many kinds (invalid JSON,
         non-UTF-8 binary frames, wrong types, NaN/Infinity, huge strings, deep

@@ -299,6 +299,37 @@ def test_unreadable_message_is_one_rejection(raw: bytes | str, why: str) -> None
     check_rejected(result)
 
 
+def test_a_wave_item_raw_is_its_json_as_written() -> None:
+    # An item of a wave is written back (the message holds more than it): every JSON
+    # type, numbers exactly as sent, non-ASCII kept, ", " and ": " separators.
+    item = (
+        '{"id":7,"t":true,"f":false,"n":null,"d":2.50,"e":1E+3,"big":' + "9" * 30 + ","
+        '"s":"é\\"\\u0001","l":[1,[],{}],"o":{"k":-Infinity},"x":NaN}'
+    )
+    result = only("[" + item + "]")
+    assert isinstance(result, Rejected)
+    assert result.raw == (
+        '{"id": 7, "t": true, "f": false, "n": null, "d": 2.50, "e": 1E+3, "big": '
+        + "9" * 30
+        + ', "s": "é\\"\\u0001", "l": [1, [], {}], "o": {"k": -Infinity}, "x": NaN}'
+    )
+
+
+@pytest.mark.parametrize(
+    ("chars", "why"), [(31_999, "not a signal object: string"), (32_000, "too large")]
+)
+def test_the_size_limit_counts_utf8_bytes(chars: int, why: str) -> None:
+    text = '"' + "é" * chars + '"'  # 2 bytes a character: 64,000 bytes, then 64,002
+    assert reason(text) == why
+    assert reason(text.encode()) == why
+
+
+def test_an_invalid_symbol_is_rejected_every_time() -> None:
+    for _ in range(3):  # symbols are memoised: a refusal never is
+        assert reason(wire(pair_symbol="BTCEUR")) == "invalid symbol 'BTCEUR'"
+        assert accepted(wire(pair_symbol="btcusdt")).signal.symbol == "BTCUSDT"
+
+
 def test_deep_item_in_a_wave_is_rejected_alone() -> None:
     deep: object = 1
     for _ in range(40):

@@ -2,17 +2,19 @@
 
 Every message stored before anything else, nothing lost on a disconnect when the
 service resumes, a gap recorded when it cannot, duplicates stored once, garbage
-rejected with a reason, and backpressure instead of dropping.
+rejected with a reason, and backpressure instead of dropping. Messages read
+together are one batch: one store call, one events call, one sink call, in order.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from pydantic import SecretStr
 
 from activities.store.repository import Store
@@ -45,15 +47,41 @@ class SlowStore:
         return await self._store.last_signal_id(service)
 
 
+class CountingStore(SlowStore):
+    """The real store, recording each call's size: `batches` (records per
+    `store_signals`) and `event_batches` (events per `append_events`)."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store, 0)
+        self.batches: list[int] = []
+        self.event_batches: list[int] = []
+
+    async def store_signals(self, records: Sequence[SignalRecord]) -> set[str]:
+        self.batches.append(len(records))
+        return await super().store_signals(records)
+
+    async def append_events(self, events: Sequence[Event]) -> int:
+        self.event_batches.append(len(events))
+        return await super().append_events(events)
+
+
 @asynccontextmanager
 async def reading(
-    svc: SignalService, store: Any, name: str, **options: Any
+    svc: SignalService,
+    store: Any,
+    name: str,
+    *,
+    then: Callable[[list[Signal]], Awaitable[None]] | None = None,
+    **options: Any,
 ) -> AsyncIterator[tuple[SignalClient, list[Signal]]]:
-    """A SignalClient on `svc` until the block ends; yields it and what it handed on."""
+    """A SignalClient on `svc` until the block ends; yields it and what it handed on
+    (each sink call is recorded, then awaits `then` if given)."""
     handed: list[Signal] = []
 
     async def sink(signals: list[Signal]) -> None:
         handed.extend(signals)
+        if then is not None:
+            await then(signals)
 
     client = SignalClient(
         service=name,
@@ -158,3 +186,91 @@ async def test_a_slow_store_slows_the_reading_and_loses_nothing(store: Store) ->
         await svc.burst(n=2_000, per_message=100)
         await until(stored_all(store, "slow", svc), "all 2,000 stored", seconds=120)
         assert client.stored == 2_000
+
+
+# --- batches across messages --------------------------------------------------------------
+
+LONG = timedelta(seconds=60)
+"""A linger no test waits out: each batch below ends at its `batch_max`."""
+
+
+async def test_messages_read_together_are_one_batch_in_their_order(store: Store) -> None:
+    counting = CountingStore(store)
+    calls: list[list[str]] = []
+
+    async def record(signals: list[Signal]) -> None:
+        calls.append([s.signal_id for s in signals])
+
+    async with (
+        SignalService(heartbeat_s=None) as svc,
+        reading(svc, counting, "batch", then=record, batch_max=10, batch_linger=LONG) as (c, h),
+    ):
+        await svc.burst(30, per_message=1)  # 30 messages of one signal
+        await until(lambda: len(h) == 30, "all 30 handed on")
+        assert calls == [svc.sent[0:10], svc.sent[10:20], svc.sent[20:30]]
+        assert counting.batches == [10, 10, 10]  # one INSERT a batch, not one a message
+        assert counting.event_batches == [20, 20, 20]  # received + validated, per batch
+        assert c.messages == 30 and c.stored == 30 and c.duplicates == 0
+        assert await ids_stored(store, "batch") == everything(svc)
+
+
+async def test_a_copy_in_another_message_of_the_batch_is_stored_and_handed_on_once(
+    store: Store,
+) -> None:
+    counting = CountingStore(store)
+    calls: list[list[str]] = []
+
+    async def record(signals: list[Signal]) -> None:
+        calls.append([s.signal_id for s in signals])
+
+    async with (
+        SignalService(heartbeat_s=None) as svc,
+        reading(svc, counting, "copies", then=record, batch_max=10, batch_linger=LONG) as (c, _),
+    ):
+        # 5 signals, each sent again in a later message: 10 messages, one batch.
+        wave = await svc.emit_wave(size=5, per_message=1, duplicate_rate=1.0)
+        await until(lambda: c.duplicates == 5, "the 5 copies seen")
+        assert len(svc.duplicates) == 5 and c.messages == 10
+        assert counting.batches == [10]
+        assert calls == [[str(s["id"]) for s in wave]]  # once each, in the wave's order
+        assert c.stored == 5
+        assert await ids_stored(store, "copies") == everything(svc)
+        assert counting.event_batches == [10]  # the copies recorded nothing
+
+
+async def test_a_blocked_sink_stops_the_reading(store: Store) -> None:
+    release = asyncio.Event()
+    calls: list[list[str]] = []
+
+    async def held(signals: list[Signal]) -> None:
+        calls.append([s.signal_id for s in signals])
+        await release.wait()
+
+    async with (
+        SignalService(heartbeat_s=None) as svc,
+        reading(svc, store, "held", then=held) as (client, handed),
+    ):
+        first = await svc.emit_wave(size=3)
+        await until(lambda: len(calls) == 1, "the first wave handed on (and held)")
+        await svc.emit_wave(size=4)
+        await svc.emit_wave(size=4)
+        # Nothing to wait for: the point is that nothing happens. Were the client
+        # reading, 0.5 s would be ample to read, store and hand on two messages.
+        await asyncio.sleep(0.5)
+        assert client.messages == 1
+        assert await ids_stored(store, "held") == sorted(str(s["id"]) for s in first)
+        assert len(calls) == 1
+        release.set()
+        await until(stored_all(store, "held", svc), "the held waves stored")
+        await until(lambda: len(handed) == 11, "the held waves handed on")
+        # Waiting at the socket, the two messages became one batch.
+        assert calls == [svc.sent[:3], svc.sent[3:]]
+        assert client.messages == 3 and client.stored == 11
+
+
+async def test_batch_bounds_are_checked(store: Store) -> None:
+    options: dict[str, Any] = {"service": "x", "url": "ws://127.0.0.1:1", "token": SecretStr("t")}
+    with pytest.raises(ValueError, match="batch_max"):
+        SignalClient(**options, store=store, batch_max=0)
+    with pytest.raises(ValueError, match="batch_linger"):
+        SignalClient(**options, store=store, batch_linger=timedelta(milliseconds=-1))
