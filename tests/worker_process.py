@@ -1,8 +1,8 @@
-"""A posguard worker in a process of its own, to be SIGKILLed and started again.
+"""A posguard process of its own (the worker, or the ingest), to be SIGKILLed and started again.
 
 Used by the crash tests (tests/integration) and the crash benchmark
-(bench/bench_entry_crash.py): `python -m workers.cli worker` with the given
-environment, its output kept for the failure message.
+(bench/bench_entry_crash.py): `python -m workers.cli worker` (or another command,
+e.g. `ingest`) with the given environment, its output kept for the failure message.
 """
 
 from __future__ import annotations
@@ -21,21 +21,28 @@ REPO = Path(__file__).resolve().parents[1]
 
 @dataclass
 class WorkerProcess:
-    """`python -m workers.cli worker` in its own process, with its log kept."""
+    """`python -m workers.cli <command>` in its own process, with its log kept.
+
+    `command` is the CLI's command line after `workers.cli` (default: the worker);
+    `ready_line` is the text of the log line that says the process is ready (the
+    worker's "worker polling task queue"; the ingest's "reading signal service").
+    """
 
     env: dict[str, str]
     name: str
+    command: str = "worker"
+    ready_line: str = "worker polling task queue"
     proc: asyncio.subprocess.Process | None = None
     lines: list[str] = field(default_factory=list)
     _reader: asyncio.Task[None] | None = None
 
     async def start(self, *, wait: bool = True) -> None:
-        """Start the process; with `wait`, return once it polls its task queues."""
+        """Start the process; with `wait`, return once it logs its `ready_line`."""
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "workers.cli",
-            "worker",
+            *self.command.split(),
             cwd=str(REPO),
             env=self.env,
             stdin=asyncio.subprocess.DEVNULL,
@@ -47,13 +54,14 @@ class WorkerProcess:
             await self.ready()
 
     async def ready(self) -> None:
-        """Wait until the worker polls its task queues (its own log line says so)."""
+        """Wait until the process logs its `ready_line` (for the worker: it polls its
+        task queues)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + PATIENCE_S
-        while not any("worker polling task queue" in line for line in self.lines):
+        while not any(self.ready_line in line for line in self.lines):
             assert self.proc is not None
             if self.proc.returncode is not None or loop.time() > deadline:
-                raise AssertionError(f"worker {self.name} did not start:\n{self.log()}")
+                raise AssertionError(f"{self.command} {self.name} did not start:\n{self.log()}")
             await asyncio.sleep(0.05)
 
     async def _read(self) -> None:
