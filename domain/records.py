@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -205,15 +205,39 @@ class SignalRecord(Record):
     reason: str | None = None
 
 
+_SIGNAL_DEFAULTS: dict[str, Any] = {
+    name: field.default
+    for name, field in SignalRecord.model_fields.items()
+    if not field.is_required()
+}
+
+
+def _signal_row(**fields: Any) -> SignalRecord:
+    """A `SignalRecord` equal to `SignalRecord(**fields)`, for values typed already."""
+    row = object.__new__(SignalRecord)
+    values = dict(_SIGNAL_DEFAULTS)
+    values.update(fields)
+    object.__setattr__(row, "__dict__", values)
+    object.__setattr__(row, "__pydantic_fields_set__", set(fields))
+    object.__setattr__(row, "__pydantic_extra__", None)
+    object.__setattr__(row, "__pydantic_private__", None)
+    return row
+
+
 def signal_record(parsed: Accepted | Rejected, received_at: datetime) -> SignalRecord:
-    """The row of one parsed message item: validated, or rejected with its reason."""
+    """The row of one parsed message item: validated, or rejected with its reason.
+
+    Every value comes already typed from a validated `Accepted`/`Rejected` (the
+    fields are those the row would validate to), so the row is built without
+    validating it again: the ingest's hot path builds one per item.
+    """
     if isinstance(parsed, Rejected):
         digest = hashlib.blake2b(
             f"{received_at.isoformat()}\n{parsed.raw}".encode(), digest_size=12
         ).hexdigest()
         # Every rejected receipt is a row of its own: it never stands in the way of a
         # valid signal with the same id sent again.
-        return SignalRecord(
+        return _signal_row(
             id=f"{parsed.service}/rejected/{digest}",
             service=parsed.service,
             signal_id=parsed.signal_id,
@@ -223,7 +247,8 @@ def signal_record(parsed: Accepted | Rejected, received_at: datetime) -> SignalR
             reason=parsed.reason,
         )
     s = parsed.signal
-    return SignalRecord(
+    side = s.action.side
+    return _signal_row(
         id=f"{s.service}/{s.signal_id}",
         service=s.service,
         signal_id=s.signal_id,
@@ -231,7 +256,7 @@ def signal_record(parsed: Accepted | Rejected, received_at: datetime) -> SignalR
         raw=parsed.raw,
         exchange=s.exchange.value,
         symbol=s.symbol,
-        side=s.side.value if s.side is not None else None,
+        side=side.value if side is not None else None,
         action=s.action.value,
         signal_at=s.at,
         score_week=s.score_week,

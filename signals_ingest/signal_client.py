@@ -11,7 +11,11 @@ One `SignalClient` per configured service:
 - Each message is parsed (`domain.signal_wire`, which never raises). Each item is
   stored in PostgreSQL (`Store.store_signals`), valid or rejected, before anything
   else is done with it. Only then are its events recorded and the new valid signals
-  handed on (`sink`).
+  handed on (`sink`). A large batch's events (at least `_OVERLAP_MIN_EVENTS`, on a
+  store with a bulk path: `Store.append_signal_events`) are written after the hand-on,
+  while the next batch is read and stored: retried until written, at most one batch
+  of them in flight (the next batch's events wait for them), and all written before
+  `run` returns.
 - **Batches across messages:** once a message is read, the messages that follow it
   closely join it in one batch: every message already received, and any arriving
   within `batch_linger` of the first, up to `batch_max` items (and `batch_max`
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import random
 import time
@@ -43,28 +48,26 @@ from typing import Any, Final, Protocol
 import aiohttp
 from pydantic import SecretStr
 
-from domain.events import (
-    Event,
-    EventType,
-    Payload,
-    SignalReceived,
-    SignalRejected,
-    SignalValidated,
-    WebsocketState,
-    make_event,
-)
+from domain.events import DEFAULT_SEVERITY, Event, EventType, WebsocketState, unchecked_event
 from domain.records import SignalRecord, signal_record
 from domain.signal_wire import Accepted, FieldMapping, ParsedSignal, Rejected, parse_message
 from domain.signals import Signal
+from domain.types import Severity
 from signals_ingest.stream_events import StreamEvents
 
-__all__ = ["SignalClient", "SignalStore"]
+__all__ = ["SignalClient", "SignalStore", "signal_event_id"]
 
 log = logging.getLogger("posguard.signals")
 
 Sink = Callable[[list[Signal]], Awaitable[None]]
 """`sink(signals)`: hand on the new valid signals of one batch of messages (already
 stored), in arrival order, each once; never called with an empty list."""
+
+_OVERLAP_MIN_EVENTS: Final = 256
+"""A batch with at least this many events (on a store with a bulk path) has them
+written while the next batch is read: its rows are stored and its signals handed on
+first. At most one batch of events is in flight; smaller ones are written before
+the hand-on, as before."""
 
 _NO_WAIT_S: Final = 1e-6  # float ok: seconds
 """A receive timeout that takes only what is already received: aiohttp returns a
@@ -81,6 +84,22 @@ class SignalStore(Protocol):
     async def append_event(self, event: Event) -> bool: ...
 
     async def last_signal_id(self, service: str) -> str | None: ...
+
+    async def signals(
+        self, service: str, *, limit: int = 100, received_after: datetime | None = None
+    ) -> list[SignalRecord]: ...
+
+
+def signal_event_id(row_id: str, kind: EventType) -> str:
+    """The id of the `kind` event of one signal row: deterministic per row and kind.
+
+    An id longer than an event id may be (200; a row id may be 301 characters) is
+    replaced by a digest of it, as `domain.wave_io.decision_event_id` does.
+    """
+    text = f"signal/{row_id}/{kind.value}"
+    if len(text) <= 200:
+        return text
+    return f"signal/{hashlib.blake2b(text.encode(), digest_size=20).hexdigest()}/{kind.value}"
 
 
 async def _nowhere(signals: list[Signal]) -> None:
@@ -154,11 +173,30 @@ class SignalClient:
         self._down_since: float | None = None  # float ok: monotonic time
         self._event_seq = 0
         self._events = StreamEvents(store, f"signal-service/{service}")
+        # A store with a bulk path for large event batches (the real `Store`) is
+        # written through it; any other `SignalStore` through `append_events`.
+        self._append_events: Callable[[Sequence[Event]], Awaitable[int]] = getattr(
+            store, "append_signal_events", store.append_events
+        )
+        self._bulk_events = hasattr(store, "append_signal_events")
+        self._writing: asyncio.Future[None] | None = None  # a large batch's events
 
     # --- the connection -------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Read the service until `stop` is set, reconnecting with backoff and jitter."""
+        """Read the service until `stop` is set, reconnecting with backoff and jitter.
+
+        Returns once the events of everything read are written too.
+        """
+        try:
+            await self._run(stop)
+        except BaseException:
+            if self._writing is not None:
+                self._writing.cancel()  # cancelled: not left retrying on its own
+            raise
+        await self._events_written()
+
+    async def _run(self, stop: asyncio.Event) -> None:
         attempt = 0
         async with aiohttp.ClientSession() as session:
             while not stop.is_set():
@@ -306,11 +344,40 @@ class SignalClient:
                 fresh.append(item.signal)
         self.stored += len(new)
         self.rejected += sum(1 for item in batch.items if isinstance(item, Rejected))
-        if events:
+        # At most one batch of events in flight: the previous one's first.
+        await self._events_written()
+        if len(events) >= _OVERLAP_MIN_EVENTS and self._bulk_events:
+            # A large batch's events are written while the next batch is read and
+            # stored (their rows are stored already); retried until written.
+            self._writing = asyncio.ensure_future(self._written(events))
+        elif events:
             with contextlib.suppress(Exception):  # the rows are stored; events follow
-                await self._store.append_events(events)
+                await self._append_events(events)
         if fresh:
             await self._sink(fresh)
+
+    async def _written(self, events: list[Event]) -> None:
+        """`append_events` of one batch, retried until it succeeds."""
+        while True:
+            try:
+                await self._append_events(events)
+                return
+            except Exception as exc:
+                log.warning(
+                    "%s: cannot record %d events (%r); retrying", self.service, len(events), exc
+                )
+                await asyncio.sleep(self._store_retry_s)
+
+    async def _events_written(self) -> None:
+        """Wait for the events of the previous batch, if still being written."""
+        writing, self._writing = self._writing, None
+        if writing is None:
+            return
+        try:
+            await asyncio.shield(writing)
+        except BaseException:
+            writing.cancel()  # cancelled (stop by cancellation): not left retrying alone
+            raise
 
     async def _stored(self, records: list[SignalRecord]) -> set[str]:
         """`store_signals`, retried until it succeeds: nothing is read meanwhile."""
@@ -324,42 +391,30 @@ class SignalClient:
                 await asyncio.sleep(self._store_retry_s)
 
     def _events_of(self, item: ParsedSignal, rec: SignalRecord) -> list[Event]:
-        if isinstance(item, Rejected):
-            return [
-                self._event(
-                    EventType.SIGNAL_REJECTED,
-                    SignalRejected(signal_id=item.signal_id, reason=item.reason),
-                    rec,
-                    error_message=item.reason,
-                )
-            ]
-        s = item.signal
-        return [
-            self._event(
-                EventType.SIGNAL_RECEIVED,
-                SignalReceived(
-                    signal_id=s.signal_id,
-                    symbol=s.symbol,
-                    exchange=s.exchange.value,
-                    raw={"text": item.raw[:2000]},
-                ),
-                rec,
-            ),
-            self._event(EventType.SIGNAL_VALIDATED, SignalValidated(signal_id=s.signal_id), rec),
-        ]
+        return events_of_record(rec)
 
-    def _event(self, kind: EventType, payload: Payload, rec: SignalRecord, **extra: Any) -> Event:
-        # One signal row, one fact per kind: the id is the row's and the kind's.
-        return make_event(
-            kind,
-            payload,
-            event_id=f"signal/{rec.id}/{kind.value}",
-            occurred_at=rec.received_at,
-            correlation_id=f"signal/{rec.id}",
-            exchange=rec.exchange,
-            symbol=rec.symbol,
-            **extra,
-        )
+    async def recover_events(self, since: timedelta, *, limit: int = 100_000) -> int:
+        """Record again the events of the signals stored within `since` (idempotent).
+
+        A crash between storing a batch and writing its events (written after the
+        hand-on for a large batch) would otherwise leave stored signals without their
+        signal_received / validated / rejected events: the ingest calls this at start.
+        Returns how many events were missing.
+        """
+        after = datetime.now(UTC) - since
+        rows = await self._store.signals(self.service, limit=limit, received_after=after)
+        events = [e for rec in reversed(rows) for e in events_of_record(rec)]
+        if not events:
+            return 0
+        append = getattr(self._store, "append_signal_events", self._store.append_events)
+        new: int = await append(events)
+        if new:
+            log.warning("%s: %d signal events were missing; recorded now", self.service, new)
+        return new
+
+    @staticmethod
+    def _event(kind: EventType, payload: dict[str, Any], rec: SignalRecord, **extra: Any) -> Event:
+        return _record_event(kind, payload, rec, **extra)
 
     # --- connection events ----------------------------------------------------------------
 
@@ -403,3 +458,53 @@ class SignalClient:
 
     def _safe_url(self) -> str:
         return self.url.split("?", 1)[0]  # never a token in a record
+
+
+def events_of_record(rec: SignalRecord) -> list[Event]:
+    """The events of one stored signal row, from the row alone (so they can be built
+    again after a crash): rejected, or received and validated."""
+    # The hot path: every field is built here from already validated values, so
+    # the events are constructed without validation. The payloads are exactly
+    # what `make_event` would store (SignalRejected / SignalReceived /
+    # SignalValidated dumped as JSON); tests compare both ways.
+    if rec.status == "rejected":
+        return [
+            _record_event(
+                EventType.SIGNAL_REJECTED,
+                {"signal_id": rec.signal_id, "reason": rec.reason or "", "errors": []},
+                rec,
+                error_message=rec.reason,
+            )
+        ]
+    return [
+        _record_event(
+            EventType.SIGNAL_RECEIVED,
+            {
+                "signal_id": rec.signal_id,
+                "symbol": rec.symbol,
+                "exchange": rec.exchange,
+                "raw": {"text": rec.raw[:2000]},
+            },
+            rec,
+        ),
+        _record_event(
+            EventType.SIGNAL_VALIDATED, {"signal_id": rec.signal_id, "wave_id": None}, rec
+        ),
+    ]
+
+
+def _record_event(
+    kind: EventType, payload: dict[str, Any], rec: SignalRecord, **extra: Any
+) -> Event:
+    # One signal row, one fact per kind: the id is the row's and the kind's.
+    return unchecked_event(
+        event_id=signal_event_id(rec.id, kind),
+        type=kind,
+        occurred_at=rec.received_at,
+        severity=DEFAULT_SEVERITY.get(kind, Severity.INFO),
+        payload=payload,
+        correlation_id=f"signal/{rec.id}",
+        exchange=rec.exchange,
+        symbol=rec.symbol,
+        **extra,
+    )

@@ -113,6 +113,8 @@ async def run_ingest(
                 resume=service.resume,
                 idle_timeout=service.idle_timeout,
             )
+            # A crash between storing a batch and writing its events left them out.
+            await signal_client.recover_events(SWEEP_HORIZON)
             if clients is not None:
                 clients.append(signal_client)
             tasks.append(

@@ -48,6 +48,82 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
+_SIGNAL_COLUMNS = (
+    "id",
+    "service",
+    "received_at",
+    "raw",
+    "signal_id",
+    "exchange",
+    "symbol",
+    "side",
+    "action",
+    "signal_at",
+    "wave_id",
+    "score_week",
+    "score_month",
+    "status",
+    "reason",
+)
+assert set(_SIGNAL_COLUMNS) == set(SignalRecord.model_fields), "a SignalRecord field is not stored"
+_SIGNAL_TYPES = dict.fromkeys(_SIGNAL_COLUMNS, "text") | {
+    "received_at": "timestamptz",
+    "signal_at": "timestamptz",
+    "score_week": "numeric",
+    "score_month": "numeric",
+}
+
+_COPY_MIN_ROWS = 256
+"""Batches of at least this many rows are written by COPY (see `store_signals`): below,
+a COPY's extra round trips and its staging table cost more than it saves."""
+
+# Session-local staging tables for COPY (created once per connection, emptied at
+# each commit); `client_min_messages` keeps "already exists" notices off the wire.
+_SIGNALS_IN_SQL = """SET LOCAL client_min_messages = warning;
+CREATE TEMP TABLE IF NOT EXISTS posguard_signals_in (
+    id text, service text, received_at timestamptz, raw text, signal_id text,
+    exchange text, symbol text, side text, action text, signal_at timestamptz,
+    wave_id text, score_week numeric, score_month numeric, status text, reason text
+) ON COMMIT DELETE ROWS"""
+
+_EVENT_COLUMNS = (
+    "event_id",
+    "occurred_at",
+    "type",
+    "severity",
+    "correlation_id",
+    "position_id",
+    "account",
+    "exchange",
+    "symbol",
+    "order_id",
+    "payload",
+    "error_message",
+)
+
+_EVENTS_IN_SQL = """SET LOCAL client_min_messages = warning;
+CREATE TEMP TABLE IF NOT EXISTS posguard_events_in (
+    event_id text, occurred_at timestamptz, type text, severity text, correlation_id text,
+    position_id text, account text, exchange text, symbol text, order_id text,
+    payload text, error_message text
+) ON COMMIT DELETE ROWS"""
+
+_ENCODE = json.JSONEncoder(default=_json_default, separators=(",", ":")).encode
+"""`_dumps`, with its encoder made once (JSON text as the `jsonb` codec sends it)."""
+
+_EVENTS_FROM_TEMP_SQL = """WITH claimed AS (
+    INSERT INTO event_ids (event_id, occurred_at)
+    SELECT event_id, occurred_at FROM posguard_events_in
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING event_id
+)
+INSERT INTO events (event_id, occurred_at, type, severity, correlation_id,
+    position_id, account, exchange, symbol, order_id, payload, error_message)
+SELECT b.event_id, b.occurred_at, b.type, b.severity, b.correlation_id, b.position_id,
+    b.account, b.exchange, b.symbol, b.order_id, b.payload::jsonb, b.error_message
+FROM posguard_events_in b JOIN claimed c USING (event_id)"""
+
+
 class Store:
     """Repository over one PostgreSQL database. Create with `Store.connect`."""
 
@@ -384,44 +460,106 @@ class Store:
         return bool(await self.store_signals([rec]))
 
     async def store_signals(self, records: Sequence[SignalRecord]) -> set[str]:
-        """Store a batch of signal-service messages in one statement; the ids stored now.
+        """Store a batch of signal-service messages in one transaction; the ids stored now.
 
         A valid signal already stored (same service and id) is not stored again and
-        not in the answer: the caller acts only on what is new.
+        not in the answer: the caller acts only on what is new. A batch of at least
+        `_COPY_MIN_ROWS` rows is sent by binary COPY into a session-local temporary
+        table, then inserted with one `INSERT ... SELECT ... ON CONFLICT DO NOTHING
+        RETURNING id` (far cheaper per row than array parameters, dearer per call);
+        a smaller one is one statement with array parameters.
         """
         unique: dict[str, SignalRecord] = {}
         for rec in records:
             unique.setdefault(rec.id, rec)
         if not unique:
             return set()
-        batch = list(unique.values())
-        columns = {
-            "id": "text",
-            "service": "text",
-            "received_at": "timestamptz",
-            "raw": "text",
-            "signal_id": "text",
-            "exchange": "text",
-            "symbol": "text",
-            "side": "text",
-            "action": "text",
-            "signal_at": "timestamptz",
-            "wave_id": "text",
-            "score_week": "numeric",
-            "score_month": "numeric",
-            "status": "text",
-            "reason": "text",
-        }
-        names = list(columns)
-        assert set(names) == set(SignalRecord.model_fields), "a SignalRecord field is not stored"
-        arrays = ", ".join(f"${i}::{t}[]" for i, t in enumerate(columns.values(), start=1))
+        if len(unique) < _COPY_MIN_ROWS:
+            return await self._insert_signals(list(unique.values()))
+        rows = [
+            (
+                r.id,
+                r.service,
+                r.received_at,
+                r.raw,
+                r.signal_id,
+                r.exchange,
+                r.symbol,
+                r.side,
+                r.action,
+                r.signal_at,
+                r.wave_id,
+                r.score_week,
+                r.score_month,
+                r.status,
+                r.reason,
+            )
+            for r in unique.values()
+        ]
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(_SIGNALS_IN_SQL)
+            await conn.copy_records_to_table(
+                "posguard_signals_in", records=rows, columns=_SIGNAL_COLUMNS
+            )
+            stored = await conn.fetch(
+                f"INSERT INTO signals ({', '.join(_SIGNAL_COLUMNS)}) "
+                f"SELECT {', '.join(_SIGNAL_COLUMNS)} FROM posguard_signals_in "
+                "ON CONFLICT DO NOTHING RETURNING id"
+            )
+        return {r[0] for r in stored}
+
+    async def _insert_signals(self, batch: list[SignalRecord]) -> set[str]:
+        types = [_SIGNAL_TYPES[name] for name in _SIGNAL_COLUMNS]
+        arrays = ", ".join(f"${i}::{t}[]" for i, t in enumerate(types, start=1))
         rows = await self.pool.fetch(
-            f"INSERT INTO signals ({', '.join(names)}) "
+            f"INSERT INTO signals ({', '.join(_SIGNAL_COLUMNS)}) "
             f"SELECT * FROM unnest({arrays}) "
             "ON CONFLICT DO NOTHING RETURNING id",
-            *[[getattr(rec, name) for rec in batch] for name in names],
+            *[[getattr(rec, name) for rec in batch] for name in _SIGNAL_COLUMNS],
         )
         return {r["id"] for r in rows}
+
+    async def append_signal_events(self, events: Sequence[Event]) -> int:
+        """`append_events` for large batches (the signal ingest): same result, faster.
+
+        Idempotent by event id through the `event_ids` claim table, like
+        `_append_events`; returns how many were new. The events are sent by binary
+        COPY (payloads encoded once, as JSON text) into a session-local temporary
+        table, then claimed and inserted with one statement, in one transaction. A
+        batch of fewer than `_COPY_MIN_ROWS` events goes through `append_events`.
+        """
+        unique: dict[str, Event] = {}
+        for e in events:
+            unique.setdefault(e.event_id, e)
+        if not unique:
+            return 0
+        if len(unique) < _COPY_MIN_ROWS:
+            return await self.append_events(list(unique.values()))
+        encode = _ENCODE
+        rows = [
+            (
+                e.event_id,
+                e.occurred_at,
+                e.type.value,
+                e.severity.value,
+                e.correlation_id,
+                e.position_id,
+                e.account,
+                e.exchange,
+                e.symbol,
+                e.order_id,
+                encode(e.payload),
+                e.error_message,
+            )
+            for e in unique.values()
+        ]
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(_EVENTS_IN_SQL)
+            await conn.copy_records_to_table(
+                "posguard_events_in", records=rows, columns=_EVENT_COLUMNS
+            )
+            status = await conn.execute(_EVENTS_FROM_TEMP_SQL)
+        return int(status.rsplit(" ", 1)[1])
 
     async def last_signal_id(self, service: str) -> str | None:
         """The id of the service's last valid signal stored (where a resume starts).
@@ -439,12 +577,17 @@ class Store:
         )
         return None if value is None else str(value)
 
-    async def signals(self, service: str, *, limit: int = 100) -> list[SignalRecord]:
-        """The service's latest signal rows, newest first."""
+    async def signals(
+        self, service: str, *, limit: int = 100, received_after: datetime | None = None
+    ) -> list[SignalRecord]:
+        """The service's latest signal rows (received after `received_after`), newest first."""
         rows = await self.pool.fetch(
-            "SELECT * FROM signals WHERE service = $1 ORDER BY received_at DESC, id LIMIT $2",
+            """SELECT * FROM signals
+               WHERE service = $1 AND ($3::timestamptz IS NULL OR received_at > $3)
+               ORDER BY received_at DESC, id LIMIT $2""",
             service,
             limit,
+            received_after,
         )
         return [
             SignalRecord.model_validate(

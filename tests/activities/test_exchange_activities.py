@@ -163,6 +163,7 @@ def test_activity_names_unchanged() -> None:
         "exchange.position",
         "exchange.open_orders",
         "exchange.account_snapshot",
+        "exchange.entry_readiness",
         "exchange.mark_price",
         "exchange.candles",
         "exchange.filters",

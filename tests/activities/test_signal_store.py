@@ -5,14 +5,29 @@ Real PostgreSQL (migrated store per module); messages parsed by the real parser.
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import pytest
+from pydantic import SecretStr
+
+from activities.store import repository
 from activities.store.repository import Store
-from domain.records import signal_record
-from domain.signal_wire import parse_message
+from domain.events import (
+    Event,
+    EventType,
+    SignalReceived,
+    SignalRejected,
+    SignalValidated,
+    make_event,
+)
+from domain.records import SignalRecord, signal_record
+from domain.signal_wire import Accepted, Rejected, parse_message
+from signals_ingest.signal_client import SignalClient, _Batch, signal_event_id
 
 NOW = datetime(2026, 12, 2, 4, 0, 5, tzinfo=UTC)
 
@@ -85,3 +100,233 @@ async def test_one_bad_signal_in_a_wave_does_not_keep_the_others_out(store: Stor
     assert rows["1"].status == rows["3"].status == "validated"
     [rejected] = [r for r in rows.values() if r.status == "rejected"]
     assert "MAYBE" in (rejected.reason or "")
+
+
+# --- the ingest's fast paths ----------------------------------------------------------------
+
+
+def client(store: Store, service: str) -> SignalClient:
+    return SignalClient(service=service, url="ws://127.0.0.1:1", token=SecretStr("t"), store=store)
+
+
+def made_events(item: Accepted | Rejected, rec: SignalRecord) -> list[Event]:
+    """The events of one item as `make_event` builds them (validated, payload-checked)."""
+    context: dict[str, Any] = {
+        "occurred_at": rec.received_at,
+        "correlation_id": f"signal/{rec.id}",
+        "exchange": rec.exchange,
+        "symbol": rec.symbol,
+    }
+    if isinstance(item, Rejected):
+        kind = EventType.SIGNAL_REJECTED
+        payload = SignalRejected(signal_id=item.signal_id, reason=item.reason)
+        return [
+            make_event(
+                kind,
+                payload,
+                event_id=signal_event_id(rec.id, kind),
+                error_message=item.reason,
+                **context,
+            )
+        ]
+    s = item.signal
+    received = SignalReceived(
+        signal_id=s.signal_id,
+        symbol=s.symbol,
+        exchange=s.exchange.value,
+        raw={"text": item.raw[:2000]},
+    )
+    validated = SignalValidated(signal_id=s.signal_id)
+    return [
+        make_event(
+            EventType.SIGNAL_RECEIVED,
+            received,
+            event_id=signal_event_id(rec.id, EventType.SIGNAL_RECEIVED),
+            **context,
+        ),
+        make_event(
+            EventType.SIGNAL_VALIDATED,
+            validated,
+            event_id=signal_event_id(rec.id, EventType.SIGNAL_VALIDATED),
+            **context,
+        ),
+    ]
+
+
+def test_rows_and_events_built_unvalidated_equal_the_validated_ones() -> None:
+    raw = message(signal(1), signal(2, recommended_action="MAYBE"), signal(3, "ETHUSDT"))
+    items = parse_message(raw, service="svc-f", received_at=NOW)
+    garbage = parse_message(b"\xff not json", service="svc-f", received_at=NOW)
+    c = client(Store(None), "svc-f")  # type: ignore[arg-type]  # no database: never used
+    for item in [*items, *garbage]:
+        rec = signal_record(item, NOW)
+        assert rec == SignalRecord.model_validate(rec.model_dump())
+        assert (
+            rec.model_fields_set
+            == SignalRecord.model_validate(
+                rec.model_dump(include=rec.model_fields_set)
+            ).model_fields_set
+        )
+        built = c._events_of(item, rec)
+        made = made_events(item, rec)
+        assert built == made
+        assert [e.model_dump(mode="json") for e in built] == [
+            e.model_dump(mode="json") for e in made
+        ]
+        for e in built:
+            assert e == Event.model_validate(e.model_dump())
+
+
+async def test_bulk_events_are_appended_once_whichever_path_wrote_them(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(repository, "_COPY_MIN_ROWS", 1)  # the COPY path, even for a few
+
+    def event(n: int) -> Event:
+        return make_event(
+            EventType.SIGNAL_VALIDATED,
+            SignalValidated(signal_id=str(n)),
+            event_id=f"bulk-test/{n}",
+            occurred_at=NOW + timedelta(seconds=n),
+            correlation_id="bulk-test",
+            symbol="BTCUSDT",
+        )
+
+    assert await store.append_events([event(0), event(1)]) == 2
+    batch = [event(n) for n in range(5)] + [event(3)]  # twice in the batch: once
+    assert await store.append_signal_events(batch) == 3  # 0 and 1 are stored already
+    assert await store.append_signal_events(batch) == 0
+    assert await store.append_events([event(4), event(5)]) == 1
+    assert await store.append_signal_events([]) == 0
+    stored = await store.events(correlation_id="bulk-test", limit=100)
+    assert [e.event_id for e in stored] == [f"bulk-test/{n}" for n in range(6)]
+    assert stored[2] == event(2)  # every field, the JSON payload too, as written
+
+
+async def test_a_signal_with_the_longest_ids_is_stored_and_recorded(store: Store) -> None:
+    service = "s" * 100
+    sid = "9" * 200
+    c = client(store, service)
+    raw = message(signal(int(sid)), signal(1, pair_symbol="NOT A SYMBOL"))
+    items = parse_message(raw, service=service, received_at=NOW)
+    batch = _Batch()
+    batch.add(NOW, items)
+    await c._batch(batch)
+    assert c.stored == 2 and c.rejected == 1
+    rec = signal_record(items[0], NOW)
+    assert rec.id == f"{service}/{sid}" and len(rec.id) == 301
+    events = await store.events(correlation_id=f"signal/{rec.id}", limit=10)
+    assert sorted(e.type for e in events) == [
+        EventType.SIGNAL_RECEIVED,
+        EventType.SIGNAL_VALIDATED,
+    ]
+    ids = {e.event_id for e in events}
+    assert all(len(i) <= 200 for i in ids) and len(ids) == 2
+    # Deterministic per row and kind: the same row gives the same ids again.
+    assert ids == {e.event_id for e in c._events_of(items[0], rec)}
+    assert signal_event_id("x/1", EventType.SIGNAL_RECEIVED) == "signal/x/1/signal_received"
+
+
+@pytest.mark.parametrize("copy_min", [1, 1_000_000], ids=["copy", "arrays"])
+async def test_both_write_paths_store_the_same_rows(
+    store: Store, monkeypatch: pytest.MonkeyPatch, copy_min: int
+) -> None:
+    monkeypatch.setattr(repository, "_COPY_MIN_ROWS", copy_min)
+    service = f"svc-path-{copy_min}"
+    raw = message(signal(1), signal(2, recommended_action="MAYBE"), signal(3, "ETHUSDT"))
+    new = await stored(store, raw, service)
+    assert {f"{service}/1", f"{service}/3"} <= new and len(new) == 3
+    again = await stored(store, raw, service, NOW + timedelta(seconds=1))
+    assert len(again) == 1 and not again & new  # only the rejected item's new receipt
+    rows = {(r.status, r.signal_id): r for r in await store.signals(service)}
+    assert len(rows) == 3 and sum(1 for r in await store.signals(service)) == 4
+    one = rows[("validated", "1")]
+    assert one == signal_record(
+        parse_message(message(signal(1)), service=service, received_at=NOW)[0], NOW
+    )
+    assert one.score_week == Decimal("71.123456789012345678")
+    parsed = parse_message(raw, service=service, received_at=NOW)
+    c = client(store, service)
+    events = [e for item in parsed for e in c._events_of(item, signal_record(item, NOW))]
+    assert await store.append_signal_events(events) == 5
+    assert await store.append_signal_events(events) == 0
+    got = await store.events(correlation_id=f"signal/{service}/1", limit=10)
+    assert got == [e for e in events if e.correlation_id == f"signal/{service}/1"]
+
+
+class GatedStore:
+    """The real store; its bulk event writes wait for `gate`, and the first one fails."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.gate = asyncio.Event()
+        self.bulk_calls = 0
+
+    async def store_signals(self, records: Sequence[SignalRecord]) -> set[str]:
+        return await self._store.store_signals(records)
+
+    async def append_events(self, events: Sequence[Event]) -> int:
+        return await self._store.append_events(events)
+
+    async def append_event(self, event: Event) -> bool:
+        return await self._store.append_event(event)
+
+    async def last_signal_id(self, service: str) -> str | None:
+        return await self._store.last_signal_id(service)
+
+    async def append_signal_events(self, events: Sequence[Event]) -> int:
+        self.bulk_calls += 1
+        await self.gate.wait()
+        if self.bulk_calls == 1:
+            raise ConnectionError("the database went away")
+        return await self._store.append_signal_events(events)
+
+
+def wave_batch(service: str, first: int, n: int) -> _Batch:
+    batch = _Batch()
+    for m in range(0, n, 50):
+        at = NOW + timedelta(milliseconds=first + m)
+        raw = message(*[signal(first + m + i) for i in range(50)])
+        batch.add(at, parse_message(raw, service=service, received_at=at))
+    return batch
+
+
+async def test_a_large_batch_is_handed_on_before_its_events_and_they_are_all_written(
+    store: Store,
+) -> None:
+    service = "svc-overlap"
+    gated = GatedStore(store)
+    handed: list[str] = []
+
+    async def sink(signals: list[Any]) -> None:
+        handed.extend(s.signal_id for s in signals)
+
+    c = SignalClient(
+        service=service,
+        url="ws://127.0.0.1:1",
+        token=SecretStr("t"),
+        store=gated,
+        sink=sink,
+        store_retry=timedelta(milliseconds=10),
+    )
+
+    async def events_stored() -> int:
+        return int(
+            await store.pool.fetchval(
+                "SELECT count(*) FROM events WHERE correlation_id LIKE $1", f"signal/{service}/%"
+            )
+        )
+
+    await c._batch(wave_batch(service, 0, 200))  # 400 events: written after the hand-on
+    assert len(handed) == 200 and await events_stored() == 0
+    second = asyncio.create_task(c._batch(wave_batch(service, 1000, 200)))
+    await asyncio.sleep(0.2)
+    # The second batch is stored, but waits for the first's events (one batch in
+    # flight): it is not handed on, and so nothing more would be read meanwhile.
+    assert not second.done() and len(handed) == 200
+    assert len(await store.signals(service, limit=1000)) == 400
+    gated.gate.set()  # the first write fails, and is retried
+    await asyncio.wait_for(second, 10)
+    assert len(handed) == 400
+    await c._events_written()
+    assert await events_stored() == 800 and gated.bulk_calls == 3

@@ -388,6 +388,13 @@ async def test_sigkill_of_the_ingest_mid_wave_loses_no_signal_and_opens_nothing_
             assert 1 <= len(selected) <= waves.max_new_per_wave
             await protected_exactly(stack.sim, selected)
             assert_one_entry_each(stack.sim, selected)
+            # The events of the batch stored just before the kill were written at restart.
+            received = await store.pool.fetchval(
+                "SELECT count(*) FROM events WHERE type = 'signal_received' "
+                "AND correlation_id LIKE $1",
+                f"signal/{service.name}/%",
+            )
+            assert received == len(sent)
         except BaseException:
             for p in processes:
                 print(f"--- {p.name}\n{p.log()}")
