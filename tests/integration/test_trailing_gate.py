@@ -50,7 +50,10 @@ RULE = TrailingRule(
     callback_pct=Decimal(1), activation_pct=Decimal("0.5"), min_step_pct=Decimal("0.1")
 )
 MANY = 50  # positions of the load test, one symbol each
-MANY_MOVES = 1000  # stop moves the load test drives through the whole system
+# Stop moves the load test drives through the whole system. 400, not 1,000: the
+# property is checked on every move, and the suite has a 15-minute budget (1,000
+# took 170 s of it); bench/bench_price_gate.py measures the load itself.
+MANY_MOVES = 400
 MANY_SYMBOLS = [f"TG{chr(65 + i // 26)}{chr(65 + i % 26)}USDT" for i in range(MANY)]
 SEED = 20240917
 
@@ -269,11 +272,11 @@ async def test_stop_trails_through_the_gate_and_closes_on_the_reversal(
 
 
 @pytest.mark.timeout(1800)  # 4 min alone, over 10 min on a machine busy with other work
-async def test_fifty_positions_a_thousand_moves_never_unprotected(
+async def test_fifty_positions_four_hundred_moves_never_unprotected(
     world: Stack, caplog: pytest.LogCaptureFixture
 ) -> None:
     """50 trailing positions on 50 symbols, a seeded random walk with drift in each
-    position's favour, until 1,000 stops have moved through gate, Temporal and ccxt."""
+    position's favour, until 400 stops have moved through gate, Temporal and ccxt."""
     sim = world.sim
     rng = random.Random(SEED)
     sides = [Side.LONG if i % 2 == 0 else Side.SHORT for i in range(MANY)]

@@ -23,11 +23,17 @@ async def sim() -> AsyncIterator[PaperExchange]:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def stack(
-    time_skipping_env: WorkflowEnvironment, database_url: str, sim: PaperExchange, store: Store
+    temporal_env: WorkflowEnvironment, database_url: str, sim: PaperExchange, store: Store
 ) -> AsyncIterator[Stack]:
-    """The live stack on the time-skipping server, account "paper" (as `spec` makes)."""
+    """The live stack on the real dev server, account "paper" (as `spec` makes).
+
+    Not on the time-skipping server: these paths wait on messages and short retries,
+    not on long timers, and the test server now and then left a workflow task
+    started and never timed out (a cancelled position hung its test for 10 minutes).
+    A test that needs the periodic look gives its position a short `check_interval`.
+    """
     async with live_stack(
-        time_skipping_env.client,
+        temporal_env.client,
         database_url,
         store,
         name="positions",

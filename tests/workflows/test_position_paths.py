@@ -1,4 +1,4 @@
-"""One test per path of a position's life, on the time-skipping server.
+"""One test per path of a position's life, on the real Temporal dev server.
 
 Each asserts what a trader would check: the orders on the exchange (the paper
 exchange's ground truth), the final position, the recorded events, the result.
@@ -6,6 +6,7 @@ exchange's ground truth), the final position, the recorded events, the result.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
@@ -226,13 +227,13 @@ async def test_stop_that_would_trigger_immediately_closes_at_market(
 async def test_stop_filled_by_a_price_move_closes_the_position(stack: Stack, side: Side) -> None:
     symbol = "BTCUSDT"
     stack.sim.set_price(symbol, "60000")
-    handle = await stack.open(spec(symbol, side))
+    # No message comes (no user stream here): the periodic look finds the fill.
+    handle = await stack.open(spec(symbol, side), check_interval=timedelta(seconds=1))
     view = await stack.wait_state(handle, PositionState.ACTIVE)
     stop = view.snapshot.stop_price
     assert stop is not None
     stack.sim.set_price(symbol, stop - side.sign * 100)  # through the stop
     assert stack.position_amt(symbol) == 0  # the exchange's stop fired
-    # No message needed: the periodic look (time-skipped) finds the fill.
     result = await handle.result()
     stack.sim.set_price(symbol, "60000")
     assert result.state is PositionState.CLOSED and result.reason is CloseReason.STOP_FILLED
