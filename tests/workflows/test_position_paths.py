@@ -298,7 +298,11 @@ async def test_position_closed_outside_posguard_is_recorded_and_its_stop_cancell
 async def test_take_profit_fills_and_the_stop_is_cancelled(stack: Stack, side: Side) -> None:
     symbol = "ETHUSDT"
     stack.sim.set_price(symbol, "3000")
-    handle = await stack.open(spec(symbol, side, take_profit=TakeProfitRule(percent=Decimal(3))))
+    # No message comes (no user stream here): the periodic look finds the fill.
+    handle = await stack.open(
+        spec(symbol, side, take_profit=TakeProfitRule(percent=Decimal(3))),
+        check_interval=timedelta(seconds=1),
+    )
     view = await stack.wait_for(handle, lambda v: v.snapshot.take_profit is not None)
     assert view.snapshot.take_profit is not None and view.snapshot.take_profit.trigger_price
     assert len(stack.open_stops(symbol)) == 1
