@@ -53,7 +53,7 @@ from domain.signals import Signal  # noqa: E402
 from signals_ingest.signal_client import SignalClient  # noqa: E402
 from workers.embedded import start_postgres  # noqa: E402
 
-N = 50_000
+N = int(os.environ.get("BENCH_N", "50000"))
 REF_N = 2_000  # one message at a time: ~2 fsync-ed commits each
 GOAL_PER_S = 10_000
 SEED = 20240612

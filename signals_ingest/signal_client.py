@@ -225,6 +225,12 @@ class SignalClient:
         async with session.ws_connect(self.url, headers=headers, params=params) as ws:
             await self._connected()
             stopper = asyncio.ensure_future(stop.wait())
+            # One batch is stored and handed on while the next is read and parsed:
+            # the store (PostgreSQL, another core) and the parsing overlap. Bounded:
+            # at most one batch waits, and reading stops until the one before it is
+            # stored, so a slow store still slows the reading (backpressure). Order
+            # is kept: a batch is stored only after the previous one is handed on.
+            processing: asyncio.Future[None] | None = None
             try:
                 while not stop.is_set():
                     receive = asyncio.ensure_future(ws.receive())
@@ -238,19 +244,31 @@ class SignalClient:
                         with contextlib.suppress(BaseException):
                             await receive
                         if stop.is_set():
-                            return
+                            break
                         raise TimeoutError(f"no message for {self._idle_s:g} s")
                     batch = _Batch()
                     ended = self._take(ws, receive.result(), batch)
                     if ended is None:
                         ended = await self._gather(ws, batch)
+                    if processing is not None:
+                        await processing
                     # What was read is stored and handed on even when the connection
                     # ended right after it: nothing read is ever dropped.
-                    await self._batch(batch)
+                    processing = asyncio.ensure_future(self._batch(batch))
                     if ended is not None:
                         raise ended
+            except asyncio.CancelledError:
+                if processing is not None:
+                    processing.cancel()  # stopped by cancellation: nothing left retrying
+                raise
+            except BaseException:
+                if processing is not None:
+                    await processing  # the connection ended: what was read is stored first
+                raise
             finally:
                 stopper.cancel()
+            if processing is not None:
+                await processing
 
     async def _gather(
         self, ws: aiohttp.ClientWebSocketResponse, batch: _Batch

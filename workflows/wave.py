@@ -83,6 +83,8 @@ with workflow.unsafe.imports_passed_through():
     from workflows.wave_io import WaveInput
 
 _READ_ATTEMPTS = 3
+_READS_TOGETHER = "wave-reads-together"
+"""Patch id: the account, the running workflows and the exchange are read at once."""
 _DECISIONS_PER_WRITE = 200
 
 
@@ -226,43 +228,69 @@ class WaveWorkflow:
         if not signals:
             return []
         wave_id = workflow.info().workflow_id
-        try:
-            stored: StoredAccount = await self._activity(
-                WaveActivities.account,
-                AccountStateRequest(
-                    account=inp.account, exchange=inp.exchange, cooldown=inp.rules.cooldown
-                ),
-                summary="read the account's positions, stoplist and pauses",
+        account_read = self._read(
+            WaveActivities.account,
+            AccountStateRequest(
+                account=inp.account, exchange=inp.exchange, cooldown=inp.rules.cooldown
+            ),
+            summary="read the account's positions, stoplist and pauses",
+        )
+        listed_read = self._read(
+            ReconcileActivities.listed,
+            OwnersRequest(account=inp.account, exchange=inp.exchange),
+            summary="list the running position workflows",
+        )
+        exchange_read = self._read(
+            ExchangeActivities.entry_readiness,
+            AccountRequest(account=inp.account),
+            summary="read the exchange: listed symbols, free balance",
+            task_queue=inp.position_config.exchange_task_queue,
+        )
+        together = workflow.patched(_READS_TOGETHER)
+        if together:
+            # The three reads at once: one round trip from the deadline, not three.
+            # The exchange is read even when the operator paused the account (a
+            # read; its answer is then not used).
+            stored_r, listed_r, ready_r = await asyncio.gather(
+                account_read, listed_read, exchange_read
             )
-            listed: ListedResult = await self._activity(
-                ReconcileActivities.listed,
-                OwnersRequest(account=inp.account, exchange=inp.exchange),
-                summary="list the running position workflows",
-            )
-        except _Failed as failed:
-            return self._all_filtered(
-                signals, FilterReason.ACCOUNT_UNREADABLE, f"store unreadable: {failed.message}"
-            )
+        else:  # waves begun before the reads were made together: as they were
+            exchange_read.close()  # created, never run: no command was issued
+            stored_r = await account_read
+            if isinstance(stored_r, _Failed):
+                listed_read.close()
+                listed_r = None
+            else:
+                listed_r = await listed_read
+        for failed in (stored_r, listed_r):
+            if isinstance(failed, _Failed):
+                return self._all_filtered(
+                    signals, FilterReason.ACCOUNT_UNREADABLE, f"store unreadable: {failed.message}"
+                )
+        stored: StoredAccount = stored_r
+        listed: ListedResult = listed_r
         operator_paused = any(p.source == "operator" for p in stored.pauses)
         readiness: EntryReadiness | None = None
         cause: PauseCause | None = None
         detail = ""
         if not operator_paused:
-            try:
-                readiness = await self._activity(
+            if not together:
+                ready_r = await self._read(
                     ExchangeActivities.entry_readiness,
                     AccountRequest(account=inp.account),
                     summary="read the exchange: listed symbols, free balance",
                     task_queue=inp.position_config.exchange_task_queue,
                 )
-            except _Failed as failed:
-                cause, detail = pause_cause(failed.error_type), failed.message
+            if isinstance(ready_r, _Failed):
+                cause, detail = pause_cause(ready_r.error_type), ready_r.message
                 if cause is None:
                     return self._all_filtered(
                         signals,
                         FilterReason.ACCOUNT_UNREADABLE,
-                        f"exchange unreadable: {failed.message}",
+                        f"exchange unreadable: {ready_r.message}",
                     )
+            else:
+                readiness = ready_r
             if readiness is not None and insufficient(readiness, inp.min_free_balance):
                 cause = PauseCause.INSUFFICIENT_BALANCE
                 detail = (
@@ -461,6 +489,20 @@ class WaveWorkflow:
             workflow.logger.error("could not record %s: %s", summary, failed.message)
 
     # --- plumbing ---------------------------------------------------------------------------
+
+    async def _read(
+        self,
+        activity: Any,
+        arg: Any,
+        *,
+        summary: str,
+        task_queue: str | None = None,
+    ) -> Any:
+        """`_activity` for a read: its answer, or the `_Failed` it gave up with."""
+        try:
+            return await self._activity(activity, arg, summary=summary, task_queue=task_queue)
+        except _Failed as failed:
+            return failed
 
     async def _activity(
         self,

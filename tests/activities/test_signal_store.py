@@ -23,6 +23,7 @@ from domain.events import (
     SignalReceived,
     SignalRejected,
     SignalValidated,
+    WaveDetected,
     make_event,
 )
 from domain.records import SignalRecord, signal_record
@@ -177,18 +178,19 @@ def test_rows_and_events_built_unvalidated_equal_the_validated_ones() -> None:
             assert e == Event.model_validate(e.model_dump())
 
 
+@pytest.mark.parametrize("copy_min_rows", [1, 10_000], ids=["copy", "arrays"])
 async def test_bulk_events_are_appended_once_whichever_path_wrote_them(
-    store: Store, monkeypatch: pytest.MonkeyPatch
+    store: Store, monkeypatch: pytest.MonkeyPatch, copy_min_rows: int
 ) -> None:
-    monkeypatch.setattr(repository, "_COPY_MIN_ROWS", 1)  # the COPY path, even for a few
+    monkeypatch.setattr(repository, "_COPY_MIN_ROWS", copy_min_rows)
 
     def event(n: int) -> Event:
         return make_event(
             EventType.SIGNAL_VALIDATED,
             SignalValidated(signal_id=str(n)),
-            event_id=f"bulk-test/{n}",
+            event_id=f"bulk-test-{copy_min_rows}/{n}",
             occurred_at=NOW + timedelta(seconds=n),
-            correlation_id="bulk-test",
+            correlation_id=f"bulk-test-{copy_min_rows}",
             symbol="BTCUSDT",
         )
 
@@ -198,9 +200,23 @@ async def test_bulk_events_are_appended_once_whichever_path_wrote_them(
     assert await store.append_signal_events(batch) == 0
     assert await store.append_events([event(4), event(5)]) == 1
     assert await store.append_signal_events([]) == 0
-    stored = await store.events(correlation_id="bulk-test", limit=100)
-    assert [e.event_id for e in stored] == [f"bulk-test/{n}" for n in range(6)]
+    stored = await store.events(correlation_id=f"bulk-test-{copy_min_rows}", limit=100)
+    assert [e.event_id for e in stored] == [f"bulk-test-{copy_min_rows}/{n}" for n in range(6)]
     assert stored[2] == event(2)  # every field, the JSON payload too, as written
+
+
+async def test_the_signal_event_path_refuses_any_other_event(store: Store) -> None:
+    # Only signal-row events may skip the id claim: their id and time come from
+    # their stored row, so the log's own key refuses a repeat.
+    other = make_event(
+        EventType.WAVE_DETECTED,
+        WaveDetected(wave_id="w", deadline=NOW),
+        event_id="not-a-signal-event",
+        occurred_at=NOW,
+    )
+    with pytest.raises(ValueError, match="wave_detected"):
+        await store.append_signal_events([other])
+    assert await store.events(event_type="wave_detected", limit=10) == []
 
 
 async def test_a_signal_with_the_longest_ids_is_stored_and_recorded(store: Store) -> None:

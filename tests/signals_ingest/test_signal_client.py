@@ -23,7 +23,7 @@ from domain.records import SignalRecord
 from domain.signals import Signal
 from signals_ingest.signal_client import SignalClient
 from simulator.signals import SignalService
-from tests.waiting import until
+from tests.waiting import poll, until
 
 
 class SlowStore:
@@ -159,9 +159,14 @@ async def test_a_reconnect_without_resume_is_recorded_as_a_gap(store: Store) -> 
     ):
         svc.disconnect_all()
         await until(lambda: client.reconnects >= 1 and client.connected, "reconnected")
-        events = await store.events(event_type="websocket_reconnected", limit=100)
-        mine = [e for e in events if "signal-service/gap" in e.event_id]
-        assert mine and "gap" in (mine[-1].payload["reason"] or "")
+
+        async def recorded() -> list[Event]:
+            events = await store.events(event_type="websocket_reconnected", limit=100)
+            return [e for e in events if "signal-service/gap" in e.event_id]
+
+        # The event is written just after the client counts itself connected.
+        mine = await poll(recorded, bool, "the reconnection recorded")
+        assert "gap" in (mine[-1].payload["reason"] or "")
         assert mine[-1].payload["downtime_ms"] is not None
 
 
@@ -253,18 +258,19 @@ async def test_a_blocked_sink_stops_the_reading(store: Store) -> None:
         first = await svc.emit_wave(size=3)
         await until(lambda: len(calls) == 1, "the first wave handed on (and held)")
         await svc.emit_wave(size=4)
+        await until(lambda: client.messages == 2, "the next batch read (not stored)")
         await svc.emit_wave(size=4)
         # Nothing to wait for: the point is that nothing happens. Were the client
         # reading, 0.5 s would be ample to read, store and hand on two messages.
+        # One batch is read ahead (parsed while the one before is stored), no more.
         await asyncio.sleep(0.5)
-        assert client.messages == 1
+        assert client.messages == 2
         assert await ids_stored(store, "held") == sorted(str(s["id"]) for s in first)
         assert len(calls) == 1
         release.set()
         await until(stored_all(store, "held", svc), "the held waves stored")
         await until(lambda: len(handed) == 11, "the held waves handed on")
-        # Waiting at the socket, the two messages became one batch.
-        assert calls == [svc.sent[:3], svc.sent[3:]]
+        assert calls == [svc.sent[:3], svc.sent[3:7], svc.sent[7:]]  # in order, each once
         assert client.messages == 3 and client.stored == 11
 
 
