@@ -1,8 +1,9 @@
-"""posguard paper exchange: a Binance USD-M futures simulator for unmodified ccxt.
+"""posguard paper exchange: Binance USD-M and Bybit v5 linear simulators for unmodified ccxt.
 
 Public API:
   * :class:`PaperExchange` - REST + WebSocket + admin servers around the engine
   * :func:`binanceusdm_client` - a ccxt client pointed at a PaperExchange
+  * :func:`bybit_client` - a ccxt ``bybit`` client for ``PaperExchange(venue="bybit")``
   * :class:`Engine`, :class:`EngineConfig` - the pure matching engine
   * :class:`ManualClock`, :class:`RealClock` - clocks
   * :class:`SyntheticPath`, :class:`CsvReplay` - price sources
@@ -28,6 +29,7 @@ __all__ = [
     "SyntheticPath",
     "binanceusdm_client",
     "build_markets",
+    "bybit_client",
 ]
 
 
@@ -41,4 +43,8 @@ def __getattr__(name: str) -> object:
         from simulator.client import binanceusdm_client
 
         return binanceusdm_client
+    if name == "bybit_client":
+        from simulator.client import bybit_client
+
+        return bybit_client
     raise AttributeError(name)

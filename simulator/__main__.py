@@ -1,4 +1,4 @@
-"""Run the paper exchange: ``python -m simulator [--port N] [--price-path random_walk]``.
+"""Run the paper exchange: ``python -m simulator [--venue bybit] [--port N] [--price-path X]``.
 
 Prints the REST, WebSocket and admin URLs plus the API key/secret, then runs
 until interrupted (Ctrl-C / SIGTERM). ``main(argv)`` returns the exit code.
@@ -20,7 +20,14 @@ from simulator.server import PaperExchange
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="posguard sim", description="Binance USD-M paper exchange for ccxt."
+        prog="posguard sim",
+        description="Binance USD-M (default) or Bybit v5 linear paper exchange for ccxt.",
+    )
+    p.add_argument(
+        "--venue",
+        choices=("binance", "bybit"),
+        default="binance",
+        help="wire format served: binance (/fapi) or bybit (/v5)",
     )
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=0, help="REST+WS port (0 = ephemeral)")
@@ -60,6 +67,7 @@ async def _run(args: argparse.Namespace) -> int:
         api_key=args.api_key,
         api_secret=args.api_secret,
         weight_limit=args.weight_limit,
+        venue=args.venue,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -74,6 +82,7 @@ async def _run(args: argparse.Namespace) -> int:
             "api_key": sim.api_key,
             "api_secret": sim.api_secret,
             "symbols": list(markets),
+            "venue": args.venue,
         }
         print(f"paper exchange REST  {sim.rest_url}", flush=True)
         print(f"paper exchange WS    {sim.ws_url}", flush=True)

@@ -1,4 +1,4 @@
-"""Factory for ccxt ``binanceusdm`` clients pointed at a PaperExchange.
+"""Factories for ccxt ``binanceusdm`` and ``bybit`` clients pointed at a PaperExchange.
 
 The returned object is the real, unmodified ccxt client class except for one
 override: Binance's error table is chosen by URL (``get_exceptions_by_url``
@@ -108,4 +108,71 @@ def binanceusdm_client(
         ws_api["linear"] = f"{ws}/ws-fapi/v1"
         ws_urls["ws-api"] = ws_api
         api["ws"] = ws_urls
+    return ex
+
+
+def _bybit_ws_urls(ws: str) -> dict[str, Any]:
+    public = f"{ws}/v5/public/linear"
+    private = f"{ws}/v5/private"
+    return {
+        "public": {"spot": public, "inverse": public, "option": public, "linear": public},
+        "private": {
+            "spot": {"unified": private, "nonUnified": private},
+            "contract": private,
+            "usdc": private,
+            "trade": f"{ws}/v5/trade",
+        },
+    }
+
+
+def bybit_client(
+    sim_or_urls: _SimLike | dict[str, str] | str,
+    *,
+    api_key: str,
+    secret: str,
+    pro: bool = False,
+    **options: Any,
+) -> Any:
+    """A ccxt ``bybit`` (``pro=True``: ccxt.pro) client talking to a Bybit-venue simulator.
+
+    Unmodified ccxt classes. Every ``urls['api']`` REST entry (and, for pro,
+    every WS entry) is rewritten to the simulator, so nothing leaves
+    127.0.0.1: markets are restricted to linear, ``fetchCurrencies`` is off
+    (no ``/v5/asset/coin/query-info``) and the account is declared unified
+    (``enableUnifiedAccount=True, enableUnifiedMargin=False``, so no
+    ``/v5/user/query-api`` / ``/v5/account/info`` probes). ``options`` are
+    merged into ccxt ``options``; ``timeout``, ``enableRateLimit``,
+    ``rateLimit``, ``verbose``, ``userAgent`` and ``headers`` are top-level
+    config. The caller must ``await client.close()``.
+    """
+    rest, ws = _urls(sim_or_urls)
+    top = {k: options.pop(k) for k in list(options) if k in _TOP_LEVEL}
+    opts: dict[str, Any] = {
+        "fetchMarkets": {"types": ["linear"]},
+        "enableUnifiedAccount": True,
+        "enableUnifiedMargin": False,
+        "defaultType": "swap",
+        "defaultSubType": "linear",
+        "defaultSettle": "USDT",
+    }
+    opts.update(options)
+    config: dict[str, Any] = {"apiKey": api_key, "secret": secret, "options": opts}
+    config.update(top)
+    cls = ccxt_pro.bybit if pro else ccxt_async.bybit
+    ex = cls(config)
+    ex.has["fetchCurrencies"] = False
+    api = ex.urls["api"]
+    for key, value in list(api.items()):
+        if isinstance(value, str):
+            api[key] = rest
+    if pro or "ws" in api:
+        api["ws"] = _bybit_ws_urls(ws)
+    for alt in ("test", "demotrading"):  # sandbox/demo switches must not leave 127.0.0.1 either
+        urls = ex.urls.get(alt)
+        if isinstance(urls, dict):
+            for key, value in list(urls.items()):
+                if isinstance(value, str):
+                    urls[key] = rest
+            if "ws" in urls:
+                urls["ws"] = _bybit_ws_urls(ws)
     return ex

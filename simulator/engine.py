@@ -695,6 +695,50 @@ class Engine:
         algo.algo_status = "FINISHED"
         self._emit(AlgoEvent(algo, now))
 
+    def amend_algo(
+        self,
+        algo_id: int,
+        *,
+        trigger_price: Decimal | None = None,
+        quantity: Decimal | None = None,
+        working_type: str | None = None,
+    ) -> AlgoOrder:
+        """Change an open algo order in place: same id, never a moment without it.
+
+        Only the given fields change. Rejections: -2011 when the algo is not
+        open, -2021 when the new trigger would fire now, the usual price/qty
+        filter errors. Protection bookkeeping is unchanged (the order stays open).
+        """
+        algo = self.algos.get(algo_id)
+        if algo is None or not algo.is_open:
+            raise errors.unknown_order()
+        m = self.market(algo.symbol)
+        trigger = algo.trigger_price if trigger_price is None else trigger_price
+        wt = algo.working_type if working_type is None else working_type
+        if wt not in ("MARK_PRICE", "CONTRACT_PRICE"):
+            raise errors.bad_param("workingType")
+        self._check_price(m, trigger)
+        if quantity is not None:
+            if algo.close_position:
+                raise errors.ApiError(-1106, "Parameter 'quantity' sent when not required.")
+            self._check_qty(m, quantity)
+        rises = algo.rises
+        current = self.working_price(algo.symbol, wt)
+        if (rises and current >= trigger) or (not rises and current <= trigger):
+            raise errors.would_trigger()
+        if wt != algo.working_type:
+            self._books[(algo.symbol, algo.working_type)].remove(algo.algo_id)
+            self._books[(algo.symbol, wt)].add(algo.algo_id, trigger, rises)
+        else:
+            self._books[(algo.symbol, wt)].move(algo.algo_id, trigger, rises)
+        algo.trigger_price = trigger
+        algo.working_type = wt
+        if quantity is not None:
+            algo.quantity = quantity
+        algo.update_time = self.clock.now_ms()
+        self._emit(AlgoEvent(algo, algo.update_time))
+        return algo
+
     def find_algo(self, algo_id: int | None = None, client_algo_id: str | None = None) -> AlgoOrder:
         """Look an algo order up by id or (most recent) client id; -2013 when unknown."""
         algo: AlgoOrder | None = None
@@ -771,7 +815,10 @@ class Engine:
         if ep is None:
             return
         exit_side = "SELL" if ep.side == "long" else "BUY"
-        protected = self._protective.get((symbol, exit_side), 0) > 0
+        count = self._protective.get((symbol, exit_side), 0)
+        if count > ep.max_stops:
+            ep.max_stops = count
+        protected = count > 0
         if protected and ep.unprotected_since is not None:
             ep.unprotected_ms += now - ep.unprotected_since
             ep.unprotected_since = None

@@ -131,6 +131,8 @@ class Episode:
     max_abs_qty: Decimal = ZERO
     unprotected_ms: int = 0
     unprotected_since: int | None = None
+    # most protective stops open at once on the exit side during the episode
+    max_stops: int = 0
 
     def unprotected_at(self, now_ms: int) -> int:
         """Unprotected time up to ``now_ms`` (includes the running interval)."""

@@ -29,6 +29,11 @@ from aiohttp import web
 
 from simulator import formats as F
 from simulator.auth import Authenticator
+from simulator.bybit_auth import BybitAuthenticator
+from simulator.bybit_rest import BybitLimiter
+from simulator.bybit_rest import build_app as build_bybit_app
+from simulator.bybit_venue import BybitConfig, BybitVenue
+from simulator.bybit_ws import BybitHub
 from simulator.clock import RealClock, wall_ms
 from simulator.engine import AccountEvent, AlgoEvent, Engine, EngineConfig, Event, OrderEvent
 from simulator.faults import FaultInjector, FaultRule
@@ -42,6 +47,7 @@ from simulator.ws import Connection, StreamHub, add_routes
 log = logging.getLogger(__name__)
 
 LISTEN_KEY_TTL_MS = 60 * 60 * 1000
+VENUES = ("binance", "bybit")
 
 
 @dataclass(slots=True)
@@ -138,7 +144,12 @@ class PaperExchange:
         ban_after: int = 5,
         ban_ms: int = 120_000,
         auth_skew_ms: int = 0,
+        venue: str = "binance",
+        bybit_config: BybitConfig | None = None,
     ) -> None:
+        if venue not in VENUES:
+            raise ValueError(f"venue must be one of {VENUES}, got {venue!r}")
+        self.venue = venue
         self.host = host
         self._port = port
         self._admin_port = admin_port
@@ -157,6 +168,14 @@ class PaperExchange:
         self.tick_interval_ms = tick_interval_ms
         self.mark_interval_ms = mark_interval_ms
         self.auth_skew_ms = auth_skew_ms
+        # Bybit venue (None on Binance): records/traps, signing, streams, limiter
+        self.bybit: BybitVenue | None = None
+        self.bybit_auth = BybitAuthenticator({self.api_key: self.api_secret})
+        self.bybit_hub: BybitHub | None = None
+        self.bybit_limiter: BybitLimiter | None = None
+        if venue == "bybit":
+            self.bybit = BybitVenue(self, bybit_config)
+            self.bybit_hub = BybitHub(self, self.bybit)
         self.engine = self._new_engine()
         self._listen_keys: dict[str, int] = {}
         self._ws_refuse_until = 0
@@ -175,8 +194,11 @@ class PaperExchange:
         return engine
 
     async def start(self) -> PaperExchange:
-        app = build_app(self)
-        add_routes(app, self.hub)
+        if self.bybit is not None:
+            app = build_bybit_app(self, self.bybit)
+        else:
+            app = build_app(self)
+            add_routes(app, self.hub)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self._port, reuse_address=True)
@@ -214,6 +236,8 @@ class PaperExchange:
                 await t
         self._tasks.clear()
         await self.hub.close_all()
+        if self.bybit_hub is not None:
+            await self.bybit_hub.close_all()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -261,6 +285,9 @@ class PaperExchange:
 
     # ------------------------------------------------------------ publishing
     def publish_marks(self, symbols: list[str] | None = None) -> None:
+        if self.bybit_hub is not None:
+            for s in symbols or list(self.markets):
+                self.bybit_hub.publish_ticker(s)
         now = self.clock.now_ms()
         hub = self.hub
         arr: list[dict[str, Any]] | None = None
@@ -288,6 +315,8 @@ class PaperExchange:
             conn.send_stream(stream, F.ws_book_ticker(self.engine, sym, self.stats.book_id, now))
 
     def _on_event(self, event: Event) -> None:
+        if self.bybit is not None:
+            self.bybit.on_event(event)
         hub = self.hub
         if isinstance(event, OrderEvent):
             fill = event.fill
@@ -379,6 +408,8 @@ class PaperExchange:
             hub.publish(
                 f"{low}@bookticker", F.ws_book_ticker(self.engine, symbol, self.stats.book_id, now)
             )
+        if self.bybit_hub is not None:
+            self.bybit_hub.publish_ticker(symbol)
 
     def load_history(self, symbol: str, points: Sequence[tuple[int, Decimal | str]]) -> int:
         """Give ``symbol`` a past mark-price history for klines, without waiting.
@@ -431,13 +462,23 @@ class PaperExchange:
     def drop_websockets(self, kind: str = "all", refuse_ms: int = 0) -> int:
         """Abort WS connections of ``kind``; refuse new ones for ``refuse_ms``."""
         self._ws_refuse_until = wall_ms() + refuse_ms if refuse_ms > 0 else 0
-        return self.hub.drop_all(kind)
+        dropped = self.hub.drop_all(kind)
+        if self.bybit_hub is not None:
+            dropped += self.bybit_hub.drop_all(kind)
+        return dropped
 
     def configure(self, **changes: Any) -> dict[str, Any]:
         """Change engine config fields (e.g. ``slippage_bps``, ``fill_parts``,
         ``market_fill_delay_ms``, ``taker_fee``); returns the new config."""
         cfg = self.engine.config
         names = {f.name: f for f in fields(cfg)}
+        if self.bybit is not None:
+            # Bybit switches (traps, retCode as string, rate limit) share this call
+            bcfg = self.bybit.config
+            bnames = {f.name for f in fields(bcfg)}
+            for k in [k for k in changes if k in bnames]:
+                v = changes.pop(k)
+                setattr(bcfg, k, bool(v) if isinstance(getattr(bcfg, k), bool) else int(v))
         for k, v in changes.items():
             if k not in names or k == "per_symbol_slippage_bps":
                 raise ValueError(f"unknown config field {k!r}")
@@ -452,7 +493,7 @@ class PaperExchange:
 
     def config_dict(self) -> dict[str, Any]:
         cfg = self.engine.config
-        return {
+        out = {
             f.name: (
                 str(getattr(cfg, f.name))
                 if isinstance(getattr(cfg, f.name), Decimal)
@@ -461,6 +502,10 @@ class PaperExchange:
             for f in fields(cfg)
             if f.name != "per_symbol_slippage_bps"
         }
+        if self.bybit is not None:
+            bcfg = self.bybit.config
+            out.update({f.name: getattr(bcfg, f.name) for f in fields(bcfg)})
+        return out
 
     def reset(self) -> None:
         """Fresh engine (orders, positions, wallet), no faults, no rate-limit state."""
@@ -468,6 +513,10 @@ class PaperExchange:
         self.engine = self._new_engine()
         self.faults.clear()
         self.limiter.reset()
+        if self.bybit is not None:
+            self.bybit.reset()
+        if self.bybit_limiter is not None:
+            self.bybit_limiter.reset()
 
     def deposit(self, amount: Decimal | str) -> None:
         self.engine.deposit(amount if isinstance(amount, Decimal) else Decimal(amount))
@@ -512,13 +561,14 @@ class PaperExchange:
                 "open": ep.closed_ms is None,
                 "maxQty": F.fmt(ep.max_abs_qty),
                 "unprotectedMs": ep.unprotected_at(now),
+                "maxStops": ep.max_stops,
             }
             for ep in e.episodes
         ]
         unprotected: dict[str, int] = {}
         for ep in e.episodes:
             unprotected[ep.symbol] = unprotected.get(ep.symbol, 0) + ep.unprotected_at(now)
-        return {
+        truth: dict[str, Any] = {
             "timeMs": now,
             "walletBalance": F.fmt8(e.wallet_balance),
             "unrealizedPnl": F.fmt8(e.total_unrealized()),
@@ -534,6 +584,10 @@ class PaperExchange:
             "errors": self.stats.errors,
             "config": self.config_dict(),
         }
+        if self.bybit is not None:
+            truth["venue"] = "bybit"
+            truth["bybit"] = self.bybit.truth()
+        return truth
 
 
 def _order_side(side: str) -> str:

@@ -24,7 +24,8 @@ class TriggerBook:
     def __init__(self) -> None:
         self._rise: list[tuple[Decimal, int, int]] = []  # (level, seq, id)
         self._fall: list[tuple[Decimal, int, int]] = []  # (-level, seq, id)
-        self._live: set[int] = set()
+        # id -> seq of its current entry; older entries of a re-added id are dead
+        self._live: dict[int, int] = {}
         self._seq = 0
         self._dead = 0
 
@@ -38,12 +39,18 @@ class TriggerBook:
             heapq.heappush(self._rise, (level, self._seq, item_id))
         else:
             heapq.heappush(self._fall, (-level, self._seq, item_id))
-        self._live.add(item_id)
+        if item_id in self._live:
+            self._dead += 1  # the previous entry of this id is now dead
+        self._live[item_id] = self._seq
+
+    def move(self, item_id: int, level: Decimal, rises: bool) -> None:
+        """Re-register a live ``item_id`` at a new level (its old entry dies)."""
+        self.add(item_id, level, rises)
 
     def remove(self, item_id: int) -> None:
         """Forget ``item_id`` (no-op when unknown)."""
         if item_id in self._live:
-            self._live.discard(item_id)
+            del self._live[item_id]
             self._dead += 1
             if self._dead > 64 and self._dead > 2 * len(self._live):
                 self._compact()
@@ -60,17 +67,17 @@ class TriggerBook:
         rise = self._rise
         live = self._live
         while rise and rise[0][0] <= price:
-            _, _, item_id = heapq.heappop(rise)
-            if item_id in live:
-                live.discard(item_id)
+            _, seq, item_id = heapq.heappop(rise)
+            if live.get(item_id) == seq:
+                del live[item_id]
                 out.append(item_id)
             else:
                 self._dead -= 1
         fall = self._fall
         while fall and -fall[0][0] >= price:
-            _, _, item_id = heapq.heappop(fall)
-            if item_id in live:
-                live.discard(item_id)
+            _, seq, item_id = heapq.heappop(fall)
+            if live.get(item_id) == seq:
+                del live[item_id]
                 out.append(item_id)
             else:
                 self._dead -= 1
@@ -78,8 +85,8 @@ class TriggerBook:
 
     def _compact(self) -> None:
         live = self._live
-        self._rise = [e for e in self._rise if e[2] in live]
-        self._fall = [e for e in self._fall if e[2] in live]
+        self._rise = [e for e in self._rise if live.get(e[2]) == e[1]]
+        self._fall = [e for e in self._fall if live.get(e[2]) == e[1]]
         heapq.heapify(self._rise)
         heapq.heapify(self._fall)
         self._dead = 0

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from simulator.client import binanceusdm_client
+from simulator.client import binanceusdm_client, bybit_client
 from simulator.server import PaperExchange
 
 BTC = "BTC/USDT:USDT"
@@ -36,6 +36,37 @@ async def ex(sim: PaperExchange) -> AsyncIterator[Any]:
 async def pro(sim: PaperExchange) -> AsyncIterator[Any]:
     client = binanceusdm_client(
         sim, api_key=sim.api_key, secret=sim.api_secret, pro=True, enableRateLimit=False
+    )
+    await client.load_markets()
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+async def bsim() -> AsyncIterator[PaperExchange]:
+    """A Bybit-venue paper exchange."""
+    async with PaperExchange(venue="bybit", mark_interval_ms=100) as s:
+        yield s
+
+
+@pytest.fixture
+async def bex(bsim: PaperExchange) -> AsyncIterator[Any]:
+    """ccxt async ``bybit`` against ``bsim``."""
+    client = bybit_client(bsim, api_key=bsim.api_key, secret=bsim.api_secret, enableRateLimit=False)
+    await client.load_markets()
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+async def bpro(bsim: PaperExchange) -> AsyncIterator[Any]:
+    """ccxt.pro ``bybit`` against ``bsim``."""
+    client = bybit_client(
+        bsim, api_key=bsim.api_key, secret=bsim.api_secret, pro=True, enableRateLimit=False
     )
     await client.load_markets()
     try:
