@@ -161,8 +161,14 @@ _BYBIT_CODES: dict[int, ErrorType] = {
     10018: ErrorType.RATE_LIMITED,
     110001: ErrorType.ORDER_NOT_FOUND,
     110007: ErrorType.INSUFFICIENT_FUNDS,
-    110017: ErrorType.REDUCE_ONLY_REJECTED,
+    110017: ErrorType.REDUCE_ONLY_REJECTED,  # also "no position" just after a fill
+    110025: ErrorType.NO_CHANGE,  # position mode not modified
+    110043: ErrorType.NO_CHANGE,  # leverage not modified
     110072: ErrorType.DUPLICATE_CLIENT_ORDER_ID,
+    # "expect Rising/Falling, but trigger_price ≤/≥ current": the stop would trigger
+    # at once (Binance's -2021)
+    110092: ErrorType.ORDER_IMMEDIATELY_FILLABLE,
+    110093: ErrorType.ORDER_IMMEDIATELY_FILLABLE,
 }
 
 # ccxt embeds the raw body: binance `{"code":-2021,"msg":...}`, bybit

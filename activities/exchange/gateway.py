@@ -2,7 +2,8 @@
 
 One `ExchangeGateway` per account. It speaks in domain types (`OrderIntent`,
 `OrderView`, `ExchangePosition`, canonical symbols like "BTCUSDT") and hides
-ccxt's per-exchange parameters (Binance algo orders need `trigger: True`).
+ccxt's per-exchange parameters; what differs between venues is asked of its
+`Venue` (`activities/exchange/venue.py`), never decided here.
 
 Numbers are taken from the exchange's raw strings (`order['info']`) where they
 exist, so no price or quantity passes through float; ccxt's parsed floats are
@@ -18,6 +19,10 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from activities.exchange.raw import first as _first
+from activities.exchange.raw import flag as _flag
+from activities.exchange.raw import to_decimal
+from activities.exchange.venue import Venue, venue_for
 from domain.errors import classify_exception
 from domain.market import MarketFilters
 from domain.orders import Fill, OrderIntent, OrderStatus, OrderType, OrderView, status_from_ccxt
@@ -29,37 +34,6 @@ from domain.wave_io import EntryReadiness
 
 # How old the market list may be when a wave asks which symbols trade.
 MARKETS_MAX_AGE_S = 600
-
-
-def to_decimal(value: object) -> Decimal | None:
-    """Exact Decimal of an exchange number (str/int), or of a ccxt float via its repr."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, Decimal):
-        return value
-    if isinstance(value, bool):
-        raise TypeError("bool is not a number here")
-    if isinstance(value, int | str):
-        return Decimal(value)
-    # ccxt parsed floats: repr is the shortest string that round-trips.
-    return Decimal(repr(value))
-
-
-def _first(info: Mapping[str, Any], *keys: str) -> Any:
-    for key in keys:
-        value = info.get(key)
-        if value not in (None, ""):
-            return value
-    return None
-
-
-def _flag(value: object) -> bool | None:
-    """An exchange boolean: JSON true/false or the strings "true"/"false"; None if absent."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, str):
-        return value.strip().lower() == "true"
-    return bool(value)
 
 
 def order_view(order: Mapping[str, Any], symbol: str) -> OrderView:
@@ -117,6 +91,7 @@ class ExchangeGateway:
         self._markets_loaded = asyncio.Lock()
         self._filters: dict[str, MarketFilters] = {}
         self._markets_read_at: float | None = None  # float ok: monotonic time
+        self.venue: Venue = venue_for(self.exchange_id)
 
     @property
     def exchange_id(self) -> str:
@@ -139,34 +114,8 @@ class ExchangeGateway:
                     self.protective.set_markets(markets, self.exchange.currencies)
                 for market in markets.values():
                     if market.get("linear") and market.get("swap"):
-                        filters = self._market_filters(market)
+                        filters = self.venue.market_filters(market)
                         self._filters[filters.symbol] = filters
-
-    @staticmethod
-    def _market_filters(market: Mapping[str, Any]) -> MarketFilters:
-        info = market.get("info") or {}
-        raw = {f.get("filterType"): f for f in info.get("filters", [])}
-        if raw:  # Binance: exact strings from exchangeInfo
-            tick = Decimal(raw["PRICE_FILTER"]["tickSize"])
-            lot = raw.get("MARKET_LOT_SIZE") or raw["LOT_SIZE"]
-            step = Decimal(raw["LOT_SIZE"]["stepSize"])
-            min_qty = Decimal(raw["LOT_SIZE"]["minQty"])
-            max_qty = to_decimal(lot.get("maxQty"))
-            min_notional = to_decimal((raw.get("MIN_NOTIONAL") or {}).get("notional"))
-        else:  # Bybit and others: ccxt's parsed precision and limits
-            tick = to_decimal(market["precision"]["price"]) or Decimal(0)
-            step = to_decimal(market["precision"]["amount"]) or Decimal(0)
-            min_qty = to_decimal(market["limits"]["amount"]["min"]) or step
-            max_qty = to_decimal(market["limits"]["amount"].get("max"))
-            min_notional = to_decimal(market["limits"].get("cost", {}).get("min"))
-        return MarketFilters(
-            symbol=canonical_from_unified(market["symbol"]),
-            tick_size=tick,
-            step_size=step,
-            min_qty=min_qty,
-            max_qty=max_qty,
-            min_notional=min_notional or Decimal(0),
-        )
 
     async def entry_readiness(self, quote: str = "USDT") -> EntryReadiness:
         """The symbols a new entry may use (listed, trading) and the free balance.
@@ -216,10 +165,7 @@ class ExchangeGateway:
             params["stopLossPrice"] = str(intent.trigger_price)
         elif intent.type is OrderType.TAKE_PROFIT_MARKET:
             params["takeProfitPrice"] = str(intent.trigger_price)
-        if intent.is_conditional:
-            params.update(self._trigger_params(intent))
-        if self.exchange_id.startswith("binance") and not intent.is_conditional:
-            params["newOrderRespType"] = "RESULT"
+        params.update(self.venue.order_params(intent))
         try:
             client = self.protective if intent.reduce_only else self.exchange
             order = await client.create_order(
@@ -244,47 +190,24 @@ class ExchangeGateway:
                 return found
         return view
 
-    def _trigger_params(self, intent: OrderIntent) -> dict[str, Any]:
-        if self.exchange_id.startswith("binance"):
-            return {"workingType": intent.working_type.value}
-        trigger_by = "MarkPrice" if intent.working_type.value == "MARK_PRICE" else "LastPrice"
-        return {"triggerBy": trigger_by}
-
-    def _lookup_params(self, client_order_id: str, conditional: bool) -> dict[str, Any]:
-        if self.exchange_id.startswith("binance"):
-            params: dict[str, Any] = {"clientOrderId": client_order_id}
-            if conditional:
-                params["trigger"] = True
-            return params
-        return {"orderLinkId": client_order_id}
-
     async def find(self, symbol: str, client_order_id: str, conditional: bool) -> OrderView | None:
         """The order with our client id, open or done, or None if the exchange has none."""
-        unified = unified_from_canonical(symbol)
-        params = self._lookup_params(client_order_id, conditional)
         try:
-            if self.exchange_id.startswith("binance"):
-                order = await self.exchange.fetch_order(None, unified, params)
-            else:  # Bybit's fetch_order cannot look up by orderLinkId (ccxt.md §0.4)
-                orders = await self.exchange.fetch_open_orders(unified, None, None, params)
-                if not orders:
-                    orders = await self.exchange.fetch_canceled_and_closed_orders(
-                        unified, None, None, params
-                    )
-                if not orders:
-                    return None
-                order = orders[0]
+            order = await self.venue.find(
+                self.exchange, unified_from_canonical(symbol), client_order_id, conditional
+            )
         except Exception as exc:
             if "OrderNotFound" in _classified(exc):
                 return None
             raise
+        if order is None:
+            return None
         return order_view(order, symbol)
 
     async def fetch(self, symbol: str, exchange_order_id: str, conditional: bool) -> OrderView:
         """The current view of one order by exchange id."""
-        params = {"trigger": True} if conditional and self.exchange_id.startswith("binance") else {}
         order = await self.exchange.fetch_order(
-            exchange_order_id, unified_from_canonical(symbol), params
+            exchange_order_id, unified_from_canonical(symbol), self.venue.by_id_params(conditional)
         )
         return order_view(order, symbol)
 
@@ -298,15 +221,13 @@ class ExchangeGateway:
         None when the exchange has no such order.
         """
         unified = unified_from_canonical(symbol)
-        params: dict[str, Any] = {}
-        if conditional and self.exchange_id.startswith("binance"):
-            params["trigger"] = True
         try:
             await self.load_markets()
             if exchange_order_id is not None:
+                params = self.venue.by_id_params(conditional)
                 await self.protective.cancel_order(exchange_order_id, unified, params)
             else:
-                params.update(self._lookup_params(client_order_id, conditional))
+                params = self.venue.by_client_id_params(client_order_id, conditional)
                 await self.protective.cancel_order(None, unified, params)
         except Exception as exc:
             if "OrderNotFound" not in _classified(exc):
@@ -319,9 +240,7 @@ class ExchangeGateway:
         """Cancel an order known only by its exchange id (a foreign order); a missing
         one counts as done. Its final view, or None when the exchange has no such order."""
         unified = unified_from_canonical(symbol)
-        params: dict[str, Any] = {}
-        if conditional and self.exchange_id.startswith("binance"):
-            params["trigger"] = True
+        params = self.venue.by_id_params(conditional)
         await self.load_markets()
         try:
             await self.protective.cancel_order(exchange_order_id, unified, params)
@@ -340,50 +259,25 @@ class ExchangeGateway:
 
         Binance keeps conditional orders apart (algo orders): both lists are read,
         each complete for one symbol (neither endpoint pages). Bybit lists every
-        kind in one call, paged by cursor; ccxt follows the cursor.
+        kind in one list, paged by cursor.
         """
-        unified = unified_from_canonical(symbol)
-        if self.exchange_id.startswith("binance"):
-            regular, conditional = await asyncio.gather(
-                self.exchange.fetch_open_orders(unified, None, None, {}),
-                self.exchange.fetch_open_orders(unified, None, None, {"trigger": True}),
-            )
-            views = [order_view(o, symbol) for o in regular]
-            views += [
-                order_view(o, symbol).model_copy(update={"is_conditional": True})
-                for o in conditional
-            ]
-        else:
-            views = [order_view(o, symbol) for o in await self._bybit_open_orders(unified)]
-        return _unique(views)
+        listed = await self.venue.open_orders(self.exchange, unified_from_canonical(symbol))
+        return _unique([_listed_view(o, conditional, symbol) for o, conditional in listed])
 
     async def account_orders(self) -> list[OrderView]:
         """Every open order of the account, every symbol, regular and conditional.
 
-        Binance: both account-wide lists (regular and algo, `is_conditional` set on
-        the latter), read concurrently; neither endpoint pages, each costs weight 40
-        without a symbol. Bybit: one list of every kind, paged by cursor. Symbols
-        are canonical ("BTCUSDT").
+        Binance: both account-wide lists (regular and algo), read concurrently;
+        neither endpoint pages, each costs weight 40 without a symbol. Bybit: one
+        list of every kind, paged by cursor. Symbols are canonical ("BTCUSDT").
         """
-        if self.exchange_id.startswith("binance"):
-            self.exchange.options.setdefault("fetchOpenOrders", {})["warnWithoutSymbol"] = False
-            regular, conditional = await asyncio.gather(
-                self.exchange.fetch_open_orders(None, None, None, {}),
-                self.exchange.fetch_open_orders(None, None, None, {"trigger": True}),
-            )
-            views = [order_view(o, canonical_from_unified(o["symbol"])) for o in regular]
-            views += [
-                order_view(o, canonical_from_unified(o["symbol"])).model_copy(
-                    update={"is_conditional": True}
-                )
-                for o in conditional
+        listed = await self.venue.open_orders(self.exchange, None)
+        return _unique(
+            [
+                _listed_view(o, conditional, canonical_from_unified(o["symbol"]))
+                for o, conditional in listed
             ]
-        else:
-            views = [
-                order_view(o, canonical_from_unified(o["symbol"]))
-                for o in await self._bybit_open_orders(None)
-            ]
-        return _unique(views)
+        )
 
     async def account_snapshot(self) -> AccountSnapshot:
         """Every non-flat position of the account, then every open order.
@@ -396,53 +290,24 @@ class ExchangeGateway:
         orders = await self.account_orders()
         return AccountSnapshot(positions=list(positions.values()), orders=orders)
 
-    async def _bybit_open_orders(self, unified: str | None) -> list[Any]:
-        """Every page of Bybit's open orders (every kind) of one symbol, or of the account.
-
-        Bybit pages by `nextPageCursor` (50 a page at most); ccxt puts the cursor
-        into the `info` of the page's first raw order. Without a symbol, Bybit v5
-        needs a settle coin: USDT (linear perpetuals).
-        """
-        orders: list[Any] = []
-        cursor: str | None = None
-        for _ in range(_MAX_PAGES):
-            params: dict[str, Any] = {} if unified else {"settleCoin": "USDT"}
-            if cursor:
-                params["cursor"] = cursor
-            page = await self.exchange.fetch_open_orders(unified, None, _BYBIT_PAGE, params)
-            orders.extend(page)
-            cursor = next(
-                (
-                    str(o["info"]["nextPageCursor"])
-                    for o in page
-                    if (o.get("info") or {}).get("nextPageCursor")
-                ),
-                None,
-            )
-            if len(page) < _BYBIT_PAGE or cursor is None:
-                return orders
-        where = unified or "the account"
-        raise RuntimeError(f"more than {_MAX_PAGES * _BYBIT_PAGE} open orders in {where}")
-
     async def order_fills(self, symbol: str, client_order_id: str, conditional: bool) -> list[Fill]:
         """Executions of our order `client_order_id`, fees in the quote currency.
 
         A triggered Binance algo stop executes as a new matching-engine order
         (`actualOrderId`); its trades are the stop's fills.
         """
-        unified = unified_from_canonical(symbol)
-        params = self._lookup_params(client_order_id, conditional)
         try:
-            order = await self.exchange.fetch_order(None, unified, params)
+            order = await self.venue.find(
+                self.exchange, unified_from_canonical(symbol), client_order_id, conditional
+            )
         except Exception as exc:
             if "OrderNotFound" in _classified(exc):
                 return []
             raise
-        info = order.get("info") or {}
-        executed_id = _first(info, "actualOrderId") if conditional else order.get("id")
-        if executed_id in (None, "", "0", 0):
+        executed_id = None if order is None else self.venue.executed_order_id(order, conditional)
+        if executed_id is None:
             return []
-        return await self.fills(symbol, str(executed_id), client_order_id)
+        return await self.fills(symbol, executed_id, client_order_id)
 
     async def fills(
         self, symbol: str, exchange_order_id: str, client_order_id: str | None = None
@@ -507,16 +372,7 @@ class ExchangeGateway:
 
     async def mark_price(self, symbol: str) -> Decimal:
         """Current mark price (the price stops trigger on)."""
-        unified = unified_from_canonical(symbol)
-        if self.exchange_id.startswith("binance"):
-            data = await self.exchange.fetch_mark_price(unified)
-            info = data.get("info") or {}
-            price = to_decimal(_first(info, "markPrice")) or to_decimal(data.get("markPrice"))
-        else:
-            ticker = await self.exchange.fetch_ticker(unified)
-            price = to_decimal((ticker.get("info") or {}).get("markPrice")) or to_decimal(
-                ticker.get("markPrice")
-            )
+        price = await self.venue.mark_price(self.exchange, unified_from_canonical(symbol))
         if price is None:
             raise ValueError(f"no mark price for {symbol}")
         return price
@@ -524,20 +380,7 @@ class ExchangeGateway:
     async def candles(self, symbol: str, timeframe: str, limit: int) -> list[Candle]:
         """The last `limit` candles of `symbol` (oldest first, the last one forming),
         prices exact from the exchange's raw strings (ccxt's fetch_ohlcv gives floats)."""
-        if self.exchange_id.startswith("binance"):
-            rows = await self.exchange.fapiPublicGetKlines(
-                {"symbol": symbol, "interval": timeframe, "limit": limit}
-            )
-        else:  # Bybit v5: newest first, interval in minutes or "D"
-            data = await self.exchange.publicGetV5MarketKline(
-                {
-                    "category": "linear",
-                    "symbol": symbol,
-                    "interval": _BYBIT_INTERVALS[timeframe],
-                    "limit": limit,
-                }
-            )
-            rows = list(reversed((data.get("result") or {}).get("list") or []))
+        rows = await self.venue.klines(self.exchange, symbol, timeframe, limit)
         return [
             Candle(
                 open_time_ms=int(row[0]),
@@ -550,28 +393,16 @@ class ExchangeGateway:
         ]
 
 
-_BYBIT_PAGE = 50
-_MAX_PAGES = 100
-
 # Binance USD-M's request weight for one `account_snapshot` (a per-minute budget
 # of 2400 per IP by default): GET /fapi/v3/positionRisk without a symbol 5, plus
 # GET /fapi/v1/openOrders and GET /fapi/v1/openAlgoOrders without a symbol, 40
 # each. ccxt's one-off reads (exchangeInfo, leverageBracket) are not counted.
 SNAPSHOT_WEIGHT = 5 + 40 + 40
 
-_BYBIT_INTERVALS = {
-    "1m": "1",
-    "3m": "3",
-    "5m": "5",
-    "15m": "15",
-    "30m": "30",
-    "1h": "60",
-    "2h": "120",
-    "4h": "240",
-    "6h": "360",
-    "12h": "720",
-    "1d": "D",
-}
+
+def _listed_view(order: Mapping[str, Any], conditional: bool, symbol: str) -> OrderView:
+    view = order_view(order, symbol)
+    return view.model_copy(update={"is_conditional": True}) if conditional else view
 
 
 def _unique(views: list[OrderView]) -> list[OrderView]:

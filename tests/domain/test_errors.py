@@ -207,6 +207,29 @@ def test_placement_ambiguity_examples(name: str, ambiguous: bool) -> None:
             E.REDUCE_ONLY_REJECTED,
         ),
         (
+            "InvalidOrder",
+            'bybit {"retCode":110092,"retMsg":"expect Rising, but trigger_price[50000] <= '
+            'current[60000]"}',
+            E.ORDER_IMMEDIATELY_FILLABLE,
+        ),
+        (
+            "InvalidOrder",
+            'bybit {"retCode":110093,"retMsg":"expect Falling, but trigger_price ..."}',
+            E.ORDER_IMMEDIATELY_FILLABLE,
+        ),
+        # Bybit sometimes sends retCode as a string
+        (
+            "InvalidOrder",
+            'bybit {"retCode":"110072","retMsg":"duplicate"}',
+            E.DUPLICATE_CLIENT_ORDER_ID,
+        ),
+        ("BadRequest", 'bybit {"retCode":110043,"retMsg":"leverage not modified"}', E.NO_CHANGE),
+        (
+            "InvalidOrder",
+            'bybit {"retCode":110094,"retMsg":"order value too low"}',
+            E.INVALID_ORDER,
+        ),
+        (
             "ExchangeError",
             'binanceusdm {"code":-2019,"msg":"Margin is insufficient."}',
             E.INSUFFICIENT_FUNDS,

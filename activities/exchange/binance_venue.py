@@ -1,0 +1,92 @@
+"""Binance USD-M futures (`ccxt.binanceusdm`): what differs from other venues.
+
+Conditional orders are algo orders (`/fapi/v1/algoOrder`): ccxt needs
+`trigger: True` to fetch, cancel or list them, and they live in a list of their
+own. A triggered algo order executes as a new matching-engine order
+(`actualOrderId`). Filters are exact strings from exchangeInfo.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+from activities.exchange.raw import first, to_decimal
+from domain.market import MarketFilters
+from domain.orders import OrderIntent
+from domain.symbols import canonical_from_unified
+
+
+class BinanceVenue:
+    """`Venue` for Binance USD-M."""
+
+    def market_filters(self, market: Mapping[str, Any]) -> MarketFilters:
+        """Filters from exchangeInfo's exact strings (`info.filters`)."""
+        raw = {f.get("filterType"): f for f in (market.get("info") or {}).get("filters", [])}
+        lot = raw.get("MARKET_LOT_SIZE") or raw["LOT_SIZE"]
+        return MarketFilters(
+            symbol=canonical_from_unified(market["symbol"]),
+            tick_size=Decimal(raw["PRICE_FILTER"]["tickSize"]),
+            step_size=Decimal(raw["LOT_SIZE"]["stepSize"]),
+            min_qty=Decimal(raw["LOT_SIZE"]["minQty"]),
+            max_qty=to_decimal(lot.get("maxQty")),
+            min_notional=to_decimal((raw.get("MIN_NOTIONAL") or {}).get("notional")) or Decimal(0),
+        )
+
+    def order_params(self, intent: OrderIntent) -> dict[str, Any]:
+        """`workingType` for a conditional order; a market order answers with its fill."""
+        if intent.is_conditional:
+            return {"workingType": intent.working_type.value}
+        return {"newOrderRespType": "RESULT"}
+
+    def by_id_params(self, conditional: bool) -> dict[str, Any]:
+        """Algo orders are reached with `trigger: True`."""
+        return {"trigger": True} if conditional else {}
+
+    def by_client_id_params(self, client_order_id: str, conditional: bool) -> dict[str, Any]:
+        """`clientOrderId` (ccxt sends `origClientOrderId`, or `clientAlgoId` for algo)."""
+        return {"clientOrderId": client_order_id, **self.by_id_params(conditional)}
+
+    async def find(
+        self, exchange: Any, unified: str, client_order_id: str, conditional: bool
+    ) -> Mapping[str, Any] | None:
+        """`GET /fapi/v1/order` (or the algo order) by client id; OrderNotFound if none."""
+        order: Mapping[str, Any] = await exchange.fetch_order(
+            None, unified, self.by_client_id_params(client_order_id, conditional)
+        )
+        return order
+
+    def executed_order_id(self, order: Mapping[str, Any], conditional: bool) -> str | None:
+        """A triggered algo order's trades belong to its `actualOrderId`."""
+        value = first(order.get("info") or {}, "actualOrderId") if conditional else order.get("id")
+        return None if value in (None, "", "0", 0) else str(value)
+
+    async def open_orders(
+        self, exchange: Any, unified: str | None
+    ) -> list[tuple[Mapping[str, Any], bool]]:
+        """Both lists, read concurrently; neither pages (weight 40 each without a symbol)."""
+        if unified is None:
+            exchange.options.setdefault("fetchOpenOrders", {})["warnWithoutSymbol"] = False
+        regular, conditional = await asyncio.gather(
+            exchange.fetch_open_orders(unified, None, None, {}),
+            exchange.fetch_open_orders(unified, None, None, {"trigger": True}),
+        )
+        return [(o, False) for o in regular] + [(o, True) for o in conditional]
+
+    async def mark_price(self, exchange: Any, unified: str) -> Decimal | None:
+        """`GET /fapi/v1/premiumIndex`."""
+        data = await exchange.fetch_mark_price(unified)
+        return to_decimal(first(data.get("info") or {}, "markPrice")) or to_decimal(
+            data.get("markPrice")
+        )
+
+    async def klines(
+        self, exchange: Any, symbol: str, timeframe: str, limit: int
+    ) -> list[list[Any]]:
+        """`GET /fapi/v1/klines`: oldest first already."""
+        rows: list[list[Any]] = await exchange.fapiPublicGetKlines(
+            {"symbol": symbol, "interval": timeframe, "limit": limit}
+        )
+        return rows

@@ -1,0 +1,133 @@
+"""Bybit v5 linear perpetuals (`ccxt.bybit`): what differs from other venues.
+
+Every kind of order is in one list (`/v5/order/realtime`, paged by cursor, 50 a
+page at most); a conditional order keeps its id when it triggers, so its trades
+are its own. ccxt cannot fetch an order by `orderLinkId` (notes/ccxt.md §0.4): it
+is found in the open list, then in the history. Filters come from ccxt's parsed
+precision and limits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+from activities.exchange.raw import to_decimal
+from domain.market import MarketFilters
+from domain.orders import OrderIntent, WorkingType
+from domain.symbols import canonical_from_unified
+
+PAGE = 50
+MAX_PAGES = 100
+
+INTERVALS = {
+    "1m": "1",
+    "3m": "3",
+    "5m": "5",
+    "15m": "15",
+    "30m": "30",
+    "1h": "60",
+    "2h": "120",
+    "4h": "240",
+    "6h": "360",
+    "12h": "720",
+    "1d": "D",
+}
+"""ccxt timeframes → Bybit v5 kline intervals (minutes, or D)."""
+
+
+class BybitVenue:
+    """`Venue` for Bybit v5 linear (USDT) perpetuals."""
+
+    def market_filters(self, market: Mapping[str, Any]) -> MarketFilters:
+        """Filters from ccxt's parsed precision and limits (exact via their repr)."""
+        step = to_decimal(market["precision"]["amount"]) or Decimal(0)
+        return MarketFilters(
+            symbol=canonical_from_unified(market["symbol"]),
+            tick_size=to_decimal(market["precision"]["price"]) or Decimal(0),
+            step_size=step,
+            min_qty=to_decimal(market["limits"]["amount"]["min"]) or step,
+            max_qty=to_decimal(market["limits"]["amount"].get("max")),
+            min_notional=to_decimal(market["limits"].get("cost", {}).get("min")) or Decimal(0),
+        )
+
+    def order_params(self, intent: OrderIntent) -> dict[str, Any]:
+        """`triggerBy` for a conditional order (ccxt would force LastPrice otherwise)."""
+        if not intent.is_conditional:
+            return {}
+        mark = intent.working_type is WorkingType.MARK_PRICE
+        return {"triggerBy": "MarkPrice" if mark else "LastPrice"}
+
+    def by_id_params(self, conditional: bool) -> dict[str, Any]:
+        """Nothing: one id space for every kind of order."""
+        return {}
+
+    def by_client_id_params(self, client_order_id: str, conditional: bool) -> dict[str, Any]:
+        """`orderLinkId`."""
+        return {"orderLinkId": client_order_id}
+
+    async def find(
+        self, exchange: Any, unified: str, client_order_id: str, conditional: bool
+    ) -> Mapping[str, Any] | None:
+        """The open order with our `orderLinkId`, else the closed or cancelled one."""
+        params = self.by_client_id_params(client_order_id, conditional)
+        orders = await exchange.fetch_open_orders(unified, None, None, params)
+        if not orders:
+            orders = await exchange.fetch_canceled_and_closed_orders(unified, None, None, params)
+        return orders[0] if orders else None
+
+    def executed_order_id(self, order: Mapping[str, Any], conditional: bool) -> str | None:
+        """A triggered conditional order keeps its id: its trades are its own."""
+        value = order.get("id")
+        return None if value in (None, "", "0", 0) else str(value)
+
+    async def open_orders(
+        self, exchange: Any, unified: str | None
+    ) -> list[tuple[Mapping[str, Any], bool]]:
+        """Every page of the one list (every kind), following `nextPageCursor`.
+
+        ccxt puts the cursor into the `info` of the page's orders. Without a
+        symbol, Bybit v5 needs a settle coin: USDT (linear perpetuals).
+        """
+        orders: list[Mapping[str, Any]] = []
+        cursor: str | None = None
+        for _ in range(MAX_PAGES):
+            params: dict[str, Any] = {} if unified else {"settleCoin": "USDT"}
+            if cursor:
+                params["cursor"] = cursor
+            page = await exchange.fetch_open_orders(unified, None, PAGE, params)
+            orders.extend(page)
+            cursor = next(
+                (
+                    str(o["info"]["nextPageCursor"])
+                    for o in page
+                    if (o.get("info") or {}).get("nextPageCursor")
+                ),
+                None,
+            )
+            if len(page) < PAGE or cursor is None:
+                return [(o, False) for o in orders]
+        where = unified or "the account"
+        raise RuntimeError(f"more than {MAX_PAGES * PAGE} open orders in {where}")
+
+    async def mark_price(self, exchange: Any, unified: str) -> Decimal | None:
+        """From the ticker (`/v5/market/tickers`), which carries the mark price."""
+        ticker = await exchange.fetch_ticker(unified)
+        return to_decimal((ticker.get("info") or {}).get("markPrice")) or to_decimal(
+            ticker.get("markPrice")
+        )
+
+    async def klines(
+        self, exchange: Any, symbol: str, timeframe: str, limit: int
+    ) -> list[list[Any]]:
+        """`/v5/market/kline`: newest first on the wire, turned oldest first."""
+        data = await exchange.publicGetV5MarketKline(
+            {
+                "category": "linear",
+                "symbol": symbol,
+                "interval": INTERVALS[timeframe],
+                "limit": limit,
+            }
+        )
+        return list(reversed((data.get("result") or {}).get("list") or []))

@@ -1,0 +1,81 @@
+"""What differs between exchanges, in one place per venue.
+
+The gateway (`activities/exchange/gateway.py`) holds what every venue shares: the
+never-twice placement, the order, fill and position normalisation, the markets
+cache. A `Venue` answers the questions whose answer is venue-specific: the
+parameters ccxt needs, how an order is found by client id, how open orders are
+listed, where the mark price and candles are read. One implementation per venue
+(`binance_venue.py`, `bybit_venue.py`); `venue_for` picks it from ccxt's id. No
+other module asks which exchange it talks to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any, Protocol
+
+from domain.market import MarketFilters
+from domain.orders import OrderIntent
+
+
+class Venue(Protocol):
+    """The venue-specific half of the gateway; every method is stateless."""
+
+    def market_filters(self, market: Mapping[str, Any]) -> MarketFilters:
+        """Trading filters of one loaded ccxt market, exact where the venue allows."""
+        ...
+
+    def order_params(self, intent: OrderIntent) -> dict[str, Any]:
+        """Venue parameters for `create_order(intent)`, beyond client id, reduce-only
+        and the trigger price (which the gateway sets the unified way)."""
+        ...
+
+    def by_id_params(self, conditional: bool) -> dict[str, Any]:
+        """Parameters to fetch or cancel an order by exchange id."""
+        ...
+
+    def by_client_id_params(self, client_order_id: str, conditional: bool) -> dict[str, Any]:
+        """Parameters naming an order by our client id (to cancel it)."""
+        ...
+
+    async def find(
+        self, exchange: Any, unified: str, client_order_id: str, conditional: bool
+    ) -> Mapping[str, Any] | None:
+        """The ccxt order with our client id, open or done; None if the venue has none.
+        May raise ccxt's OrderNotFound (the caller maps it to None)."""
+        ...
+
+    def executed_order_id(self, order: Mapping[str, Any], conditional: bool) -> str | None:
+        """The id of the matching-engine order whose trades are this order's fills."""
+        ...
+
+    async def open_orders(
+        self, exchange: Any, unified: str | None
+    ) -> list[tuple[Mapping[str, Any], bool]]:
+        """Every open order of a symbol (None: of the account), each with whether the
+        venue lists it as conditional (`True`) or leaves it to the order (`False`)."""
+        ...
+
+    async def mark_price(self, exchange: Any, unified: str) -> Decimal | None:
+        """The mark price of one symbol, exact; None if the venue gave none."""
+        ...
+
+    async def klines(
+        self, exchange: Any, symbol: str, timeframe: str, limit: int
+    ) -> list[list[Any]]:
+        """The last `limit` raw candles [open time ms, open, high, low, close, ...],
+        oldest first, prices as the venue wrote them."""
+        ...
+
+
+def venue_for(exchange_id: str) -> Venue:
+    """The `Venue` of a ccxt exchange id ("binanceusdm", "bybit"); ValueError if unknown."""
+    from activities.exchange.binance_venue import BinanceVenue
+    from activities.exchange.bybit_venue import BybitVenue
+
+    if exchange_id.startswith("binance"):
+        return BinanceVenue()
+    if exchange_id.startswith("bybit"):
+        return BybitVenue()
+    raise ValueError(f"no venue for exchange {exchange_id!r}: binance and bybit are supported")

@@ -1,0 +1,244 @@
+"""The gateway on each venue: the same domain answers from Binance USD-M and Bybit v5.
+
+Real ccxt (`binanceusdm` / `bybit`) against the paper exchange serving that venue;
+what the gateway reports is checked against the exchange's own ground truth. The
+venue-specific paths (Binance's algo orders, Bybit's one paged list and its
+orderLinkId look-ups, Bybit's "Created" status and position lag) are all crossed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from decimal import Decimal
+
+import pytest
+import pytest_asyncio
+
+from activities.exchange.bybit_venue import PAGE
+from activities.exchange.gateway import ExchangeGateway
+from domain.errors import ErrorType, classify_exception
+from domain.orders import OrderStatus, entry_intent, stop_intent
+from domain.types import Side
+from simulator.client import bybit_client
+from simulator.server import PaperExchange
+
+SYMBOL = "BTCUSDT"
+PRICE = Decimal(60000)
+QTY = Decimal("0.010")
+
+CREATE = {"binance": "POST /fapi/v1/order", "bybit": "POST /v5/order/create"}
+"""The endpoint a market entry is sent to, per venue (for faults)."""
+
+
+@pytest_asyncio.fixture(params=["binance", "bybit"])
+async def sim(request: pytest.FixtureRequest) -> AsyncIterator[PaperExchange]:
+    async with PaperExchange(
+        venue=request.param, mark_interval_ms=100, admin_port=None
+    ) as exchange:
+        if request.param == "bybit":
+            exchange.configure(rate_limit_per_s=10_000)  # the tests burst; limits are tested apart
+        exchange.set_price(SYMBOL, PRICE)
+        exchange.set_price("ETHUSDT", "3000")
+        yield exchange
+
+
+def cid(tag: str = "t") -> str:
+    return f"{tag}{uuid.uuid4().hex[:20]}"
+
+
+def stop_price(side: Side, distance: Decimal = Decimal("0.05")) -> Decimal:
+    """A stop `distance` away from PRICE on the losing side."""
+    return PRICE * (1 - distance) if side is Side.LONG else PRICE * (1 + distance)
+
+
+def open_stops(sim: PaperExchange) -> int:
+    return sum(1 for a in sim.ground_truth()["algoOrders"] if a["algoStatus"] == "NEW")
+
+
+def signed(sim: PaperExchange, symbol: str = SYMBOL) -> Decimal:
+    for p in sim.ground_truth()["positions"]:
+        if p["symbol"] == symbol:
+            return Decimal(p["positionAmt"])
+    return Decimal(0)
+
+
+async def test_venue_is_chosen_from_the_exchange(
+    gateway: ExchangeGateway, sim: PaperExchange
+) -> None:
+    assert (
+        type(gateway.venue).__name__
+        == {"binance": "BinanceVenue", "bybit": "BybitVenue"}[sim.venue]
+    )
+
+
+async def test_filters_mark_price_and_candles(gateway: ExchangeGateway) -> None:
+    filters = await gateway.filters(SYMBOL)
+    assert filters.symbol == SYMBOL
+    assert filters.tick_size > 0 and filters.step_size > 0 and filters.min_qty > 0
+    assert await gateway.mark_price(SYMBOL) == PRICE
+    candles = await gateway.candles(SYMBOL, "1m", 5)
+    assert candles, "no candles"
+    assert [c.open_time_ms for c in candles] == sorted(c.open_time_ms for c in candles)
+    assert all(c.low <= c.open <= c.high and c.low <= c.close <= c.high for c in candles)
+    readiness = await gateway.entry_readiness()
+    assert SYMBOL in readiness.listed and (readiness.free_balance or 0) > 0
+
+
+@pytest.mark.parametrize("side", [Side.LONG, Side.SHORT])
+async def test_an_entry_fills_and_its_fills_and_position_are_read(
+    gateway: ExchangeGateway, sim: PaperExchange, side: Side
+) -> None:
+    intent = entry_intent(cid("e"), SYMBOL, side, QTY)
+    view = await gateway.place(intent, look_up_first=False)
+    assert view.status is OrderStatus.FILLED and view.filled_qty == QTY
+    assert view.client_order_id == intent.client_order_id
+    found = await gateway.find(SYMBOL, intent.client_order_id, conditional=False)
+    assert found is not None and found.exchange_order_id == view.exchange_order_id
+    fills = await gateway.order_fills(SYMBOL, intent.client_order_id, conditional=False)
+    assert sum(f.qty for f in fills) == QTY and all(f.price > 0 for f in fills)
+    position = await gateway.position(SYMBOL)
+    assert (position.side, position.qty) == (side, QTY)
+    assert signed(sim) == (QTY if side is Side.LONG else -QTY)
+
+
+@pytest.mark.parametrize("side", [Side.LONG, Side.SHORT])
+async def test_a_stop_rests_is_listed_and_is_cancelled(
+    gateway: ExchangeGateway, sim: PaperExchange, side: Side
+) -> None:
+    await gateway.place(entry_intent(cid("e"), SYMBOL, side, QTY), look_up_first=False)
+    stop = stop_intent(cid("sl"), SYMBOL, side, QTY, stop_price(side))
+    placed = await gateway.place(stop, look_up_first=False)
+    assert placed.status is OrderStatus.OPEN and placed.is_conditional
+    assert placed.trigger_price == stop_price(side) and placed.reduce_only
+    assert open_stops(sim) == 1
+    listed = await gateway.all_open_orders(SYMBOL)
+    assert [(v.client_order_id, v.is_conditional) for v in listed] == [(stop.client_order_id, True)]
+    account = await gateway.account_orders()
+    assert [v.exchange_order_id for v in account] == [placed.exchange_order_id]
+    final = await gateway.cancel(
+        SYMBOL, client_order_id=stop.client_order_id, exchange_order_id=None, conditional=True
+    )
+    assert final is not None and final.status is OrderStatus.CANCELED
+    assert open_stops(sim) == 0
+    # a second cancel finds nothing to cancel: done, not an error
+    again = await gateway.cancel(
+        SYMBOL,
+        client_order_id=stop.client_order_id,
+        exchange_order_id=placed.exchange_order_id,
+        conditional=True,
+    )
+    assert again is None or again.status is OrderStatus.CANCELED
+
+
+@pytest.mark.parametrize("side", [Side.LONG, Side.SHORT])
+async def test_a_triggered_stop_closes_the_position_and_has_its_fills(
+    gateway: ExchangeGateway, sim: PaperExchange, side: Side
+) -> None:
+    await gateway.place(entry_intent(cid("e"), SYMBOL, side, QTY), look_up_first=False)
+    stop = stop_intent(cid("sl"), SYMBOL, side, QTY, stop_price(side))
+    await gateway.place(stop, look_up_first=False)
+    sim.set_price(SYMBOL, stop_price(side, Decimal("0.06")))  # through the stop
+    sim.publish_marks([SYMBOL])
+    view = await gateway.find(SYMBOL, stop.client_order_id, conditional=True)
+    assert view is not None and view.status is OrderStatus.FILLED
+    fills = await gateway.order_fills(SYMBOL, stop.client_order_id, conditional=True)
+    assert sum(f.qty for f in fills) == QTY
+    assert (await gateway.position(SYMBOL)).qty == 0 and signed(sim) == 0
+
+
+async def test_more_open_orders_than_one_page_are_all_listed(
+    gateway: ExchangeGateway, sim: PaperExchange
+) -> None:
+    await gateway.place(entry_intent(cid("e"), SYMBOL, Side.LONG, QTY), look_up_first=False)
+    n = PAGE + 5
+    placed = set()
+    for k in range(n):
+        trigger = PRICE * Decimal("0.9") - k
+        view = await gateway.place(
+            stop_intent(cid("sl"), SYMBOL, Side.LONG, QTY, trigger), look_up_first=False
+        )
+        placed.add(view.exchange_order_id)
+    assert {v.exchange_order_id for v in await gateway.all_open_orders(SYMBOL)} == placed
+    assert {v.exchange_order_id for v in await gateway.account_orders()} == placed
+
+
+async def test_an_answer_lost_after_the_order_landed_is_found_not_placed_twice(
+    gateway: ExchangeGateway, sim: PaperExchange
+) -> None:
+    intent = entry_intent(cid("e"), SYMBOL, Side.LONG, QTY)
+    sim.add_fault("drop_response", endpoint=CREATE[sim.venue], count=1)
+    with pytest.raises(Exception) as lost:
+        await gateway.place(intent, look_up_first=False)
+    assert classify_exception(lost.value, placement=True).ambiguous
+    # the retry looks up first: the order that landed is the answer
+    view = await gateway.place(intent, look_up_first=True)
+    assert view.client_order_id == intent.client_order_id and view.filled_qty == QTY
+    assert signed(sim) == QTY  # one entry, not two
+
+
+async def test_errors_are_classified_on_every_venue(gateway: ExchangeGateway) -> None:
+    huge = entry_intent(cid("e"), SYMBOL, Side.LONG, Decimal(100))  # 6M USDT of margin
+    with pytest.raises(Exception) as refused:
+        await gateway.place(huge, look_up_first=False)
+    assert classify_exception(refused.value, placement=True).type is ErrorType.INSUFFICIENT_FUNDS
+    # a stop on the wrong side of the mark would trigger at once: -2021 / 110092-3
+    await gateway.place(entry_intent(cid("e"), SYMBOL, Side.LONG, QTY), look_up_first=False)
+    beyond = stop_intent(cid("sl"), SYMBOL, Side.LONG, QTY, PRICE * Decimal("1.01"))
+    with pytest.raises(Exception) as at_once:
+        await gateway.place(beyond, look_up_first=False)
+    assert classify_exception(at_once.value, placement=True).type is (
+        ErrorType.ORDER_IMMEDIATELY_FILLABLE
+    )
+    assert await gateway.find(SYMBOL, cid("never"), conditional=True) is None
+    assert await gateway.order_fills(SYMBOL, cid("never"), conditional=False) == []
+
+
+# --- Bybit's own traps ----------------------------------------------------------------------
+
+
+@pytest_asyncio.fixture
+async def bybit() -> AsyncIterator[PaperExchange]:
+    async with PaperExchange(venue="bybit", mark_interval_ms=100, admin_port=None) as exchange:
+        exchange.configure(rate_limit_per_s=10_000)
+        exchange.set_price(SYMBOL, PRICE)
+        yield exchange
+
+
+@pytest_asyncio.fixture
+async def bybit_gateway(bybit: PaperExchange) -> AsyncIterator[ExchangeGateway]:
+    client = bybit_client(bybit, api_key=bybit.api_key, secret=bybit.api_secret)
+    gw = ExchangeGateway(client, account="paper")
+    try:
+        yield gw
+    finally:
+        await gw.close()
+
+
+async def test_bybit_an_entry_still_created_is_read_again_until_filled(
+    bybit_gateway: ExchangeGateway, bybit: PaperExchange
+) -> None:
+    gateway = bybit_gateway
+    bybit.configure(created_status_ms=60_000)  # the lists say "Created" for a minute
+    intent = entry_intent(cid("e"), SYMBOL, Side.LONG, QTY)
+    view = await gateway.place(intent, look_up_first=False)
+    # ccxt reads "Created" as open; the gateway does not take it as the answer
+    assert view.client_order_id == intent.client_order_id
+    bybit.advance(61_000)
+    done = await gateway.find(SYMBOL, intent.client_order_id, conditional=False)
+    assert done is not None and done.status is OrderStatus.FILLED and done.filled_qty == QTY
+
+
+async def test_bybit_a_stop_before_the_position_shows_is_refused_as_reduce_only(
+    bybit_gateway: ExchangeGateway, bybit: PaperExchange
+) -> None:
+    gateway = bybit_gateway
+    bybit.configure(position_lag_ms=5_000)
+    await gateway.place(entry_intent(cid("e"), SYMBOL, Side.LONG, QTY), look_up_first=False)
+    stop = stop_intent(cid("sl"), SYMBOL, Side.LONG, QTY, stop_price(Side.LONG))
+    with pytest.raises(Exception) as early:
+        await gateway.place(stop, look_up_first=False)
+    assert classify_exception(early.value, placement=True).type is ErrorType.REDUCE_ONLY_REJECTED
+    bybit.advance(5_001)
+    placed = await gateway.place(stop, look_up_first=True)
+    assert placed.status is OrderStatus.OPEN and open_stops(bybit) == 1
