@@ -367,7 +367,7 @@ def build_app(sim: PaperExchange, venue: BybitVenue) -> web.Application:
                     raise E.params_error("params error: request body must be an object")
                 params.update(body)
             symbol = _str(params, "symbol") or None
-            for rule in sim.faults.take(method, path, symbol, PRE_KINDS):
+            for rule in sim.faults.take(method, path, symbol, PRE_KINDS, params):
                 if rule.kind == "latency":
                     await asyncio.sleep(rule.latency_ms / 1000)  # float ok: seconds
                 elif rule.kind == "error":
@@ -403,7 +403,7 @@ def build_app(sim: PaperExchange, venue: BybitVenue) -> web.Application:
         except Exception:  # an engine bug must look like Bybit's 10016, not a hang
             log.exception("internal error on %s %s", method, path)
             return reply({}, E.SERVER_ERROR, "Internal server error.", headers)
-        for rule in sim.faults.take(method, path, symbol, POST_KINDS):
+        for rule in sim.faults.take(method, path, symbol, POST_KINDS, params):
             if rule.kind == "drop_response":
                 if request.transport is not None:
                     request.transport.abort()

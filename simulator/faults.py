@@ -12,6 +12,10 @@ symbol, and applies one effect:
 * ``delay_response`` execute the request, then wait ``latency_ms`` before replying
   (use a delay longer than the client's timeout for an ambiguous outcome)
 
+``param`` narrows a rule to requests carrying that parameter (e.g. ``triggerPrice``:
+only Bybit's conditional orders, which share ``POST /v5/order/create`` with entries),
+or, written ``!name``, to requests without it (``!triggerPrice``: only plain orders).
+
 ``count`` limits how many requests a rule hits (None = unlimited) and
 ``duration_ms`` how long it lives (wall clock); ``probability`` uses a seeded RNG.
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 import fnmatch
 import random
 from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
 from typing import Any
 
 from simulator.clock import wall_ms
@@ -37,6 +42,7 @@ class FaultRule:
     kind: str
     endpoint: str = "*"
     symbol: str | None = None
+    param: str | None = None
     count: int | None = None
     duration_ms: int | None = None
     latency_ms: int = 0
@@ -57,11 +63,21 @@ class FaultRule:
             return True
         return self.duration_ms is not None and now_ms >= self.created_ms + self.duration_ms
 
-    def matches(self, method: str, path: str, symbol: str | None) -> bool:
+    def matches(
+        self,
+        method: str,
+        path: str,
+        symbol: str | None,
+        params: Mapping[str, Any] | None = None,
+    ) -> bool:
         pattern = self.endpoint
         target = f"{method} {path}" if " " in pattern else path
         if not fnmatch.fnmatchcase(target, pattern):
             return False
+        if self.param is not None:
+            wanted = not self.param.startswith("!")
+            if (self.param.lstrip("!") in (params or {})) is not wanted:
+                return False
         return self.symbol is None or self.symbol == symbol
 
     def to_dict(self) -> dict[str, Any]:
@@ -91,16 +107,22 @@ class FaultInjector:
         self.rules.clear()
 
     def take(
-        self, method: str, path: str, symbol: str | None, kinds: tuple[str, ...]
+        self,
+        method: str,
+        path: str,
+        symbol: str | None,
+        kinds: tuple[str, ...],
+        params: Mapping[str, Any] | None = None,
     ) -> list[FaultRule]:
-        """Rules of ``kinds`` that apply to this request; consumes one ``count`` each."""
+        """Rules of ``kinds`` that apply to this request (its ``params`` for rules with a
+        ``param``); consumes one ``count`` each."""
         if not self.rules:
             return []
         now = wall_ms()
         self.rules = [r for r in self.rules if not r.expired(now)]
         out = []
         for rule in self.rules:
-            if rule.kind not in kinds or not rule.matches(method, path, symbol):
+            if rule.kind not in kinds or not rule.matches(method, path, symbol, params):
                 continue
             if rule.probability < 1.0 and self._rng.random() >= rule.probability:  # float ok
                 continue

@@ -552,7 +552,7 @@ def build_app(sim: PaperExchange) -> web.Application:
         ip = request.remote or "unknown"
         used: int | None = None
         try:
-            for rule in sim.faults.take(method, path, symbol, PRE_KINDS):
+            for rule in sim.faults.take(method, path, symbol, PRE_KINDS, params):
                 if rule.kind == "latency":
                     await asyncio.sleep(rule.latency_ms / 1000)  # float ok: seconds
                 elif rule.kind == "error":
@@ -594,7 +594,7 @@ def build_app(sim: PaperExchange) -> web.Application:
         except Exception:  # an engine bug must look like Binance's -1000, not a hang
             log.exception("internal error on %s %s", method, path)
             return _error_response(errors.unknown(), used)
-        for rule in sim.faults.take(method, path, symbol, POST_KINDS):
+        for rule in sim.faults.take(method, path, symbol, POST_KINDS, params):
             if rule.kind == "drop_response":
                 # The request took effect; the client never learns it (ambiguous outcome).
                 if request.transport is not None:

@@ -22,12 +22,7 @@ def make_exchange(account: AccountSettings) -> Any:
             "inside `posguard dev`; set its paper_url to a running `posguard sim`"
         )
     if account.paper_url is not None:
-        from simulator.client import binanceusdm_client
-
-        urls = {"rest": account.paper_url}
-        if account.paper_ws_url:
-            urls["ws"] = account.paper_ws_url
-        return binanceusdm_client(urls, api_key=key, secret=secret, rateLimit=rate_limit_ms)
+        return _paper_client(account, rateLimit=rate_limit_ms)
     import ccxt.async_support as ccxt_async
 
     options: dict[str, Any] = {}
@@ -58,16 +53,31 @@ def make_market_data_client(account: AccountSettings) -> Any:
         from signals_ingest.gate_process import exchange_market_data_client
 
         return exchange_market_data_client(account)
-    from simulator.client import binanceusdm_client
+    return _paper_client(account, pro=True)
 
+
+def _paper_client(account: AccountSettings, *, pro: bool = False, **options: Any) -> Any:
+    """A ccxt client of the account's exchange (`binanceusdm` or `bybit`) pointed at the
+    paper exchange serving that venue (`posguard sim --venue ...`)."""
+    from simulator.client import binanceusdm_client, bybit_client
+
+    if account.paper_url is None:
+        raise ValueError(f"account {account.name!r} has no paper_url")
+    make = {"binanceusdm": binanceusdm_client, "bybit": bybit_client}.get(account.exchange)
+    if make is None:
+        raise ValueError(
+            f"account {account.name!r}: the paper exchange serves binanceusdm and bybit, "
+            f"not {account.exchange!r}"
+        )
     urls = {"rest": account.paper_url}
     if account.paper_ws_url:
         urls["ws"] = account.paper_ws_url
-    return binanceusdm_client(
+    return make(
         urls,
         api_key=account.api_key.get_secret_value(),
         secret=account.secret.get_secret_value(),
-        pro=True,
+        pro=pro,
+        **options,
     )
 
 

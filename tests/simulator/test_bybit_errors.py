@@ -231,3 +231,23 @@ async def test_duplicate_link_id_after_an_ambiguous_timeout(bex: Any, bsim: Pape
     [placed] = await bex.fetch_canceled_and_closed_orders(BTC, params={"orderLinkId": "amb-1"})
     assert placed["status"] == "closed" and placed["filled"] == 0.01
     assert (await bex.fetch_positions())[0]["contracts"] == 0.01  # filled once, not twice
+
+
+async def test_a_fault_can_target_stops_or_plain_orders_on_one_endpoint(
+    bex: Any, bsim: PaperExchange
+) -> None:
+    # Entries and stops share POST /v5/order/create: `param` tells them apart.
+    bsim.set_price("BTCUSDT", Decimal(95000))
+    on_stops = bsim.add_fault(
+        "error", endpoint="POST /v5/order/create", param="triggerPrice", code=10016
+    )
+    entry = await bex.create_order(BTC, "market", "buy", 0.01)  # not a stop: untouched
+    assert entry["id"]
+    with pytest.raises(ccxt.ExchangeError, match="10016"):
+        await bex.create_order(BTC, "market", "sell", 0.01, None, {**SL, "stopLossPrice": 90000})
+    bsim.faults.remove(on_stops.id)
+    bsim.add_fault("error", endpoint="POST /v5/order/create", param="!triggerPrice", code=10016)
+    stop = await bex.create_order(BTC, "market", "sell", 0.01, None, {**SL, "stopLossPrice": 90000})
+    assert stop["id"]  # a stop: untouched
+    with pytest.raises(ccxt.ExchangeError, match="10016"):
+        await bex.create_order(BTC, "market", "buy", 0.01)

@@ -96,6 +96,29 @@ def spec(
     )
 
 
+ORDER_ENDPOINTS: dict[str, dict[str, tuple[str, str | None]]] = {
+    "binance": {"order": ("POST /fapi/v1/order", None), "stop": ("POST /fapi/v1/algoOrder", None)},
+    # one endpoint for both on Bybit: a stop is the request with a trigger price
+    "bybit": {
+        "order": ("POST /v5/order/create", "!triggerPrice"),
+        "stop": ("POST /v5/order/create", "triggerPrice"),
+    },
+}
+"""Where a plain order ("order": entries and market closes) and a stop are sent, per venue."""
+
+REFUSALS: dict[str, dict[str, dict[str, Any]]] = {
+    "binance": {
+        "server_error": {"code": -1000, "status": 500},
+        "invalid_order": {"code": -4164, "msg": "notional too small"},
+    },
+    "bybit": {
+        "server_error": {"code": 10016, "msg": "System error, try again"},
+        "invalid_order": {"code": 110094, "msg": "Order value is too low"},
+    },
+}
+"""The venue's own answer for a refusal of each kind (same error type on both)."""
+
+
 @dataclass
 class Stack:
     """Everything a position test talks to."""
@@ -106,10 +129,26 @@ class Stack:
     settings: Settings
     config: PositionConfig
 
+    @property
+    def venue(self) -> str:
+        """The paper exchange's venue: "binance" or "bybit"."""
+        return self.sim.venue
+
+    def fault(self, kind: str, on: str, **rule: Any) -> Any:
+        """A fault of `kind` on the venue's plain orders (`on="order"`) or stops ("stop")."""
+        endpoint, param = ORDER_ENDPOINTS[self.venue][on]
+        return self.sim.add_fault(kind, endpoint=endpoint, param=param, **rule)
+
+    def refuse(self, on: str, why: str, **rule: Any) -> Any:
+        """The venue refuses plain orders or stops: `why` "server_error" (transient) or
+        "invalid_order" (permanent), in the venue's own words."""
+        return self.fault("error", on, **{**REFUSALS[self.venue][why], **rule})
+
     def on(self, symbol: str, side: Side, **extra: Any) -> PositionSpec:
         """`spec(...)` on this stack's account."""
+        account = self.settings.accounts[0]
         return spec(symbol, side, **extra).model_copy(
-            update={"account": self.settings.accounts[0].name}
+            update={"account": account.name, "exchange": ExchangeId(account.exchange)}
         )
 
     async def open(self, position: PositionSpec, **config: Any) -> WorkflowHandle[Any, Any]:
@@ -313,6 +352,7 @@ async def live_stack(
                 sim.set_price(symbol, price)
         paper = AccountSettings(
             name=account or f"{name}{uuid.uuid4().hex[:6]}",
+            exchange="bybit" if sim.venue == "bybit" else "binanceusdm",
             api_key=SecretStr(sim.api_key),
             secret=SecretStr(sim.api_secret),
             paper_url=sim.rest_url,

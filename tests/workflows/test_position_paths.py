@@ -15,7 +15,7 @@ from temporalio.client import WorkflowFailureError
 from domain.position import CloseReason, PositionState
 from domain.sizing import TakeProfitRule
 from domain.types import Side
-from tests.workflows.harness import Stack, eventually, spec
+from tests.workflows.harness import Stack, eventually
 from workers.positions import PositionAlreadyOpen
 from workflows.position import PositionWorkflow
 from workflows.position_io import ExchangeUpdate
@@ -24,7 +24,7 @@ from workflows.position_io import ExchangeUpdate
 @pytest.mark.parametrize("side", list(Side))
 async def test_happy_path_entry_stop_then_operator_close(stack: Stack, side: Side) -> None:
     symbol = "BTCUSDT"
-    handle = await stack.open(spec(symbol, side))
+    handle = await stack.open(stack.on(symbol, side))
     view = await stack.wait_state(handle, PositionState.ACTIVE)
     assert view.snapshot.state is PositionState.ACTIVE
     amt = stack.position_amt(symbol)
@@ -89,7 +89,7 @@ def entry_count(stack: Stack, symbol: str) -> int:
 async def test_partial_fill_protects_the_filled_quantity(stack: Stack, side: Side) -> None:
     stack.sim.configure(market_fill_ratio="0.5")
     try:
-        handle = await stack.open(spec("ETHUSDT", side, quote="1500"))
+        handle = await stack.open(stack.on("ETHUSDT", side, quote="1500"))
         view = await stack.wait_state(handle, PositionState.ACTIVE)
     finally:
         stack.sim.configure(market_fill_ratio="1")
@@ -106,9 +106,9 @@ async def test_partial_fill_protects_the_filled_quantity(stack: Stack, side: Sid
 @pytest.mark.parametrize("side", list(Side))
 async def test_stop_rejected_three_times_rolls_back_to_flat(stack: Stack, side: Side) -> None:
     symbol = "SOLUSDT"
-    stack.sim.add_fault("error", endpoint="POST /fapi/v1/algoOrder", code=-1000, status=500)
+    stack.refuse("stop", "server_error")
     try:
-        handle = await stack.open(spec(symbol, side), exchange_attempts=1)
+        handle = await stack.open(stack.on(symbol, side), exchange_attempts=1)
         result = await handle.result()
     finally:
         stack.sim.clear_faults()
@@ -128,15 +128,11 @@ async def test_rollback_close_fails_then_emergency_stop_protects(stack: Stack) -
     symbol, side = "BNBUSDT", Side.LONG
     before = entry_count(stack, symbol)
     # A slow, permanent refusal of the stop gives the test time to break the close too.
-    stack.sim.add_fault("latency", endpoint="POST /fapi/v1/algoOrder", latency_ms=1500, count=1)
-    stack.sim.add_fault(
-        "error", endpoint="POST /fapi/v1/algoOrder", code=-4164, msg="notional too small", count=1
-    )
-    handle = await stack.open(spec(symbol, side), exchange_attempts=1)
+    stack.fault("latency", "stop", latency_ms=1500, count=1)
+    stack.refuse("stop", "invalid_order", count=1)
+    handle = await stack.open(stack.on(symbol, side), exchange_attempts=1)
     await wait_entry_filled(stack, symbol, before)
-    close_fault = stack.sim.add_fault(
-        "error", endpoint="POST /fapi/v1/order", code=-1000, status=500
-    )
+    close_fault = stack.refuse("order", "server_error")
     try:
         view = await stack.wait_for(handle, lambda v: v.snapshot.emergency_stop is not None)
     finally:
@@ -165,14 +161,10 @@ async def test_rollback_close_fails_then_emergency_stop_protects(stack: Stack) -
 async def test_everything_fails_raises_critical_and_retries_until_recovery(stack: Stack) -> None:
     symbol, side = "XRPUSDT", Side.SHORT
     before = entry_count(stack, symbol)
-    stop_fault = stack.sim.add_fault(
-        "error", endpoint="POST /fapi/v1/algoOrder", code=-1000, status=500
-    )
-    handle = await stack.open(spec(symbol, side), exchange_attempts=1)
+    stop_fault = stack.refuse("stop", "server_error")
+    handle = await stack.open(stack.on(symbol, side), exchange_attempts=1)
     await wait_entry_filled(stack, symbol, before)
-    close_fault = stack.sim.add_fault(
-        "error", endpoint="POST /fapi/v1/order", code=-1000, status=500
-    )
+    close_fault = stack.refuse("order", "server_error")
     view = await stack.view(handle)
 
     async def critical_recorded() -> bool:
@@ -209,8 +201,8 @@ async def test_stop_that_would_trigger_immediately_closes_at_market(
     before = entry_count(stack, symbol)
     # The stop request is slow; meanwhile the mark crashes through the stop level,
     # so the exchange itself answers -2021.
-    stack.sim.add_fault("latency", endpoint="POST /fapi/v1/algoOrder", latency_ms=800, count=1)
-    handle = await stack.open(spec(symbol, side))
+    stack.fault("latency", "stop", latency_ms=800, count=1)
+    handle = await stack.open(stack.on(symbol, side))
     await wait_entry_filled(stack, symbol, before)
     stack.sim.set_price(symbol, "0.1400" if side is Side.LONG else "0.1600")
     result = await handle.result()
@@ -228,7 +220,7 @@ async def test_stop_filled_by_a_price_move_closes_the_position(stack: Stack, sid
     symbol = "BTCUSDT"
     stack.sim.set_price(symbol, "60000")
     # No message comes (no user stream here): the periodic look finds the fill.
-    handle = await stack.open(spec(symbol, side), check_interval=timedelta(seconds=1))
+    handle = await stack.open(stack.on(symbol, side), check_interval=timedelta(seconds=1))
     view = await stack.wait_state(handle, PositionState.ACTIVE)
     stop = view.snapshot.stop_price
     assert stop is not None
@@ -246,7 +238,7 @@ async def test_stop_filled_by_a_price_move_closes_the_position(stack: Stack, sid
 async def test_adopt_protects_a_position_found_on_the_exchange(stack: Stack) -> None:
     symbol = "SOLUSDT"
     stack.sim.open_position(symbol, "BUY", "3")  # opened by hand, no stop
-    handle = await stack.open(spec(symbol, Side.LONG, adopt=True))
+    handle = await stack.open(stack.on(symbol, Side.LONG, adopt=True))
     view = await stack.wait_state(handle, PositionState.ACTIVE)
     assert view.snapshot.qty == Decimal(3)
     [stop] = stack.open_stops(symbol)
@@ -258,7 +250,7 @@ async def test_adopt_protects_a_position_found_on_the_exchange(stack: Stack) -> 
 
 async def test_cancelling_the_workflow_closes_the_position(stack: Stack) -> None:
     symbol = "ETHUSDT"
-    handle = await stack.open(spec(symbol, Side.SHORT))
+    handle = await stack.open(stack.on(symbol, Side.SHORT))
     view = await stack.wait_state(handle, PositionState.ACTIVE)
     await handle.cancel()
     with pytest.raises(WorkflowFailureError):
@@ -269,13 +261,13 @@ async def test_cancelling_the_workflow_closes_the_position(stack: Stack) -> None
 
 
 async def test_a_second_position_on_the_same_key_is_refused(stack: Stack) -> None:
-    handle = await stack.open(spec("BNBUSDT", Side.LONG))
+    handle = await stack.open(stack.on("BNBUSDT", Side.LONG))
     await stack.wait_state(handle, PositionState.ACTIVE)
     with pytest.raises(PositionAlreadyOpen):
-        await stack.open(spec("BNBUSDT", Side.SHORT))
+        await stack.open(stack.on("BNBUSDT", Side.SHORT))
     await stack.close(handle)
     # Once closed, the same key can be traded again (a new lifecycle).
-    again = await stack.open(spec("BNBUSDT", Side.SHORT))
+    again = await stack.open(stack.on("BNBUSDT", Side.SHORT))
     await stack.wait_state(again, PositionState.ACTIVE)
     await stack.close(again)
     assert stack.position_amt("BNBUSDT") == 0
@@ -285,7 +277,7 @@ async def test_position_closed_outside_posguard_is_recorded_and_its_stop_cancell
     stack: Stack,
 ) -> None:
     symbol = "XRPUSDT"
-    handle = await stack.open(spec(symbol, Side.LONG))
+    handle = await stack.open(stack.on(symbol, Side.LONG))
     await stack.wait_state(handle, PositionState.ACTIVE)
     stack.sim.close_position(symbol)  # a person closes it in the exchange UI
     await handle.signal(PositionWorkflow.exchange_update, ExchangeUpdate(detail="ACCOUNT_UPDATE"))
@@ -300,7 +292,7 @@ async def test_take_profit_fills_and_the_stop_is_cancelled(stack: Stack, side: S
     stack.sim.set_price(symbol, "3000")
     # No message comes (no user stream here): the periodic look finds the fill.
     handle = await stack.open(
-        spec(symbol, side, take_profit=TakeProfitRule(percent=Decimal(3))),
+        stack.on(symbol, side, take_profit=TakeProfitRule(percent=Decimal(3))),
         check_interval=timedelta(seconds=1),
     )
     view = await stack.wait_for(handle, lambda v: v.snapshot.take_profit is not None)
@@ -320,8 +312,8 @@ async def test_take_profit_fills_and_the_stop_is_cancelled(stack: Stack, side: S
 
 async def test_a_rate_limit_is_retried_and_recorded(stack: Stack) -> None:
     symbol = "SOLUSDT"
-    stack.sim.add_fault("rate_limit", endpoint="POST /fapi/v1/order", symbol=symbol, count=1)
-    handle = await stack.open(spec(symbol, Side.LONG))
+    stack.fault("rate_limit", "order", symbol=symbol, count=1)
+    handle = await stack.open(stack.on(symbol, Side.LONG))
     view = await stack.wait_state(handle, PositionState.ACTIVE)
     assert view.snapshot.state is PositionState.ACTIVE  # Temporal retried the entry
     entries = [o for o in stack.orders_of(view, algo=False) if not o["reduceOnly"]]
