@@ -13,13 +13,14 @@ from decimal import Decimal
 
 import pytest
 
+from activities.exchange.gateway import ExchangeGateway
 from domain.position import CloseReason, PositionState
 from domain.trailing import TrailingRule, trail_stop
 from domain.types import Side
 from domain.volatility import Candle, VolatilityCallback, volatility_callback_pct
-from simulator.client import binanceusdm_client
+from simulator.client import binanceusdm_client, bybit_client
 from tests.waiting import PATIENCE_S
-from tests.workflows.harness import Stack, eventually, spec
+from tests.workflows.harness import Stack, eventually
 from workflows.position import PositionWorkflow
 from workflows.position_io import BandView, CloseRequest, PriceTick
 
@@ -37,7 +38,7 @@ async def tick(stack: Stack, handle: object, symbol: str, price: Decimal) -> Ban
 async def test_stop_trails_new_first_and_closes_on_the_reversal(stack: Stack, side: Side) -> None:
     symbol = "BTCUSDT"
     stack.sim.set_price(symbol, "60000")
-    handle = await stack.open(spec(symbol, side, trailing=RULE))
+    handle = await stack.open(stack.on(symbol, side, trailing=RULE))
     view = await stack.wait_state(handle, PositionState.ACTIVE)
     entry, first_stop = view.snapshot.avg_entry_price, view.snapshot.stop_price
     assert entry is not None and first_stop is not None
@@ -79,7 +80,7 @@ async def test_stop_trails_new_first_and_closes_on_the_reversal(stack: Stack, si
 async def test_trailing_parameters_change_at_run_time_never_loosen(stack: Stack) -> None:
     symbol = "ETHUSDT"
     stack.sim.set_price(symbol, "3000")
-    handle = await stack.open(spec(symbol, Side.LONG, trailing=RULE))
+    handle = await stack.open(stack.on(symbol, Side.LONG, trailing=RULE))
     view = await stack.wait_state(handle, PositionState.ACTIVE)
     entry = view.snapshot.avg_entry_price
     assert entry is not None
@@ -102,25 +103,14 @@ async def test_trailing_parameters_change_at_run_time_never_loosen(stack: Stack)
 
 
 async def _klines(stack: Stack, symbol: str, interval: str, limit: int) -> list[Candle]:
-    client = binanceusdm_client(
-        stack.sim, api_key=stack.sim.api_key, secret=stack.sim.api_secret, enableRateLimit=False
-    )
+    """The exchange's candles, as posguard reads them (the stack's venue)."""
+    make = bybit_client if stack.venue == "bybit" else binanceusdm_client
+    client = make(stack.sim, api_key=stack.sim.api_key, secret=stack.sim.api_secret)
+    gateway = ExchangeGateway(client, account="candles")
     try:
-        rows = await client.fapiPublicGetKlines(
-            {"symbol": symbol, "interval": interval, "limit": limit}
-        )
+        return await gateway.candles(symbol, interval, limit)
     finally:
-        await client.close()
-    return [
-        Candle(
-            open_time_ms=int(r[0]),
-            open=Decimal(r[1]),
-            high=Decimal(r[2]),
-            low=Decimal(r[3]),
-            close=Decimal(r[4]),
-        )
-        for r in rows
-    ]
+        await gateway.close()
 
 
 @pytest.mark.parametrize("side", list(Side))
@@ -145,7 +135,7 @@ async def test_callback_follows_volatility(stack: Stack, side: Side) -> None:
         period=3,
     )
     rule = TrailingRule(callback_pct=Decimal(1), volatility=vol)
-    handle = await stack.open(spec(symbol, side, trailing=rule))
+    handle = await stack.open(stack.on(symbol, side, trailing=rule))
     view = await stack.wait_for(handle, lambda v: v.measured_callback_pct is not None)
     measured = view.measured_callback_pct
     # What a trader computes from the same candles (a day does not turn in this test).
@@ -174,7 +164,7 @@ async def test_a_close_meeting_a_stop_move_never_hangs(stack: Stack, side: Side)
     workflow, waiting forever)."""
     symbol = "BNBUSDT"
     stack.sim.set_price(symbol, "600")
-    handle = await stack.open(spec(symbol, side, trailing=RULE))
+    handle = await stack.open(stack.on(symbol, side, trailing=RULE))
     view = await stack.wait_state(handle, PositionState.ACTIVE)
     entry = view.snapshot.avg_entry_price
     assert entry is not None
