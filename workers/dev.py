@@ -35,8 +35,17 @@ async def start_paper_exchange(settings: Settings) -> tuple[Settings, PaperExcha
     wanted = [a for a in settings.accounts if a.paper_url == EMBEDDED_PAPER]
     if not wanted:
         return settings, None
+    exchanges = sorted({a.exchange for a in wanted})
+    venues = {"binanceusdm": "binance", "bybit": "bybit"}
+    if len(exchanges) > 1 or exchanges[0] not in venues:
+        raise ValueError(
+            "the embedded paper exchange serves one venue, binanceusdm or bybit; the "
+            f"embedded accounts name {exchanges} (run `posguard sim --venue ...` for another "
+            "and point an account's paper_url at it)"
+        )
     markets = build_markets(None)
     sim = PaperExchange(
+        venue=venues[exchanges[0]],
         port=settings.sim_port,
         admin_port=settings.sim_admin_port,
         markets=markets,
