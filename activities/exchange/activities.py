@@ -336,9 +336,10 @@ class ExchangeActivities:
         still reports unfilled is polled for its fill for `entry_fill_wait_s`.
         A transient failure of the stop is retried here (200 ms doubling to 2 s,
         for `stop_retry_for_s`, looking the stop up first after an ambiguous
-        failure); what still fails is returned in `stop_error`, not raised, so the
-        workflow's stop-loss saga continues from it. Only a failure of the entry
-        fails the activity.
+        failure; a reduce-only refusal too, which right after the fill means the
+        exchange does not show the position yet); what still fails is returned in
+        `stop_error`, not raised, so the workflow's stop-loss saga continues from
+        it. Only a failure of the entry fails the activity.
 
         A cancellation (the workflow's, or a worker shutting down) that arrives
         once the entry is on its way is not obeyed at once: the entry's outcome
@@ -470,7 +471,11 @@ class ExchangeActivities:
                 # Once any attempt was ambiguous the stop may exist, whatever
                 # the later attempts (each of which looks it up first) say.
                 ambiguous = ambiguous or kind.ambiguous
-                if not kind.retryable or loop.time() + delay > deadline:
+                # The entry has just filled: a reduce-only refusal now means the
+                # exchange's position view lags our fill (Bybit's "no position"
+                # for a stop sent right after the entry), not that there is none.
+                lagging = kind.type is ErrorType.REDUCE_ONLY_REJECTED
+                if not (kind.retryable or lagging) or loop.time() + delay > deadline:
                     return EntryWithStopResult(
                         entry=entry,
                         stop_price=price,

@@ -14,11 +14,15 @@ from decimal import Decimal
 
 import pytest
 import pytest_asyncio
+from temporalio.testing import ActivityEnvironment
 
+from activities.exchange.activities import ExchangeActivities
 from activities.exchange.bybit_venue import PAGE
 from activities.exchange.gateway import ExchangeGateway
 from domain.errors import ErrorType, classify_exception
 from domain.orders import OrderStatus, entry_intent, stop_intent
+from domain.requests import EntryWithStopRequest, EntryWithStopResult
+from domain.sizing import StopRule
 from domain.types import Side
 from simulator.client import bybit_client
 from simulator.server import PaperExchange
@@ -242,3 +246,26 @@ async def test_bybit_a_stop_before_the_position_shows_is_refused_as_reduce_only(
     bybit.advance(5_001)
     placed = await gateway.place(stop, look_up_first=True)
     assert placed.status is OrderStatus.OPEN and open_stops(bybit) == 1
+
+
+@pytest.mark.parametrize("side", [Side.LONG, Side.SHORT])
+async def test_bybit_an_entrys_stop_refused_while_the_position_lags_is_placed_once_it_shows(
+    bybit_gateway: ExchangeGateway, bybit: PaperExchange, side: Side
+) -> None:
+    # The audited bot's "No open position found": the stop followed the entry too
+    # fast. The entry-with-stop activity retries that refusal until the position shows.
+    bybit.configure(position_lag_ms=600)
+    acts = ExchangeActivities({"paper": bybit_gateway})
+    req = EntryWithStopRequest(
+        account="paper",
+        entry=entry_intent(cid("e"), SYMBOL, side, QTY),
+        stop_client_order_id=cid("s"),
+        stop=StopRule(percent=Decimal(2)),
+        filters=await bybit_gateway.filters(SYMBOL),
+        position_id=None,
+    )
+    result: EntryWithStopResult = await ActivityEnvironment().run(acts.place_entry_with_stop, req)
+    assert result.entry.filled_qty == QTY
+    assert result.stop_error is None and result.stop is not None
+    assert result.stop.status is OrderStatus.OPEN
+    assert open_stops(bybit) == 1 and signed(bybit) == (QTY if side is Side.LONG else -QTY)
