@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import fnmatch
 import random
-from dataclasses import asdict, dataclass, field
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from simulator.clock import wall_ms
