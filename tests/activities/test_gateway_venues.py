@@ -269,3 +269,34 @@ async def test_bybit_an_entrys_stop_refused_while_the_position_lags_is_placed_on
     assert result.stop_error is None and result.stop is not None
     assert result.stop.status is OrderStatus.OPEN
     assert open_stops(bybit) == 1 and signed(bybit) == (QTY if side is Side.LONG else -QTY)
+
+
+async def test_bybit_a_ret_code_sent_as_a_string_is_read_alike(
+    bybit_gateway: ExchangeGateway, bybit: PaperExchange
+) -> None:
+    bybit.configure(ret_code_as_string=True)
+    intent = entry_intent(cid("e"), SYMBOL, Side.LONG, QTY)
+    assert (await bybit_gateway.place(intent, look_up_first=False)).filled_qty == QTY
+    huge = entry_intent(cid("e"), SYMBOL, Side.LONG, Decimal(100))
+    with pytest.raises(Exception) as refused:
+        await bybit_gateway.place(huge, look_up_first=False)
+    assert classify_exception(refused.value, placement=True).type is ErrorType.INSUFFICIENT_FUNDS
+    stop = stop_intent(cid("sl"), SYMBOL, Side.LONG, QTY, stop_price(Side.LONG))
+    assert (await bybit_gateway.place(stop, look_up_first=False)).status is OrderStatus.OPEN
+
+
+async def test_bybit_a_resend_refused_as_a_duplicate_link_id_answers_with_the_order(
+    bybit_gateway: ExchangeGateway, bybit: PaperExchange
+) -> None:
+    # The answer was lost, and the resend does not look up first: Bybit refuses the
+    # orderLinkId (110072, unique for ever) and the gateway answers with the order it
+    # names. (Binance's client ids are unique among open orders only: a filled
+    # entry's id is free again, which is why every retry looks up first.)
+    gateway, sim = bybit_gateway, bybit
+    intent = entry_intent(cid("e"), SYMBOL, Side.SHORT, QTY)
+    sim.add_fault("drop_response", endpoint=CREATE["bybit"], count=1)
+    with pytest.raises(Exception):  # noqa: B017  (any transport error)
+        await gateway.place(intent, look_up_first=False)
+    view = await gateway.place(intent, look_up_first=False)
+    assert view.client_order_id == intent.client_order_id and view.filled_qty == QTY
+    assert signed(sim) == -QTY  # one entry
