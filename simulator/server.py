@@ -388,6 +388,13 @@ class PaperExchange:
     def ws_refusing(self) -> bool:
         return wall_ms() < self._ws_refuse_until
 
+    def user_streams(self) -> int:
+        """How many private (user-data) streams are connected: Binance listen-key
+        streams, or Bybit `/v5/private` connections that have authenticated."""
+        if self.bybit_hub is not None:
+            return sum(1 for authed in self.bybit_hub.private.values() if authed)
+        return len(self.hub.user_conns)
+
     # ---------------------------------------------------- admin operations
     def set_price(self, symbol: str, price: Decimal | str) -> None:
         """Set the mark (and last) price; fires crossed stops and pushes WS updates."""

@@ -300,7 +300,7 @@ async def running_gate(stack: Stack, **options: Any) -> AsyncIterator[GateSource
         if task.done():
             task.result()
             raise AssertionError("the price gate ended before it ran")
-        return bool(sources) and bool(stack.sim.hub.user_conns)
+        return bool(sources) and stack.sim.user_streams() > 0
 
     try:
         await until(up, "the price gate and its user stream")
