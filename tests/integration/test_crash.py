@@ -41,6 +41,7 @@ from simulator.faults import FaultRule
 from simulator.server import PaperExchange
 from tests.waiting import PATIENCE_S
 from tests.worker_process import WorkerProcess
+from tests.workflows.harness import ORDER_ENDPOINTS
 from workers.positions import start_position
 from workflows.position_io import ExchangeUpdate, PositionConfig, PositionView, exchange_task_queue
 
@@ -73,10 +74,15 @@ class Crash:
         await worker.start()
         return worker
 
+    def fault(self, kind: str, on: str, **rule: Any) -> FaultRule:
+        """A fault on the venue's plain orders, stops or stop cancels (see harness)."""
+        endpoint, param = ORDER_ENDPOINTS[self.sim.venue][on]
+        return self.sim.add_fault(kind, endpoint=endpoint, param=param, **rule)
+
     def spec(self, symbol: str, quote: str = "1200") -> PositionSpec:
         return PositionSpec(
             account=self.account,
-            exchange=ExchangeId.BINANCE_USDM,
+            exchange=EXCHANGES[self.sim.venue],
             symbol=symbol,
             side=Side.LONG,
             sizing=SizingRequest(mode=SizingMode.QUOTE, amount=Decimal(quote)),
@@ -163,12 +169,21 @@ def is_state(crash: Crash, handle: WorkflowHandle[Any, Any], state: PositionStat
     return check
 
 
-@pytest_asyncio.fixture(loop_scope="session")
+EXCHANGES = {"binance": ExchangeId.BINANCE_USDM, "bybit": ExchangeId.BYBIT}
+
+
+@pytest_asyncio.fixture(loop_scope="session", params=list(EXCHANGES))
 async def crash(
-    temporal_env: WorkflowEnvironment, database_url: str, store: Store
+    temporal_env: WorkflowEnvironment,
+    database_url: str,
+    store: Store,
+    request: pytest.FixtureRequest,
 ) -> AsyncIterator[Crash]:
-    """A fresh paper exchange, a unique account and task queue; workers cleaned up after."""
-    async with PaperExchange(mark_interval_ms=200, admin_port=None) as sim:
+    """A fresh paper exchange of each venue, a unique account and task queue; workers
+    cleaned up after."""
+    async with PaperExchange(venue=request.param, mark_interval_ms=200, admin_port=None) as sim:
+        if sim.venue == "bybit":
+            sim.configure(rate_limit_per_s=10_000)
         for symbol, price in {"BTCUSDT": "60000", "ETHUSDT": "3000", "SOLUSDT": "150"}.items():
             sim.set_price(symbol, price)
         tag = uuid.uuid4().hex[:8]
@@ -177,7 +192,7 @@ async def crash(
         accounts = [
             {
                 "name": account,
-                "exchange": "binanceusdm",
+                "exchange": EXCHANGES[sim.venue].value,
                 "api_key": sim.api_key,
                 "secret": sim.api_secret,
                 "paper_url": sim.rest_url,
@@ -214,9 +229,7 @@ async def crash(
 async def test_kill_after_entry_fill_before_stop_places_neither_twice(crash: Crash) -> None:
     symbol = "BTCUSDT"
     first = await crash.start_worker()
-    slow_stop: FaultRule = crash.sim.add_fault(
-        "latency", endpoint="POST /fapi/v1/algoOrder", latency_ms=LATENCY_MS
-    )
+    slow_stop: FaultRule = crash.fault("latency", "stop", latency_ms=LATENCY_MS)
     handle = await crash.open(symbol)
 
     async def entry_filled_stop_in_flight() -> bool:
@@ -275,9 +288,7 @@ async def test_kill_between_new_stop_and_old_cancel_keeps_one_stop(crash: Crash)
     crash.sim.open_position(symbol, "BUY", extra)
     new_qty = before.snapshot.qty + extra
     assert crash.position_amt(symbol) == new_qty
-    slow_cancel = crash.sim.add_fault(
-        "latency", endpoint="DELETE /fapi/v1/algoOrder", latency_ms=LATENCY_MS
-    )
+    slow_cancel = crash.fault("latency", "stop_cancel", latency_ms=LATENCY_MS)
     await handle.signal("exchange_update", ExchangeUpdate(source="test", detail="qty added"))
 
     async def two_stops_cancel_in_flight() -> bool:

@@ -97,14 +97,20 @@ def spec(
 
 
 ORDER_ENDPOINTS: dict[str, dict[str, tuple[str, str | None]]] = {
-    "binance": {"order": ("POST /fapi/v1/order", None), "stop": ("POST /fapi/v1/algoOrder", None)},
+    "binance": {
+        "order": ("POST /fapi/v1/order", None),
+        "stop": ("POST /fapi/v1/algoOrder", None),
+        "stop_cancel": ("DELETE /fapi/v1/algoOrder", None),
+    },
     # one endpoint for both on Bybit: a stop is the request with a trigger price
     "bybit": {
         "order": ("POST /v5/order/create", "!triggerPrice"),
         "stop": ("POST /v5/order/create", "triggerPrice"),
+        "stop_cancel": ("POST /v5/order/cancel", None),
     },
 }
-"""Where a plain order ("order": entries and market closes) and a stop are sent, per venue."""
+"""Where a plain order ("order": entries and market closes) and a stop are sent, and
+where a stop is cancelled, per venue: `(endpoint, param)` for `PaperExchange.add_fault`."""
 
 REFUSALS: dict[str, dict[str, dict[str, Any]]] = {
     "binance": {
