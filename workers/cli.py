@@ -17,12 +17,16 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, NoReturn
 
+from domain.types import ExchangeId
 from workers import position_commands as pc
 from workers import reconcile_commands, signal_commands
 from workers.settings import Settings
 from workers.temporal import UnreachableError
 
 Command = Callable[[argparse.Namespace, Settings], Awaitable[int]]
+
+EXCHANGE_NAMES = [e.value for e in ExchangeId]
+"""`--exchange` choices: ccxt's names of the exchanges posguard trades on."""
 
 
 def _stop_event() -> asyncio.Event:
@@ -240,6 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-trail", action="store_true", help="no trailing even if settings give a default"
     )
     p.add_argument("--account", help="configured account (default: the first one)")
+    p.add_argument(
+        "--exchange",
+        choices=EXCHANGE_NAMES,
+        help="the first account on this exchange (binanceusdm or bybit)",
+    )
     p.add_argument("--timeout", type=float, default=30, help="seconds to wait (default 30)")
     p.add_argument("--no-wait", action="store_true", help="print the workflow id and return")
     p.set_defaults(func=pc.cmd_open)
@@ -251,6 +260,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("symbol", type=pc.symbol, help="e.g. BTCUSDT")
     pc.add_trailing_arguments(p)
     p.add_argument("--account", help="configured account (default: the first one)")
+    p.add_argument(
+        "--exchange",
+        choices=EXCHANGE_NAMES,
+        help="the first account on this exchange (binanceusdm or bybit)",
+    )
     p.set_defaults(func=pc.cmd_trail)
 
     p = sub.add_parser(
@@ -259,6 +273,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("symbol", type=pc.symbol, help="e.g. BTCUSDT")
     p.add_argument("--account", help="configured account (default: the first one)")
+    p.add_argument(
+        "--exchange",
+        choices=EXCHANGE_NAMES,
+        help="the first account on this exchange (binanceusdm or bybit)",
+    )
     p.add_argument(
         "--reason",
         default="operator",
@@ -275,6 +294,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("position", help="one position: its state and its event timeline")
     p.add_argument("symbol", type=pc.symbol, help="e.g. BTCUSDT")
     p.add_argument("--account", help="configured account (default: the first one)")
+    p.add_argument(
+        "--exchange",
+        choices=EXCHANGE_NAMES,
+        help="the first account on this exchange (binanceusdm or bybit)",
+    )
     p.add_argument("-n", type=int, default=50, help="how many events (default 50)")
     p.set_defaults(func=pc.cmd_position)
 

@@ -282,16 +282,25 @@ async def temporal_client(settings: Settings) -> Client:
     )
 
 
-def account_of(settings: Settings, name: str | None) -> AccountSettings:
-    """The named account, or the first configured one."""
+def account_of(
+    settings: Settings, name: str | None, exchange: str | None = None
+) -> AccountSettings:
+    """The named account, or the first configured one (on `exchange`, when given)."""
     if name is None:
-        if not settings.accounts:
-            raise CommandError("no account is configured (POSGUARD_ACCOUNTS or posguard.toml)")
-        return settings.accounts[0]
+        candidates = [a for a in settings.accounts if exchange in (None, a.exchange)]
+        if not candidates:
+            where = f" on {exchange}" if exchange else ""
+            raise CommandError(
+                f"no account is configured{where} (POSGUARD_ACCOUNTS or posguard.toml)"
+            )
+        return candidates[0]
     try:
-        return settings.account(name)
+        account = settings.account(name)
     except KeyError as exc:
         raise CommandError(str(exc.args[0])) from None
+    if exchange is not None and account.exchange != exchange:
+        raise CommandError(f"account {name!r} is on {account.exchange}, not {exchange}")
+    return account
 
 
 def exchange_of(account: AccountSettings) -> ExchangeId:
@@ -449,7 +458,7 @@ async def cmd_open(args: argparse.Namespace, settings: Settings) -> int:
     from workers.positions import PositionAlreadyOpen, start_position
     from workflows.position_io import PositionConfig, exchange_task_queue
 
-    account = account_of(settings, args.account)
+    account = account_of(settings, args.account, getattr(args, "exchange", None))
     spec = build_spec(args, account, settings)
     client = await temporal_client(settings)
     try:
@@ -531,7 +540,7 @@ async def cmd_trail(args: argparse.Namespace, settings: Settings) -> int:
     from workers.positions import position_handle
     from workflows.position import PositionWorkflow
 
-    account = account_of(settings, args.account)
+    account = account_of(settings, args.account, getattr(args, "exchange", None))
     client = await temporal_client(settings)
     handle = position_handle(client, account.name, exchange_of(account), args.symbol)
     current = (await _view(handle)).trailing_rule
@@ -570,7 +579,7 @@ async def cmd_close(args: argparse.Namespace, settings: Settings) -> int:
     from workflows.position import PositionWorkflow
     from workflows.position_io import CloseRequest
 
-    account = account_of(settings, args.account)
+    account = account_of(settings, args.account, getattr(args, "exchange", None))
     client = await temporal_client(settings)
     handle = position_handle(client, account.name, exchange_of(account), args.symbol)
     request = CloseRequest(reason=CloseReason(args.reason), requested_by=_operator())
@@ -698,7 +707,7 @@ async def cmd_position(args: argparse.Namespace, settings: Settings) -> int:
     from workers.worker import open_store
     from workflows.position_io import position_workflow_id
 
-    account = account_of(settings, args.account)
+    account = account_of(settings, args.account, getattr(args, "exchange", None))
     exchange = exchange_of(account)
     workflow_id = position_workflow_id(account.name, exchange, args.symbol)
     client = await temporal_client(settings)

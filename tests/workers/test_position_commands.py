@@ -33,7 +33,7 @@ from tests.waiting import PATIENCE_S
 from tests.workflows.harness import eventually, live_stack
 from workers import position_commands as pc
 from workers.embedded import find_binary
-from workers.settings import Settings
+from workers.settings import AccountSettings, Settings
 from workflows.position_io import PositionView, position_workflow_id
 
 
@@ -204,6 +204,7 @@ def test_levels_percentages_and_durations_parse_exactly() -> None:
         ["--quote", "-5", "--stop", "2%"],
         ["--quote", "100", "--risk", "10", "--stop", "2%"],
         ["--quote", "100", "--stop", "2%", "--max-age", "4 hours"],
+        ["--quote", "100", "--stop", "2%", "--exchange", "kraken"],
     ],
 )
 def test_bad_arguments_are_refused_before_anything_starts(bad: list[str]) -> None:
@@ -219,6 +220,23 @@ def test_bad_arguments_are_refused_before_anything_starts(bad: list[str]) -> Non
         timeout=PATIENCE_S,
     )
     assert out.returncode == 2 and "usage: posguard open" in out.stderr, out
+
+
+def test_the_account_is_chosen_by_name_or_by_exchange() -> None:
+    settings = Settings(
+        accounts=[
+            AccountSettings(name="main", exchange="binanceusdm"),
+            AccountSettings(name="by", exchange="bybit"),
+            AccountSettings(name="by2", exchange="bybit"),
+        ]
+    )
+    assert pc.account_of(settings, None).name == "main"
+    assert pc.account_of(settings, None, "bybit").name == "by"  # the first on bybit
+    assert pc.account_of(settings, "by2", "bybit").name == "by2"
+    with pytest.raises(pc.CommandError, match="is on bybit, not binanceusdm"):
+        pc.account_of(settings, "by", "binanceusdm")
+    with pytest.raises(pc.CommandError, match="on bybit"):
+        pc.account_of(Settings(accounts=[AccountSettings(name="main")]), None, "bybit")
 
 
 # --- the operator's commands -------------------------------------------------------------------
