@@ -20,6 +20,7 @@ import os
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
@@ -172,16 +173,13 @@ def is_state(crash: Crash, handle: WorkflowHandle[Any, Any], state: PositionStat
 EXCHANGES = {"binance": ExchangeId.BINANCE_USDM, "bybit": ExchangeId.BYBIT}
 
 
-@pytest_asyncio.fixture(loop_scope="session", params=list(EXCHANGES))
-async def crash(
-    temporal_env: WorkflowEnvironment,
-    database_url: str,
-    store: Store,
-    request: pytest.FixtureRequest,
+@asynccontextmanager
+async def crash_world(
+    temporal_env: WorkflowEnvironment, database_url: str, store: Store, venue: str
 ) -> AsyncIterator[Crash]:
-    """A fresh paper exchange of each venue, a unique account and task queue; workers
+    """A fresh paper exchange of `venue`, a unique account and task queue; workers
     cleaned up after."""
-    async with PaperExchange(venue=request.param, mark_interval_ms=200, admin_port=None) as sim:
+    async with PaperExchange(venue=venue, mark_interval_ms=200, admin_port=None) as sim:
         if sim.venue == "bybit":
             sim.configure(rate_limit_per_s=10_000)
         for symbol, price in {"BTCUSDT": "60000", "ETHUSDT": "3000", "SOLUSDT": "150"}.items():
@@ -226,7 +224,29 @@ async def crash(
                 await worker.stop()
 
 
-async def test_kill_after_entry_fill_before_stop_places_neither_twice(crash: Crash) -> None:
+@pytest_asyncio.fixture(loop_scope="session")
+async def crash(
+    temporal_env: WorkflowEnvironment, database_url: str, store: Store
+) -> AsyncIterator[Crash]:
+    """A crash world on Binance (the other crash modules' scenarios)."""
+    async with crash_world(temporal_env, database_url, store, "binance") as world:
+        yield world
+
+
+@pytest_asyncio.fixture(loop_scope="session", params=list(EXCHANGES))
+async def venue_crash(
+    temporal_env: WorkflowEnvironment,
+    database_url: str,
+    store: Store,
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[Crash]:
+    """A crash world on each exchange (this module's two scenarios)."""
+    async with crash_world(temporal_env, database_url, store, request.param) as world:
+        yield world
+
+
+async def test_kill_after_entry_fill_before_stop_places_neither_twice(venue_crash: Crash) -> None:
+    crash = venue_crash
     symbol = "BTCUSDT"
     first = await crash.start_worker()
     slow_stop: FaultRule = crash.fault("latency", "stop", latency_ms=LATENCY_MS)
@@ -273,7 +293,8 @@ async def test_kill_after_entry_fill_before_stop_places_neither_twice(crash: Cra
     assert events["sl_placed"] == 1, events
 
 
-async def test_kill_between_new_stop_and_old_cancel_keeps_one_stop(crash: Crash) -> None:
+async def test_kill_between_new_stop_and_old_cancel_keeps_one_stop(venue_crash: Crash) -> None:
+    crash = venue_crash
     symbol = "ETHUSDT"
     first = await crash.start_worker()
     handle = await crash.open(symbol)
