@@ -44,6 +44,7 @@ from domain.position import PositionSpec  # noqa: E402
 from domain.protection import ProtectionPolicy  # noqa: E402
 from domain.sizing import SizingMode, SizingRequest, StopRule  # noqa: E402
 from domain.types import ExchangeId, Side  # noqa: E402
+from simulator.client import VENUE_EXCHANGES  # noqa: E402
 from simulator.server import PaperExchange  # noqa: E402
 from workers.embedded import find_binary, start_postgres  # noqa: E402
 from workers.positions import start_position  # noqa: E402
@@ -98,7 +99,7 @@ async def start_worker(env: dict[str, str]) -> asyncio.subprocess.Process:
     return proc
 
 
-VENUES = {"binance": ExchangeId.BINANCE_USDM, "bybit": ExchangeId.BYBIT}
+VENUES = {venue: ExchangeId(exchange) for venue, exchange in VENUE_EXCHANGES.items()}
 
 
 async def run(venue: str) -> dict[str, Any]:

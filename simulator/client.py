@@ -176,3 +176,31 @@ def bybit_client(
             if "ws" in urls:
                 urls["ws"] = _bybit_ws_urls(ws)
     return ex
+
+
+VENUE_EXCHANGES = {"binance": "binanceusdm", "bybit": "bybit"}
+"""Each paper venue (`PaperExchange(venue=...)`) and the ccxt exchange whose API it serves."""
+
+
+def venue_of(exchange_id: str) -> str:
+    """The paper venue serving ccxt exchange `exchange_id`; ValueError if none does."""
+    for venue, exchange in VENUE_EXCHANGES.items():
+        if exchange == exchange_id:
+            return venue
+    raise ValueError(
+        f"the paper exchange serves {sorted(VENUE_EXCHANGES.values())}, not {exchange_id!r}"
+    )
+
+
+def venue_client(
+    venue: str,
+    sim_or_urls: _SimLike | dict[str, str] | str,
+    *,
+    api_key: str,
+    secret: str,
+    pro: bool = False,
+    **options: Any,
+) -> Any:
+    """`binanceusdm_client` or `bybit_client`, whichever serves `venue`."""
+    make = {"binance": binanceusdm_client, "bybit": bybit_client}[venue]
+    return make(sim_or_urls, api_key=api_key, secret=secret, pro=pro, **options)

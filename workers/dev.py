@@ -16,6 +16,7 @@ from datetime import timedelta
 from pydantic import SecretStr
 
 from signals_ingest.gate_process import run_gate
+from simulator.client import VENUE_EXCHANGES, venue_of
 from simulator.markets import build_markets
 from simulator.prices import make_source
 from simulator.server import PaperExchange
@@ -36,8 +37,7 @@ async def start_paper_exchange(settings: Settings) -> tuple[Settings, PaperExcha
     if not wanted:
         return settings, None
     exchanges = sorted({a.exchange for a in wanted})
-    venues = {"binanceusdm": "binance", "bybit": "bybit"}
-    if len(exchanges) > 1 or exchanges[0] not in venues:
+    if len(exchanges) > 1 or exchanges[0] not in VENUE_EXCHANGES.values():
         raise ValueError(
             "the embedded paper exchange serves one venue, binanceusdm or bybit; the "
             f"embedded accounts name {exchanges} (run `posguard sim --venue ...` for another "
@@ -45,7 +45,7 @@ async def start_paper_exchange(settings: Settings) -> tuple[Settings, PaperExcha
         )
     markets = build_markets(None)
     sim = PaperExchange(
-        venue=venues[exchanges[0]],
+        venue=venue_of(exchanges[0]),
         port=settings.sim_port,
         admin_port=settings.sim_admin_port,
         markets=markets,

@@ -59,20 +59,19 @@ def make_market_data_client(account: AccountSettings) -> Any:
 def _paper_client(account: AccountSettings, *, pro: bool = False, **options: Any) -> Any:
     """A ccxt client of the account's exchange (`binanceusdm` or `bybit`) pointed at the
     paper exchange serving that venue (`posguard sim --venue ...`)."""
-    from simulator.client import binanceusdm_client, bybit_client
+    from simulator.client import venue_client, venue_of
 
     if account.paper_url is None:
         raise ValueError(f"account {account.name!r} has no paper_url")
-    make = {"binanceusdm": binanceusdm_client, "bybit": bybit_client}.get(account.exchange)
-    if make is None:
-        raise ValueError(
-            f"account {account.name!r}: the paper exchange serves binanceusdm and bybit, "
-            f"not {account.exchange!r}"
-        )
+    try:
+        venue = venue_of(account.exchange)
+    except ValueError as exc:
+        raise ValueError(f"account {account.name!r}: {exc}") from None
     urls = {"rest": account.paper_url}
     if account.paper_ws_url:
         urls["ws"] = account.paper_ws_url
-    return make(
+    return venue_client(
+        venue,
         urls,
         api_key=account.api_key.get_secret_value(),
         secret=account.secret.get_secret_value(),

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import pytest_asyncio
 
 from activities.exchange.gateway import ExchangeGateway
-from simulator.client import binanceusdm_client, bybit_client
+from simulator.client import venue_client
 from simulator.server import PaperExchange
 
 ACCOUNT = "paper"
@@ -17,8 +17,9 @@ ACCOUNT = "paper"
 async def gateway(sim: PaperExchange) -> AsyncIterator[ExchangeGateway]:
     """A gateway of account `ACCOUNT` over real ccxt to the test module's `sim`
     (its venue's ccxt class: `binanceusdm` or `bybit`)."""
-    make = bybit_client if sim.venue == "bybit" else binanceusdm_client
-    client = make(sim, api_key=sim.api_key, secret=sim.api_secret, enableRateLimit=False)
+    client = venue_client(
+        sim.venue, sim, api_key=sim.api_key, secret=sim.api_secret, enableRateLimit=False
+    )
     gw = ExchangeGateway(client, account=ACCOUNT)
     try:
         yield gw

@@ -38,6 +38,7 @@ from domain.position import PositionSpec, PositionState
 from domain.protection import ProtectionPolicy
 from domain.sizing import SizingMode, SizingRequest, StopRule
 from domain.types import ExchangeId, Side
+from simulator.client import VENUE_EXCHANGES
 from simulator.faults import FaultRule
 from simulator.server import PaperExchange
 from tests.waiting import PATIENCE_S
@@ -170,7 +171,7 @@ def is_state(crash: Crash, handle: WorkflowHandle[Any, Any], state: PositionStat
     return check
 
 
-EXCHANGES = {"binance": ExchangeId.BINANCE_USDM, "bybit": ExchangeId.BYBIT}
+EXCHANGES = {venue: ExchangeId(exchange) for venue, exchange in VENUE_EXCHANGES.items()}
 
 
 @asynccontextmanager

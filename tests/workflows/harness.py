@@ -32,6 +32,7 @@ from domain.protection import ProtectionPolicy
 from domain.sizing import SizingMode, SizingRequest, StopRule
 from domain.types import ExchangeId, Side
 from signals_ingest.gate_process import GateSource, run_gate
+from simulator.client import VENUE_EXCHANGES
 from simulator.server import PaperExchange
 from tests.waiting import PATIENCE_S, is_transient, poll, started, until
 from workers.exchanges import make_market_data_client
@@ -358,7 +359,7 @@ async def live_stack(
                 sim.set_price(symbol, price)
         paper = AccountSettings(
             name=account or f"{name}{uuid.uuid4().hex[:6]}",
-            exchange="bybit" if sim.venue == "bybit" else "binanceusdm",
+            exchange=VENUE_EXCHANGES[sim.venue],
             api_key=SecretStr(sim.api_key),
             secret=SecretStr(sim.api_secret),
             paper_url=sim.rest_url,

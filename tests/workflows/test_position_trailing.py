@@ -18,7 +18,7 @@ from domain.position import CloseReason, PositionState
 from domain.trailing import TrailingRule, trail_stop
 from domain.types import Side
 from domain.volatility import Candle, VolatilityCallback, volatility_callback_pct
-from simulator.client import binanceusdm_client, bybit_client
+from simulator.client import venue_client
 from tests.waiting import PATIENCE_S
 from tests.workflows.harness import Stack, eventually
 from workflows.position import PositionWorkflow
@@ -104,8 +104,8 @@ async def test_trailing_parameters_change_at_run_time_never_loosen(stack: Stack)
 
 async def _klines(stack: Stack, symbol: str, interval: str, limit: int) -> list[Candle]:
     """The exchange's candles, as posguard reads them (the stack's venue)."""
-    make = bybit_client if stack.venue == "bybit" else binanceusdm_client
-    client = make(stack.sim, api_key=stack.sim.api_key, secret=stack.sim.api_secret)
+    sim = stack.sim
+    client = venue_client(sim.venue, sim, api_key=sim.api_key, secret=sim.api_secret)
     gateway = ExchangeGateway(client, account="candles")
     try:
         return await gateway.candles(symbol, interval, limit)
