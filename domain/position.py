@@ -47,7 +47,9 @@ ALLOWED_TRANSITIONS: Mapping[PositionState, frozenset[PositionState]] = MappingP
         _S.ENTRY_PLACED: frozenset({_S.PENDING_SL, _S.ROLLED_BACK, _S.FAILED}),
         # stop placed → active; stop impossible → closing (close at market);
         # even the emergency stop path exhausted or taken → failed
-        _S.PENDING_SL: frozenset({_S.ACTIVE, _S.CLOSING, _S.FAILED}),
+        # ... and an adoption that finds nothing to adopt (the position went before
+        # its workflow read it) or is cancelled before it adopted → rolled_back
+        _S.PENDING_SL: frozenset({_S.ACTIVE, _S.CLOSING, _S.FAILED, _S.ROLLED_BACK}),
         # stop found missing or qty changed → pending_sl (re-protect); a position
         # already gone on the exchange (stop filled, liquidation) → closed
         _S.ACTIVE: frozenset({_S.PENDING_SL, _S.CLOSING, _S.CLOSED, _S.FAILED}),

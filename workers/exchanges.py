@@ -22,12 +22,12 @@ def make_exchange(account: AccountSettings) -> Any:
             "inside `posguard dev`; set its paper_url to a running `posguard sim`"
         )
     if account.paper_url is not None:
-        return _paper_client(account, rateLimit=rate_limit_ms)
+        return _paper_client(account, rateLimit=rate_limit_ms, recvWindow=account.recv_window_ms)
     import ccxt.async_support as ccxt_async
 
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = {"recvWindow": account.recv_window_ms}
     if account.exchange == "bybit":
-        options = {"fetchMarkets": {"types": ["linear"]}}
+        options["fetchMarkets"] = {"types": ["linear"]}
     client = getattr(ccxt_async, account.exchange)(
         {
             "apiKey": key,

@@ -49,6 +49,12 @@ class AccountSettings(BaseModel):
     # 1000 / this ms (weighted by endpoint cost), and the server caps the account's
     # exchange task queue at this many activities per second. 20 = ccxt's Binance default.
     max_requests_per_second: Decimal = Field(default=Decimal(20), gt=0)
+    # The exchange refuses a signed request that reaches it later than this after
+    # it was signed (Binance and Bybit `recvWindow`). It bounds how long an order
+    # sent by a worker that died can still arrive, so it is also how long a retried
+    # entry waits before it may send again (docs/safety.md). 5000 = both exchanges'
+    # own default; ccxt's Binance default (10000) would make that wait twice as long.
+    recv_window_ms: int = Field(default=5000, ge=1000, le=60000)
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")

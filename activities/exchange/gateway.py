@@ -34,6 +34,11 @@ from domain.wave_io import EntryReadiness
 
 # How old the market list may be when a wave asks which symbols trade.
 MARKETS_MAX_AGE_S = 600
+# ccxt's recvWindow when a client sets none (its Binance default; Bybit's is 5000).
+DEFAULT_RECV_WINDOW_MS = 10_000
+# Beyond the recvWindow: the exchange's clock may lag ours by up to 1 s (it refuses
+# a timestamp more than 1 s ahead of its own), plus its time to book what it took.
+SEND_WINDOW_MARGIN_S = 1.5  # float ok: seconds
 
 
 def order_view(order: Mapping[str, Any], symbol: str) -> OrderView:
@@ -97,6 +102,14 @@ class ExchangeGateway:
     def exchange_id(self) -> str:
         return str(self.exchange.id)
 
+    @property
+    def send_window_s(self) -> float:  # float ok: seconds to sleep
+        """How long after it was signed a request of ours may still take effect:
+        the recvWindow the client signs with, plus `SEND_WINDOW_MARGIN_S`."""
+        options = getattr(self.exchange, "options", None) or {}
+        window_ms = int(options.get("recvWindow") or DEFAULT_RECV_WINDOW_MS)
+        return window_ms / 1000 + SEND_WINDOW_MARGIN_S
+
     async def close(self) -> None:
         await self.exchange.close()
         if self.protective is not self.exchange:
@@ -151,12 +164,27 @@ class ExchangeGateway:
         client id and returned if the exchange already has it; so an ambiguous
         outcome (accepted, answer lost) never produces a second order. A
         duplicate-client-id rejection is answered the same way.
+
+        An earlier send may also still be on its way (a worker killed while the
+        exchange held its request). For a stop the exchange itself refuses a
+        second open order with the same client id; an entry fills on arrival and
+        leaves no open order to collide with. So before an entry is sent again,
+        the send window is waited out (`send_window_s`: the exchange refuses a
+        request older than its recvWindow) and the entry looked up once more:
+        only then is "not found" final.
         """
         await self.load_markets()
         if look_up_first:
             existing = await self.find(intent.symbol, intent.client_order_id, intent.is_conditional)
             if existing is not None:
                 return existing
+            if not intent.reduce_only and not intent.is_conditional:
+                await asyncio.sleep(self.send_window_s)
+                existing = await self.find(
+                    intent.symbol, intent.client_order_id, intent.is_conditional
+                )
+                if existing is not None:
+                    return existing
         unified = unified_from_canonical(intent.symbol)
         params: dict[str, Any] = {"clientOrderId": intent.client_order_id}
         if intent.reduce_only:

@@ -8,6 +8,7 @@ orderLinkId look-ups, Bybit's "Created" status and position lag) are all crossed
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -179,6 +180,53 @@ async def test_an_answer_lost_after_the_order_landed_is_found_not_placed_twice(
     view = await gateway.place(intent, look_up_first=True)
     assert view.client_order_id == intent.client_order_id and view.filled_qty == QTY
     assert signed(sim) == QTY  # one entry, not two
+
+
+def entries_placed(sim: PaperExchange, client_order_id: str) -> int:
+    """How many orders the exchange ever booked under `client_order_id`."""
+    return sum(1 for o in sim.ground_truth()["orders"] if o["clientOrderId"] == client_order_id)
+
+
+async def held_then_retried(
+    gateway: ExchangeGateway, sim: PaperExchange, held_ms: int
+) -> tuple[asyncio.Task[object], object]:
+    """Send an entry the exchange holds `held_ms` before it handles it; while it is
+    held, retry the same entry as a restarted worker would (look up first)."""
+    gateway.exchange.options["recvWindow"] = 1000  # a send window of 2.5 s
+    intent = entry_intent(cid("e"), SYMBOL, Side.LONG, QTY)
+    held = sim.add_fault("latency", endpoint=CREATE[sim.venue], latency_ms=held_ms, count=1)
+    first = asyncio.create_task(gateway.place(intent, look_up_first=False))
+    while held.hits == 0:
+        await asyncio.sleep(0.01)
+    retried = await gateway.place(intent, look_up_first=True)
+    return first, retried
+
+
+async def test_a_retry_waits_out_an_entry_still_on_its_way_and_finds_it(
+    gateway: ExchangeGateway, sim: PaperExchange
+) -> None:
+    """The worker that sent the entry died while the exchange held the request: the
+    retry finds nothing at first, and must not send until the held one can no longer
+    land (the CI failure of stop 20: two BTCUSDT entries after a worker kill)."""
+    first, retried = await held_then_retried(gateway, sim, held_ms=800)
+    landed = await first
+    assert retried == landed or retried.exchange_order_id == landed.exchange_order_id  # type: ignore[attr-defined]
+    assert entries_placed(sim, landed.client_order_id) == 1  # type: ignore[attr-defined]
+    assert signed(sim) == QTY
+
+
+async def test_an_entry_held_past_its_recv_window_is_refused_and_the_retry_places_one(
+    gateway: ExchangeGateway, sim: PaperExchange
+) -> None:
+    """A request that reaches the exchange after its recvWindow is refused (Binance
+    -1021, Bybit 10002), so waiting out the window makes "not found" final."""
+    first, retried = await held_then_retried(gateway, sim, held_ms=3000)
+    with pytest.raises(Exception) as late:
+        await first
+    assert "recv" in str(late.value).lower()
+    assert retried.filled_qty == QTY  # type: ignore[attr-defined]
+    assert entries_placed(sim, retried.client_order_id) == 1  # type: ignore[attr-defined]
+    assert signed(sim) == QTY
 
 
 async def test_errors_are_classified_on_every_venue(gateway: ExchangeGateway) -> None:

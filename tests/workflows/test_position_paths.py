@@ -192,6 +192,36 @@ async def test_everything_fails_raises_critical_and_retries_until_recovery(stack
     assert stack.position_amt(symbol) == 0
 
 
+async def test_an_adoption_that_finds_nothing_rolls_back_and_places_nothing(stack: Stack) -> None:
+    """The reconciler started an adoption, but the position was closed before the
+    workflow read it: it ends rolled back at once (it once looped forever on an
+    illegal pending_sl → rolled_back transition, and a close update never returned)."""
+    symbol = "BNBUSDT"
+    assert stack.position_amt(symbol) == 0
+    since = await stack.store.pool.fetchval("SELECT now()")
+    before = len(stack.orders(symbol, algo=False)) + len(stack.orders(symbol, algo=True))
+    handle = await stack.open(stack.on(symbol, Side.LONG, adopt=True))
+    result = await handle.result()
+    assert result.state is PositionState.ROLLED_BACK and result.reason is CloseReason.EXTERNAL
+    assert len(stack.orders(symbol, algo=False)) + len(stack.orders(symbol, algo=True)) == before
+
+    async def recorded() -> list[str]:
+        rows = await stack.store.pool.fetch(
+            "SELECT payload->>'error_type' AS e FROM events WHERE type = 'critical_error'"
+            " AND symbol = $1 AND account = $2 AND occurred_at >= $3",
+            symbol,
+            stack.settings.accounts[0].name,
+            since,
+        )
+        return [r["e"] for r in rows]
+
+    async def seen() -> bool:
+        return bool(await recorded())
+
+    assert await eventually(seen)
+    assert await recorded() == ["NothingToAdopt"]
+
+
 @pytest.mark.parametrize("side", list(Side))
 async def test_stop_that_would_trigger_immediately_closes_at_market(
     stack: Stack, side: Side
