@@ -95,6 +95,10 @@ class EventType(StrEnum):
     RATE_LIMIT_HIT = "rate_limit_hit"
     CRITICAL_ERROR = "critical_error"
     ALERT_SENT = "alert_sent"
+    # A message that could not be delivered to a channel (docs/alerts.md).
+    ALERT_FAILED = "alert_failed"
+    # A raiser ends its alert condition (the stop is placed again, ...).
+    ALERT_RESOLVED = "alert_resolved"
     # Operator and exchange controls of new entries
     ENTRIES_PAUSED = "entries_paused"
     ENTRIES_RESUMED = "entries_resumed"
@@ -446,7 +450,31 @@ class CriticalError(Payload):
 
 
 class AlertSent(Payload):
+    """An alert raised (`channel` "log": written to the outbox), or one message of it
+    delivered to `channel` (with `message_id` and `kind`)."""
+
     channel: str
+    title: str
+    body: str
+    message_id: str | None = None
+    kind: str | None = None
+
+
+class AlertFailed(Payload):
+    """A message that `channel` did not take after `attempts` tries."""
+
+    channel: str
+    message_id: str
+    kind: str
+    title: str
+    error: str
+    attempts: int
+
+
+class AlertResolved(Payload):
+    """The raiser ended its condition; `body` says how."""
+
+    condition: str
     title: str
     body: str
 
@@ -546,6 +574,8 @@ PAYLOADS: dict[EventType, type[Payload]] = {
     EventType.RATE_LIMIT_HIT: RateLimitHit,
     EventType.CRITICAL_ERROR: CriticalError,
     EventType.ALERT_SENT: AlertSent,
+    EventType.ALERT_FAILED: AlertFailed,
+    EventType.ALERT_RESOLVED: AlertResolved,
     EventType.ENTRIES_PAUSED: EntriesPaused,
     EventType.ENTRIES_RESUMED: EntriesResumed,
     EventType.STOPLIST_CHANGED: StoplistChanged,
@@ -576,6 +606,7 @@ DEFAULT_SEVERITY: dict[EventType, Severity] = {
     EventType.DB_CONNECTION_LOST: Severity.ERROR,
     EventType.RATE_LIMIT_HIT: Severity.WARNING,
     EventType.CRITICAL_ERROR: Severity.CRITICAL,
+    EventType.ALERT_FAILED: Severity.ERROR,
     EventType.ENTRIES_PAUSED: Severity.WARNING,
 }
 

@@ -274,6 +274,11 @@ class AlertRecord(Record):
     body: str
     position_id: str | None = None
     channel: str = "log"
+    # The grouping key (`domain.alerts.condition_key`; None: title about position_id).
+    condition: str | None = None
+    # The raiser will resolve the condition (docs/alerts.md); this row resolves it.
+    resolvable: bool = False
+    resolution: bool = False
 
 
 class StoreBatch(Record):

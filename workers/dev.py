@@ -15,7 +15,10 @@ from datetime import timedelta
 
 from pydantic import SecretStr
 
+from domain.alerts import AlertChannel
+from domain.types import Severity
 from signals_ingest.gate_process import run_gate
+from simulator.alert_sink import AlertSink
 from simulator.client import VENUE_EXCHANGES, venue_of
 from simulator.markets import build_markets
 from simulator.prices import make_source
@@ -84,11 +87,28 @@ async def start_signal_simulator(settings: Settings) -> tuple[Settings, SignalSe
     return settings.model_copy(update={"signal_services": [service]}), svc
 
 
+async def start_alert_sink(settings: Settings) -> tuple[Settings, AlertSink | None]:
+    """Start a local webhook sink that prints every alert, and send alerts to it,
+    if no alert channel is configured (and `dev_alert_sink_port` is not -1)."""
+    if settings.alert_channels or settings.dev_alert_sink_port < 0:
+        return settings, None
+    sink = AlertSink(port=settings.dev_alert_sink_port, printing=True)
+    await sink.start()
+    channel = AlertChannel(
+        name="dev-sink",
+        kind="webhook",
+        url=SecretStr(sink.webhook_url),
+        min_severity=Severity.WARNING,
+    )
+    return settings.model_copy(update={"alert_channels": [channel]}), sink
+
+
 async def run_dev_stack(settings: Settings, stop: asyncio.Event) -> int:
     """Run until `stop` is set; returns the process exit code."""
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     sim: PaperExchange | None = None
     signals: SignalService | None = None
+    alert_sink: AlertSink | None = None
     server: TemporalDevServer | None = None
     address = settings.temporal_address
     if address is None:
@@ -103,6 +123,7 @@ async def run_dev_stack(settings: Settings, stop: asyncio.Event) -> int:
     try:
         settings, sim = await start_paper_exchange(settings)
         settings, signals = await start_signal_simulator(settings)
+        settings, alert_sink = await start_alert_sink(settings)
         client = await connect(
             address, settings.temporal_namespace, timeout_s=settings.connect_timeout_seconds
         )
@@ -125,6 +146,14 @@ async def run_dev_stack(settings: Settings, stop: asyncio.Event) -> int:
                 if signals is not None
                 else "".join(f"  signals       {s.name}\n" for s in settings.signal_services)
             )
+            + (
+                f"  alerts        printed here (webhook sink {alert_sink.webhook_url})\n"
+                if alert_sink is not None
+                else "".join(
+                    f"  alerts        {c.name} ({c.kind}, {c.min_severity} and worse)\n"
+                    for c in settings.alert_channels
+                )
+            )
             + "Ctrl-C stops everything.",
             flush=True,
         )
@@ -143,6 +172,8 @@ async def run_dev_stack(settings: Settings, stop: asyncio.Event) -> int:
     finally:
         if signals is not None:
             await signals.stop()
+        if alert_sink is not None:
+            await alert_sink.stop()
         if sim is not None:
             await sim.stop()
         if server is not None:

@@ -22,6 +22,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from domain.alerts import AlertChannel, AlertPolicy
 from domain.reconcile import ForeignOrderPolicy, ReconcilePolicy, UntrackedPolicy
 from domain.reconcile_io import Adoption
 from domain.signal_wire import FieldMapping
@@ -207,6 +208,30 @@ class SignalServiceSettings(BaseModel):
     mapping: FieldMapping = Field(default_factory=FieldMapping)
 
 
+class AlertSettings(BaseModel):
+    """How alerts reach people (TOML `[alerts]`; channels are `[[alert_channels]]`).
+
+    docs/alerts.md: a condition's first alert is sent at once; its repeats as one
+    reminder every `remind_every`; "resolved" when its raiser says so. A condition
+    not raised for `quiet_after` is closed without a message. A delivery is tried
+    `delivery_attempts` times (1 s doubling to 1 min) before it is recorded failed.
+    """
+
+    remind_every: Duration = timedelta(minutes=15)
+    quiet_after: Duration = timedelta(minutes=30)
+    delivery_attempts: int = Field(default=8, ge=1)
+    delivery_first_retry: Duration = timedelta(seconds=1)
+    delivery_max_retry: Duration = timedelta(minutes=1)
+    # One try's limit (a channel answers within 10 s): a worker that dies while it
+    # delivers is noticed after this long, and another worker tries again.
+    delivery_timeout: Duration = timedelta(seconds=30)
+    # The dispatcher looks at the outbox at least this often (LISTEN wakes it at once).
+    dispatch_poll: Duration = timedelta(seconds=5)
+
+    def policy(self) -> AlertPolicy:
+        return AlertPolicy(remind_every=self.remind_every, quiet_after=self.quiet_after)
+
+
 def _config_file() -> Path:
     return Path(os.environ.get("POSGUARD_CONFIG", "posguard.toml"))
 
@@ -247,6 +272,10 @@ class Settings(BaseSettings):
     reconcile: ReconcileSettings = Field(default_factory=ReconcileSettings)
     # The signal services to read (none by default; see docs when the ingest lands).
     signal_services: list[SignalServiceSettings] = Field(default_factory=list)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
+    alert_channels: list[AlertChannel] = Field(default_factory=list)
+    # `make dev`: a local webhook sink that prints every alert (port, or -1: none).
+    dev_alert_sink_port: int = 8703
     waves: WaveSettings = Field(default_factory=WaveSettings)
     # `posguard dev` starts a signal-service simulator emitting a small wave every
     # `dev_signals_every` (and reads it) when no signal service is configured.

@@ -20,13 +20,16 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from activities.alerts.activities import AlertActivities
 from activities.exchange.activities import ExchangeActivities
 from activities.exchange.gateway import ExchangeGateway
 from activities.reconcile import ReconcileActivities
 from activities.store.activities import StoreActivities
 from activities.store.repository import Store
 from activities.waves import WaveActivities
+from domain.alerts import AlertChannel, alert_task_queue
 from domain.events import EventType, ProcessLifecycle, make_event
+from workers.alert_dispatch import run_alert_dispatch
 from workers.embedded import start_postgres
 from workers.exchanges import make_gateways
 from workers.health import DatabaseWatch, WorkerHealth
@@ -135,6 +138,19 @@ def exchange_worker(
     )
 
 
+def alert_channel_worker(
+    client: Client, channel: AlertChannel, activities: AlertActivities
+) -> Worker:
+    """The worker of one alert channel's deliveries, rate-limited by the server to
+    the channel's `per_minute` whatever the number of processes."""
+    return Worker(
+        client,
+        task_queue=alert_task_queue(channel.name),
+        activities=activities.deliveries(),
+        max_task_queue_activities_per_second=channel.per_minute / 60,
+    )
+
+
 async def run_worker(
     client: Client,
     settings: Settings,
@@ -153,7 +169,8 @@ async def run_worker(
     this coroutine, never on the clock. `position_config(account)` is the
     PositionConfig of positions the reconciler adopts (default: production's).
     Each account's reconcile Schedule is created or updated once the workers run
-    (unless `settings.reconcile.every` is unset).
+    (unless `settings.reconcile.every` is unset). Each alert channel gets a worker
+    of its deliveries, and the alert dispatcher runs alongside (docs/alerts.md).
     """
     store = await open_store(settings)
     own_gateways = gateways is None
@@ -168,6 +185,7 @@ async def run_worker(
         )
         reconcile_activities = ReconcileActivities(directory)
         wave_activities = WaveActivities(store)
+        alert_activities = AlertActivities(store, settings.alert_channels)
         # The workflow worker also holds the exchange activities, which workflows run
         # as local activities where latency matters (a stop move).
         workers = [
@@ -179,12 +197,15 @@ async def run_worker(
                     *reconcile_activities.all(),
                     *wave_activities.all(),
                     *exchange_activities.all(),
+                    *alert_activities.all(),
                 ],
             )
         ]
         for account in settings.accounts:
             if account.name in gateways:
                 workers.append(exchange_worker(client, account, exchange_activities))
+        for channel in settings.alert_channels:
+            workers.append(alert_channel_worker(client, channel, alert_activities))
         await store.append_event(_lifecycle(EventType.PROCESS_STARTED, settings.task_queue))
         database = DatabaseWatch(store)
         health = WorkerHealth(client, database, gateways, port=settings.health_port)
@@ -197,10 +218,13 @@ async def run_worker(
             log.info("worker polling task queue %r", settings.task_queue)
             for schedule_id in await apply_schedules(client, settings):
                 log.info("schedule %s applied (every %s)", schedule_id, settings.reconcile.every)
+            dispatch = asyncio.create_task(run_alert_dispatch(client, store, settings, stop))
             if ready is not None:
                 ready.set()
             await stop.wait()
+            await dispatch
         await watch
+        await alert_activities.close()
         await health.stop()
         await store.append_event(_lifecycle(EventType.PROCESS_STOPPED))
     finally:

@@ -125,6 +125,13 @@ _REFUSALS = frozenset(t for t in ErrorType if not t.retryable)
 # asked for a position now does not want it opened an hour later.
 _OPENING_READ_ROUNDS = 3
 _GONE = (OrderStatus.CANCELED, OrderStatus.EXPIRED, OrderStatus.REJECTED)
+# The alert people are reminded of until the saga ends, and how each end reads.
+UNPROTECTED = "position unprotected"
+_PROTECTION_ENDS = {
+    ActionKind.PROTECTED: "the stop is placed again",
+    ActionKind.CLOSED: "the position was closed",
+    ActionKind.EMERGENCY_PROTECTED: "the emergency stop is placed; the position needs a look",
+}
 
 
 def _executed(view: OrderView) -> bool:
@@ -796,15 +803,21 @@ class PositionWorkflow(Trailing):
         if first is not None:
             self._note_stop_attempt(first.step, first.error)
             progress, action = advance(progress, first, self.cfg.protection)
+        unprotected = False  # alerted: people are told when it ends
         while True:
             if action.alert is Severity.CRITICAL:
+                unprotected = True
                 self._alert(
                     Severity.CRITICAL,
-                    "position unprotected",
+                    UNPROTECTED,
                     f"{self.spec.symbol}: stop, close and emergency stop all failed; retrying",
+                    resolvable=True,
                 )
             if action.delay:
                 await self._sleep(action.delay)
+            if action.kind in _PROTECTION_ENDS and unprotected:
+                if workflow.patched("alert-resolution"):
+                    self._resolve_alert(UNPROTECTED, _PROTECTION_ENDS[action.kind])
             if action.kind is ActionKind.PROTECTED:
                 self._became_protected()
                 await self._place_take_profit()

@@ -10,7 +10,9 @@ from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.store.activities import StoreActivities
+    from domain.alerts import condition_key
     from domain.events import (
+        AlertResolved,
         AlertSent,
         CriticalError,
         EventType,
@@ -91,8 +93,14 @@ class Recording(PositionBase):
             )
         )
 
-    def _alert(self, severity: Severity, title: str, body: str) -> None:
-        """Raise an alert to humans: an event plus an `alerts` row, in the same write."""
+    def _alert(
+        self, severity: Severity, title: str, body: str, *, resolvable: bool = False
+    ) -> None:
+        """Raise an alert to humans: an event plus an `alerts` row, in the same write.
+
+        `resolvable`: this workflow will end the condition with `_resolve_alert`,
+        and people are reminded of it until then (docs/alerts.md).
+        """
         self.alerts.append(
             AlertRecord(
                 event_id=event_id(self.position_id, self.s.event_seq),  # the event emitted next
@@ -100,6 +108,8 @@ class Recording(PositionBase):
                 title=title,
                 body=body,
                 position_id=self.position_id,
+                condition=condition_key(title, self.position_id),
+                resolvable=resolvable,
             )
         )
         self._emit(
@@ -110,6 +120,27 @@ class Recording(PositionBase):
             severity=severity,
         )
         workflow.logger.warning("%s: %s", title, body)
+
+    def _resolve_alert(self, title: str, body: str) -> None:
+        """End the alert condition `title` of this position: ALERT_RESOLVED and its
+        `alerts` row, which the condition's workflow sends on as "resolved"."""
+        condition = condition_key(title, self.position_id)
+        self.alerts.append(
+            AlertRecord(
+                event_id=event_id(self.position_id, self.s.event_seq),  # the event emitted next
+                severity=Severity.INFO,
+                title=title,
+                body=body,
+                position_id=self.position_id,
+                condition=condition,
+                resolution=True,
+            )
+        )
+        self._emit(
+            EventType.ALERT_RESOLVED,
+            AlertResolved(condition=condition, title=title, body=body),
+            severity=Severity.INFO,
+        )
 
     def _record_fills(self, client_order_id: str, fills: list[Fill]) -> None:
         """Queue the exchange's executions of one of our orders for the `fills` table."""

@@ -16,6 +16,7 @@ from typing import Any, Final, TypeVar
 import asyncpg
 
 from activities.store.migrate import apply_migrations, lock_schema
+from domain.alerts import condition_key
 from domain.events import Event, EventType
 from domain.journal import JournalEntry
 from domain.records import (
@@ -397,14 +398,18 @@ class Store:
     @staticmethod
     async def _insert_alert(conn: asyncpg.Connection, rec: AlertRecord) -> None:
         await conn.execute(
-            """INSERT INTO alerts (event_id, severity, title, body, position_id, channel)
-               VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING""",
+            """INSERT INTO alerts (event_id, severity, title, body, position_id, channel,
+                                   condition, resolvable, resolution)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (event_id) DO NOTHING""",
             rec.event_id,
             rec.severity.value,
             rec.title,
             rec.body,
             rec.position_id,
             rec.channel,
+            rec.condition or condition_key(rec.title, rec.position_id),
+            rec.resolvable,
+            rec.resolution,
         )
 
     async def get_position(self, position_id: str) -> PositionRecord | None:

@@ -29,10 +29,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from pydantic import SecretStr  # noqa: E402
 from temporalio.client import WorkflowHandle  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
+from activities.store import alert_rows  # noqa: E402
 from activities.store.repository import Store  # noqa: E402
+from domain.alerts import AlertChannel, condition_key, condition_workflow_id  # noqa: E402
 from domain.position import PositionState, position_workflow_id  # noqa: E402
 from domain.protection import ProtectionPolicy  # noqa: E402
 from domain.reconcile_io import ReconcileReport, reconcile_schedule_id  # noqa: E402
@@ -42,13 +45,14 @@ from domain.signals import Signal, SignalAction, wave_start  # noqa: E402
 from domain.trailing import TrailingRule  # noqa: E402
 from domain.types import ExchangeId, Side  # noqa: E402
 from domain.wave_io import ADD_SIGNALS, WaveResult, WaveSignals, wave_workflow_id  # noqa: E402
+from simulator.alert_sink import AlertSink  # noqa: E402
 from tests.workflows.harness import QUICK, Stack, live_stack, spec  # noqa: E402
 from workers.embedded import find_binary, start_postgres  # noqa: E402
 from workers.ingest import wave_input_of  # noqa: E402
 from workers.schedules import reconcile_input  # noqa: E402
-from workers.settings import WaveSettings  # noqa: E402
+from workers.settings import AlertSettings, WaveSettings  # noqa: E402
 from workers.temporal import DATA_CONVERTER  # noqa: E402
-from workflows.position import PositionWorkflow  # noqa: E402
+from workflows.position import UNPROTECTED, PositionWorkflow  # noqa: E402
 from workflows.position_io import (  # noqa: E402
     CloseRequest,
     ExchangeUpdate,
@@ -362,6 +366,47 @@ async def wave(stack: Stack) -> list[tuple[str, Handle]]:
     return [("wave", handle)]
 
 
+async def unprotected_alerted(stack: Stack) -> list[tuple[str, Handle]]:
+    """Stop and close refused round after round ("position unprotected" raised, and
+    its condition's AlertWorkflow sends it and a reminder); the exchange recovers,
+    the stop is placed and the condition resolved (patch `alert-resolution`)."""
+    symbol = "ADAUSDT"
+    stop = stack.sim.add_fault(
+        "error", endpoint="POST /fapi/v1/algoOrder", symbol=symbol, code=-1001, msg="busy"
+    )
+    handle = await stack.open(spec(symbol, Side.LONG), exchange_attempts=1)
+    position_id = (await stack.view(handle)).position_id
+    for _ in range(200):  # the entry fills; from then on the close is refused too
+        if any(o["status"] == "FILLED" for o in stack.orders(symbol, algo=False)):
+            break
+        await asyncio.sleep(0.02)
+    close = stack.sim.add_fault(
+        "error", endpoint="POST /fapi/v1/order", symbol=symbol, code=-1001, msg="busy"
+    )
+    condition = condition_key(UNPROTECTED, position_id)
+
+    async def reminded() -> bool:
+        rows = await alert_rows.deliveries(stack.store, condition)
+        return any(r["kind"] == "reminder" and r["status"] == "sent" for r in rows)
+
+    try:
+        for _ in range(600):
+            if await reminded():
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise RuntimeError("no reminder of the unprotected position")
+    finally:
+        stack.sim.faults.remove(stop.id)
+        stack.sim.faults.remove(close.id)
+    await _active(stack, handle)
+    alert = stack.client.get_workflow_handle(condition_workflow_id(condition))
+    await alert.result()
+    await handle.execute_update(PositionWorkflow.close, CloseRequest(requested_by="operator"))
+    await handle.result()
+    return [("unprotected_alerted", handle), ("alert_condition", alert)]
+
+
 SCENARIOS: dict[str, Scenario] = {
     f.__name__: f
     for f in (
@@ -376,6 +421,7 @@ SCENARIOS: dict[str, Scenario] = {
         continue_as_new,
         reconcile_pass,
         wave,
+        unprotected_alerted,
     )
 }
 
@@ -397,11 +443,19 @@ async def record(names: list[str]) -> None:
     except BaseException:
         await env.shutdown()
         raise
+    sink = await AlertSink().start()
+    alerts = {
+        "alert_channels": [
+            AlertChannel(name="record", kind="webhook", url=SecretStr(sink.webhook_url))
+        ],
+        "alerts": AlertSettings(remind_every=timedelta(seconds=2)),
+    }
     try:
         async with live_stack(
             env.client,
             pg_url,
             store,
+            settings=alerts,
             name="record",
             account="paper",
             exchange={"symbols": list(PRICES)},
@@ -424,6 +478,7 @@ async def record(names: list[str]) -> None:
                     path.write_text(text)
                     print(f"{path.relative_to(ROOT)}: {len(history.events)} events")
     finally:
+        await sink.stop()
         await store.close()
         await env.shutdown()
 

@@ -49,6 +49,8 @@ REQUIRED = {
     "trailing_long",
     "reconcile_pass",  # ReconcileWorkflow: adoption, zombie cancel, phantom row, foreign order
     "wave",  # WaveWorkflow: selection, two positions started as children, the rest filtered
+    "unprotected_alerted",  # the unprotected alert resolved (patch alert-resolution)
+    "alert_condition",  # AlertWorkflow: raised, reminded, resolved
 }
 
 

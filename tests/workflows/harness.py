@@ -333,6 +333,7 @@ async def live_stack(
     gate: Mapping[str, Any] | None = None,
     reconcile: ReconcileSettings | None = None,
     task_queue: str | None = None,
+    settings: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[Stack]:
     """The live test stack on `client`'s server: a paper exchange, a posguard worker
     and, `with_gate`, the price gate with its user stream; entered once all of them run.
@@ -349,7 +350,8 @@ async def live_stack(
     - `reconcile`: the reconciler's settings; by default none (no Schedule is made).
       Positions it adopts get the stack's PositionConfig;
     - `task_queue`: the worker's task queue; by default `name` and a random suffix
-      (give an earlier stack's to run a worker for its workflows again).
+      (give an earlier stack's to run a worker for its workflows again);
+    - `settings`: more `Settings` fields (e.g. `alert_channels`).
     """
     async with contextlib.AsyncExitStack() as running:
         if sim is None:
@@ -366,17 +368,20 @@ async def live_stack(
             paper_ws_url=sim.ws_url,
             max_requests_per_second=Decimal(1000),
         )
-        settings = Settings(
+        worker_settings = Settings(
             task_queue=task_queue or f"{name}-{uuid.uuid4().hex[:8]}",
             database_url=SecretStr(database_url),
             accounts=[paper],
             health_port=-1,
             reconcile=reconcile or ReconcileSettings(every=None),
+            **(settings or {}),
         )
         fields: dict[str, Any] = {"exchange_task_queue": exchange_task_queue(paper.name)}
         if check_interval is not None:
             fields["check_interval"] = check_interval
-        stack = Stack(client, sim, store, settings, PositionConfig(**{**fields, **(config or {})}))
+        stack = Stack(
+            client, sim, store, worker_settings, PositionConfig(**{**fields, **(config or {})})
+        )
         await running.enter_async_context(running_worker(stack))
         if with_gate:
             gate_options = {"events": store, **(gate or {})}
