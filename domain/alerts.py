@@ -324,11 +324,11 @@ class DeliveryRequest(BaseModel):
 
 
 class DeliveryFailure(BaseModel):
-    """Record that `channel` never took `message` (activity input)."""
+    """Record that `channel` never took `message` (activity input); how many tries
+    were made is the store's count of them."""
 
     model_config = ConfigDict(frozen=True)
 
     message: AlertMessage
     channel: str
     error: str
-    attempts: int

@@ -98,6 +98,11 @@ class AlertWorkflow:
             self._state, message = open_condition(first)
             await self._deliver(inp, message)
         while not self._state.resolved:
+            if workflow.info().get_current_history_length() > MAX_HISTORY_EVENTS:
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                workflow.continue_as_new(
+                    inp.model_copy(update={"carried": self._state, "inbox": self._inbox})
+                )
             deadline = next_deadline(self._state, inp.policy)
             wait = max(deadline - workflow.now(), timedelta(0))
             try:
@@ -109,11 +114,6 @@ class AlertWorkflow:
             while self._inbox and not self._state.resolved:
                 self._state, message = fold_raise(self._state, self._inbox.pop(0))
                 await self._deliver(inp, message)
-            if workflow.info().get_current_history_length() > MAX_HISTORY_EVENTS:
-                await workflow.wait_condition(workflow.all_handlers_finished)
-                workflow.continue_as_new(
-                    inp.model_copy(update={"carried": self._state, "inbox": self._inbox})
-                )
         return self._state
 
     async def _deliver(self, inp: AlertWorkflowInput, message: AlertMessage | None) -> None:
@@ -146,9 +146,7 @@ class AlertWorkflow:
         try:
             await workflow.execute_activity_method(
                 AlertActivities.record_failure,
-                DeliveryFailure(
-                    message=message, channel=channel, error=error, attempts=inp.delivery_attempts
-                ),
+                DeliveryFailure(message=message, channel=channel, error=error),
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=RetryPolicy(maximum_interval=timedelta(minutes=1)),
                 schedule_to_close_timeout=timedelta(hours=1),

@@ -81,7 +81,7 @@ class AlertActivities:
         """Record that a message never reached its channel (ALERT_FAILED)."""
         from activities.store.alert_rows import record_failed
 
-        await record_failed(self._store, req.message, req.channel, req.error, req.attempts)
+        await record_failed(self._store, req.message, req.channel, req.error)
 
     def deliveries(self) -> list[Callable[..., Any]]:
         """The activities of a channel's task queue."""

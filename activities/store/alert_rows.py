@@ -101,10 +101,14 @@ async def record_sent(store: Store, message: AlertMessage, channel: str) -> None
     await _finish(store, message, channel, "sent", None, event)
 
 
-async def record_failed(
-    store: Store, message: AlertMessage, channel: str, error: str, attempts: int
-) -> None:
-    """Mark the delivery failed and record its ALERT_FAILED event, in one transaction."""
+async def record_failed(store: Store, message: AlertMessage, channel: str, error: str) -> None:
+    """Mark the delivery failed and record its ALERT_FAILED event (with the number of
+    tries the claims counted), in one transaction."""
+    attempts = await store.pool.fetchval(
+        "SELECT attempts FROM alert_deliveries WHERE message_id = $1 AND channel = $2",
+        message.message_id,
+        channel,
+    )
     event = make_event(
         EventType.ALERT_FAILED,
         AlertFailed(
@@ -113,7 +117,7 @@ async def record_failed(
             kind=message.kind.value,
             title=message.title,
             error=error[:500],
-            attempts=attempts,
+            attempts=int(attempts or 0),
         ),
         event_id=_delivery_event_id(message, channel, "failed"),
         occurred_at=datetime.now(UTC),

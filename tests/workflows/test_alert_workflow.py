@@ -273,6 +273,12 @@ async def test_a_refusal_is_not_retried_and_no_secret_is_recorded(
         await until(failed, "telegram's refusal recorded")
         [row] = await failed()
         assert row["attempts"] == 1 and "HTTP 401" in row["error"]
+        tries = await store.pool.fetchval(
+            "SELECT payload->>'attempts' FROM events WHERE type = $1 AND correlation_id = $2",
+            EventType.ALERT_FAILED.value,
+            condition_key(title),
+        )
+        assert tries == "1"  # a refusal is not tried again
         events = await store.pool.fetch(
             "SELECT payload::text AS p FROM events WHERE correlation_id = $1",
             condition_key(title),
