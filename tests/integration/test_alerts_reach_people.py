@@ -131,12 +131,17 @@ async def test_an_unplaceable_stop_is_one_message_a_reminder_and_resolved(
     hooks = [m for m in sink.of("webhook") if m.body.get("position_id") == position_id]
     assert kinds[0] == "raised" and kinds[-1] == "resolved" and "reminder" in kinds
     assert len({m.key for m in hooks}) == len(hooks)
-    delivered = await stack.store.pool.fetchval(
-        "SELECT count(*) FROM events WHERE type = 'alert_sent' AND position_id = $1"
-        " AND payload->>'channel' = 'oncall-tg'",
-        position_id,
-    )
-    assert delivered == len(told)
+
+    async def recorded() -> bool:
+        # each delivery is recorded once the channel has answered: a moment later
+        delivered = await stack.store.pool.fetchval(
+            "SELECT count(*) FROM events WHERE type = 'alert_sent' AND position_id = $1"
+            " AND payload->>'channel' = 'oncall-tg'",
+            position_id,
+        )
+        return bool(delivered == len(told))
+
+    await until(recorded, "an alert_sent event for each Telegram message")
     assert view.snapshot.state is PositionState.ACTIVE
     await stack.close(handle)
     assert stack.position_amt(symbol) == 0
