@@ -70,7 +70,6 @@ class AlertWorkflow:
     def __init__(self) -> None:
         self._inbox: list[AlertRaised] = []
         self._state: ConditionState | None = None
-        self._sent: list[str] = []
 
     @workflow.signal(name=RAISE_ALERT)
     def raise_alert(self, raised: AlertRaised) -> None:
@@ -81,11 +80,6 @@ class AlertWorkflow:
     def state(self) -> ConditionState | None:
         """The condition: severity, repeats, reminders, whether it is resolved."""
         return self._state
-
-    @workflow.query(name="messages")
-    def messages(self) -> list[str]:
-        """Ids of the messages this run delivered or recorded as failed."""
-        return list(self._sent)
 
     @workflow.run
     async def run(self, inp: AlertWorkflowInput) -> ConditionState | None:
@@ -122,7 +116,6 @@ class AlertWorkflow:
             return
         channels = routed(message.severity, inp.channels)
         await asyncio.gather(*(self._deliver_to(inp, message, c) for c in channels))
-        self._sent.append(message.message_id)
 
     async def _deliver_to(
         self, inp: AlertWorkflowInput, message: AlertMessage, channel: str

@@ -767,7 +767,7 @@ class PositionWorkflow(Trailing):
 
     async def _adopt(self) -> None:
         pos = await self._position()
-        if pos.is_flat or pos.side is not self.spec.side or pos.entry_price is None:
+        if pos.is_flat or pos.side is not self.spec.side:
             self._emit(
                 EventType.CRITICAL_ERROR,
                 CriticalError(
@@ -777,6 +777,11 @@ class PositionWorkflow(Trailing):
                 severity=Severity.WARNING,
             )
             self._transition(PositionState.ROLLED_BACK, CloseReason.EXTERNAL)
+            return
+        if pos.entry_price is None:
+            # Ours, but the exchange does not report its entry price yet: read it
+            # again; a position the exchange holds is never let go.
+            await self._sleep(self.cfg.retry_delay, "read the position to adopt again")
             return
         self._snap(self.s.adopt(pos.qty, pos.entry_price, workflow.now()))
         self._emit(
