@@ -30,6 +30,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from domain.client_ids import belongs_to_workflow
 from domain.order_updates import OrderChange
 from domain.position_messages import EXCHANGE_UPDATE_SIGNAL, ExchangeUpdate
+from signals_ingest.gate_metrics import GateCollector
 from signals_ingest.market_feed import EventSink, MarketFeed, Shard
 from signals_ingest.price_gate import PriceGate
 from signals_ingest.reconcile_trigger import ReconcileTrigger, schedule_trigger
@@ -39,6 +40,7 @@ from signals_ingest.temporal_waker import (
     sync_gate,
 )
 from signals_ingest.user_stream import Notify, UserStream
+from workers.metrics import MetricsPage
 from workers.settings import EMBEDDED_PAPER, AccountSettings, Settings
 from workflows.position_io import WORKFLOW_TYPE, position_workflow_id
 
@@ -132,15 +134,21 @@ def exchange_market_data_client(acct: AccountSettings) -> Any:
 
 
 class HealthServer:
-    """`GET /health` (200 healthy / 503 not) and `GET /stats`, JSON, on 127.0.0.1."""
+    """`GET /health` (200 healthy / 503 not), `GET /stats` (JSON) and `GET /metrics`
+    (Prometheus, docs/metrics.md) on 127.0.0.1."""
 
     def __init__(
-        self, sources: Callable[[], list[GateSource]], port: int, host: str = "127.0.0.1"
+        self,
+        sources: Callable[[], list[GateSource]],
+        port: int,
+        host: str = "127.0.0.1",
+        streams: Callable[[], list[UserStream]] = list,
     ) -> None:
         self._sources = sources
         self.host = host
         self.port = port
         self._runner: web.AppRunner | None = None
+        self.metrics = MetricsPage([GateCollector(sources, streams)])
 
     def body(self) -> dict[str, Any]:
         sources = self._sources()
@@ -158,6 +166,7 @@ class HealthServer:
         app = web.Application()
         app.router.add_get("/health", self._health)
         app.router.add_get("/stats", self._stats)
+        self.metrics.add_to(app)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
@@ -312,7 +321,11 @@ async def run_gate(
         notify = _position_notifier(client, acct, shard, trigger)
         streams.append((UserStream(private, notify, account=acct.name, events=events), private))
     port = settings.health_port + 1 if health_port is None else health_port
-    health = HealthServer(lambda: sources, port) if port >= 0 else None
+    health = (
+        HealthServer(lambda: sources, port, streams=lambda: [s for s, _ in streams])
+        if port >= 0
+        else None
+    )
     tasks: list[asyncio.Task[None]] = []
     try:
         if health is not None:

@@ -43,6 +43,7 @@ from decimal import Decimal
 from typing import Any
 
 from domain.position_messages import BandView, PriceTick
+from signals_ingest.gate_metrics import WAKE_SECONDS
 
 __all__ = ["GateCounters", "PriceGate", "Waker", "tick_time"]
 
@@ -209,6 +210,7 @@ class PriceGate:
         self.backoff_max_s = backoff_max_s
         self.name = name
         self.counters = GateCounters()
+        self._wake_seconds = WAKE_SECONDS.labels(name)
         self._books: dict[str, _Book] = {}
         self._positions: dict[str, _Pos] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -352,6 +354,7 @@ class PriceGate:
     async def _run(self, pos: _Pos, tick: PriceTick) -> None:
         c = self.counters
         book = pos.book
+        crossed = time.perf_counter()  # float ok: timing
         while True:
             try:
                 async with self._sem:
@@ -391,6 +394,9 @@ class PriceGate:
                 self.remove(pos.wid)
                 return
             c.wakeups_answered += 1
+            if crossed:
+                self._wake_seconds.observe(time.perf_counter() - crossed)  # float ok: timing
+                crossed = 0
             pos.failures = 0
             pos.answers += 1
             pos.below, pos.above = view.wake_below, view.wake_above
@@ -427,6 +433,10 @@ class PriceGate:
             return list(self._positions)
         book = self._books.get(symbol)
         return [] if book is None else list(book.positions)
+
+    def last_ticks(self) -> dict[str, int | None]:
+        """Each watched symbol's latest tick time (exchange ms; None before its first)."""
+        return {symbol: book.at_ms for symbol, book in self._books.items()}
 
     def band(self, workflow_id: str) -> tuple[Decimal | None, Decimal | None] | None:
         pos = self._positions.get(workflow_id)

@@ -45,17 +45,19 @@ async def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from workers.metrics import sdk_metrics_runtime
     from workers.worker import run_worker
 
-    client = await pc.temporal_client(settings)
+    client = await pc.temporal_client(settings, runtime=sdk_metrics_runtime())
     await run_worker(client, settings, _stop_event())
     return 0
 
 
 async def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from workers.ingest import run_ingest
+    from workers.metrics import sdk_metrics_runtime
 
-    client = await pc.temporal_client(settings)
+    client = await pc.temporal_client(settings, runtime=sdk_metrics_runtime())
     await run_ingest(client, settings, _stop_event())
     return 0
 
@@ -64,6 +66,7 @@ async def cmd_gate(args: argparse.Namespace, settings: Settings) -> int:
     from signals_ingest.gate_process import run_gate
     from signals_ingest.market_feed import Shard
     from workers.exchanges import make_market_data_client
+    from workers.metrics import sdk_metrics_runtime
     from workers.worker import open_store
 
     store = await open_store(settings)  # WEBSOCKET_* events are recorded
@@ -71,6 +74,7 @@ async def cmd_gate(args: argparse.Namespace, settings: Settings) -> int:
         await run_gate(
             settings,
             _stop_event(),
+            client=await pc.temporal_client(settings, runtime=sdk_metrics_runtime()),
             shard=Shard.parse(args.shard),
             health_port=args.health_port,
             events=store,

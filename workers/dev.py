@@ -27,6 +27,7 @@ from simulator.signals import SignalService
 from workers.embedded import TemporalDevServer
 from workers.exchanges import make_market_data_client
 from workers.ingest import run_ingest
+from workers.metrics import sdk_metrics_runtime
 from workers.settings import EMBEDDED_PAPER, Settings, SignalServiceSettings
 from workers.temporal import connect
 from workers.worker import run_worker
@@ -125,7 +126,10 @@ async def run_dev_stack(settings: Settings, stop: asyncio.Event) -> int:
         settings, signals = await start_signal_simulator(settings)
         settings, alert_sink = await start_alert_sink(settings)
         client = await connect(
-            address, settings.temporal_namespace, timeout_s=settings.connect_timeout_seconds
+            address,
+            settings.temporal_namespace,
+            timeout_s=settings.connect_timeout_seconds,
+            runtime=sdk_metrics_runtime(),
         )
         database = "DATABASE_URL" if settings.database_url else settings.state_dir / "pg"
         print(
@@ -139,7 +143,9 @@ async def run_dev_stack(settings: Settings, stop: asyncio.Event) -> int:
                 if sim is not None
                 else ""
             )
-            + f"  price gate    http://127.0.0.1:{settings.health_port + 1}/health\n"
+            + f"  worker        http://127.0.0.1:{settings.health_port}/health and /metrics\n"
+            + f"  price gate    http://127.0.0.1:{settings.health_port + 1}/health and /metrics\n"
+            + f"  ingest        http://127.0.0.1:{settings.health_port + 2}/health and /metrics\n"
             + (
                 f"  signals       {signals.url} (simulator: a wave of 10 every "
                 f"{settings.dev_signals_every})\n"

@@ -25,6 +25,8 @@ from temporalio.client import Client
 from activities.exchange.gateway import ExchangeGateway
 from activities.store.repository import Store
 from domain.events import DbConnection, EventType, make_event
+from workers.endpoint import serve
+from workers.metrics import MetricsPage
 
 log = logging.getLogger("posguard.health")
 
@@ -89,7 +91,7 @@ class DatabaseWatch:
 
 
 class WorkerHealth:
-    """`GET /health` of one worker process."""
+    """`GET /health` and `GET /metrics` of one worker process."""
 
     def __init__(
         self,
@@ -99,12 +101,14 @@ class WorkerHealth:
         *,
         port: int,
         host: str = "127.0.0.1",
+        metrics: MetricsPage | None = None,
     ) -> None:
         self.client = client
         self.database = database
         self.gateways = gateways
         self.port = port
         self.host = host
+        self.metrics = metrics or MetricsPage()
         self.started = time.monotonic()  # float ok: timing
         self._runner: web.AppRunner | None = None
 
@@ -128,17 +132,12 @@ class WorkerHealth:
         return web.json_response(body, status=200 if body["status"] == "ok" else 503)
 
     async def start(self) -> None:
-        """Serve on `host:port`; a port in use is logged, never fatal for the worker."""
+        """Serve on `host:port` (0: any free port, then in `port`); a port in use is
+        logged, never fatal for the worker."""
         app = web.Application()
         app.router.add_get("/health", self._health)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        try:
-            await web.TCPSite(self._runner, self.host, self.port).start()
-        except OSError as exc:
-            log.error("worker health endpoint not started on port %d: %s", self.port, exc)
-            return
-        log.info("worker health on http://%s:%d/health", self.host, self.port)
+        self.metrics.add_to(app)
+        self._runner, self.port = await serve(app, self.host, self.port, "worker")
 
     async def stop(self) -> None:
         if self._runner is not None:

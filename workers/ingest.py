@@ -5,6 +5,7 @@ messages are stored first (signals_ingest/signal_client.py), then handed to the
 waves of the accounts the service feeds (signals_ingest/wave_feed.py). At start,
 and every `[waves] sweep_every`, stored signals without a decision are handed to
 their waves again, so a crash between storing and handing on loses nothing.
+`GET /health` and `GET /metrics` listen on `health_port + 2` (`IngestEndpoint`).
 """
 
 from __future__ import annotations
@@ -15,11 +16,14 @@ import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+from aiohttp import web
 from temporalio.client import Client
 
 from activities.store.repository import Store
 from signals_ingest.signal_client import SignalClient
 from signals_ingest.wave_feed import WaveFeed
+from workers.endpoint import serve
+from workers.metrics import MetricsPage, SignalCollector
 from workers.position_commands import exchange_of
 from workers.settings import Settings, SignalServiceSettings
 from workers.worker import default_position_config, open_store
@@ -82,6 +86,51 @@ def feed_of(
     )
 
 
+class IngestEndpoint:
+    """`GET /health` (200 while every signal service is connected, 503 naming the
+    ones that are not) and `GET /metrics` of the ingest process, on 127.0.0.1."""
+
+    def __init__(self, clients: list[SignalClient], port: int, host: str = "127.0.0.1") -> None:
+        self.clients = clients
+        self.port = port
+        self.host = host
+        self.metrics = MetricsPage([SignalCollector(lambda: self.clients)])
+        self._runner: web.AppRunner | None = None
+
+    def body(self) -> dict[str, object]:
+        down = [c.service for c in self.clients if not c.connected]
+        return {
+            "status": "unhealthy" if down else "ok",
+            "down": down,
+            "services": [
+                {
+                    "service": c.service,
+                    "connected": c.connected,
+                    "messages": c.messages,
+                    "reconnects": c.reconnects,
+                }
+                for c in self.clients
+            ],
+        }
+
+    async def _health(self, request: web.Request) -> web.Response:
+        body = self.body()
+        return web.json_response(body, status=503 if body["down"] else 200)
+
+    async def start(self) -> None:
+        """Serve on `host:port` (0: any free port, then in `port`); a port in use is
+        logged, never fatal."""
+        app = web.Application()
+        app.router.add_get("/health", self._health)
+        self.metrics.add_to(app)
+        self._runner, self.port = await serve(app, self.host, self.port, "ingest")
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
 async def run_ingest(
     client: Client,
     settings: Settings,
@@ -90,13 +139,25 @@ async def run_ingest(
     position_config: Callable[[str], PositionConfig] | None = None,
     ready: asyncio.Event | None = None,
     clients: list[SignalClient] | None = None,
+    health_port: int | None = None,
+    endpoint_out: list[IngestEndpoint] | None = None,
 ) -> None:
     """Read every configured signal service until `stop` is set.
 
     `ready` is set once the store is open and the start-up sweep is done;
     `clients` (if given) receives the SignalClients, for health and tests.
+    `/health` and `/metrics` listen on `health_port` (default `settings.health_port
+    + 2`; 0: any free port; negative: none); `endpoint_out` receives the endpoint.
     """
     store = await open_store(settings)
+    clients = [] if clients is None else clients
+    if health_port is None:
+        health_port = settings.health_port + 2 if settings.health_port >= 0 else -1
+    endpoint = IngestEndpoint(clients, health_port)
+    if health_port >= 0:
+        await endpoint.start()
+        if endpoint_out is not None:
+            endpoint_out.append(endpoint)
     try:
         tasks: list[asyncio.Task[None]] = []
         for service in settings.signal_services:
@@ -115,8 +176,7 @@ async def run_ingest(
             )
             # A crash between storing a batch and writing its events left them out.
             await signal_client.recover_events(SWEEP_HORIZON)
-            if clients is not None:
-                clients.append(signal_client)
+            clients.append(signal_client)
             tasks.append(
                 asyncio.create_task(signal_client.run(stop), name=f"signals/{service.name}")
             )
@@ -141,6 +201,7 @@ async def run_ingest(
             with contextlib.suppress(asyncio.CancelledError):
                 await task
     finally:
+        await endpoint.stop()
         await store.close()
 
 

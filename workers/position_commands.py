@@ -31,6 +31,7 @@ from temporalio.client import (
     WorkflowUpdateStage,
 )
 from temporalio.exceptions import ApplicationError
+from temporalio.runtime import Runtime
 from temporalio.service import RPCError, RPCStatusCode
 
 from domain.position import CloseReason, PositionSpec, PositionState, is_terminal
@@ -274,11 +275,17 @@ def describe_record(rec: PositionRecord, settings: Settings) -> str:
 # --- connections -----------------------------------------------------------------------------
 
 
-async def temporal_client(settings: Settings) -> Client:
-    """Client of TEMPORAL_ADDRESS, else the local dev server; `UnreachableError` if down."""
+async def temporal_client(settings: Settings, *, runtime: Runtime | None = None) -> Client:
+    """Client of TEMPORAL_ADDRESS, else the local dev server; `UnreachableError` if down.
+
+    A long-running process passes `workers.metrics.sdk_metrics_runtime()` as `runtime`,
+    so its `/metrics` page carries the SDK's own metrics."""
     address = settings.temporal_address or f"127.0.0.1:{settings.temporal_port}"
     return await connect(
-        address, settings.temporal_namespace, timeout_s=settings.connect_timeout_seconds
+        address,
+        settings.temporal_namespace,
+        timeout_s=settings.connect_timeout_seconds,
+        runtime=runtime,
     )
 
 

@@ -6,6 +6,7 @@ import asyncio
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import Runtime
 
 # Pydantic v2 encodes Decimal as a string and parses it back exactly, so every
 # price and quantity in a workflow payload round-trips without loss.
@@ -16,14 +17,24 @@ class UnreachableError(RuntimeError):
     """A server posguard needs did not answer in time."""
 
 
-async def connect(address: str, namespace: str = "default", *, timeout_s: int = 15) -> Client:
-    """Connect to Temporal, retrying until `timeout_s`; raises `UnreachableError`."""
+async def connect(
+    address: str,
+    namespace: str = "default",
+    *,
+    timeout_s: int = 15,
+    runtime: Runtime | None = None,
+) -> Client:
+    """Connect to Temporal, retrying until `timeout_s`; raises `UnreachableError`.
+
+    `runtime`: the SDK runtime (default: the process's default one)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     last: Exception | None = None
     while loop.time() < deadline:
         try:
-            return await Client.connect(address, namespace=namespace, data_converter=DATA_CONVERTER)
+            return await Client.connect(
+                address, namespace=namespace, data_converter=DATA_CONVERTER, runtime=runtime
+            )
         except Exception as exc:  # the SDK raises RuntimeError for every connect failure
             last = exc
             await asyncio.sleep(0.5)

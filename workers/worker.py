@@ -33,6 +33,7 @@ from workers.alert_dispatch import run_alert_dispatch
 from workers.embedded import start_postgres
 from workers.exchanges import make_gateways
 from workers.health import DatabaseWatch, WorkerHealth
+from workers.metrics import MetricsPage, RecordsCollector
 from workers.position_directory import TemporalPositionDirectory
 from workers.schedules import apply_schedules
 from workers.settings import AccountSettings, Settings
@@ -159,6 +160,7 @@ async def run_worker(
     gateways: dict[str, ExchangeGateway] | None = None,
     ready: asyncio.Event | None = None,
     position_config: Callable[[str], PositionConfig] | None = None,
+    health_out: list[WorkerHealth] | None = None,
 ) -> None:
     """Run the workers until `stop` is set; records process started/stopped events.
 
@@ -171,6 +173,8 @@ async def run_worker(
     Each account's reconcile Schedule is created or updated once the workers run
     (unless `settings.reconcile.every` is unset). Each alert channel gets a worker
     of its deliveries, and the alert dispatcher runs alongside (docs/alerts.md).
+    `/health` and `/metrics` listen on `settings.health_port` (0: any free port;
+    `health_out`, if given, receives the endpoint, for its port).
     """
     store = await open_store(settings)
     own_gateways = gateways is None
@@ -208,9 +212,14 @@ async def run_worker(
             workers.append(alert_channel_worker(client, channel, alert_activities))
         await store.append_event(_lifecycle(EventType.PROCESS_STARTED, settings.task_queue))
         database = DatabaseWatch(store)
-        health = WorkerHealth(client, database, gateways, port=settings.health_port)
+        metrics = MetricsPage([RecordsCollector(store.pool)])
+        health = WorkerHealth(
+            client, database, gateways, port=settings.health_port, metrics=metrics
+        )
         if settings.health_port >= 0:
             await health.start()
+            if health_out is not None:
+                health_out.append(health)
         watch = asyncio.create_task(database.run(stop))
         async with contextlib.AsyncExitStack() as running:
             for worker in workers:

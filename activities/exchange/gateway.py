@@ -22,6 +22,7 @@ from typing import Any
 from activities.exchange.raw import first as _first
 from activities.exchange.raw import flag as _flag
 from activities.exchange.raw import to_decimal
+from activities.exchange.request_metrics import instrument
 from activities.exchange.venue import Venue, venue_for
 from domain.errors import classify_exception
 from domain.market import MarketFilters
@@ -93,6 +94,9 @@ class ExchangeGateway:
         # their own rate-limit queue) when one is given.
         self.protective = protective if protective is not None else exchange
         self.account = account
+        instrument(self.exchange, account=account, lane="main")
+        if self.protective is not self.exchange:
+            instrument(self.protective, account=account, lane="protective")
         self._markets_loaded = asyncio.Lock()
         self._filters: dict[str, MarketFilters] = {}
         self._markets_read_at: float | None = None  # float ok: monotonic time

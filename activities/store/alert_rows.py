@@ -135,7 +135,7 @@ async def _finish(
     error: str | None,
     event: Event,
 ) -> None:
-    async with store.pool.acquire() as conn, conn.transaction():
+    async with store.transaction() as conn:
         await conn.execute(
             """INSERT INTO alert_deliveries
                    (message_id, channel, condition, kind, severity, status, error, sent_at)

@@ -104,7 +104,7 @@ async def add_to_stoplist(store: Store, entry: StoplistEntry) -> bool:
     """
     symbol = canonical(entry.symbol)
     at = datetime.now(UTC)
-    async with store.pool.acquire() as conn, conn.transaction():
+    async with store.transaction() as conn:
         row = await conn.fetchrow(
             """WITH old AS (SELECT reason FROM stoplist WHERE account = $1 AND symbol = $2)
                INSERT INTO stoplist (account, symbol, reason, added_by, added_at)
@@ -147,7 +147,7 @@ async def remove_from_stoplist(store: Store, account: str, symbol: str, *, by: s
     """
     symbol = canonical(symbol)
     at = datetime.now(UTC)
-    async with store.pool.acquire() as conn, conn.transaction():
+    async with store.transaction() as conn:
         row = await conn.fetchrow(
             "DELETE FROM stoplist WHERE account = $1 AND symbol = $2 RETURNING *",
             account,
@@ -198,7 +198,7 @@ async def pause_entries(
     same transaction. Open positions are not affected.
     """
     at = datetime.now(UTC)
-    async with store.pool.acquire() as conn, conn.transaction():
+    async with store.transaction() as conn:
         row = await conn.fetchrow(
             """INSERT INTO account_pauses (account, source, reason, detail, paused_by, since)
                VALUES ($1, 'operator', $2, $3, $4, $5)
@@ -244,7 +244,7 @@ async def resume_entries(store: Store, account: str, by: str) -> list[AccountPau
     event names their sources. Nothing paused: returns [] and records nothing.
     """
     at = datetime.now(UTC)
-    async with store.pool.acquire() as conn, conn.transaction():
+    async with store.transaction() as conn:
         rows = await conn.fetch(
             "DELETE FROM account_pauses WHERE account = $1 RETURNING *",
             account,

@@ -7,14 +7,17 @@ the money path ever passes through float.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextvars import ContextVar
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final, TypeVar
 
 import asyncpg
 
+from activities.store.event_metrics import count_alerts, count_events
 from activities.store.migrate import apply_migrations, lock_schema
 from domain.alerts import condition_key
 from domain.events import Event, EventType
@@ -140,6 +143,20 @@ SIGNAL_ROW_EVENTS: Final = frozenset(
 """The event types `append_signal_events` writes (and only it)."""
 
 
+class _Committing:
+    """What a transaction wrote that metrics count once it has committed."""
+
+    __slots__ = ("alerts", "events")
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.alerts: list[AlertRecord] = []
+
+
+# The transaction (of this task) that new events and alerts wait in, if any.
+_COMMITTING: ContextVar[_Committing | None] = ContextVar("posguard_committing", default=None)
+
+
 class Store:
     """Repository over one PostgreSQL database. Create with `Store.connect`."""
 
@@ -156,6 +173,20 @@ class Store:
 
     async def close(self) -> None:
         await self.pool.close()
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection in a transaction; the events and alerts it inserted
+        are counted (event_metrics) once it has committed, never before."""
+        committing = _Committing()
+        token = _COMMITTING.set(committing)
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                yield conn
+        finally:
+            _COMMITTING.reset(token)
+        count_events(committing.events, self.pool)
+        count_alerts(committing.alerts)
 
     async def ping(self) -> bool:
         """True when a connection answers `SELECT 1`."""
@@ -175,7 +206,7 @@ class Store:
         migrations take), so a partition another worker is creating is waited for
         and then found, never created twice.
         """
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self.transaction() as conn:
             await lock_schema(conn)
             return int(
                 await conn.fetchval(
@@ -189,7 +220,7 @@ class Store:
         Holds the schema lock, like `ensure_event_partitions`: processes doing it at
         once take turns, and a partition already dropped by one is not dropped again.
         """
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self.transaction() as conn:
             await lock_schema(conn)
             return int(await conn.fetchval("SELECT posguard_drop_event_partitions($1)", keep))
 
@@ -197,12 +228,12 @@ class Store:
 
     async def append_event(self, event: Event) -> bool:
         """Append one event; returns False (and stores nothing) if its id is already stored."""
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self.transaction() as conn:
             return await self._append_event(conn, event)
 
     async def append_events(self, events: Sequence[Event]) -> int:
         """Append events in one transaction; returns how many were new."""
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self.transaction() as conn:
             return await self._append_events(conn, events)
 
     @staticmethod
@@ -256,6 +287,8 @@ class Store:
             [e.payload for e in batch],
             [e.error_message for e in batch],
         )
+        new = {r["event_id"] for r in inserted}
+        _committed_later([e for e in batch if e.event_id in new], [])
         return len(inserted)
 
     async def events(
@@ -318,7 +351,7 @@ class Store:
 
     async def apply(self, batch: StoreBatch) -> int:
         """Apply one workflow transition atomically; returns how many events were new."""
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self.transaction() as conn:
             new_events = await self._append_events(conn, batch.events)
             if batch.position is not None:
                 await self._upsert_position(conn, batch.position)
@@ -397,10 +430,11 @@ class Store:
 
     @staticmethod
     async def _insert_alert(conn: asyncpg.Connection, rec: AlertRecord) -> None:
-        await conn.execute(
+        new = await conn.fetchval(
             """INSERT INTO alerts (event_id, severity, title, body, position_id, channel,
                                    condition, resolvable, resolution)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (event_id) DO NOTHING""",
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (event_id) DO NOTHING
+               RETURNING true""",
             rec.event_id,
             rec.severity.value,
             rec.title,
@@ -411,6 +445,8 @@ class Store:
             rec.resolvable,
             rec.resolution,
         )
+        if new:
+            _committed_later([], [rec])
 
     async def get_position(self, position_id: str) -> PositionRecord | None:
         """The stored position row, or None."""
@@ -523,7 +559,7 @@ class Store:
             )
             for r in unique.values()
         ]
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self.transaction() as conn:
             await conn.execute(_SIGNALS_IN_SQL)
             await conn.copy_records_to_table(
                 "posguard_signals_in", records=rows, columns=_SIGNAL_COLUMNS
@@ -588,7 +624,7 @@ class Store:
             columns = list(zip(*rows, strict=True))
             status = await self.pool.execute(_SIGNAL_EVENTS_UNNEST_SQL, *columns)
             return int(status.rsplit(" ", 1)[1])
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self.transaction() as conn:
             await conn.execute(_EVENTS_IN_SQL)
             await conn.copy_records_to_table(
                 "posguard_events_in", records=rows, columns=_EVENT_COLUMNS
@@ -694,6 +730,18 @@ class Store:
 
 
 _R = TypeVar("_R", PositionRecord, OrderRecord, FillRecord)
+
+
+def _committed_later(events: list[Event], alerts: list[AlertRecord]) -> None:
+    """Hold new rows for counting until their transaction commits; outside one
+    (autocommit) they are written already."""
+    committing = _COMMITTING.get()
+    if committing is None:
+        count_events(events)
+        count_alerts(alerts)
+    else:
+        committing.events.extend(events)
+        committing.alerts.extend(alerts)
 
 
 def _record(cls: type[_R], row: Any) -> _R:

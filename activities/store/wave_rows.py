@@ -64,7 +64,7 @@ async def _insert_decisions(
 
 async def write_wave(store: Store, write: WaveWrite) -> int:
     """Apply one `WaveWrite` in one transaction; how many decisions were new."""
-    async with store.pool.acquire() as conn, conn.transaction():
+    async with store.transaction() as conn:
         if write.wave is not None:
             sql, args = Store._upsert_sql("waves", "id", write.wave.model_dump(), by_revision=False)
             await conn.execute(sql, *args)
@@ -109,7 +109,7 @@ async def set_exchange_pause(store: Store, req: ExchangePauseRequest) -> bool:
     A pause that begins is an `entries_paused` event and one alert; one that ends
     is an `entries_resumed` event. The same pause seen again changes nothing.
     """
-    async with store.pool.acquire() as conn, conn.transaction():
+    async with store.transaction() as conn:
         before = await conn.fetchrow(
             "SELECT reason FROM account_pauses WHERE account = $1 AND source = 'exchange' "
             "FOR UPDATE",
@@ -223,7 +223,7 @@ async def record_late(
         )
         for s in signals
     ]
-    async with store.pool.acquire() as conn, conn.transaction():
+    async with store.transaction() as conn:
         new = await _insert_decisions(conn, decisions)
         events = [
             make_event(

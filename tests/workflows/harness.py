@@ -17,7 +17,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -135,6 +135,8 @@ class Stack:
     store: Store
     settings: Settings
     config: PositionConfig
+    # The worker's /health and /metrics endpoint, when settings.health_port >= 0.
+    endpoints: list[Any] = field(default_factory=list)
 
     @property
     def venue(self) -> str:
@@ -277,6 +279,7 @@ async def running_worker(stack: Stack) -> AsyncIterator[None]:
             stop,
             ready=ready,
             position_config=lambda _account: stack.config,
+            health_out=stack.endpoints,
         )
     )
     try:
@@ -372,9 +375,8 @@ async def live_stack(
             task_queue=task_queue or f"{name}-{uuid.uuid4().hex[:8]}",
             database_url=SecretStr(database_url),
             accounts=[paper],
-            health_port=-1,
             reconcile=reconcile or ReconcileSettings(every=None),
-            **(settings or {}),
+            **{"health_port": -1, **(settings or {})},
         )
         fields: dict[str, Any] = {"exchange_task_queue": exchange_task_queue(paper.name)}
         if check_interval is not None:

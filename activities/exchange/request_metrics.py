@@ -1,0 +1,84 @@
+"""Prometheus metrics of every REST request a ccxt client makes (docs/metrics.md).
+
+ccxt sends each request through the client's `fetch(url, method, headers, body)`;
+`instrument` wraps that one method of one client instance. A request is labelled
+by its account, exchange, lane (the gateway's main client or its protective one)
+and endpoint: the URL's path only, since the query of a signed request carries
+the key and the signature. Binance reports the request weight used in the current
+minute in `X-MBX-USED-WEIGHT-1M`; it is kept as a gauge per account.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from domain.errors import classify_exception
+
+REQUESTS = Counter(
+    "posguard_exchange_requests_total",
+    "REST requests sent to an exchange",
+    ["account", "exchange", "lane", "endpoint"],
+)
+ERRORS = Counter(
+    "posguard_exchange_errors_total",
+    "REST requests that failed, by posguard's error class",
+    ["account", "exchange", "endpoint", "error"],
+)
+SECONDS = Histogram(
+    "posguard_exchange_request_seconds",
+    "Time from sending a REST request to its answer (or failure)",
+    ["account", "exchange", "lane"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+USED_WEIGHT = Gauge(
+    "posguard_exchange_used_weight",
+    "Request weight used in the current minute, as the exchange reports it (Binance)",
+    ["account", "exchange"],
+)
+
+_WEIGHT_HEADER = "x-mbx-used-weight-1m"
+
+
+def instrument(client: Any, *, account: str, lane: str) -> None:
+    """Count, time and classify every request `client` sends; idempotent per client."""
+    original: Callable[..., Awaitable[Any]] | None = getattr(client, "fetch", None)
+    if original is None or getattr(client, "_posguard_instrumented", False):
+        return  # not a ccxt client (a test's stand-in), or counted already
+    exchange = str(getattr(client, "id", ""))
+    seconds = SECONDS.labels(account, exchange, lane)
+    weight = USED_WEIGHT.labels(account, exchange)
+
+    async def fetch(url: str, method: str = "GET", headers: Any = None, body: Any = None) -> Any:
+        endpoint = f"{method} {urlsplit(url).path}"
+        REQUESTS.labels(account, exchange, lane, endpoint).inc()
+        began = time.perf_counter()  # float ok: timing
+        try:
+            return await original(url, method, headers, body)
+        except Exception as exc:
+            ERRORS.labels(account, exchange, endpoint, classify_exception(exc).type.value).inc()
+            raise
+        finally:
+            seconds.observe(time.perf_counter() - began)  # float ok: timing
+            used = _used_weight(getattr(client, "last_response_headers", None))
+            if used is not None:
+                weight.set(used)
+
+    client.fetch = fetch
+    client._posguard_instrumented = True
+
+
+def _used_weight(headers: Any) -> int | None:
+    if not headers:
+        return None
+    for name, value in dict(headers).items():
+        if str(name).lower() == _WEIGHT_HEADER:
+            try:
+                return int(value)
+            except (TypeError, ValueError):
+                return None
+    return None
