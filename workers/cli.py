@@ -48,7 +48,7 @@ async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from workers.metrics import sdk_metrics_runtime
     from workers.worker import run_worker
 
-    client = await pc.temporal_client(settings, runtime=sdk_metrics_runtime())
+    client = await pc.temporal_client(settings, runtime=sdk_metrics_runtime(), process="worker")
     await run_worker(client, settings, _stop_event())
     return 0
 
@@ -57,7 +57,7 @@ async def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from workers.ingest import run_ingest
     from workers.metrics import sdk_metrics_runtime
 
-    client = await pc.temporal_client(settings, runtime=sdk_metrics_runtime())
+    client = await pc.temporal_client(settings, runtime=sdk_metrics_runtime(), process="ingest")
     await run_ingest(client, settings, _stop_event())
     return 0
 
@@ -74,7 +74,9 @@ async def cmd_gate(args: argparse.Namespace, settings: Settings) -> int:
         await run_gate(
             settings,
             _stop_event(),
-            client=await pc.temporal_client(settings, runtime=sdk_metrics_runtime()),
+            client=await pc.temporal_client(
+                settings, runtime=sdk_metrics_runtime(), process="gate"
+            ),
             shard=Shard.parse(args.shard),
             health_port=args.health_port,
             events=store,

@@ -30,6 +30,7 @@ from workers.ingest import run_ingest
 from workers.metrics import sdk_metrics_runtime
 from workers.settings import EMBEDDED_PAPER, Settings, SignalServiceSettings
 from workers.temporal import connect
+from workers.tracing import tracing_interceptors
 from workers.worker import run_worker
 
 log = logging.getLogger("posguard.dev")
@@ -130,6 +131,7 @@ async def run_dev_stack(settings: Settings, stop: asyncio.Event) -> int:
             settings.temporal_namespace,
             timeout_s=settings.connect_timeout_seconds,
             runtime=sdk_metrics_runtime(),
+            interceptors=tracing_interceptors("dev"),
         )
         database = "DATABASE_URL" if settings.database_url else settings.state_dir / "pg"
         print(

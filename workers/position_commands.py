@@ -275,17 +275,24 @@ def describe_record(rec: PositionRecord, settings: Settings) -> str:
 # --- connections -----------------------------------------------------------------------------
 
 
-async def temporal_client(settings: Settings, *, runtime: Runtime | None = None) -> Client:
+async def temporal_client(
+    settings: Settings, *, runtime: Runtime | None = None, process: str = "cli"
+) -> Client:
     """Client of TEMPORAL_ADDRESS, else the local dev server; `UnreachableError` if down.
 
     A long-running process passes `workers.metrics.sdk_metrics_runtime()` as `runtime`,
-    so its `/metrics` page carries the SDK's own metrics."""
+    so its `/metrics` page carries the SDK's own metrics. With an OTLP endpoint
+    configured, the client traces (`workers.tracing`) as the service
+    `posguard-{process}`."""
+    from workers.tracing import tracing_interceptors
+
     address = settings.temporal_address or f"127.0.0.1:{settings.temporal_port}"
     return await connect(
         address,
         settings.temporal_namespace,
         timeout_s=settings.connect_timeout_seconds,
         runtime=runtime,
+        interceptors=tracing_interceptors(process),
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from temporalio.client import Client
+from temporalio.client import Client, Interceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import Runtime
 
@@ -23,17 +23,23 @@ async def connect(
     *,
     timeout_s: int = 15,
     runtime: Runtime | None = None,
+    interceptors: list[Interceptor] | None = None,
 ) -> Client:
     """Connect to Temporal, retrying until `timeout_s`; raises `UnreachableError`.
 
-    `runtime`: the SDK runtime (default: the process's default one)."""
+    `runtime`: the SDK runtime (default: the process's default one);
+    `interceptors`: e.g. `workers.tracing.tracing_interceptors(...)`."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     last: Exception | None = None
     while loop.time() < deadline:
         try:
             return await Client.connect(
-                address, namespace=namespace, data_converter=DATA_CONVERTER, runtime=runtime
+                address,
+                namespace=namespace,
+                data_converter=DATA_CONVERTER,
+                runtime=runtime,
+                interceptors=interceptors or [],
             )
         except Exception as exc:  # the SDK raises RuntimeError for every connect failure
             last = exc

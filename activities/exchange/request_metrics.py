@@ -1,11 +1,12 @@
-"""Prometheus metrics of every REST request a ccxt client makes (docs/metrics.md).
+"""Metrics and a span of every REST request a ccxt client makes (docs/metrics.md).
 
 ccxt sends each request through the client's `fetch(url, method, headers, body)`;
 `instrument` wraps that one method of one client instance. A request is labelled
 by its account, exchange, lane (the gateway's main client or its protective one)
 and endpoint: the URL's path only, since the query of a signed request carries
 the key and the signature. Binance reports the request weight used in the current
-minute in `X-MBX-USED-WEIGHT-1M`; it is kept as a gauge per account.
+minute in `X-MBX-USED-WEIGHT-1M`; it is kept as a gauge per account. Each request
+is also a span (`activities.tracing`) named by method and path.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from prometheus_client import Counter, Gauge, Histogram
 
+from activities.tracing import tracer
 from domain.errors import classify_exception
 
 REQUESTS = Counter(
@@ -54,19 +57,36 @@ def instrument(client: Any, *, account: str, lane: str) -> None:
     weight = USED_WEIGHT.labels(account, exchange)
 
     async def fetch(url: str, method: str = "GET", headers: Any = None, body: Any = None) -> Any:
-        endpoint = f"{method} {urlsplit(url).path}"
+        path = urlsplit(url).path
+        endpoint = f"{method} {path}"
         REQUESTS.labels(account, exchange, lane, endpoint).inc()
-        began = time.perf_counter()  # float ok: timing
-        try:
-            return await original(url, method, headers, body)
-        except Exception as exc:
-            ERRORS.labels(account, exchange, endpoint, classify_exception(exc).type.value).inc()
-            raise
-        finally:
-            seconds.observe(time.perf_counter() - began)  # float ok: timing
-            used = _used_weight(getattr(client, "last_response_headers", None))
-            if used is not None:
-                weight.set(used)
+        with tracer().start_as_current_span(
+            f"exchange {endpoint}",
+            kind=SpanKind.CLIENT,
+            attributes={
+                "posguard.account": account,
+                "posguard.exchange": exchange,
+                "posguard.lane": lane,
+                "http.request.method": method,
+                "url.path": path,
+            },
+            record_exception=False,  # an exception's text may quote a signed URL
+            set_status_on_exception=False,
+        ) as span:
+            began = time.perf_counter()  # float ok: timing
+            try:
+                return await original(url, method, headers, body)
+            except Exception as exc:
+                error = classify_exception(exc).type.value
+                ERRORS.labels(account, exchange, endpoint, error).inc()
+                span.set_attribute("error.type", error)
+                span.set_status(Status(StatusCode.ERROR, error))
+                raise
+            finally:
+                seconds.observe(time.perf_counter() - began)  # float ok: timing
+                used = _used_weight(getattr(client, "last_response_headers", None))
+                if used is not None:
+                    weight.set(used)
 
     client.fetch = fetch
     client._posguard_instrumented = True

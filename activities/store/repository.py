@@ -16,9 +16,11 @@ from decimal import Decimal
 from typing import Any, Final, TypeVar
 
 import asyncpg
+from opentelemetry.trace import SpanKind
 
 from activities.store.event_metrics import count_alerts, count_events
 from activities.store.migrate import apply_migrations, lock_schema
+from activities.tracing import tracer
 from domain.alerts import condition_key
 from domain.events import Event, EventType
 from domain.journal import JournalEntry
@@ -176,15 +178,17 @@ class Store:
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
-        """A pooled connection in a transaction; the events and alerts it inserted
-        are counted (event_metrics) once it has committed, never before."""
+        """A pooled connection in a transaction (one span); the events and alerts it
+        inserted are counted (event_metrics) once it has committed, never before."""
         committing = _Committing()
         token = _COMMITTING.set(committing)
-        try:
-            async with self.pool.acquire() as conn, conn.transaction():
-                yield conn
-        finally:
-            _COMMITTING.reset(token)
+        with tracer().start_as_current_span("store transaction", kind=SpanKind.CLIENT) as span:
+            try:
+                async with self.pool.acquire() as conn, conn.transaction():
+                    yield conn
+            finally:
+                _COMMITTING.reset(token)
+            span.set_attribute("posguard.events", len(committing.events))
         count_events(committing.events, self.pool)
         count_alerts(committing.alerts)
 
