@@ -214,6 +214,32 @@ def classify(mro: Sequence[str], message: str, *, placement: bool = False) -> Er
     return ErrorClass(type=kind, ambiguous=ambiguous, code=code)
 
 
+# A URL's query string: a signed GET or DELETE carries its signature there (ccxt
+# quotes the whole URL in timeouts and HTTP errors).
+_URL_QUERY = re.compile(r"""([a-z][a-z0-9+.-]*://[^\s?"'<>]*)\?[^\s"'<>]*""", re.IGNORECASE)
+# A value named like a credential, wherever it is written (query, JSON, header).
+_NAMED_SECRET = re.compile(
+    r"""(\b(?:signature|sign|x-mbx-apikey|x-bapi-api-key|x-bapi-sign|api[-_]?key|secret"""
+    r"""|listenkey|token)["']?\s*[=:]\s*["']?)[^\s&"',;}]+""",
+    re.IGNORECASE,
+)
+REDACTED = "<redacted>"
+
+
+def scrub(text: str) -> str:
+    """`text` without what could authenticate a request or identify an account's
+    credentials: a URL's query string and any value named like a key, a secret, a
+    signature or a token. For every error text that leaves an exchange activity
+    (Temporal failures, events, logs); the rest of the text is kept for diagnosis."""
+    text = _URL_QUERY.sub(rf"\1?{REDACTED}", text)
+    return _NAMED_SECRET.sub(rf"\1{REDACTED}", text)
+
+
+def scrubbed(exc: BaseException) -> str:
+    """`"ExceptionClass: message"` of `exc`, scrubbed (see `scrub`)."""
+    return scrub(f"{type(exc).__name__}: {exc}")
+
+
 def classify_exception(exc: BaseException, *, placement: bool = False) -> ErrorClass:
     """`classify` applied to a live exception object (no ccxt import needed)."""
     return classify([c.__name__ for c in type(exc).__mro__], str(exc), placement=placement)

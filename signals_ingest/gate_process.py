@@ -27,7 +27,9 @@ from aiohttp import web
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.exchange.ccxt_logs import scrub_ccxt_logs
 from domain.client_ids import belongs_to_workflow
+from domain.errors import scrub
 from domain.order_updates import OrderChange
 from domain.position_messages import EXCHANGE_UPDATE_SIGNAL, ExchangeUpdate
 from signals_ingest.gate_metrics import GateCollector
@@ -243,8 +245,8 @@ async def _sync_loop(
             if result.added or result.removed:
                 log.info("%s: sync %s", source.name, result)
         except Exception as exc:
-            source.last_sync_error = repr(exc)[:300]
-            log.warning("%s: sync failed: %r", source.name, exc)
+            source.last_sync_error = scrub(repr(exc))[:300]
+            log.warning("%s: sync failed: %s", source.name, scrub(repr(exc)))
 
 
 async def run_gate(
@@ -277,6 +279,7 @@ async def run_gate(
     - `market_data_client`: builds each ccxt.pro client (mark prices, user streams);
       the default reaches real exchanges only, see the module's docstring.
     """
+    scrub_ccxt_logs()  # its clients' request log holds keys and signatures
     shard = shard or Shard()
     if client is None:
         from workers.temporal import connect

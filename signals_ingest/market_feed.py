@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from domain.errors import scrub
 from domain.events import EventType, WebsocketState
 from domain.symbols import canonical_from_unified, unified_from_canonical
 from signals_ingest.price_gate import PriceGate
@@ -243,14 +244,14 @@ class MarketFeed:
         )
 
     async def _disconnected(self, exc: BaseException, attempt: int) -> None:
-        log.warning("market data stream failed (attempt %d): %r", attempt, exc)
+        log.warning("market data stream failed (attempt %d): %s", attempt, scrub(repr(exc)))
         if not self.connected and attempt > 1:
             return  # one event per outage, not per failed reconnect attempt
         self.connected = False
         self._down_since = time.monotonic()  # float ok: timing
         await self._record(
             EventType.WEBSOCKET_DISCONNECTED,
-            WebsocketState(url=self.url, attempt=attempt, reason=repr(exc)[:500]),
+            WebsocketState(url=self.url, attempt=attempt, reason=scrub(repr(exc))[:500]),
         )
 
     async def _record(self, kind: EventType, payload: WebsocketState) -> None:

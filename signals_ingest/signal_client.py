@@ -48,6 +48,7 @@ from typing import Any, Final, Protocol
 import aiohttp
 from pydantic import SecretStr
 
+from domain.errors import scrub
 from domain.events import DEFAULT_SEVERITY, Event, EventType, WebsocketState, unchecked_event
 from domain.records import SignalRecord, signal_record
 from domain.signal_wire import Accepted, FieldMapping, ParsedSignal, Rejected, parse_message
@@ -471,7 +472,9 @@ class SignalClient:
         if was_connected or attempt == 1:
             await self._events.record(
                 EventType.WEBSOCKET_DISCONNECTED,
-                WebsocketState(url=self._safe_url(), attempt=attempt, reason=repr(exc)[:500]),
+                WebsocketState(
+                    url=self._safe_url(), attempt=attempt, reason=scrub(repr(exc))[:500]
+                ),
             )
 
     def _safe_url(self) -> str:

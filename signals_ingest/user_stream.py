@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from domain.errors import scrub
 from domain.events import EventType, WebsocketState
 from domain.order_updates import OrderChange
 from domain.symbols import canonical_from_unified
@@ -179,7 +180,9 @@ class UserStream:
         )
 
     async def _disconnected(self, exc: BaseException, attempt: int) -> None:
-        log.warning("user stream of %s failed (attempt %d): %r", self.account, attempt, exc)
+        log.warning(
+            "user stream of %s failed (attempt %d): %s", self.account, attempt, scrub(repr(exc))
+        )
         if not self.connected and attempt > 1:
             return  # one event per outage
         self.connected = False
@@ -187,7 +190,7 @@ class UserStream:
         await self._record(
             EventType.WEBSOCKET_DISCONNECTED,
             WebsocketState(
-                url=f"user-stream/{self.account}", attempt=attempt, reason=repr(exc)[:500]
+                url=f"user-stream/{self.account}", attempt=attempt, reason=scrub(repr(exc))[:500]
             ),
         )
 

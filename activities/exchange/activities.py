@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from domain.errors import ErrorClass, ErrorType, classify_exception
+from domain.errors import ErrorClass, ErrorType, classify_exception, scrub, scrubbed
 from domain.events import Event, EventType, RateLimitHit, make_event
 from domain.journal import PROTECTIVE_KINDS, JournalEntry, journal_entry
 from domain.market import MarketFilters
@@ -82,7 +82,7 @@ def to_application_error(exc: BaseException, *, placement: bool = False) -> Appl
     """The `ApplicationError` Temporal should see for an exchange exception."""
     kind = classify_exception(exc, placement=placement)
     return ApplicationError(
-        f"{type(exc).__name__}: {exc}"[:2000],
+        scrubbed(exc)[:2000],
         {"code": kind.code, "ambiguous": kind.ambiguous},
         type=kind.type.value,
         non_retryable=not kind.retryable,
@@ -138,7 +138,9 @@ def _exchange_call(
             except ApplicationError:
                 raise
             except Exception as exc:
-                raise await self._failed(exc, placement=placement) from exc
+                # Not `from exc`: Temporal would record the raw exception as the
+                # cause, and ccxt's text quotes signed URLs (scrubbed above).
+                raise await self._failed(exc, placement=placement) from None
 
         return translated
 
@@ -190,7 +192,7 @@ class ExchangeActivities:
             event_id=f"rate-limit/{info.workflow_id}/{info.activity_id}/{info.attempt}",
             occurred_at=datetime.now(UTC),
             correlation_id=info.workflow_id,
-            error_message=str(exc)[:500],
+            error_message=scrub(str(exc))[:500],
         )
         with contextlib.suppress(Exception):  # recording must not hide the real error
             await self._events.append_event(event)
@@ -242,20 +244,20 @@ class ExchangeActivities:
         except Exception as exc:
             if protective or (may_exist and await self._on_exchange(gateway, intent)):
                 activity.logger.warning(
-                    "order journal unavailable (%s: %s); going on with %s %s unjournaled",
-                    type(exc).__name__,
-                    exc,
+                    "order journal unavailable (%s); going on with %s %s unjournaled",
+                    scrubbed(exc),
                     intent.kind.value,
                     intent.client_order_id,
                 )
                 return None
             raise ApplicationError(
-                f"order journal unavailable, {intent.client_order_id} not sent: "
-                f"{type(exc).__name__}: {exc}"[:2000],
+                f"order journal unavailable, {intent.client_order_id} not sent: {scrubbed(exc)}"[
+                    :2000
+                ],
                 {"code": None, "ambiguous": False},
                 type=ErrorType.JOURNAL_UNAVAILABLE.value,
                 non_retryable=False,
-            ) from exc
+            ) from None
         return None if stored.same_intent(entry) else stored
 
     @staticmethod
@@ -483,10 +485,9 @@ class ExchangeActivities:
                         stop_ambiguous=ambiguous,
                     )
                 activity.logger.warning(
-                    "stop %s failed (%s: %s), retrying in %.1f s",
+                    "stop %s failed (%s), retrying in %.1f s",
                     intent.client_order_id,
-                    type(exc).__name__,
-                    exc,
+                    scrubbed(exc),
                     delay,
                 )
                 look_up = look_up or ambiguous

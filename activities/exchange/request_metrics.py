@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from prometheus_client import Counter, Gauge, Histogram
 
+from activities.exchange.ccxt_logs import scrub_ccxt_logs
 from activities.tracing import tracer
 from domain.errors import classify_exception
 
@@ -48,7 +49,9 @@ _WEIGHT_HEADER = "x-mbx-used-weight-1m"
 
 
 def instrument(client: Any, *, account: str, lane: str) -> None:
-    """Count, time and classify every request `client` sends; idempotent per client."""
+    """Count, time and classify every request `client` sends; idempotent per client.
+    ccxt's own request log is scrubbed from then on (`scrub_ccxt_logs`)."""
+    scrub_ccxt_logs()
     original: Callable[..., Awaitable[Any]] | None = getattr(client, "fetch", None)
     if original is None or getattr(client, "_posguard_instrumented", False):
         return  # not a ccxt client (a test's stand-in), or counted already

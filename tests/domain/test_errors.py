@@ -14,6 +14,8 @@ from domain.errors import (
     classify,
     classify_exception,
     error_code,
+    scrub,
+    scrubbed,
 )
 
 # ccxt 4.5 `base/errors.py` hierarchy: class → parent (notes/ccxt.md §5).
@@ -336,3 +338,45 @@ def test_mirror_matches_the_installed_ccxt() -> None:
         real = getattr(errors, name)
         assert [c.__name__ for c in real.__mro__] == mro(name), name
         assert classify_exception(real("x")).type is EXPECTED[name]
+
+
+# --- scrub: nothing that authenticates a request leaves an exchange activity ---------
+
+
+@pytest.mark.parametrize(
+    ("raw", "kept", "gone"),
+    [
+        (  # ccxt's timeout and HTTP-error texts quote the signed URL
+            "binanceusdm GET http://127.0.0.1:41723/fapi/v1/order?timestamp=1796230694004"
+            "&symbol=BTCUSDT&recvWindow=5000&signature=449615bab8231c51f87d454fddd450bb"
+            " 502 Bad Gateway",
+            "binanceusdm GET http://127.0.0.1:41723/fapi/v1/order?<redacted> 502 Bad Gateway",
+            "449615bab8231c51f87d454fddd450bb",
+        ),
+        (
+            "bybit GET https://api.bybit.com/v5/order/realtime?category=linear&orderLinkId=x",
+            "bybit GET https://api.bybit.com/v5/order/realtime?<redacted>",
+            "orderLinkId",
+        ),
+        (
+            '{"X-MBX-APIKEY": "Kk9-abc", "X-BAPI-SIGN": "deadbeef"}',
+            '{"X-MBX-APIKEY": "<redacted>", "X-BAPI-SIGN": "<redacted>"}',
+            "Kk9-abc",
+        ),
+        ("apiKey=Kk9&secret=Ss1 listenKey: LL2", "apiKey=<redacted>", "Ss1"),
+    ],
+)
+def test_scrub_removes_what_authenticates_a_request(raw: str, kept: str, gone: str) -> None:
+    clean = scrub(raw)
+    assert kept in clean
+    assert gone not in clean
+
+
+def test_scrub_keeps_an_exchange_answer_whole() -> None:
+    answer = 'binanceusdm {"code":-2019,"msg":"Margin is insufficient."} design: kept'
+    assert scrub(answer) == answer
+
+
+def test_scrubbed_names_the_exception_class() -> None:
+    exc = TimeoutError("GET http://h/fapi/v1/order?signature=abc")
+    assert scrubbed(exc) == "TimeoutError: GET http://h/fapi/v1/order?<redacted>"
