@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from decimal import Decimal
 
-import aiohttp
 import pytest
 import pytest_asyncio
 from prometheus_client.parser import text_string_to_metric_families
@@ -22,13 +21,13 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.store.repository import Store
 from domain.position import PositionState
-from domain.protection import ProtectionPolicy
 from domain.trailing import TrailingRule
 from domain.types import Side
 from signals_ingest.gate_process import GateSource, HealthServer
 from tests.integration.test_trailing_gate import active, tick
+from tests.observability import metrics_page
 from tests.waiting import until
-from tests.workflows.harness import PRICES, QUICK, Stack, live_stack, running_gate
+from tests.workflows.harness import PRICES, QUICK_ROUNDS, Stack, live_stack, running_gate
 from tests.workflows.test_position_paths import entry_count, wait_entry_filled
 from workers.metrics import sdk_metrics_runtime
 from workers.temporal import connect
@@ -57,12 +56,7 @@ async def stack(
         name="metrics",
         exchange={"mark_interval_ms": 3_600_000},  # only set_price ticks
         check_interval=timedelta(minutes=10),
-        config={
-            **QUICK,
-            "protection": ProtectionPolicy(
-                retry_delay=timedelta(milliseconds=100), round_delay=timedelta(seconds=1)
-            ),
-        },
+        config=QUICK_ROUNDS,
         settings={"health_port": 0},
     ) as live:
         yield live
@@ -70,13 +64,7 @@ async def stack(
 
 async def scrape(port: int) -> tuple[str, Samples]:
     """The page at `/metrics`, and its samples by (name, labels)."""
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(f"http://127.0.0.1:{port}/metrics") as response,
-    ):
-        assert response.status == 200
-        assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-        text = await response.text()
+    text = await metrics_page(port)
     samples: Samples = {}
     for family in text_string_to_metric_families(text):
         for s in family.samples:

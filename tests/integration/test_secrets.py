@@ -22,26 +22,21 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-import aiohttp
 import pytest
 import pytest_asyncio
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from temporalio.testing import WorkflowEnvironment
 
 from activities.store.repository import Store
-from activities.tracing import use_provider
-from domain.protection import ProtectionPolicy
 from domain.trailing import TrailingRule
 from domain.types import Side
 from signals_ingest.gate_process import HealthServer
 from tests.integration.test_trailing_gate import active, tick
+from tests.observability import metrics_page, spans_in_memory, traced_client
 from tests.waiting import until
-from tests.workflows.harness import PRICES, QUICK, Stack, live_stack, running_gate
+from tests.workflows.harness import PRICES, QUICK_ROUNDS, Stack, live_stack, running_gate
 from tests.workflows.test_position_paths import entry_count, wait_entry_filled
-from workers.temporal import connect
-from workers.tracing import interceptor
 
 pytestmark = pytest.mark.integration
 
@@ -83,15 +78,8 @@ def logs() -> Iterator[_Everything]:
 
 @pytest.fixture(scope="module")
 def traced() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
-    provider = TracerProvider()
-    spans = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(spans))
-    use_provider(provider)
-    try:
-        yield provider, spans
-    finally:
-        use_provider(None)
-        provider.shutdown()
+    with spans_in_memory() as kept:
+        yield kept
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -102,25 +90,14 @@ async def stack(
     traced: tuple[TracerProvider, InMemorySpanExporter],
     logs: _Everything,
 ) -> AsyncIterator[Stack]:
-    provider, _ = traced
-    client = await connect(
-        temporal_env.client.service_client.config.target_host,
-        temporal_env.client.namespace,
-        interceptors=[interceptor(provider)],
-    )
     async with live_stack(
-        client,
+        await traced_client(temporal_env, traced[0]),
         database_url,
         store,
         name="secret",
         exchange={"mark_interval_ms": 3_600_000, "api_key": KEY, "api_secret": SECRET},
         check_interval=timedelta(minutes=10),
-        config={
-            **QUICK,
-            "protection": ProtectionPolicy(
-                retry_delay=timedelta(milliseconds=100), round_delay=timedelta(seconds=1)
-            ),
-        },
+        config=QUICK_ROUNDS,
         settings={"health_port": 0},
     ) as live:
         yield live
@@ -142,14 +119,6 @@ def decoded(value: Any) -> Iterator[str]:
             yield from decoded(v)
     elif isinstance(value, str):
         yield value
-
-
-async def page(port: int) -> str:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(f"http://127.0.0.1:{port}/metrics") as response,
-    ):
-        return await response.text()
 
 
 async def test_nothing_secret_is_left_anywhere_after_a_positions_life(
@@ -200,8 +169,8 @@ async def test_nothing_secret_is_left_anywhere_after_a_positions_life(
             await tick(src, stack.sim, symbol, price * Decimal(step))
         await until(lambda: all(f.count == 0 for f in faults), "every fault hit")
         await stack.close(handle)
-        gate_page = await page(gates[0].port)
-    worker_page = await page(stack.endpoints[0].port)
+        gate_page = await metrics_page(gates[0].port)
+    worker_page = await metrics_page(stack.endpoints[0].port)
 
     account = stack.settings.accounts[0].name
     events = await stack.store.pool.fetch(

@@ -17,19 +17,16 @@ from decimal import Decimal
 import pytest
 import pytest_asyncio
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from temporalio.testing import WorkflowEnvironment
 
 from activities.store.repository import Store
-from activities.tracing import use_provider
 from domain.trailing import TrailingRule
 from domain.types import Side
 from tests.integration.test_trailing_gate import active, tick
+from tests.observability import spans_in_memory, traced_client
 from tests.waiting import until
 from tests.workflows.harness import PRICES, QUICK, Stack, live_stack, running_gate
-from workers.temporal import connect
-from workers.tracing import interceptor
 
 pytestmark = pytest.mark.integration
 
@@ -40,15 +37,8 @@ RULE = TrailingRule(
 
 @pytest.fixture(scope="module")
 def spans() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
-    provider = TracerProvider()
-    exporter = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    use_provider(provider)
-    try:
-        yield provider, exporter
-    finally:
-        use_provider(None)
-        provider.shutdown()
+    with spans_in_memory() as kept:
+        yield kept
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -58,14 +48,8 @@ async def stack(
     store: Store,
     spans: tuple[TracerProvider, InMemorySpanExporter],
 ) -> AsyncIterator[Stack]:
-    provider, _ = spans
-    client = await connect(
-        temporal_env.client.service_client.config.target_host,
-        temporal_env.client.namespace,
-        interceptors=[interceptor(provider)],
-    )
     async with live_stack(
-        client,
+        await traced_client(temporal_env, spans[0]),
         database_url,
         store,
         name="traced",

@@ -70,6 +70,14 @@ QUICK: dict[str, Any] = {
     "max_backoff": timedelta(seconds=5),
     "ambiguous_entry_window": timedelta(seconds=5),
 }
+# QUICK with protection rounds a second apart: an unprotected position is retried
+# (and alerted on) round after round within a test's patience.
+QUICK_ROUNDS: dict[str, Any] = {
+    **QUICK,
+    "protection": ProtectionPolicy(
+        retry_delay=timedelta(milliseconds=100), round_delay=timedelta(seconds=1)
+    ),
+}
 
 
 def spec(
