@@ -52,13 +52,15 @@ from pydantic import SecretStr
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from bench.observation import Observation
+from bench.running import run
 from domain.client_ids import OrderStep, parse_client_id
 from domain.position import PositionSpec
 from domain.protection import ProtectionPolicy
 from domain.sizing import SizingMode, SizingRequest, StopRule
 from domain.trailing import TrailingRule
 from domain.types import ExchangeId, Side
-from signals_ingest.gate_process import GateSource, run_gate
+from signals_ingest.gate_process import GateSource, HealthServer, run_gate
 from signals_ingest.price_gate import PriceGate
 from simulator.server import PaperExchange
 from tests.signals_ingest.probe_workflow import GateProbeWorkflow, ProbeInput, probe_runner
@@ -216,8 +218,9 @@ async def start_worker(env: dict[str, str]) -> asyncio.subprocess.Process:
 
     async def drain() -> None:
         assert proc.stdout is not None
-        while await proc.stdout.readline():
-            pass
+        while line := await proc.stdout.readline():
+            if os.environ.get("BENCH_WORKER_LOG"):
+                sys.stderr.write("worker| " + line.decode(errors="replace"))
 
     asyncio.get_running_loop().create_task(drain())
     return proc
@@ -228,7 +231,13 @@ def _is_move(cid: str | None) -> bool:
     return parsed is not None and parsed.step is OrderStep.MOVE
 
 
-async def crossing_phase() -> dict[str, float | int | bool]:
+async def crossing_phase(
+    *, observed: bool = False, samples: int = C_SAMPLES
+) -> dict[str, float | int | bool]:
+    """Phase (c). `observed`: as in production with everything on: the worker and the
+    gate trace to an OTLP endpoint (a local sink), the SDK's metrics are exported, and
+    both `/metrics` pages are scraped every second. Otherwise tracing and the SDK's
+    metrics are off and nothing is scraped."""
     parent = Path(tempfile.mkdtemp(prefix="posguard-bench-pg-"))
     parent.chmod(0o755)
     pg_url = os.environ.get("DATABASE_URL") or start_postgres(parent / "data", delete_on_exit=True)
@@ -241,6 +250,7 @@ async def crossing_phase() -> dict[str, float | int | bool]:
     worker: asyncio.subprocess.Process | None = None
     stop = asyncio.Event()
     gate_task: asyncio.Task[None] | None = None
+    watch = await Observation.start() if observed else None
     try:
         async with PaperExchange(
             mark_interval_ms=3_600_000, admin_port=None, symbols=C_SYMBOLS, weight_limit=10**9
@@ -268,6 +278,7 @@ async def crossing_phase() -> dict[str, float | int | bool]:
                 POSGUARD_TASK_QUEUE=task_queue,
                 POSGUARD_RECONCILE__EVERY="off",  # no reconcile passes in this run
                 POSGUARD_CONFIG="/nonexistent.toml",
+                **(watch.worker_env() if watch is not None else {"POSGUARD_SDK_METRICS": "false"}),
                 POSGUARD_ACCOUNTS=json.dumps(
                     [
                         {
@@ -309,7 +320,7 @@ async def crossing_phase() -> dict[str, float | int | bool]:
                 )
             )
             loop = asyncio.get_running_loop()
-            deadline = loop.time() + 90
+            deadline = loop.time() + 240  # a 100-position burst on 2 cores retries entries
             while loop.time() < deadline:  # every position protected (watch the exchange)
                 if {a["symbol"] for a in sim.ground_truth()["algoOrders"]} >= set(C_SYMBOLS):
                     break
@@ -318,12 +329,15 @@ async def crossing_phase() -> dict[str, float | int | bool]:
             # The market-data process; it loads the running positions primed.
             settings = Settings(task_queue=task_queue, accounts=[account])
             sources: list[GateSource] = []
+            gates: list[HealthServer] = []
+            gate_client = env.client if watch is None else await watch.client(env)
             gate_task = asyncio.create_task(
                 run_gate(
                     settings,
                     stop,
-                    client=env.client,
-                    health_port=-1,
+                    client=gate_client,
+                    health_port=-1 if watch is None else 0,
+                    health_out=gates,
                     sync_interval=timedelta(seconds=1),
                     sources_out=sources,
                     market_data_client=make_market_data_client,
@@ -338,6 +352,8 @@ async def crossing_phase() -> dict[str, float | int | bool]:
                 await asyncio.sleep(0.05)
             await gate.wait_idle(60)
             by_symbol = {h.id.rsplit("/", 1)[1]: h.id for h in handles}
+            if watch is not None:
+                watch.scrape(gates[0].port)
 
             rng = random.Random(SEED)
             crossings: list[tuple[str, int]] = []  # (symbol, ms just before set_price)
@@ -346,7 +362,7 @@ async def crossing_phase() -> dict[str, float | int | bool]:
             period = 1.0 / C_RATE_PER_S  # float ok: seconds
             next_at = loop.time()
             t0 = time.perf_counter()  # float ok: timing
-            while len(crossings) < C_SAMPLES:
+            while len(crossings) < samples:
                 counts = dict.fromkeys(C_SYMBOLS, 0)
                 for algo in sim.engine.algos.values():
                     if _is_move(algo.client_algo_id):
@@ -400,6 +416,8 @@ async def crossing_phase() -> dict[str, float | int | bool]:
                 await h.terminate("benchmark over")
     finally:
         stop.set()
+        if watch is not None:
+            await watch.close()
         if gate_task is not None:
             try:
                 await asyncio.wait_for(gate_task, 15)
@@ -425,6 +443,7 @@ async def crossing_phase() -> dict[str, float | int | bool]:
         "p99_ms": percentile(latencies, 99) if latencies else -1,
         "max_ms": max(latencies) if latencies else -1,
         "goal_met": bool(latencies) and missing == 0 and percentile(latencies, 99) < C_GOAL_P99_MS,
+        **(watch.figures() if watch is not None else {}),
     }
 
 
@@ -565,9 +584,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
-    # The Temporal SDK's native runtime can abort the interpreter at finalization
-    # ("PyGILState_Release: thread state ... must be current"); the figures are out.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    run(main)

@@ -20,7 +20,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -30,11 +30,12 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.exchange.ccxt_logs import scrub_ccxt_logs
 from domain.client_ids import belongs_to_workflow
 from domain.errors import scrub
+from domain.health import PartState, assess, stream_part
 from domain.order_updates import OrderChange
 from domain.position_messages import EXCHANGE_UPDATE_SIGNAL, ExchangeUpdate
 from signals_ingest.gate_metrics import GateCollector
 from signals_ingest.market_feed import EventSink, MarketFeed, Shard
-from signals_ingest.price_gate import PriceGate
+from signals_ingest.price_gate import PriceGate, tick_time
 from signals_ingest.reconcile_trigger import ReconcileTrigger, schedule_trigger
 from signals_ingest.temporal_waker import (
     TemporalWaker,
@@ -71,6 +72,8 @@ class GateSource:
     shard: Shard
     last_sync_error: str | None = None
     syncs: int = 0
+    last_sync_ok: datetime | None = None  # the last listing of positions from Temporal
+    last_sync_failure: datetime | None = None
 
     def selects(self, workflow_id: str) -> bool:
         key = parse_position_workflow_id(workflow_id)
@@ -96,9 +99,37 @@ class GateSource:
             "gate": self.gate.stats(),
         }
 
-    def healthy(self) -> bool:
-        # Nothing to watch is healthy; otherwise the stream must be up.
-        return (self.feed.connected or not self.feed.subscribed) and self.last_sync_error is None
+    def parts(self, max_age: timedelta, now: datetime) -> list[PartState]:
+        """Its market feed (the newest mark price's age; nothing subscribed is
+        healthy) and its reads of Temporal (the position listings)."""
+        ticks = {s: t for s, t in self.gate.last_ticks().items() if t is not None}
+        newest = max(ticks.values(), default=None)
+        feed_ok = None if newest is None else tick_time(newest)
+        if not self.feed.subscribed:
+            feed_ok = now
+        down_for = self.feed.down_for()
+        feed = PartState(
+            name=f"market-feed:{self.name}",
+            last_ok=feed_ok,
+            last_failure=None if down_for is None else now - down_for,
+            error=None if down_for is None else "stream disconnected",
+            max_age=max_age,
+            detail={
+                "subscribed": len(self.feed.subscribed),
+                "tick_age_s": {
+                    s: round(max(0.0, (now - tick_time(t)).total_seconds()), 3)  # float ok
+                    for s, t in sorted(ticks.items())
+                },
+            },
+        )
+        temporal = PartState(
+            name=f"temporal:{self.name}",
+            last_ok=self.last_sync_ok,
+            last_failure=self.last_sync_failure,
+            error=self.last_sync_error,
+            max_age=max_age,
+        )
+        return [feed, temporal]
 
 
 def _source_key(acct: AccountSettings) -> tuple[str, str | None, str | None, bool]:
@@ -145,17 +176,28 @@ class HealthServer:
         port: int,
         host: str = "127.0.0.1",
         streams: Callable[[], list[UserStream]] = list,
+        max_age: timedelta = timedelta(seconds=30),
     ) -> None:
         self._sources = sources
+        self._streams = streams
+        self.max_age = max_age
         self.host = host
         self.port = port
         self._runner: web.AppRunner | None = None
         self.metrics = MetricsPage([GateCollector(sources, streams)])
 
     def body(self) -> dict[str, Any]:
+        """The report (docs/health.md): each source's feed and Temporal reads, each
+        account's user stream; and each source's counters under "sources"."""
+        now = datetime.now(UTC)
         sources = self._sources()
-        ok = all(s.healthy() for s in sources)
-        return {"status": "ok" if ok else "degraded", "sources": [s.health() for s in sources]}
+        parts = [p for src in sources for p in src.parts(self.max_age, now)]
+        parts += [
+            stream_part(f"user-stream:{st.account}", st.connected, st.down_for(), now, self.max_age)
+            for st in self._streams()
+        ]
+        report = assess("gate", parts, now)
+        return {**report.model_dump(mode="json"), "sources": [s.health() for s in sources]}
 
     async def _health(self, request: web.Request) -> web.Response:
         body = self.body()
@@ -242,10 +284,12 @@ async def _sync_loop(
                 refresh=refresh_every > 0 and source.syncs % refresh_every == 0,
             )
             source.last_sync_error = None
+            source.last_sync_ok = datetime.now(UTC)
             if result.added or result.removed:
                 log.info("%s: sync %s", source.name, result)
         except Exception as exc:
             source.last_sync_error = scrub(repr(exc))[:300]
+            source.last_sync_failure = datetime.now(UTC)
             log.warning("%s: sync failed: %s", source.name, scrub(repr(exc)))
 
 
@@ -325,7 +369,12 @@ async def run_gate(
         streams.append((UserStream(private, notify, account=acct.name, events=events), private))
     port = settings.health_port + 1 if health_port is None else health_port
     health = (
-        HealthServer(lambda: sources, port, streams=lambda: [s for s, _ in streams])
+        HealthServer(
+            lambda: sources,
+            port,
+            streams=lambda: [s for s, _ in streams],
+            max_age=settings.health.max_age,
+        )
         if port >= 0
         else None
     )
@@ -342,6 +391,7 @@ async def run_gate(
             result = await sync_gate(
                 src.gate, client, workflow_type=workflow_type, select=src.selects, prime=True
             )
+            src.last_sync_ok = datetime.now(UTC)
             log.info("%s: loaded %d positions (shard %s)", src.name, result.added, shard)
             tasks.append(asyncio.create_task(src.feed.run(stop)))
             tasks.append(

@@ -19,6 +19,7 @@ import logging
 import time
 import zlib
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -222,6 +223,12 @@ class MarketFeed:
                 continue
             self.messages += 1
             on_tick(canonical, price, _tick_ms(ticker))
+
+    def down_for(self) -> timedelta | None:
+        """How long it has been down (None while up, or before its first failure)."""
+        if self.connected or self._down_since is None:
+            return None
+        return timedelta(seconds=time.monotonic() - self._down_since)
 
     # --- connection events ------------------------------------------------------
 

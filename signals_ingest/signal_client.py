@@ -437,6 +437,12 @@ class SignalClient:
 
     # --- connection events ----------------------------------------------------------------
 
+    def down_for(self) -> timedelta | None:
+        """How long it has been down (None while up, or before its first failure)."""
+        if self.connected or self._down_since is None:
+            return None
+        return timedelta(seconds=time.monotonic() - self._down_since)
+
     async def _connected(self) -> None:
         first = self._down_since is None and self.reconnects == 0 and not self.connected
         downtime = None

@@ -20,6 +20,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -164,6 +165,12 @@ class UserStream:
                 self.notifications += 1
             except Exception:  # a failed signal must not stop the stream
                 log.exception("could not notify the position of %s", symbol)
+
+    def down_for(self) -> timedelta | None:
+        """How long it has been down (None while up, or before its first failure)."""
+        if self.connected or self._down_since is None:
+            return None
+        return timedelta(seconds=time.monotonic() - self._down_since)
 
     async def _connected(self, attempt: int) -> None:
         first = self._down_since is None and not self.reconnects and attempt == 0

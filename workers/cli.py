@@ -48,7 +48,9 @@ async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from workers.metrics import sdk_metrics_runtime
     from workers.worker import run_worker
 
-    client = await pc.temporal_client(settings, runtime=sdk_metrics_runtime(), process="worker")
+    client = await pc.temporal_client(
+        settings, runtime=sdk_metrics_runtime(settings), process="worker"
+    )
     await run_worker(client, settings, _stop_event())
     return 0
 
@@ -57,7 +59,9 @@ async def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from workers.ingest import run_ingest
     from workers.metrics import sdk_metrics_runtime
 
-    client = await pc.temporal_client(settings, runtime=sdk_metrics_runtime(), process="ingest")
+    client = await pc.temporal_client(
+        settings, runtime=sdk_metrics_runtime(settings), process="ingest"
+    )
     await run_ingest(client, settings, _stop_event())
     return 0
 
@@ -75,7 +79,7 @@ async def cmd_gate(args: argparse.Namespace, settings: Settings) -> int:
             settings,
             _stop_event(),
             client=await pc.temporal_client(
-                settings, runtime=sdk_metrics_runtime(), process="gate"
+                settings, runtime=sdk_metrics_runtime(settings), process="gate"
             ),
             shard=Shard.parse(args.shard),
             health_port=args.health_port,
@@ -85,6 +89,12 @@ async def cmd_gate(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         await store.close()
     return 0
+
+
+async def cmd_health(args: argparse.Namespace, settings: Settings) -> int:
+    from workers.health_command import health
+
+    return await health(settings, args.url)
 
 
 async def cmd_db_migrate(args: argparse.Namespace, settings: Settings) -> int:
@@ -185,6 +195,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", default="0/1", help="this process's symbols as i/n (default 0/1)")
     p.add_argument("--health-port", type=int, default=None, help="default: health_port + 1")
     p.set_defaults(func=cmd_gate)
+
+    p = sub.add_parser(
+        "health",
+        help="every process's /health: each dependency with the age of its last answer",
+        description="Read the /health of the worker (health_port), the price gate (+1) and "
+        "the ingest (+2) on this host, or of the --url given, and print each dependency "
+        "with its age. Exit 1 if any process does not answer or is unhealthy.",
+    )
+    p.add_argument("--url", action="append", help="a /health URL to read instead (repeatable)")
+    p.set_defaults(func=cmd_health)
 
     db = sub.add_parser("db", help="database maintenance").add_subparsers(
         dest="db_command", required=True, metavar="DB_COMMAND"

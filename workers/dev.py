@@ -130,7 +130,7 @@ async def run_dev_stack(settings: Settings, stop: asyncio.Event) -> int:
             address,
             settings.temporal_namespace,
             timeout_s=settings.connect_timeout_seconds,
-            runtime=sdk_metrics_runtime(),
+            runtime=sdk_metrics_runtime(settings),
             interceptors=tracing_interceptors("dev"),
         )
         database = "DATABASE_URL" if settings.database_url else settings.state_dir / "pg"

@@ -14,12 +14,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 from temporalio.client import Client
 
 from activities.store.repository import Store
+from domain.health import assess, stream_part
 from signals_ingest.signal_client import SignalClient
 from signals_ingest.wave_feed import WaveFeed
 from workers.endpoint import serve
@@ -87,35 +88,35 @@ def feed_of(
 
 
 class IngestEndpoint:
-    """`GET /health` (200 while every signal service is connected, 503 naming the
-    ones that are not) and `GET /metrics` of the ingest process, on 127.0.0.1."""
+    """`GET /health` (each signal service's stream: 200 while all are up, 503 naming
+    those down for longer than `max_age`) and `GET /metrics` of the ingest process,
+    on 127.0.0.1 (docs/health.md)."""
 
-    def __init__(self, clients: list[SignalClient], port: int, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        clients: list[SignalClient],
+        port: int,
+        host: str = "127.0.0.1",
+        max_age: timedelta = timedelta(seconds=30),
+    ) -> None:
         self.clients = clients
         self.port = port
         self.host = host
+        self.max_age = max_age
         self.metrics = MetricsPage([SignalCollector(lambda: self.clients)])
         self._runner: web.AppRunner | None = None
 
     def body(self) -> dict[str, object]:
-        down = [c.service for c in self.clients if not c.connected]
-        return {
-            "status": "unhealthy" if down else "ok",
-            "down": down,
-            "services": [
-                {
-                    "service": c.service,
-                    "connected": c.connected,
-                    "messages": c.messages,
-                    "reconnects": c.reconnects,
-                }
-                for c in self.clients
-            ],
-        }
+        now = datetime.now(UTC)
+        parts = [
+            stream_part(f"signal-service:{c.service}", c.connected, c.down_for(), now, self.max_age)
+            for c in self.clients
+        ]
+        return assess("ingest", parts, now).model_dump(mode="json")
 
     async def _health(self, request: web.Request) -> web.Response:
         body = self.body()
-        return web.json_response(body, status=503 if body["down"] else 200)
+        return web.json_response(body, status=200 if body["status"] == "ok" else 503)
 
     async def start(self) -> None:
         """Serve on `host:port` (0: any free port, then in `port`); a port in use is
@@ -153,7 +154,7 @@ async def run_ingest(
     clients = [] if clients is None else clients
     if health_port is None:
         health_port = settings.health_port + 2 if settings.health_port >= 0 else -1
-    endpoint = IngestEndpoint(clients, health_port)
+    endpoint = IngestEndpoint(clients, health_port, max_age=settings.health.max_age)
     if health_port >= 0:
         await endpoint.start()
         if endpoint_out is not None:

@@ -30,6 +30,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
+from workers.settings import Settings
+
 log = logging.getLogger("posguard.metrics")
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -166,10 +168,13 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def sdk_metrics_runtime() -> Runtime:
+def sdk_metrics_runtime(settings: Settings | None = None) -> Runtime | None:
     """The process's Temporal runtime, exporting the SDK's metrics on a local port
-    that `/metrics` reads and appends; made once per process."""
+    that `/metrics` reads and appends; made once per process. None (the default
+    runtime, no SDK metrics) when `settings.sdk_metrics` is off."""
     global _sdk_runtime, _sdk_address
+    if settings is not None and not settings.sdk_metrics:
+        return None
     if _sdk_runtime is None:
         address = f"127.0.0.1:{_free_port()}"
         _sdk_runtime = Runtime(

@@ -208,6 +208,18 @@ class SignalServiceSettings(BaseModel):
     mapping: FieldMapping = Field(default_factory=FieldMapping)
 
 
+class HealthSettings(BaseModel):
+    """How each process judges its dependencies (TOML `[health]`, docs/health.md).
+
+    A dependency is down once it has not answered for `max_age`. The worker asks
+    each exchange account something cheap (the exchange's time) when nothing else
+    has reached it for `probe_every`, and pings PostgreSQL and Temporal as often.
+    """
+
+    probe_every: timedelta = Field(default=timedelta(seconds=10), gt=timedelta(0))
+    max_age: timedelta = Field(default=timedelta(seconds=30), gt=timedelta(0))
+
+
 class AlertSettings(BaseModel):
     """How alerts reach people (TOML `[alerts]`; channels are `[[alert_channels]]`).
 
@@ -255,8 +267,11 @@ class Settings(BaseSettings):
     state_dir: Path = Path(".posguard")
     temporal_port: int = 7233
     ui_port: int = 8233
-    # Worker health endpoint (-1: none); the price gate uses health_port + 1.
+    # Worker /health and /metrics (-1: none); the price gate uses health_port + 1, the
+    # ingest health_port + 2.
     health_port: int = 8081
+    # The Temporal SDK's own metrics (temporal_*) on each process's /metrics.
+    sdk_metrics: bool = True
     sim_port: int = 8700
     sim_admin_port: int = 8701
     event_retention_days: int = Field(default=365, ge=1)
@@ -273,6 +288,7 @@ class Settings(BaseSettings):
     # The signal services to read (none by default; see docs when the ingest lands).
     signal_services: list[SignalServiceSettings] = Field(default_factory=list)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+    health: HealthSettings = Field(default_factory=HealthSettings)
     alert_channels: list[AlertChannel] = Field(default_factory=list)
     # `make dev`: a local webhook sink that prints every alert (port, or -1: none).
     dev_alert_sink_port: int = 8703

@@ -211,16 +211,21 @@ async def run_worker(
         for channel in settings.alert_channels:
             workers.append(alert_channel_worker(client, channel, alert_activities))
         await store.append_event(_lifecycle(EventType.PROCESS_STARTED, settings.task_queue))
-        database = DatabaseWatch(store)
+        database = DatabaseWatch(store, interval_s=settings.health.probe_every.total_seconds())
         metrics = MetricsPage([RecordsCollector(store.pool)])
         health = WorkerHealth(
-            client, database, gateways, port=settings.health_port, metrics=metrics
+            client,
+            database,
+            gateways,
+            port=settings.health_port,
+            metrics=metrics,
+            settings=settings.health,
         )
         if settings.health_port >= 0:
             await health.start()
             if health_out is not None:
                 health_out.append(health)
-        watch = asyncio.create_task(database.run(stop))
+        watch = asyncio.create_task(health.run(stop))
         async with contextlib.AsyncExitStack() as running:
             for worker in workers:
                 await running.enter_async_context(worker)

@@ -114,6 +114,13 @@ class ExchangeGateway:
         window_ms = int(options.get("recvWindow") or DEFAULT_RECV_WINDOW_MS)
         return window_ms / 1000 + SEND_WINDOW_MARGIN_S
 
+    async def probe(self) -> None:
+        """One cheap public request (the exchange's time) on each client: proves the
+        exchange reachable for `/health` when nothing else is being asked of it."""
+        await self.exchange.fetch_time()
+        if self.protective is not self.exchange:
+            await self.protective.fetch_time()
+
     async def close(self) -> None:
         await self.exchange.close()
         if self.protective is not self.exchange:

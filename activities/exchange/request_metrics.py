@@ -6,13 +6,15 @@ by its account, exchange, lane (the gateway's main client or its protective one)
 and endpoint: the URL's path only, since the query of a signed request carries
 the key and the signature. Binance reports the request weight used in the current
 minute in `X-MBX-USED-WEIGHT-1M`; it is kept as a gauge per account. Each request
-is also a span (`activities.tracing`) named by method and path.
+is also a span (`activities.tracing`) named by method and path, and its outcome
+tells `/health` when the account's exchange last answered (`REACHABILITY`).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -46,6 +48,24 @@ USED_WEIGHT = Gauge(
 )
 
 _WEIGHT_HEADER = "x-mbx-used-weight-1m"
+# ccxt's family of "the exchange did not answer" (timeouts, refused connections,
+# 5xx, maintenance, rate-limit bans): anything else is an answer, even a refusal.
+_UNREACHABLE = "NetworkError"
+
+
+class Reachability:
+    """When an account's exchange last answered a request, and its last failure to."""
+
+    __slots__ = ("error", "last_failure", "last_ok")
+
+    def __init__(self) -> None:
+        self.last_ok: datetime | None = None
+        self.last_failure: datetime | None = None
+        self.error: str | None = None
+
+
+REACHABILITY: dict[str, Reachability] = {}
+"""Per account, across every client of the process (read by `/health`)."""
 
 
 def instrument(client: Any, *, account: str, lane: str) -> None:
@@ -58,6 +78,7 @@ def instrument(client: Any, *, account: str, lane: str) -> None:
     exchange = str(getattr(client, "id", ""))
     seconds = SECONDS.labels(account, exchange, lane)
     weight = USED_WEIGHT.labels(account, exchange)
+    reach = REACHABILITY.setdefault(account, Reachability())
 
     async def fetch(url: str, method: str = "GET", headers: Any = None, body: Any = None) -> Any:
         path = urlsplit(url).path
@@ -78,13 +99,20 @@ def instrument(client: Any, *, account: str, lane: str) -> None:
         ) as span:
             began = time.perf_counter()  # float ok: timing
             try:
-                return await original(url, method, headers, body)
+                answer = await original(url, method, headers, body)
             except Exception as exc:
                 error = classify_exception(exc).type.value
                 ERRORS.labels(account, exchange, endpoint, error).inc()
                 span.set_attribute("error.type", error)
                 span.set_status(Status(StatusCode.ERROR, error))
+                if any(c.__name__ == _UNREACHABLE for c in type(exc).__mro__):
+                    reach.last_failure, reach.error = datetime.now(UTC), f"{endpoint}: {error}"
+                else:
+                    reach.last_ok = datetime.now(UTC)
                 raise
+            else:
+                reach.last_ok = datetime.now(UTC)
+                return answer
             finally:
                 seconds.observe(time.perf_counter() - began)  # float ok: timing
                 used = _used_weight(getattr(client, "last_response_headers", None))

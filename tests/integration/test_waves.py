@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import aiohttp
 from pydantic import SecretStr
 from temporalio.testing import WorkflowEnvironment
 
@@ -30,9 +31,10 @@ from domain.waves import AccountView, FilterReason, select_wave
 from signals_ingest.signal_client import SignalClient
 from simulator.signals import SignalService
 from tests.integration.test_reconcile import close_everything
+from tests.observability import metrics_page
 from tests.waiting import poll, started, until
 from tests.workflows.harness import PRICES, QUICK, Stack, live_stack
-from workers.ingest import run_ingest
+from workers.ingest import IngestEndpoint, run_ingest
 from workers.settings import SignalServiceSettings, WaveSettings
 
 WAVES = WaveSettings(
@@ -57,6 +59,7 @@ class Ingest:
     service: SignalService
     name: str
     clients: list[SignalClient]
+    endpoints: list[IngestEndpoint]  # its /health and /metrics
 
     @property
     def account(self) -> str:
@@ -125,6 +128,7 @@ async def ingesting(
             )
             stop, ready = asyncio.Event(), asyncio.Event()
             clients: list[SignalClient] = []
+            endpoints: list[IngestEndpoint] = []
             task = asyncio.create_task(
                 run_ingest(
                     stack.client,
@@ -133,12 +137,14 @@ async def ingesting(
                     position_config=lambda _: stack.config,
                     ready=ready,
                     clients=clients,
+                    health_port=0,
+                    endpoint_out=endpoints,
                 )
             )
             try:
                 await started(ready, task, "the ingest")
                 await until(lambda: bool(clients) and clients[0].connected, "ingest connected")
-                yield Ingest(stack, svc, service_name, clients)
+                yield Ingest(stack, svc, service_name, clients, endpoints)
             finally:
                 stop.set()
                 await task
@@ -329,6 +335,24 @@ async def test_duplicates_store_one_row_and_get_one_decision(
         assert len(await events_of(store, ingest, "signal_received")) == 12
         await protected(ingest, expected_selection(ingest, sent))
         assert len(decisions) == 12
+        # the ingest's own /metrics and /health say the same
+        client, port = ingest.clients[0], ingest.endpoints[0].port
+        page = await metrics_page(port)
+        for name, count in (
+            ("posguard_signals_received_total", client.messages),
+            ("posguard_signals_duplicate_total", client.duplicates),
+            ("posguard_signals_stored_total", client.stored),
+        ):
+            assert f'{name}{{service="{ingest.name}"}} {float(count)}' in page, name
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{port}/health") as r,
+        ):
+            health = await r.json()
+            assert r.status == 200, health
+        assert [(p["name"], p["status"]) for p in health["parts"]] == [
+            (f"signal-service:{ingest.name}", "ok")
+        ]
 
 
 async def test_a_disconnect_mid_wave_loses_nothing_when_the_service_resumes(

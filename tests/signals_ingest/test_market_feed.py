@@ -216,7 +216,13 @@ async def test_run_gate_end_to_end(sim: PaperExchange, temporal_env: WorkflowEnv
             async with aiohttp.ClientSession() as http, http.get(url) as resp:
                 body = json.loads(await resp.text())
                 assert resp.status == 200, body
-            assert body["status"] == "ok"
+            assert body["status"] == "ok" and body["down"] == []
+            parts = {p["name"]: p for p in body["parts"]}
+            feed = next(p for name, p in parts.items() if name.startswith("market-feed:"))
+            assert feed["status"] == "ok"
+            assert set(feed["detail"]["tick_age_s"]) == {"BTCUSDT", "ETHUSDT"}
+            temporal = next(p for name, p in parts.items() if name.startswith("temporal:"))
+            assert temporal["status"] == "ok" and temporal["age_s"] < 5
             (only,) = body["sources"]
             assert only["connected"] and only["subscribed"] == ["BTCUSDT", "ETHUSDT"]
             assert only["gate"]["positions"] == 2 and only["gate"]["wakeups_sent"] == 2

@@ -167,7 +167,10 @@ async def test_worker_health_and_a_database_outage_is_recorded(
         ):
             body = await resp.json()
             status = resp.status
-        assert status == 200 and body["database"] is True and body["temporal"] is True
+        assert status == 200 and body["status"] == "ok" and body["down"] == []
+        parts = {p["name"]: p for p in body["parts"]}
+        assert parts["postgresql"]["status"] == parts["temporal"]["status"] == "ok"
+        assert parts["postgresql"]["age_s"] < 5
     finally:
         stop.set()
         await task
