@@ -12,6 +12,8 @@ the parts that are down (`domain.health`). Watches run in the background:
 - An account the worker has not reached for `probe_every` is asked the exchange's
   time. Every request of the process counts as an answer, or as a failure to answer
   (`activities.exchange.request_metrics.REACHABILITY`).
+- Each report goes to `DependencyAlerts`: a part that goes down raises an alert,
+  and its return resolves it.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from activities.exchange.request_metrics import REACHABILITY
 from activities.store.repository import Store
 from domain.events import DbConnection, EventType, make_event
 from domain.health import HealthReport, PartState, assess
+from workers.dependency_alerts import DependencyAlerts
 from workers.endpoint import serve
 from workers.metrics import MetricsPage
 from workers.settings import HealthSettings
@@ -136,9 +139,6 @@ class DatabaseWatch(_Answers):
                 ]
             )
 
-    async def run(self, stop: asyncio.Event) -> None:
-        await _every(self.interval_s, self.probe, stop)
-
 
 class TemporalWatch(_Answers):
     """Asks the Temporal frontend for its health."""
@@ -202,9 +202,6 @@ class ExchangeWatch:
             )
         return out
 
-    async def run(self, stop: asyncio.Event) -> None:
-        await _every(self.probe_every.total_seconds(), self.probe_idle, stop)
-
 
 class WorkerHealth:
     """`GET /health` and `GET /metrics` of one worker process."""
@@ -219,8 +216,10 @@ class WorkerHealth:
         host: str = "127.0.0.1",
         metrics: MetricsPage | None = None,
         settings: HealthSettings | None = None,
+        alerts: DependencyAlerts | None = None,
     ) -> None:
         self.settings = settings or HealthSettings()
+        self.alerts = alerts
         self.database = database
         self.temporal = TemporalWatch(client)
         self.exchanges = ExchangeWatch(gateways, probe_every=self.settings.probe_every)
@@ -253,8 +252,15 @@ class WorkerHealth:
         return web.json_response(body, status=200 if body["status"] == "ok" else 503)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """The background watches, until `stop` is set."""
-        await asyncio.gather(self.database.run(stop), self.exchanges.run(stop))
+        """Every `probe_every` until `stop` is set: idle accounts asked the time, the
+        database and Temporal probed, and the report handed to the alerts."""
+        await _every(self.settings.probe_every.total_seconds(), self._watch, stop)
+
+    async def _watch(self) -> None:
+        await self.exchanges.probe_idle()
+        report = await self.report()
+        if self.alerts is not None:
+            await self.alerts.observe(report)
 
     async def start(self) -> None:
         """Serve on `host:port` (0: any free port, then in `port`); a port in use is

@@ -30,6 +30,7 @@ from activities.waves import WaveActivities
 from domain.alerts import AlertChannel, alert_task_queue
 from domain.events import EventType, ProcessLifecycle, make_event
 from workers.alert_dispatch import run_alert_dispatch
+from workers.dependency_alerts import DependencyAlerts
 from workers.embedded import start_postgres
 from workers.exchanges import make_gateways
 from workers.health import DatabaseWatch, WorkerHealth
@@ -220,6 +221,7 @@ async def run_worker(
             port=settings.health_port,
             metrics=metrics,
             settings=settings.health,
+            alerts=DependencyAlerts(store, "worker"),
         )
         if settings.health_port >= 0:
             await health.start()

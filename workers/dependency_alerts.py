@@ -1,0 +1,115 @@
+"""Alerts on what a process depends on: raised when a part goes down, resolved when
+it answers again (docs/alerts.md, docs/health.md).
+
+The worker hands every health report here. A part newly *down* (past its
+`[health] max_age`) gets a resolvable error alert, with its CRITICAL_ERROR event,
+titled "<part> unreachable" and grouped by that title, so several workers seeing
+the same exchange down make one condition. It is raised again every
+`RAISE_AGAIN_EVERY` while it stays down, so the condition stays open (a condition
+not raised for `[alerts] quiet_after` closes quietly). A part seen *ok* again gets
+the resolution row (and ALERT_RESOLVED), and people get "resolved".
+
+PostgreSQL is left out: its alert could not be written while it is down. Its
+outages are recorded as `db_connection_lost` / `db_connection_recovered`, and
+`/health` and `posguard_records_up` show them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from datetime import UTC, datetime, timedelta
+
+from activities.store.repository import Store
+from domain.alerts import condition_key
+from domain.events import AlertResolved, CriticalError, EventType, make_event
+from domain.health import HealthReport, PartView
+from domain.records import AlertRecord
+from domain.types import Severity
+
+log = logging.getLogger("posguard.health")
+
+UNWATCHED = frozenset({"postgresql"})
+RAISE_AGAIN_EVERY = timedelta(minutes=5)
+
+
+def unreachable_title(part: str) -> str:
+    """The alert's title (and grouping key) for `part`."""
+    return f"{part} unreachable"
+
+
+class DependencyAlerts:
+    """Turns a process's health reports into raised and resolved alerts."""
+
+    def __init__(self, store: Store, process: str) -> None:
+        self.store = store
+        self.process = process
+        self.raised: dict[str, tuple[datetime, datetime]] = {}  # part -> (first, latest raise)
+        self._tag = f"{process}/{socket.gethostname()}/{os.getpid()}"
+
+    async def observe(self, report: HealthReport) -> None:
+        """Raise what went down, resolve what came back; a write that fails is
+        tried again with the next report."""
+        now = datetime.now(UTC)
+        for part in report.parts:
+            if part.name in UNWATCHED:
+                continue
+            raised = self.raised.get(part.name)
+            if part.status == "down" and (raised is None or now - raised[1] >= RAISE_AGAIN_EVERY):
+                await self._write(part, raised=True)
+            elif part.status == "ok" and raised is not None:
+                await self._write(part, raised=False)
+
+    async def _write(self, part: PartView, *, raised: bool) -> None:
+        now = datetime.now(UTC)
+        title = unreachable_title(part.name)
+        if raised:
+            body = (
+                f"{self.process} has had no answer from {part.name} for "
+                f"{part.age_s if part.age_s is not None else 'ever'} s"
+                + (f"; last error: {part.error}" if part.error else "")
+            )
+            kind = EventType.CRITICAL_ERROR
+            payload: CriticalError | AlertResolved = CriticalError(
+                error_type="DependencyDown", message=body, context={"part": part.name}
+            )
+            severity = Severity.ERROR
+        else:
+            since = self.raised[part.name][0]
+            body = f"{part.name} answers {self.process} again (down since {since:%H:%M:%S} UTC)"
+            kind = EventType.ALERT_RESOLVED
+            payload = AlertResolved(condition=condition_key(title), title=title, body=body)
+            severity = Severity.INFO
+        event = make_event(
+            kind,
+            payload,
+            event_id=f"dependency/{self._tag}/{part.name}/{now.isoformat()}",
+            occurred_at=now,
+            severity=severity,
+        )
+        try:
+            async with self.store.transaction() as conn:
+                await Store._append_events(conn, [event])
+                await Store._insert_alert(
+                    conn,
+                    AlertRecord(
+                        event_id=event.event_id,
+                        severity=severity,
+                        title=title,
+                        body=body,
+                        condition=condition_key(title),
+                        resolvable=True,
+                        resolution=not raised,
+                    ),
+                )
+        except Exception as exc:  # the database may be down too: next report
+            log.warning("alert on %s not written yet: %r", part.name, exc)
+            return
+        if raised:
+            first = self.raised.get(part.name, (now, now))[0]
+            self.raised[part.name] = (first, now)
+            log.error("%s", body)
+        else:
+            del self.raised[part.name]
+            log.warning("%s", body)
