@@ -17,6 +17,7 @@ one JSON object as its last line.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -25,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.bench_price_gate import C_POSITIONS, C_RATE_PER_S, crossing_phase
 from bench.running import run
 
-SAMPLES = 300  # crossings per side
+SAMPLES = int(os.environ.get("BENCH_OBS_SAMPLES", "300"))  # crossings per side
 GOAL_RATIO = 1.10  # float ok: on p99 / off p99
 
 

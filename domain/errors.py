@@ -223,15 +223,19 @@ _NAMED_SECRET = re.compile(
     r"""|listenkey|token)["']?\s*[=:]\s*["']?)[^\s&"',;}]+""",
     re.IGNORECASE,
 )
+# A listen key in a user-data stream's URL (Binance: wss://fstream.binance.com/ws/<key>).
+_LISTEN_KEY_PATH = re.compile(r"(/ws/)[A-Za-z0-9]{20,}")
 REDACTED = "<redacted>"
 
 
 def scrub(text: str) -> str:
     """`text` without what could authenticate a request or identify an account's
     credentials: a URL's query string and any value named like a key, a secret, a
-    signature or a token. For every error text that leaves an exchange activity
-    (Temporal failures, events, logs); the rest of the text is kept for diagnosis."""
+    signature or a token, and a user stream's listen key in its URL. For every error
+    text that leaves an exchange activity or a stream (Temporal failures, events,
+    logs); the rest of the text is kept for diagnosis."""
     text = _URL_QUERY.sub(rf"\1?{REDACTED}", text)
+    text = _LISTEN_KEY_PATH.sub(rf"\1{REDACTED}", text)
     return _NAMED_SECRET.sub(rf"\1{REDACTED}", text)
 
 

@@ -28,9 +28,10 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.exchange.ccxt_logs import scrub_ccxt_logs
+from activities.store.repository import Store
 from domain.client_ids import belongs_to_workflow
 from domain.errors import scrub
-from domain.health import PartState, assess, stream_part
+from domain.health import HealthReport, PartState, assess, stream_part
 from domain.order_updates import OrderChange
 from domain.position_messages import EXCHANGE_UPDATE_SIGNAL, ExchangeUpdate
 from signals_ingest.gate_metrics import GateCollector
@@ -43,6 +44,7 @@ from signals_ingest.temporal_waker import (
     sync_gate,
 )
 from signals_ingest.user_stream import Notify, UserStream
+from workers.dependency_alerts import DependencyAlerts, alert_on_reports
 from workers.metrics import MetricsPage
 from workers.settings import EMBEDDED_PAPER, AccountSettings, Settings
 from workflows.position_io import WORKFLOW_TYPE, position_workflow_id
@@ -186,18 +188,21 @@ class HealthServer:
         self._runner: web.AppRunner | None = None
         self.metrics = MetricsPage([GateCollector(sources, streams)])
 
-    def body(self) -> dict[str, Any]:
+    def report(self) -> HealthReport:
         """The report (docs/health.md): each source's feed and Temporal reads, each
-        account's user stream; and each source's counters under "sources"."""
+        account's user stream."""
         now = datetime.now(UTC)
-        sources = self._sources()
-        parts = [p for src in sources for p in src.parts(self.max_age, now)]
+        parts = [p for src in self._sources() for p in src.parts(self.max_age, now)]
         parts += [
             stream_part(f"user-stream:{st.account}", st.connected, st.down_for(), now, self.max_age)
             for st in self._streams()
         ]
-        report = assess("gate", parts, now)
-        return {**report.model_dump(mode="json"), "sources": [s.health() for s in sources]}
+        return assess("gate", parts, now)
+
+    def body(self) -> dict[str, Any]:
+        """The report, and each source's counters under "sources"."""
+        sources = self._sources()
+        return {**self.report().model_dump(mode="json"), "sources": [s.health() for s in sources]}
 
     async def _health(self, request: web.Request) -> web.Response:
         body = self.body()
@@ -408,6 +413,10 @@ async def run_gate(
             )
         for stream, _ in streams:
             tasks.append(asyncio.create_task(stream.run(stop)))
+        if health is not None and isinstance(events, Store):  # alerts are rows of the store
+            alerts = DependencyAlerts(events, "gate")
+            every = settings.health.probe_every
+            tasks.append(asyncio.create_task(alert_on_reports(health.report, alerts, stop, every)))
         await stop.wait()
     finally:
         stop.set()

@@ -1,13 +1,14 @@
 """Alerts on what a process depends on: raised when a part goes down, resolved when
 it answers again (docs/alerts.md, docs/health.md).
 
-The worker hands every health report here. A part newly *down* (past its
-`[health] max_age`) gets a resolvable error alert, with its CRITICAL_ERROR event,
-titled "<part> unreachable" and grouped by that title, so several workers seeing
-the same exchange down make one condition. It is raised again every
-`RAISE_AGAIN_EVERY` while it stays down, so the condition stays open (a condition
-not raised for `[alerts] quiet_after` closes quietly). A part seen *ok* again gets
-the resolution row (and ALERT_RESOLVED), and people get "resolved".
+The worker hands every health report here; the gate and the ingest run
+`alert_on_reports` over theirs (their feeds, user streams, signal services). A part
+newly *down* (past its `[health] max_age`) gets a resolvable error alert, with its
+CRITICAL_ERROR event, titled "<part> unreachable" and grouped by that title, so
+several workers seeing the same exchange down make one condition. It is raised
+again every `RAISE_AGAIN_EVERY` while it stays down, so the condition stays open (a
+condition not raised for `[alerts] quiet_after` closes quietly). A part seen *ok*
+again gets the resolution row (and ALERT_RESOLVED), and people get "resolved".
 
 PostgreSQL is left out: its alert could not be written while it is down. Its
 outages are recorded as `db_connection_lost` / `db_connection_recovered`, and
@@ -16,9 +17,12 @@ outages are recorded as `db_connection_lost` / `db_connection_recovered`, and
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import socket
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from activities.store.repository import Store
@@ -113,3 +117,17 @@ class DependencyAlerts:
         else:
             del self.raised[part.name]
             log.warning("%s", body)
+
+
+async def alert_on_reports(
+    report: Callable[[], HealthReport],
+    alerts: DependencyAlerts,
+    stop: asyncio.Event,
+    every: timedelta,
+) -> None:
+    """Hand `report()` to `alerts` every `every` until `stop` is set."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every.total_seconds())
+        if not stop.is_set():
+            await alerts.observe(report())

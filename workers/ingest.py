@@ -20,9 +20,10 @@ from aiohttp import web
 from temporalio.client import Client
 
 from activities.store.repository import Store
-from domain.health import assess, stream_part
+from domain.health import HealthReport, assess, stream_part
 from signals_ingest.signal_client import SignalClient
 from signals_ingest.wave_feed import WaveFeed
+from workers.dependency_alerts import DependencyAlerts, alert_on_reports
 from workers.endpoint import serve
 from workers.metrics import MetricsPage, SignalCollector
 from workers.position_commands import exchange_of
@@ -106,13 +107,16 @@ class IngestEndpoint:
         self.metrics = MetricsPage([SignalCollector(lambda: self.clients)])
         self._runner: web.AppRunner | None = None
 
-    def body(self) -> dict[str, object]:
+    def report(self) -> HealthReport:
         now = datetime.now(UTC)
         parts = [
             stream_part(f"signal-service:{c.service}", c.connected, c.down_for(), now, self.max_age)
             for c in self.clients
         ]
-        return assess("ingest", parts, now).model_dump(mode="json")
+        return assess("ingest", parts, now)
+
+    def body(self) -> dict[str, object]:
+        return self.report().model_dump(mode="json")
 
     async def _health(self, request: web.Request) -> web.Response:
         body = self.body()
@@ -189,6 +193,12 @@ async def run_ingest(
                     )
                 )
             log.info("reading signal service %s (%s)", service.name, service.url.split("?")[0])
+        if tasks:  # a service down for longer than [health] max_age is alerted on
+            alerts = DependencyAlerts(store, "ingest")
+            every = settings.health.probe_every
+            tasks.append(
+                asyncio.create_task(alert_on_reports(endpoint.report, alerts, stop, every))
+            )
         if ready is not None:
             ready.set()
         if not tasks:

@@ -364,6 +364,11 @@ def test_mirror_matches_the_installed_ccxt() -> None:
             "Kk9-abc",
         ),
         ("apiKey=Kk9&secret=Ss1 listenKey: LL2", "apiKey=<redacted>", "Ss1"),
+        (  # a user stream's URL carries its listen key
+            "NetworkError('wss://fstream.binance.com/ws/pqia91ma19a5s61cv6a81va65sdf19v8a65a1a5s')",
+            "wss://fstream.binance.com/ws/<redacted>",
+            "pqia91ma19a5s61cv6a81va65sdf19v8a65a1a5s",
+        ),
     ],
 )
 def test_scrub_removes_what_authenticates_a_request(raw: str, kept: str, gone: str) -> None:
