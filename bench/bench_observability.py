@@ -27,6 +27,8 @@ from bench.bench_price_gate import C_POSITIONS, C_RATE_PER_S, crossing_phase
 from bench.running import run
 
 SAMPLES = int(os.environ.get("BENCH_OBS_SAMPLES", "300"))  # crossings per side
+# BENCH_OBS_TRACING=0: "on" has the metrics only (the SDK's, and the scrapes)
+TRACING = os.environ.get("BENCH_OBS_TRACING", "1") != "0"
 GOAL_RATIO = 1.10  # float ok: on p99 / off p99
 
 
@@ -37,7 +39,7 @@ async def main() -> None:
     )
     off = await crossing_phase(observed=False, samples=SAMPLES)
     print(f"off: p50 {off['p50_ms']} ms, p99 {off['p99_ms']} ms, max {off['max_ms']} ms")
-    on = await crossing_phase(observed=True, samples=SAMPLES)
+    on = await crossing_phase(observed=True, samples=SAMPLES, tracing=TRACING)
     print(
         f"on:  p50 {on['p50_ms']} ms, p99 {on['p99_ms']} ms, max {on['max_ms']} ms "
         f"({on['otlp_exports']} OTLP exports, {on['otlp_bytes']:,} bytes; "
@@ -53,6 +55,7 @@ async def main() -> None:
     )
     result = {
         "samples_per_side": SAMPLES,
+        "on_tracing": TRACING,
         "off_p50_ms": off["p50_ms"],
         "off_p99_ms": off["p99_ms"],
         "off_max_ms": off["max_ms"],

@@ -232,12 +232,12 @@ def _is_move(cid: str | None) -> bool:
 
 
 async def crossing_phase(
-    *, observed: bool = False, samples: int = C_SAMPLES
+    *, observed: bool = False, samples: int = C_SAMPLES, tracing: bool = True
 ) -> dict[str, float | int | bool]:
     """Phase (c). `observed`: as in production with everything on: the worker and the
     gate trace to an OTLP endpoint (a local sink), the SDK's metrics are exported, and
     both `/metrics` pages are scraped every second. Otherwise tracing and the SDK's
-    metrics are off and nothing is scraped."""
+    metrics are off and nothing is scraped. `tracing` False: observed without tracing."""
     parent = Path(tempfile.mkdtemp(prefix="posguard-bench-pg-"))
     parent.chmod(0o755)
     pg_url = os.environ.get("DATABASE_URL") or start_postgres(parent / "data", delete_on_exit=True)
@@ -250,7 +250,7 @@ async def crossing_phase(
     worker: asyncio.subprocess.Process | None = None
     stop = asyncio.Event()
     gate_task: asyncio.Task[None] | None = None
-    watch = await Observation.start() if observed else None
+    watch = await Observation.start(tracing) if observed else None
     try:
         async with PaperExchange(
             mark_interval_ms=3_600_000, admin_port=None, symbols=C_SYMBOLS, weight_limit=10**9

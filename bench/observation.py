@@ -39,9 +39,11 @@ def _free_port() -> int:
 
 
 class Observation:
-    """Start with `await Observation.start()`; `close()` when done."""
+    """Start with `await Observation.start()`; `close()` when done. With `tracing`
+    False only the metrics are on (the SDK's, and the scrapes)."""
 
-    def __init__(self) -> None:
+    def __init__(self, tracing: bool = True) -> None:
+        self.tracing = tracing
         self.exports = 0
         self.export_bytes = 0
         self.scrapes = 0
@@ -54,8 +56,8 @@ class Observation:
         self._scraper: asyncio.Task[None] | None = None
 
     @classmethod
-    async def start(cls) -> Observation:
-        self = cls()
+    async def start(cls, tracing: bool = True) -> Observation:
+        self = cls(tracing)
         app = web.Application()
         app.router.add_post("/v1/traces", self._export)
         self._runner = web.AppRunner(app, access_log=None)
@@ -71,13 +73,15 @@ class Observation:
         return web.Response(body=b"", content_type="application/x-protobuf")
 
     def worker_env(self) -> dict[str, str]:
-        return {
-            "OTEL_EXPORTER_OTLP_ENDPOINT": self._url,
-            "POSGUARD_HEALTH_PORT": str(self.worker_port),
-        }
+        env = {"POSGUARD_HEALTH_PORT": str(self.worker_port)}
+        if self.tracing:
+            env["OTEL_EXPORTER_OTLP_ENDPOINT"] = self._url
+        return env
 
     async def client(self, env: WorkflowEnvironment) -> Client:
         """A client of `env`'s server tracing to the sink, as `posguard gate` would."""
+        if not self.tracing:
+            return env.client
         self._provider = TracerProvider(resource=Resource.create({"service.name": "bench-gate"}))
         self._provider.add_span_processor(
             BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{self._url}/v1/traces"))
