@@ -216,7 +216,7 @@ async def start_worker(env: dict[str, str]) -> asyncio.subprocess.Process:
         if "worker polling task queue" in line:
             break
 
-    async def drain() -> None:
+    async def drain() -> None:  # BENCH_WORKER_LOG=1 shows the worker's log on stderr
         assert proc.stdout is not None
         while line := await proc.stdout.readline():
             if os.environ.get("BENCH_WORKER_LOG"):
