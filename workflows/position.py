@@ -115,6 +115,8 @@ from workflows.position_trailing import Trailing
 _OPENING = frozenset(
     {PositionState.PENDING_ENTRY, PositionState.ENTRY_PLACED, PositionState.PENDING_SL}
 )
+# Patch id: a protection round reuses an unsure order's id only for an order of its kind.
+STOP_ID_PER_KIND = "stop-id-per-kind"
 _STEP_OF_INTENT = {
     ProtectionStep.PLACE_STOP: OrderStep.STOP,
     ProtectionStep.PLACE_EMERGENCY_STOP: OrderStep.EMERGENCY_STOP,
@@ -852,6 +854,16 @@ class PositionWorkflow(Trailing):
                 progress, ProtectionAttempt(step=step, error=error), self.cfg.protection
             )
 
+    @staticmethod
+    def _reusable(cid: str, step: ProtectionStep) -> bool:
+        """Whether an unsure order's id may be reused by this step: only an order of
+        the same kind (a stop for a stop). Runs recorded before this rule reused it
+        whatever the kind (the journal then refused it and `_place` took a fresh id)."""
+        parsed = parse_client_id(cid)
+        if parsed is None or parsed.step is _STEP_OF_INTENT[step]:
+            return True
+        return not workflow.patched(STOP_ID_PER_KIND)
+
     def _note_stop_attempt(self, step: ProtectionStep, error: ErrorType | None) -> None:
         if error is ErrorType.ORDER_IMMEDIATELY_FILLABLE and step is ProtectionStep.PLACE_STOP:
             # The mark is already beyond the stop: the trader's loss limit is hit.
@@ -889,6 +901,13 @@ class PositionWorkflow(Trailing):
         except InvalidStop as exc:
             self._emit_stop_failure(emergency, None, ErrorType.INVALID_ORDER, str(exc))
             return ErrorType.INVALID_ORDER, None
+        if reused_cid is not None and not self._reusable(reused_cid, step):
+            # The unsure order was of the other kind (a stop, now an emergency stop):
+            # the journal would refuse its id for this one. It is ours if it exists,
+            # so the next look cancels it, as any unknown order of ours.
+            self.m = self.m.stale_added(OrderRef(client_order_id=reused_cid, qty=self.s.qty))
+            self.m = self.m.look_wanted()
+            reused_cid = None
         cid = reused_cid or self._new_cid(_STEP_OF_INTENT[step])
         intent = stop_intent(
             cid, self.spec.symbol, self.spec.side, self.s.qty, price, emergency=emergency

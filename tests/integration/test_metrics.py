@@ -139,6 +139,20 @@ async def test_metrics_match_the_records_moves_and_an_unprotected_position(
             return value(page, seconds[0], position_id=seconds[1]) == 0
 
         await until(protected, "the position protected on /metrics once its stop is placed")
+        # Its rounds went from the refused stop to an emergency stop, each under an id of
+        # its own kind: the journal never had to refuse a reused one.
+        refused_ids = await truth(
+            stack,
+            """SELECT count(*) FROM events WHERE position_id = $1 AND type = 'critical_error'
+               AND payload->>'error_type' = 'ClientIdReused'""",
+            position_id,
+        )
+        emergencies = await truth(
+            stack,
+            "SELECT count(*) FROM events WHERE position_id = $1 AND type = 'emergency_stop_failed'",
+            position_id,
+        )
+        assert emergencies >= 1 and refused_ids == 0, (emergencies, refused_ids)
 
         async def measured() -> bool:
             # the late stop's fill-to-stop latency: at least as long as it was seen

@@ -49,7 +49,9 @@ REQUIRED = {
     "trailing_long",
     "reconcile_pass",  # ReconcileWorkflow: adoption, zombie cancel, phantom row, foreign order
     "wave",  # WaveWorkflow: selection, two positions started as children, the rest filtered
-    "unprotected_alerted",  # the unprotected alert resolved (patch alert-resolution)
+    "unprotected_alerted",  # the unprotected alert resolved (patch alert-resolution);
+    # each round's stop and emergency stop under an id of its kind (patch stop-id-per-kind)
+    "unprotected_alerted_reused_stop_id",  # the same, recorded before stop-id-per-kind
     "alert_condition",  # AlertWorkflow: raised, reminded, resolved
 }
 
