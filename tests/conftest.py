@@ -20,13 +20,11 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 import pytest_asyncio
-from temporalio.api.enums.v1 import IndexedValueType
-from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
-from temporalio.service import RetryConfig
 from temporalio.testing import WorkflowEnvironment
 
 from activities.store.repository import Store
-from tests.waiting import PATIENCE_S
+from tests.time_skipping import time_skipping_server
+from tests.waiting import PATIENT
 from workers.embedded import TIMER_PRECISION_ARGS, find_binary, start_postgres
 from workers.temporal import DATA_CONVERTER
 from workflows.search_attributes import ALL_KEYS
@@ -34,11 +32,6 @@ from workflows.search_attributes import ALL_KEYS
 # No worker a test starts creates reconcile Schedules on the shared dev server
 # (tests/integration/test_reconcile.py creates its own, for its own accounts).
 os.environ.setdefault("POSGUARD_RECONCILE__EVERY", "off")
-
-# The tests' Temporal clients retry a request that failed for want of time (the
-# connection broke, the server was starved: "transport error" on a busy machine) for
-# as long as a test waits for anything, instead of the SDK's default 10 s.
-PATIENT = RetryConfig(max_elapsed_time_millis=int(PATIENCE_S * 1000), max_retries=1000)
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
@@ -67,24 +60,8 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
     its activity never picked up) would otherwise stop time for every later module
     and make their timers wait in real time.
     """
-    env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=find_binary("temporal-test-server"),
-        data_converter=DATA_CONVERTER,
-        retry_config=PATIENT,
-    )
-    await env.client.operator_service.add_search_attributes(
-        AddSearchAttributesRequest(
-            namespace=env.client.namespace,
-            search_attributes={
-                key.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for key in ALL_KEYS
-            },
-        ),
-        retry=True,
-    )
-    try:
+    async with time_skipping_server() as env:
         yield env
-    finally:
-        await env.shutdown()
 
 
 @pytest.fixture(scope="session")

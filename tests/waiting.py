@@ -19,9 +19,13 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RetryConfig, RPCError, RPCStatusCode
 
 PATIENCE_S = float(os.environ.get("POSGUARD_TEST_PATIENCE_S", "180"))  # float ok: seconds
+# The tests' Temporal clients retry a request that failed for want of time (the
+# connection broke, the server was starved: "transport error" on a busy machine) for
+# as long as a test waits for anything, instead of the SDK's default 10 s.
+PATIENT = RetryConfig(max_elapsed_time_millis=int(PATIENCE_S * 1000), max_retries=1000)
 POLL_S = 0.05  # float ok: seconds between two looks
 
 # Codes a request may end with when the server or the connection is merely slow.
