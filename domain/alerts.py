@@ -15,6 +15,7 @@ functions, so the same history always yields the same messages and message ids.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection, Mapping
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Literal
@@ -287,6 +288,27 @@ def routed(severity: Severity, minimums: dict[str, Severity]) -> list[str]:
     """The channels (by name) whose minimum severity `severity` reaches, in order."""
     rank = SEVERITY_RANK[severity]
     return [name for name, least in minimums.items() if rank >= SEVERITY_RANK[least]]
+
+
+def watch_turns(
+    raised: Mapping[str, datetime],
+    down: Collection[str],
+    back: Collection[str],
+    now: datetime,
+    again_every: timedelta,
+) -> tuple[list[str], list[str]]:
+    """What a watching raiser writes now, as (to raise, to resolve).
+
+    `raised` maps each condition it holds open to its latest raise; `down` is what
+    it sees wrong now, `back` what it sees right again. A thing newly down is
+    raised; one still down is raised again once `again_every` has passed, so its
+    condition outlives `quiet_after` for as long as it lasts. A raised thing seen
+    right again is resolved. Anything else (unknown, or not looked at) changes
+    nothing.
+    """
+    to_raise = sorted(k for k in down if k not in raised or now - raised[k] >= again_every)
+    to_resolve = sorted(k for k in back if k in raised and k not in down)
+    return to_raise, to_resolve
 
 
 _HEADLINE = {

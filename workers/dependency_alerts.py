@@ -26,7 +26,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from activities.store.repository import Store
-from domain.alerts import condition_key
+from domain.alerts import condition_key, watch_turns
 from domain.events import AlertResolved, CriticalError, EventType, make_event
 from domain.health import HealthReport, PartView
 from domain.records import AlertRecord
@@ -55,15 +55,18 @@ class DependencyAlerts:
     async def observe(self, report: HealthReport) -> None:
         """Raise what went down, resolve what came back; a write that fails is
         tried again with the next report."""
-        now = datetime.now(UTC)
-        for part in report.parts:
-            if part.name in UNWATCHED:
-                continue
-            raised = self.raised.get(part.name)
-            if part.status == "down" and (raised is None or now - raised[1] >= RAISE_AGAIN_EVERY):
-                await self._write(part, raised=True)
-            elif part.status == "ok" and raised is not None:
-                await self._write(part, raised=False)
+        watched = {p.name: p for p in report.parts if p.name not in UNWATCHED}
+        to_raise, to_resolve = watch_turns(
+            {name: latest for name, (_, latest) in self.raised.items()},
+            down=[n for n, p in watched.items() if p.status == "down"],
+            back=[n for n, p in watched.items() if p.status == "ok"],
+            now=datetime.now(UTC),
+            again_every=RAISE_AGAIN_EVERY,
+        )
+        for name in to_raise:
+            await self._write(watched[name], raised=True)
+        for name in to_resolve:
+            await self._write(watched[name], raised=False)
 
     async def _write(self, part: PartView, *, raised: bool) -> None:
         now = datetime.now(UTC)

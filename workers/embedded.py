@@ -30,7 +30,14 @@ class EmbeddedError(RuntimeError):
 # died holding a filled entry is replaced 2-3 s later: too slow for the promise that
 # a filled entry's stop is live within 2 s of a worker's death (docs/safety.md).
 # 20 ms costs more frequent timer-queue reads, nothing else.
-TIMER_PRECISION_ARGS = ["--dynamic-config-value", 'history.timerProcessorMaxTimeShift="20ms"']
+TIMER_PRECISION_ARGS = [
+    "--dynamic-config-value",
+    'history.timerProcessorMaxTimeShift="20ms"',
+    # A run whose workflow task failed twice in a row is marked (TemporalReportedProblems)
+    # for the worker's stuck-workflow alert (workers/stuck_workflows.py); default 5.
+    "--dynamic-config-value",
+    "system.numConsecutiveWorkflowTaskProblemsToTriggerSearchAttribute=2",
+]
 
 
 def find_binary(name: str) -> str:

@@ -38,6 +38,7 @@ from workers.metrics import MetricsPage, RecordsCollector
 from workers.position_directory import TemporalPositionDirectory
 from workers.schedules import apply_schedules
 from workers.settings import AccountSettings, Settings
+from workers.stuck_workflows import StuckCollector, StuckWorkflowAlerts
 from workers.temporal import UnreachableError
 from workflows.position_io import PositionConfig, exchange_task_queue
 from workflows.registry import ALL_WORKFLOWS
@@ -213,7 +214,8 @@ async def run_worker(
             workers.append(alert_channel_worker(client, channel, alert_activities))
         await store.append_event(_lifecycle(EventType.PROCESS_STARTED, settings.task_queue))
         database = DatabaseWatch(store, interval_s=settings.health.probe_every.total_seconds())
-        metrics = MetricsPage([RecordsCollector(store.pool)])
+        stuck = StuckWorkflowAlerts(client, store, settings.task_queue)
+        metrics = MetricsPage([RecordsCollector(store.pool), StuckCollector(stuck)])
         health = WorkerHealth(
             client,
             database,
@@ -228,6 +230,7 @@ async def run_worker(
             if health_out is not None:
                 health_out.append(health)
         watch = asyncio.create_task(health.run(stop))
+        watch_stuck = asyncio.create_task(stuck.run(stop, settings.health.probe_every))
         async with contextlib.AsyncExitStack() as running:
             for worker in workers:
                 await running.enter_async_context(worker)
@@ -240,6 +243,7 @@ async def run_worker(
             await stop.wait()
             await dispatch
         await watch
+        await watch_stuck
         await alert_activities.close()
         await health.stop()
         await store.append_event(_lifecycle(EventType.PROCESS_STOPPED))

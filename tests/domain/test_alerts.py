@@ -19,6 +19,7 @@ from domain.alerts import (
     next_deadline,
     open_condition,
     routed,
+    watch_turns,
 )
 from domain.types import Severity
 
@@ -170,3 +171,28 @@ def test_text_says_what_how_bad_and_since_when() -> None:
 def test_a_channel_without_its_address_is_refused(fields: dict[str, str], error: str) -> None:
     with pytest.raises(ValueError, match=error):
         AlertChannel.model_validate({"name": "c", **fields})
+
+
+AGAIN = timedelta(minutes=5)
+
+
+@pytest.mark.parametrize(
+    ("raised_at", "down", "back", "expected"),
+    [
+        ({}, ["a"], [], (["a"], [])),  # newly down: raised
+        ({"a": T0}, ["a"], [], ([], [])),  # still down, not due yet: silent
+        ({"a": T0 - AGAIN}, ["a"], [], (["a"], [])),  # still down and due: raised again
+        ({"a": T0}, [], ["a"], ([], ["a"])),  # seen right again: resolved
+        ({}, [], ["a"], ([], [])),  # right and never raised: nothing
+        ({"a": T0}, [], [], ([], [])),  # not looked at (unknown): nothing
+        ({"a": T0}, ["a"], ["a"], ([], [])),  # contradictory view: down wins, not resolved
+        ({"b": T0}, ["a", "c"], ["b"], (["a", "c"], ["b"])),
+    ],
+)
+def test_a_watch_raises_the_new_repeats_the_due_and_resolves_the_recovered(
+    raised_at: dict[str, datetime],
+    down: list[str],
+    back: list[str],
+    expected: tuple[list[str], list[str]],
+) -> None:
+    assert watch_turns(raised_at, down, back, T0, AGAIN) == expected

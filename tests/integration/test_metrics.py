@@ -195,6 +195,9 @@ async def check_against_records(stack: Stack, page: Samples, account: str, excha
         "SELECT status, count(*) AS n FROM positions WHERE account = $1 GROUP BY status", account
     )
     assert by_state
+    # the worker looked for runs whose task keeps failing, and found none
+    assert any(n == "posguard_workflows_stuck" for n, _ in page), "no stuck-workflow gauge"
+    assert value(page, "posguard_workflows_stuck") == 0
     for row in by_state:
         shown = value(page, "posguard_positions", account=account, state=row["status"])
         assert shown == row["n"], (row["status"], shown, row["n"])
