@@ -27,9 +27,9 @@ from datetime import UTC, datetime, timedelta
 
 from activities.store.repository import Store
 from domain.alerts import condition_key, watch_turns
-from domain.events import AlertResolved, CriticalError, EventType, make_event
+from domain.events import AlertResolved, CriticalError, Event, EventType, make_event
 from domain.health import HealthReport, PartView
-from domain.records import AlertRecord
+from domain.records import AlertRecord, StoreBatch
 from domain.types import Severity
 
 log = logging.getLogger("posguard.health")
@@ -96,20 +96,7 @@ class DependencyAlerts:
             severity=severity,
         )
         try:
-            async with self.store.transaction() as conn:
-                await Store._append_events(conn, [event])
-                await Store._insert_alert(
-                    conn,
-                    AlertRecord(
-                        event_id=event.event_id,
-                        severity=severity,
-                        title=title,
-                        body=body,
-                        condition=condition_key(title),
-                        resolvable=True,
-                        resolution=not raised,
-                    ),
-                )
+            await record_watch_alert(self.store, event, title, body, raised=raised)
         except Exception as exc:  # the database may be down too: next report
             log.warning("alert on %s not written yet: %r", part.name, exc)
             return
@@ -120,6 +107,36 @@ class DependencyAlerts:
         else:
             del self.raised[part.name]
             log.warning("%s", body)
+
+
+async def record_watch_alert(
+    store: Store,
+    event: Event,
+    title: str,
+    body: str,
+    *,
+    raised: bool,
+    position_id: str | None = None,
+) -> None:
+    """Write a watch's raise (or resolution) of the resolvable condition `title`
+    about `position_id`: its event and its `alerts` row, in one transaction."""
+    await store.apply(
+        StoreBatch(
+            events=[event],
+            alerts=[
+                AlertRecord(
+                    event_id=event.event_id,
+                    severity=event.severity,
+                    title=title,
+                    body=body,
+                    position_id=position_id,
+                    condition=condition_key(title, position_id),
+                    resolvable=True,
+                    resolution=not raised,
+                )
+            ],
+        )
+    )
 
 
 async def alert_on_reports(

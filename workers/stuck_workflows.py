@@ -36,9 +36,8 @@ from domain.alerts import condition_key, watch_turns
 from domain.errors import scrub
 from domain.events import AlertResolved, CriticalError, EventType, make_event
 from domain.position import parse_position_workflow_id
-from domain.records import AlertRecord
 from domain.types import Severity
-from workers.dependency_alerts import RAISE_AGAIN_EVERY
+from workers.dependency_alerts import RAISE_AGAIN_EVERY, record_watch_alert
 
 log = logging.getLogger("posguard.stuck")
 
@@ -170,21 +169,9 @@ class StuckWorkflowAlerts:
             position_id=position_id,
         )
         try:
-            async with self.store.transaction() as conn:
-                await Store._append_events(conn, [event])
-                await Store._insert_alert(
-                    conn,
-                    AlertRecord(
-                        event_id=event.event_id,
-                        severity=severity,
-                        title=title,
-                        body=body,
-                        position_id=position_id,
-                        condition=condition_key(title, position_id),
-                        resolvable=True,
-                        resolution=not raised,
-                    ),
-                )
+            await record_watch_alert(
+                self.store, event, title, body, raised=raised, position_id=position_id
+            )
         except Exception as exc:  # the database may be down: next look
             log.warning("alert on %s not written yet: %r", workflow_id, exc)
             return
