@@ -21,13 +21,12 @@ from aiohttp import web
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from activities.tracing import use_provider
 from workers.temporal import connect
-from workers.tracing import interceptor
+from workers.tracing import interceptor, span_processor
 
 SCRAPE_EVERY_S = 5.0  # float ok: seconds
 
@@ -84,7 +83,7 @@ class Observation:
             return env.client
         self._provider = TracerProvider(resource=Resource.create({"service.name": "bench-gate"}))
         self._provider.add_span_processor(
-            BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{self._url}/v1/traces"))
+            span_processor(OTLPSpanExporter(endpoint=f"{self._url}/v1/traces"))
         )
         use_provider(self._provider)
         return await connect(

@@ -290,6 +290,17 @@ def routed(severity: Severity, minimums: dict[str, Severity]) -> list[str]:
     return [name for name, least in minimums.items() if rank >= SEVERITY_RANK[least]]
 
 
+# The one condition whose messages cannot be claimed and recorded in the database,
+# because it is the database that is down (workers.dependency_alerts.DatabaseAlerts).
+DATABASE_DOWN_TITLE = "postgresql unreachable"
+
+
+def recorded(message: AlertMessage) -> bool:
+    """Whether `message`'s delivery is claimed and recorded in the database (so never
+    sent twice); False only for the database's own outage, sent unrecorded."""
+    return message.title != DATABASE_DOWN_TITLE
+
+
 def watch_turns(
     raised: Mapping[str, datetime],
     down: Collection[str],

@@ -13,7 +13,8 @@ the parts that are down (`domain.health`). Watches run in the background:
   time. Every request of the process counts as an answer, or as a failure to answer
   (`activities.exchange.request_metrics.REACHABILITY`).
 - Each report goes to `DependencyAlerts`: a part that goes down raises an alert,
-  and its return resolves it.
+  and its return resolves it; PostgreSQL's outage goes to `DatabaseAlerts`, which
+  needs no database.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from activities.exchange.request_metrics import REACHABILITY
 from activities.store.repository import Store
 from domain.events import DbConnection, EventType, make_event
 from domain.health import HealthReport, PartState, assess
-from workers.dependency_alerts import DependencyAlerts
+from workers.dependency_alerts import DatabaseAlerts, DependencyAlerts
 from workers.endpoint import serve
 from workers.metrics import MetricsPage
 from workers.settings import HealthSettings
@@ -94,13 +95,12 @@ class DatabaseWatch(_Answers):
 
     async def probe(self) -> bool:
         """One ping; updates `up` and records a finished outage."""
+        reason: str | None = None
         try:
             ok = await asyncio.wait_for(self.store.ping(), timeout=self.interval_s)
         except Exception as exc:  # any failure means "not reachable now"
             ok = False
             reason = type(exc).__name__
-        else:
-            reason = None
         now = datetime.now(UTC)
         self._answered(ok, reason or "ping failed")
         if not ok and self.up:
@@ -217,9 +217,11 @@ class WorkerHealth:
         metrics: MetricsPage | None = None,
         settings: HealthSettings | None = None,
         alerts: DependencyAlerts | None = None,
+        database_alerts: DatabaseAlerts | None = None,
     ) -> None:
         self.settings = settings or HealthSettings()
         self.alerts = alerts
+        self.database_alerts = database_alerts
         self.database = database
         self.temporal = TemporalWatch(client)
         self.exchanges = ExchangeWatch(gateways, probe_every=self.settings.probe_every)
@@ -261,6 +263,8 @@ class WorkerHealth:
         report = await self.report()
         if self.alerts is not None:
             await self.alerts.observe(report)
+        if self.database_alerts is not None:
+            await self.database_alerts.observe(report)
 
     async def start(self) -> None:
         """Serve on `host:port` (0: any free port, then in `port`); a port in use is

@@ -30,7 +30,7 @@ from activities.waves import WaveActivities
 from domain.alerts import AlertChannel, alert_task_queue
 from domain.events import EventType, ProcessLifecycle, make_event
 from workers.alert_dispatch import run_alert_dispatch
-from workers.dependency_alerts import DependencyAlerts
+from workers.dependency_alerts import DatabaseAlerts, DependencyAlerts
 from workers.embedded import start_postgres
 from workers.exchanges import make_gateways
 from workers.health import DatabaseWatch, WorkerHealth
@@ -224,6 +224,7 @@ async def run_worker(
             metrics=metrics,
             settings=settings.health,
             alerts=DependencyAlerts(store, "worker"),
+            database_alerts=DatabaseAlerts(client, settings) if settings.alert_channels else None,
         )
         if settings.health_port >= 0:
             await health.start()

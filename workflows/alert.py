@@ -37,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
         fold_raise,
         next_deadline,
         open_condition,
+        recorded,
         routed,
     )
     from domain.types import Severity
@@ -120,9 +121,13 @@ class AlertWorkflow:
     async def _deliver_to(
         self, inp: AlertWorkflowInput, message: AlertMessage, channel: str
     ) -> None:
+        # The database's own outage cannot be claimed in it: sent unrecorded.
+        deliver = (
+            AlertActivities.deliver if recorded(message) else AlertActivities.deliver_unrecorded
+        )
         try:
             await workflow.execute_activity_method(
-                AlertActivities.deliver,
+                deliver,
                 DeliveryRequest(message=message, channel=channel),
                 task_queue=alert_task_queue(channel),
                 start_to_close_timeout=inp.delivery_timeout,

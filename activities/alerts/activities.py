@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from domain.alerts import AlertChannel, DeliveryFailure, DeliveryRequest
+from domain.alerts import AlertChannel, AlertMessage, DeliveryFailure, DeliveryRequest
 
 if TYPE_CHECKING:  # aiohttp and asyncpg stay out of the workflow's imports
     from activities.store.repository import Store
@@ -45,34 +45,57 @@ class AlertActivities:
             self._session = aiohttp.ClientSession()
         return self._session
 
-    @activity.defn(name="alerts.deliver")
-    async def deliver(self, req: DeliveryRequest) -> bool:
-        """Send `req.message` to `req.channel` once; True if sent now, False if it
-        had been sent before. Raises AlertNotDelivered (retryable) or AlertRefused
-        (not retryable); neither names the channel's URL or token."""
-        from activities.alerts.channels import NotDelivered, send
-        from activities.store.alert_rows import claim_delivery, record_sent
-
-        channel = self._channels.get(req.channel)
+    def _channel(self, name: str) -> AlertChannel:
+        channel = self._channels.get(name)
         if channel is None:
             raise ApplicationError(
-                f"no alert channel {req.channel!r} in this worker's settings",
+                f"no alert channel {name!r} in this worker's settings",
                 type=UNKNOWN_CHANNEL,
                 non_retryable=True,
             )
-        if await claim_delivery(self._store, req.message, channel.name) == "sent":
-            return False
+        return channel
+
+    async def _send(self, channel: AlertChannel, message: AlertMessage) -> None:
+        from activities.alerts.channels import NotDelivered, send
+
         try:
-            await send(self._http(), channel, req.message)
+            await send(self._http(), channel, message)
         except NotDelivered as exc:
             raise ApplicationError(
                 str(exc),
                 type=NOT_DELIVERED if exc.retryable else REFUSED,
                 non_retryable=not exc.retryable,
             ) from None
+
+    @activity.defn(name="alerts.deliver")
+    async def deliver(self, req: DeliveryRequest) -> bool:
+        """Send `req.message` to `req.channel` once; True if sent now, False if it
+        had been sent before. Raises AlertNotDelivered (retryable) or AlertRefused
+        (not retryable); neither names the channel's URL or token."""
+        from activities.store.alert_rows import claim_delivery, record_sent
+
+        channel = self._channel(req.channel)
+        if await claim_delivery(self._store, req.message, channel.name) == "sent":
+            return False
+        await self._send(channel, req.message)
         await record_sent(self._store, req.message, channel.name)
         activity.logger.info(
             "alert %s (%s) sent to %s", req.message.message_id, req.message.kind, channel.name
+        )
+        return True
+
+    @activity.defn(name="alerts.deliver_unrecorded")
+    async def deliver_unrecorded(self, req: DeliveryRequest) -> bool:
+        """Send `req.message` to `req.channel` without the database: for the database's
+        own outage (`domain.alerts.recorded`). Nothing is claimed or recorded, so a
+        retry after an answer lost in a crash may send it twice. Raises as `deliver`."""
+        channel = self._channel(req.channel)
+        await self._send(channel, req.message)
+        activity.logger.info(
+            "alert %s (%s) sent to %s, unrecorded",
+            req.message.message_id,
+            req.message.kind,
+            channel.name,
         )
         return True
 
@@ -85,7 +108,7 @@ class AlertActivities:
 
     def deliveries(self) -> list[Callable[..., Any]]:
         """The activities of a channel's task queue."""
-        return [self.deliver]
+        return [self.deliver, self.deliver_unrecorded]
 
     def all(self) -> list[object]:
         """The activities of the workflow worker's queue."""

@@ -1,6 +1,7 @@
 """`/health` tells the truth: a worker whose PostgreSQL is stopped, or whose account's
 exchange stops answering, answers 503 naming that part, and 200 again once it is
-back; `posguard health` prints the same.
+back; `posguard health` prints the same. Each outage reaches a person (a webhook
+channel on a local sink) and so does its end, the database's without the database.
 
 Everything is real: a PostgreSQL of the test's own (stopped and started with
 pg_ctl), the Temporal dev server, and the paper exchange, stopped and started again
@@ -10,6 +11,7 @@ on the same port.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import tempfile
 import uuid
@@ -27,6 +29,9 @@ from pydantic import SecretStr
 from temporalio.testing import WorkflowEnvironment
 
 from activities.store.repository import Store
+from domain.alerts import DATABASE_DOWN_TITLE, AlertChannel, condition_key, condition_workflow_id
+from domain.types import Severity
+from simulator.alert_sink import AlertSink
 from simulator.server import PaperExchange
 from tests.waiting import poll, started
 from workers.embedded import start_postgres
@@ -64,8 +69,15 @@ async def until_health(port: int, status: int, down: list[str], what: str) -> di
 
 class World:
     def __init__(
-        self, datadir: Path, url: str, sim: PaperExchange, sim_port: int, account: str
+        self,
+        datadir: Path,
+        url: str,
+        sim: PaperExchange,
+        sim_port: int,
+        account: str,
+        sink: AlertSink,
     ) -> None:
+        self.sink = sink
         self.datadir = datadir
         self.url = url  # the worker's own PostgreSQL
         self.sim = sim
@@ -102,20 +114,31 @@ async def world(temporal_env: WorkflowEnvironment) -> AsyncIterator[World]:
         paper_ws_url=sim.ws_url,
         max_requests_per_second=Decimal(1000),
     )
+    sink = AlertSink()
+    await sink.start()
+    suffix = uuid.uuid4().hex[:8]
     settings = Settings(
-        task_queue=f"health-{uuid.uuid4().hex[:8]}",
+        task_queue=f"health-{suffix}",
         database_url=SecretStr(url),
         accounts=[account],
         health_port=0,
         health=HEALTH,
         reconcile=ReconcileSettings(every=None),
+        alert_channels=[
+            AlertChannel(
+                name=f"hook-{suffix}",  # channel task queues are server-wide
+                kind="webhook",
+                url=SecretStr(sink.webhook_url),
+                min_severity=Severity.INFO,
+            )
+        ],
     )
     stop, ready = asyncio.Event(), asyncio.Event()
     endpoints: list[WorkerHealth] = []
     task = asyncio.create_task(
         run_worker(temporal_env.client, settings, stop, ready=ready, health_out=endpoints)
     )
-    world = World(datadir, url, sim, sim_port, account.name)
+    world = World(datadir, url, sim, sim_port, account.name, sink)
     try:
         await started(ready, task, "the worker")
         world.port = endpoints[0].port
@@ -124,6 +147,17 @@ async def world(temporal_env: WorkflowEnvironment) -> AsyncIterator[World]:
         stop.set()
         await asyncio.wait_for(task, 60)
         await world.sim.stop()
+        await sink.stop()
+        for title in (DATABASE_DOWN_TITLE, f"exchange:{account.name} unreachable"):
+            with contextlib.suppress(Exception):  # conditions left open time out anyway
+                await temporal_env.client.get_workflow_handle(
+                    condition_workflow_id(condition_key(title))
+                ).terminate("test over")
+
+
+def told(sink: AlertSink, title: str) -> list[str]:
+    """The headlines the webhook received about `title`, in order."""
+    return [m.text.split("\n")[0] for m in sink.of("webhook") if title in m.text]
 
 
 @pytest.mark.integration
@@ -140,8 +174,15 @@ async def test_health_names_a_stopped_database_and_a_dead_exchange_then_recovers
     body = await until_health(world.port, 503, ["postgresql"], "postgresql named down")
     down = next(p for p in body["parts"] if p["name"] == "postgresql")
     assert down["error"] and down["age_s"] > 2
+    # a person hears of it while the database is still down
+    await poll(lambda: told(world.sink, DATABASE_DOWN_TITLE), bool, "the database's alert")
+    assert told(world.sink, DATABASE_DOWN_TITLE) == [f"[posguard] ERROR: {DATABASE_DOWN_TITLE}"]
     await world.start_database()
     await until_health(world.port, 200, [], "healthy again with the database back")
+    headlines = await poll(
+        lambda: told(world.sink, DATABASE_DOWN_TITLE), lambda t: len(t) == 2, "its resolution"
+    )
+    assert headlines[1] == f"[posguard] resolved: {DATABASE_DOWN_TITLE}"
 
     key, secret = world.sim.api_key, world.sim.api_secret
     await world.sim.stop()
@@ -167,6 +208,7 @@ async def test_health_names_a_stopped_database_and_a_dead_exchange_then_recovers
             return [r["resolution"] for r in rows]
 
         assert await poll(alerts, bool, "the worker's alert") == [False]
+        await poll(lambda: told(world.sink, title), bool, "the exchange's alert delivered")
         world.sim = PaperExchange(
             port=world.sim_port, admin_port=None, api_key=key, api_secret=secret
         )
