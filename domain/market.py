@@ -65,6 +65,11 @@ class MarketFilters(BaseModel):
     max_qty: PositiveQuantity | None = None
     min_notional: Quantity = Decimal(0)
     contract_size: Price = Decimal(1)
+    # How the venue moves a resting stop. True: its trigger is amended in place, so
+    # the position has one stop throughout (Bybit). False: a move places the new
+    # stop before cancelling the old (Binance, whose conditional orders cannot be
+    # amended). Runs recorded before this field read it as False.
+    stop_moves_in_place: bool = False
 
     @model_validator(mode="after")
     def _max_above_min(self) -> MarketFilters:

@@ -11,7 +11,7 @@ from decimal import Decimal
 from pydantic import BaseModel, ConfigDict, Field
 
 from domain.journal import JournalEntry
-from domain.market import MarketFilters
+from domain.market import MarketFilters, Price
 from domain.orders import OrderIntent, OrderView
 from domain.sizing import StopRule
 from domain.types import Side
@@ -43,6 +43,16 @@ class OrderRequest(_Request):
     client_order_id: str
     exchange_order_id: str | None = None
     conditional: bool = False
+
+
+class AmendStopRequest(_Request):
+    """Move one of our resting stops to `trigger_price` in place (same order, same
+    client id): only on a venue whose filters say `stop_moves_in_place`."""
+
+    symbol: str
+    client_order_id: str
+    exchange_order_id: str | None = None
+    trigger_price: Price
 
 
 class ExchangeOrderRequest(_Request):

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from typing import cast
 
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.exchange.activities import ExchangeActivities
     from domain.client_ids import OrderStep
+    from domain.errors import ErrorType
     from domain.events import (
         EventType,
         StopMoved,
@@ -18,8 +20,10 @@ with workflow.unsafe.imports_passed_through():
         TrailingParamsChanged,
     )
     from domain.orders import (
+        OrderIntent,
         OrderRef,
         OrderStatus,
+        OrderView,
         stop_intent,
     )
     from domain.position import (
@@ -29,7 +33,7 @@ with workflow.unsafe.imports_passed_through():
         MoveOutcome,
         on_move_failed,
     )
-    from domain.requests import CandlesRequest
+    from domain.requests import AmendStopRequest, CandlesRequest
     from domain.trailing import (
         MoveReason,
         TrailingDecision,
@@ -183,11 +187,15 @@ class Trailing(ExchangeCalls):
         """Replace the live stop by a tighter one: new stop first, then cancel the old.
 
         Both are reduce-only, so two live stops can never over-close; if the new
-        one cannot be placed the old one simply stays.
+        one cannot be placed the old one simply stays. A venue that amends stops
+        (`MarketFilters.stop_moves_in_place`: Bybit) moves the one stop instead.
         """
         move, trail = self.pending_move, self.trail
         assert move is not None and trail is not None
         old = self.s.stop
+        if old is not None and self._filters().stop_moves_in_place:
+            await self._amend_stop(old)
+            return
         cid = self._new_cid(OrderStep.MOVE)
         intent = stop_intent(cid, self.spec.symbol, self.spec.side, self.s.qty, move.new)
         placed = await self._place(intent, look_up_first=False, local=True)
@@ -197,7 +205,6 @@ class Trailing(ExchangeCalls):
         if view is None:
             assert error is not None
             self.m = self.m.with_trailing(on_move_result(trail, move, False, now))
-            decision = on_move_failed(error)
             rejected = None if error.retryable else OrderStatus.REJECTED
             self._record_order(intent, None, status=rejected)
             if error.retryable:  # it may exist after all: cancel it at a look, soon
@@ -205,37 +212,97 @@ class Trailing(ExchangeCalls):
                     OrderRef(client_order_id=cid, qty=intent.qty, trigger_price=move.new)
                 )
                 self.m = self.m.look_wanted()  # its "open" echo, if any, was not a reason
-            self._emit(
-                EventType.TRAILING_MOVE_FAILED,
-                StopMoveFailed(
-                    old_stop=move.old,
-                    new_stop=move.new,
-                    error_type=error.value,
-                    message="new stop not placed; the old stop stays",
-                ),
-            )
-            if decision.alert is not None:
-                self._alert(decision.alert, "stop move failed", error.value)
-            if decision.outcome is MoveOutcome.RECONCILE:
-                self.m = self.m.look_wanted()
+            self._move_failed(error, "new stop not placed; the old stop stays")
         else:
             ref, _ = self._resting(intent, view)
-            self._snap(self.s.with_stop(ref, now))
-            self.m = self.m.with_trailing(on_move_result(trail, move, True, now))
-            self._record_order(intent, view)
-            self._emit(
-                EventType.TRAILING_STOP_MOVED,
-                StopMoved(
-                    old_stop=move.old,
-                    new_stop=move.new,
-                    reason=move.reason.value,
-                    best_price=trail.best_price,
-                    client_order_id=cid,
-                ),
-                order_id=cid,
-            )
+            self._move_done(intent, view, ref)
             if old is not None:
                 await self._cancel(old)  # on failure: kept in stale
+        self.pending_move = None
+
+    def _move_failed(self, error: ErrorType, message: str) -> None:
+        """Record a move that did not happen (the live stop stays); alert or look as
+        `domain.protection.on_move_failed` says."""
+        move = self.pending_move
+        assert move is not None
+        decision = on_move_failed(error)
+        self._emit(
+            EventType.TRAILING_MOVE_FAILED,
+            StopMoveFailed(
+                old_stop=move.old, new_stop=move.new, error_type=error.value, message=message
+            ),
+        )
+        if decision.alert is not None:
+            self._alert(decision.alert, "stop move failed", error.value)
+        if decision.outcome is MoveOutcome.RECONCILE:
+            self.m = self.m.look_wanted()
+
+    def _move_done(self, intent: OrderIntent, view: OrderView, ref: OrderRef) -> None:
+        """Take `ref` as the live stop after the pending move; record it."""
+        move, trail = self.pending_move, self.trail
+        assert move is not None and trail is not None
+        now = workflow.now()
+        self._snap(self.s.with_stop(ref, now))
+        self.m = self.m.with_trailing(on_move_result(trail, move, True, now))
+        self._record_order(intent, view)
+        self._emit(
+            EventType.TRAILING_STOP_MOVED,
+            StopMoved(
+                old_stop=move.old,
+                new_stop=move.new,
+                reason=move.reason.value,
+                best_price=trail.best_price,
+                client_order_id=ref.client_order_id,
+            ),
+            order_id=ref.client_order_id,
+        )
+
+    async def _amend_stop(self, old: OrderRef) -> None:
+        """Move the live stop in place (a venue that amends, Bybit): one request, the
+        same order before and after, so the position never has two stops, nor none.
+
+        If the amend fails the stop stays where it was. After an ambiguous failure
+        the exchange may hold the old level or the new one: both protect, the new
+        one more, and the next move amends from whichever it is.
+        """
+        move, trail = self.pending_move, self.trail
+        assert move is not None and trail is not None
+        cid = old.client_order_id
+        intent = stop_intent(cid, self.spec.symbol, self.spec.side, old.qty, move.new)
+        view: OrderView | None = None
+        error: ErrorType | None = None
+        try:
+            view = cast(
+                OrderView,
+                await self._call(
+                    ExchangeActivities.amend_stop,
+                    AmendStopRequest(
+                        account=self.spec.account,
+                        symbol=self.spec.symbol,
+                        client_order_id=cid,
+                        exchange_order_id=old.exchange_order_id,
+                        trigger_price=move.new,
+                    ),
+                    summary=f"move stop {cid} {move.old} -> {move.new}",
+                    local=True,
+                ),
+            )
+        except ExchangeCallFailed as exc:
+            error = exc.error
+        if view is None:
+            assert error is not None
+            self.m = self.m.with_trailing(on_move_result(trail, move, False, workflow.now()))
+            self._move_failed(error, "stop not moved; it stays where it was")
+            if error is ErrorType.ORDER_NOT_FOUND:  # gone meanwhile: the look books it
+                self.m = self.m.look_wanted()
+        else:
+            ref = OrderRef(
+                client_order_id=cid,
+                exchange_order_id=view.exchange_order_id,
+                qty=old.qty,
+                trigger_price=move.new,
+            )
+            self._move_done(intent, view, ref)
         self.pending_move = None
 
     def _trailing_timer(self) -> datetime | None:

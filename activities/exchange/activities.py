@@ -38,6 +38,7 @@ from domain.orders import Fill, OrderIntent, OrderView, stop_intent
 from domain.requests import (
     AccountRequest,
     AccountSnapshot,
+    AmendStopRequest,
     CandlesRequest,
     EntryWithStopRequest,
     EntryWithStopResult,
@@ -496,6 +497,19 @@ class ExchangeActivities:
                 continue
             return EntryWithStopResult(entry=entry, stop=stop, stop_price=price)
 
+    @activity.defn(name="exchange.amend_stop")
+    @_exchange_call()
+    async def amend_stop(self, req: AmendStopRequest) -> OrderView:
+        """Move one of our resting stops in place (venues with `stop_moves_in_place`):
+        one request, the same order before and after, never a second stop. A retry
+        after a lost answer finds the price already set and succeeds."""
+        return await self._gateway(req.account).amend_stop(
+            req.symbol,
+            client_order_id=req.client_order_id,
+            exchange_order_id=req.exchange_order_id,
+            trigger_price=req.trigger_price,
+        )
+
     # --- reads and cancels ---------------------------------------------------------------------
 
     @activity.defn(name="exchange.find_order")
@@ -600,6 +614,7 @@ class ExchangeActivities:
         return [
             self.place_order,
             self.place_entry_with_stop,
+            self.amend_stop,
             self.find_order,
             self.cancel_order,
             self.cancel_by_exchange_id,

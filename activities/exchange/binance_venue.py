@@ -41,6 +41,17 @@ class BinanceVenue:
             return {"workingType": intent.working_type.value}
         return {"newOrderRespType": "RESULT"}
 
+    async def amend_stop(
+        self,
+        exchange: Any,
+        unified: str,
+        client_order_id: str,
+        exchange_order_id: str | None,
+        trigger_price: Decimal,
+    ) -> None:
+        """Binance cannot amend an algo order: its stops move new-first instead."""
+        raise NotImplementedError("Binance stops are moved by a new stop, then a cancel")
+
     def by_id_params(self, conditional: bool) -> dict[str, Any]:
         """Algo orders are reached with `trigger: True`."""
         return {"trigger": True} if conditional else {}

@@ -19,6 +19,8 @@ from domain.orders import OrderIntent, WorkingType
 from domain.symbols import canonical_from_unified
 
 PAGE = 50
+# Bybit's answers to an amend that changes nothing.
+UNCHANGED = ("remains unchanged", "not modified")
 MAX_PAGES = 100
 
 INTERVALS = {
@@ -37,6 +39,11 @@ INTERVALS = {
 """ccxt timeframes → Bybit v5 kline intervals (minutes, or D)."""
 
 
+def unified_id(exchange: Any, unified: str) -> str:
+    """The venue's own symbol ("BTCUSDT") of a ccxt unified one ("BTC/USDT:USDT")."""
+    return str(exchange.market(unified)["id"])
+
+
 class BybitVenue:
     """`Venue` for Bybit v5 linear (USDT) perpetuals."""
 
@@ -50,6 +57,7 @@ class BybitVenue:
             min_qty=to_decimal(market["limits"]["amount"]["min"]) or step,
             max_qty=to_decimal(market["limits"]["amount"].get("max")),
             min_notional=to_decimal(market["limits"].get("cost", {}).get("min")) or Decimal(0),
+            stop_moves_in_place=True,
         )
 
     def order_params(self, intent: OrderIntent) -> dict[str, Any]:
@@ -58,6 +66,36 @@ class BybitVenue:
             return {}
         mark = intent.working_type is WorkingType.MARK_PRICE
         return {"triggerBy": "MarkPrice" if mark else "LastPrice"}
+
+    async def amend_stop(
+        self,
+        exchange: Any,
+        unified: str,
+        client_order_id: str,
+        exchange_order_id: str | None,
+        trigger_price: Decimal,
+    ) -> None:
+        """`POST /v5/order/amend` with the new `triggerPrice`: the same conditional
+        order, moved in one request, so the position never has two stops.
+
+        ccxt's `edit_order` would send a quantity too; the raw endpoint sends only
+        what moves. "The order remains unchanged" (the price is already set: a
+        retry whose first answer was lost) is success.
+        """
+        request: dict[str, Any] = {
+            "category": "linear",
+            "symbol": unified_id(exchange, unified),
+            "triggerPrice": str(trigger_price),
+        }
+        if exchange_order_id:
+            request["orderId"] = exchange_order_id
+        else:
+            request["orderLinkId"] = client_order_id
+        try:
+            await exchange.privatePostV5OrderAmend(request)
+        except Exception as exc:
+            if not any(text in str(exc) for text in UNCHANGED):
+                raise
 
     def by_id_params(self, conditional: bool) -> dict[str, Any]:
         """Nothing: one id space for every kind of order."""

@@ -229,6 +229,33 @@ class ExchangeGateway:
                 return found
         return view
 
+    async def amend_stop(
+        self,
+        symbol: str,
+        *,
+        client_order_id: str,
+        exchange_order_id: str | None,
+        trigger_price: Decimal,
+    ) -> OrderView:
+        """Move one of our resting stops to `trigger_price` in place; its view after.
+
+        Only on a venue that amends (`MarketFilters.stop_moves_in_place`); the order
+        keeps its ids. A stop gone meanwhile (triggered, cancelled) raises ccxt's
+        OrderNotFound: the caller looks at what became of it.
+        """
+        await self.load_markets()
+        await self.venue.amend_stop(
+            self.protective,
+            unified_from_canonical(symbol),
+            client_order_id,
+            exchange_order_id,
+            trigger_price,
+        )
+        found = await self.find(symbol, client_order_id, True)
+        if found is None:
+            raise RuntimeError(f"stop {client_order_id} amended but not found")
+        return found
+
     async def find(self, symbol: str, client_order_id: str, conditional: bool) -> OrderView | None:
         """The order with our client id, open or done, or None if the exchange has none."""
         try:

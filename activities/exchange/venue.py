@@ -31,6 +31,19 @@ class Venue(Protocol):
         and the trigger price (which the gateway sets the unified way)."""
         ...
 
+    async def amend_stop(
+        self,
+        exchange: Any,
+        unified: str,
+        client_order_id: str,
+        exchange_order_id: str | None,
+        trigger_price: Decimal,
+    ) -> None:
+        """Move a resting stop's trigger in place (only where `market_filters` sets
+        `stop_moves_in_place`). An amend that changes nothing (a retry after an
+        answer was lost) counts as done; any other refusal raises ccxt's error."""
+        ...
+
     def by_id_params(self, conditional: bool) -> dict[str, Any]:
         """Parameters to fetch or cancel an order by exchange id."""
         ...

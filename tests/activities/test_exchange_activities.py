@@ -157,6 +157,7 @@ def test_activity_names_unchanged() -> None:
     assert names == {
         "exchange.place_order",
         "exchange.place_entry_with_stop",
+        "exchange.amend_stop",
         "exchange.find_order",
         "exchange.cancel_order",
         "exchange.cancel_by_exchange_id",

@@ -152,6 +152,60 @@ async def test_a_triggered_stop_closes_the_position_and_has_its_fills(
     assert (await gateway.position(SYMBOL)).qty == 0 and signed(sim) == 0
 
 
+@pytest.mark.parametrize("side", [Side.LONG, Side.SHORT])
+async def test_a_stop_is_moved_in_place_where_the_venue_amends(
+    gateway: ExchangeGateway, sim: PaperExchange, side: Side
+) -> None:
+    """Bybit amends a stop's trigger (one order throughout); Binance cannot (algo
+    orders), so its filters say a move is a new stop then a cancel."""
+    filters = await gateway.filters(SYMBOL)
+    assert filters.stop_moves_in_place is (sim.venue == "bybit")
+    if not filters.stop_moves_in_place:
+        return
+    await gateway.place(entry_intent(cid("e"), SYMBOL, side, QTY), look_up_first=False)
+    stop = stop_intent(cid("sl"), SYMBOL, side, QTY, stop_price(side))
+    placed = await gateway.place(stop, look_up_first=False)
+    tighter = stop_price(side, Decimal("0.02"))
+    moved = await gateway.amend_stop(
+        SYMBOL,
+        client_order_id=stop.client_order_id,
+        exchange_order_id=placed.exchange_order_id,
+        trigger_price=tighter,
+    )
+    assert moved.exchange_order_id == placed.exchange_order_id
+    assert moved.client_order_id == stop.client_order_id
+    assert moved.status is OrderStatus.OPEN and moved.trigger_price == tighter
+    assert open_stops(sim) == 1
+    # a retry whose first answer was lost: the price is already set, and that is success
+    again = await gateway.amend_stop(
+        SYMBOL, client_order_id=stop.client_order_id, exchange_order_id=None, trigger_price=tighter
+    )
+    assert again.trigger_price == tighter and open_stops(sim) == 1
+    # a move beyond the mark would trigger at once: refused, the stop stays
+    beyond = PRICE * Decimal("1.01") if side is Side.LONG else PRICE * Decimal("0.99")
+    with pytest.raises(Exception) as refused:
+        await gateway.amend_stop(
+            SYMBOL,
+            client_order_id=stop.client_order_id,
+            exchange_order_id=placed.exchange_order_id,
+            trigger_price=beyond,
+        )
+    assert classify_exception(refused.value).type is ErrorType.ORDER_IMMEDIATELY_FILLABLE
+    assert open_stops(sim) == 1
+    # a stop gone (cancelled) cannot be moved: not found, for the caller to look
+    await gateway.cancel(
+        SYMBOL, client_order_id=stop.client_order_id, exchange_order_id=None, conditional=True
+    )
+    with pytest.raises(Exception) as gone:
+        await gateway.amend_stop(
+            SYMBOL,
+            client_order_id=stop.client_order_id,
+            exchange_order_id=placed.exchange_order_id,
+            trigger_price=stop_price(side, Decimal("0.03")),
+        )
+    assert classify_exception(gone.value).type is ErrorType.ORDER_NOT_FOUND
+
+
 async def test_more_open_orders_than_one_page_are_all_listed(
     gateway: ExchangeGateway, sim: PaperExchange
 ) -> None:

@@ -161,6 +161,13 @@ async def trailing_long(stack: Stack) -> list[tuple[str, Handle]]:
     return [("trailing_long", handle)]
 
 
+async def trailing_long_bybit(stack: Stack) -> list[tuple[str, Handle]]:
+    """`trailing_long` on Bybit: every move amends the one stop in place (the
+    `exchange.amend_stop` local activity; no second stop, nothing cancelled)."""
+    [(_, handle)] = await trailing_long(stack)
+    return [("trailing_long_bybit", handle)]
+
+
 async def stop_filled_short(stack: Stack) -> list[tuple[str, Handle]]:
     """A short whose stop fires on the exchange; the user stream says so; closed."""
     symbol = "ETHUSDT"
@@ -422,8 +429,11 @@ SCENARIOS: dict[str, Scenario] = {
         reconcile_pass,
         wave,
         unprotected_alerted,
+        trailing_long_bybit,
     )
 }
+BYBIT = frozenset({"trailing_long_bybit"})
+"""Scenarios recorded against the paper exchange's Bybit venue."""
 
 
 async def record(names: list[str]) -> None:
@@ -451,36 +461,51 @@ async def record(names: list[str]) -> None:
         "alerts": AlertSettings(remind_every=timedelta(seconds=2)),
     }
     try:
-        async with live_stack(
-            env.client,
-            pg_url,
-            store,
-            settings=alerts,
-            name="record",
-            account="paper",
-            exchange={"symbols": list(PRICES)},
-            check_interval=timedelta(minutes=10),
-            config={
-                **QUICK,
-                "protection": ProtectionPolicy(
-                    retry_delay=timedelta(milliseconds=100), round_delay=timedelta(seconds=2)
-                ),
-            },
-        ) as stack:
-            for symbol, price in PRICES.items():
-                stack.sim.set_price(symbol, price)
-            HISTORIES.mkdir(parents=True, exist_ok=True)
-            for name in names:
-                for file, handle in await asyncio.wait_for(SCENARIOS[name](stack), 120):
-                    history = await handle.fetch_history()
-                    text = json.dumps(json.loads(history.to_json()), indent=1) + "\n"
-                    path = HISTORIES / f"{file}.json"
-                    path.write_text(text)
-                    print(f"{path.relative_to(ROOT)}: {len(history.events)} events")
+        for venue in ("binance", "bybit"):
+            chosen = [n for n in names if (n in BYBIT) == (venue == "bybit")]
+            if chosen:
+                await _record_on(venue, chosen, env, pg_url, store, alerts)
     finally:
         await sink.stop()
         await store.close()
         await env.shutdown()
+
+
+async def _record_on(
+    venue: str,
+    names: list[str],
+    env: WorkflowEnvironment,
+    pg_url: str,
+    store: Store,
+    alerts: dict[str, Any],
+) -> None:
+    """Run `names` on one stack whose paper exchange serves `venue`; write each history."""
+    async with live_stack(
+        env.client,
+        pg_url,
+        store,
+        settings=alerts,
+        name=f"record-{venue}",
+        account="paper",
+        exchange={"venue": venue, "symbols": list(PRICES)},
+        check_interval=timedelta(minutes=10),
+        config={
+            **QUICK,
+            "protection": ProtectionPolicy(
+                retry_delay=timedelta(milliseconds=100), round_delay=timedelta(seconds=2)
+            ),
+        },
+    ) as stack:
+        for symbol, price in PRICES.items():
+            stack.sim.set_price(symbol, price)
+        HISTORIES.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            for file, handle in await asyncio.wait_for(SCENARIOS[name](stack), 120):
+                history = await handle.fetch_history()
+                text = json.dumps(json.loads(history.to_json()), indent=1) + "\n"
+                path = HISTORIES / f"{file}.json"
+                path.write_text(text)
+                print(f"{path.relative_to(ROOT)}: {len(history.events)} events")
 
 
 def main() -> None:

@@ -47,6 +47,7 @@ REQUIRED = {
     "rollback_stop_unplaceable",
     "continue_as_new_run2",
     "trailing_long",
+    "trailing_long_bybit",  # the stop moved in place (exchange.amend_stop), never a second
     "reconcile_pass",  # ReconcileWorkflow: adoption, zombie cancel, phantom row, foreign order
     "wave",  # WaveWorkflow: selection, two positions started as children, the rest filtered
     "unprotected_alerted",  # the unprotected alert resolved (patch alert-resolution);
