@@ -49,6 +49,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--api-key", default=None, help="API key to accept (random if omitted)")
     p.add_argument("--api-secret", default=None, help="API secret (random if omitted)")
+    p.add_argument(
+        "--hedge-mode",
+        action="store_true",
+        help="start the account in hedge mode (a long and a short per symbol)",
+    )
     return p
 
 
@@ -68,6 +73,7 @@ async def _run(args: argparse.Namespace) -> int:
         api_secret=args.api_secret,
         weight_limit=args.weight_limit,
         venue=args.venue,
+        hedge_mode=args.hedge_mode,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -11,7 +11,8 @@ Routes:
   POST /price/history {"symbol","points":[[time_ms, price], ...]}   (past marks, for klines)
   POST /clock/advance {"ms"}
   POST /position/open  {"symbol","side","quantity"}
-  POST /position/close {"symbol"}
+  POST /position/close {"symbol", "positionSide"?}   (hedge mode: both sides unless given)
+  POST /position/mode  {"hedge": bool, "symbol"?}  (hedge/one-way; refused like the venue)
   POST /order/cancel   {"order_id"}          (orderId or algoId)
   GET  /faults ; POST /faults {kind, endpoint, symbol, count, duration_ms, latency_ms,
                                code, msg, status, probability}
@@ -105,8 +106,17 @@ def build_admin_app(sim: PaperExchange) -> web.Application:
         )
 
     def close_pos(_: web.Request, b: dict[str, Any]) -> Any:
-        order = sim.close_position(str(b["symbol"]))
+        ps = b.get("positionSide")
+        order = sim.close_position(str(b["symbol"]), str(ps) if ps else None)
         return F.order_json(order) if order else {"closed": False}
+
+    def position_mode(_: web.Request, b: dict[str, Any]) -> Any:
+        hedge = b["hedge"]
+        if not isinstance(hedge, bool):
+            raise ValueError("hedge must be true or false")
+        sym = b.get("symbol")
+        sim.set_position_mode(hedge, str(sym) if sym else None)
+        return {"hedgeSymbols": sorted(sim.engine.hedge_symbols)}
 
     def cancel(_: web.Request, b: dict[str, Any]) -> Any:
         res = sim.cancel_order(int(b["order_id"]))
@@ -155,6 +165,7 @@ def build_admin_app(sim: PaperExchange) -> web.Application:
     app.router.add_post("/clock/advance", route(advance))
     app.router.add_post("/position/open", route(open_pos))
     app.router.add_post("/position/close", route(close_pos))
+    app.router.add_post("/position/mode", route(position_mode))
     app.router.add_post("/order/cancel", route(cancel))
     app.router.add_get("/faults", route(faults_list))
     app.router.add_post("/faults", route(faults_add))

@@ -21,7 +21,9 @@ ORDER_NOT_EXISTS = 110001
 INSUFFICIENT = 110007
 REDUCE_ONLY = 110017
 LEVERAGE_NOT_MODIFIED = 110043
+POSITION_EXISTS = 110024
 POSITION_MODE_NOT_MODIFIED = 110025
+OPEN_ORDERS_EXIST = 110028
 DUPLICATE_LINK_ID = 110072
 EXPECT_RISING = 110092
 EXPECT_FALLING = 110093
@@ -94,6 +96,11 @@ _FROM_BINANCE: dict[int, tuple[int, str | None]] = {
     -4028: (PARAMS, "leverage invalid"),
     -1116: (PARAMS, "params error: orderType invalid"),
     -1117: (PARAMS, "params error: side invalid"),
+    # position mode (hedge): engine codes are Binance's
+    -4061: (PARAMS, "position idx not match position mode"),
+    -4059: (POSITION_MODE_NOT_MODIFIED, "Position mode is not modified"),
+    -4068: (POSITION_EXISTS, "You have an existing position, so position mode cannot be switched"),
+    -4067: (OPEN_ORDERS_EXIST, "Open orders exist, so you cannot change position mode"),
 }
 
 

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 fmt = F.fmt
 SIDE = {"BUY": "Buy", "SELL": "Sell"}
+POSITION_IDX = {"BOTH": 0, "LONG": 1, "SHORT": 2}  # engine position side -> positionIdx
 ENGINE_SIDE = {"Buy": "BUY", "Sell": "SELL"}
 TRIGGER_BY = {"MarkPrice": "MARK_PRICE", "LastPrice": "CONTRACT_PRICE", "IndexPrice": "MARK_PRICE"}
 OPEN_STATUSES = frozenset({"New", "PartiallyFilled", "Untriggered", "Triggered", "Created"})
@@ -137,7 +138,7 @@ def wallet(engine: Engine) -> dict[str, Any]:
     upnl = engine.total_unrealized()
     im = ZERO
     mm = ZERO
-    for pos in engine.positions.values():
+    for pos in engine.all_positions():
         if pos.amt != 0:
             notional = abs(pos.amt) * engine.mark[pos.symbol]
             im += notional / pos.leverage
@@ -161,7 +162,7 @@ def wallet(engine: Engine) -> dict[str, Any]:
         "totalPositionIM": e8(im),
         "totalPositionMM": e8(mm),
         "unrealisedPnl": e8(upnl),
-        "cumRealisedPnl": e8(sum((p.realized_pnl for p in engine.positions.values()), ZERO)),
+        "cumRealisedPnl": e8(sum((p.realized_pnl for p in engine.all_positions()), ZERO)),
         "bonus": "0",
         "marginCollateral": True,
         "collateralSwitch": True,
@@ -193,7 +194,7 @@ def position(
     tp_trigger_by: str,
     created_ms: int,
 ) -> dict[str, Any]:
-    """One position-list row (one-way mode, ``positionIdx`` 0).
+    """One position-list row: ``positionIdx`` 0 (one-way), 1 (hedge long) or 2 (hedge short).
 
     ``hidden``: report the position as flat (the position-lag trap).
     """
@@ -214,7 +215,7 @@ def position(
         if liq_p is not None and liq_p > 0:
             liq = fmt(m.round_price(liq_p))
     return {
-        "positionIdx": 0,
+        "positionIdx": POSITION_IDX[pos.position_side],
         "riskId": 1,
         "riskLimitValue": "2000000",
         "symbol": pos.symbol,
@@ -313,6 +314,7 @@ def order(engine: Engine, b: BOrder, *, status: str | None = None) -> dict[str, 
         trigger = fmt(algo.trigger_price)
         direction = 1 if algo.rises else 2
         trigger_by = _trigger_by_name(algo.working_type, b.trigger_by)
+        position_side = algo.position_side
         reduce_only = algo.reduce_only or algo.close_position
         close_on_trigger = b.close_on_trigger or algo.close_position
         created = algo.create_time
@@ -327,6 +329,7 @@ def order(engine: Engine, b: BOrder, *, status: str | None = None) -> dict[str, 
         trigger = "0"
         direction = 0
         trigger_by = ""
+        position_side = exe.position_side
         reduce_only = exe.reduce_only
         close_on_trigger = b.close_on_trigger
         created = exe.time
@@ -347,7 +350,7 @@ def order(engine: Engine, b: BOrder, *, status: str | None = None) -> dict[str, 
         "qty": fmt(qty) if qty else "0",
         "side": SIDE[side],
         "isLeverage": "",
-        "positionIdx": 0,
+        "positionIdx": POSITION_IDX[position_side],
         "orderStatus": st,
         "createType": b.create_type,
         "cancelType": b.cancel_type(st),

@@ -214,12 +214,15 @@ class BybitRest:
         if not sym and not (_str(p, "settleCoin") or _str(p, "baseCoin")):
             raise E.missing("symbol or settleCoin or baseCoin")
         rows = []
-        for s, pos in self.engine.positions.items():
+        for s in self.engine.positions:
             if sym:
-                if s == sym:
-                    rows.append(self.venue.position_row(s))
-            elif pos.amt != 0 and not self.venue.position_hidden(s):
-                rows.append(self.venue.position_row(s))
+                if s == sym:  # every row of the symbol, flat ones too
+                    rows.extend(self.venue.position_rows(s))
+                continue
+            # hedge mode: a row per side (positionIdx 1 and 2)
+            for pos in self.engine.symbol_positions(s):
+                if pos.amt != 0 and not self.venue.position_hidden(s, pos.position_side):
+                    rows.append(self.venue.position_row(s, pos.position_side))
         page, nxt = _page(p, rows, 20, 200)
         return {"category": "linear", "list": page, "nextPageCursor": nxt}
 

@@ -12,7 +12,10 @@ module keeps what Bybit adds:
   one take-profit per symbol, moved in place with :meth:`Engine.amend_algo`.
   An attached stop-loss is placed *before* the entry executes, so the position
   is never without it (ground truth ``unprotectedMs`` stays 0);
-* the two Bybit traps of :class:`BybitConfig` (off by default).
+* the two Bybit traps of :class:`BybitConfig` (off by default);
+* hedge mode (``switch-mode`` mode 3, per symbol or for every USDT symbol):
+  ``positionIdx`` 1 is the engine's LONG side, 2 its SHORT side; position TP/SL
+  belong to one side.
 
 Every rejection is an :class:`simulator.errors.ApiError` (Bybit retCode or an
 engine Binance code that :func:`simulator.bybit_errors.to_bybit` translates).
@@ -38,6 +41,7 @@ if TYPE_CHECKING:
     from simulator.server import PaperExchange
 
 LINK_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,36}$")
+IDX_SIDE = {"0": "BOTH", "1": "LONG", "2": "SHORT"}  # positionIdx -> engine position side
 
 
 @dataclass(slots=True)
@@ -109,8 +113,9 @@ class BybitVenue:
         self.by_link: dict[str, str] = {}
         self.by_engine_order: dict[int, str] = {}
         self.by_engine_algo: dict[int, str] = {}
-        self.position_stops: dict[tuple[str, str], int] = {}  # (symbol, "sl"|"tp") -> algo id
-        self.position_created: dict[str, int] = {}
+        # (symbol, "sl"|"tp", position side) -> algo id
+        self.position_stops: dict[tuple[str, str, str], int] = {}
+        self.position_created: dict[tuple[str, str], int] = {}  # (symbol, position side)
         self._expect_order: BOrder | None = None
         self._expect_algo: BOrder | None = None
         self._held: list[tuple[str, list[dict[str, Any]]]] | None = None
@@ -209,11 +214,11 @@ class BybitVenue:
         return BF.order_status(self.engine, b) in BF.OPEN_STATUSES
 
     # ---------------------------------------------------------------- traps
-    def position_hidden(self, symbol: str) -> bool:
+    def position_hidden(self, symbol: str, ps: str = "BOTH") -> bool:
         lag = self.config.position_lag_ms
-        if lag <= 0 or self.engine.positions[symbol].amt == 0:
+        if lag <= 0 or self.engine.position(symbol, ps).amt == 0:
             return False
-        opened = self.position_created.get(symbol)
+        opened = self.position_created.get((symbol, ps))
         return opened is not None and self.wall_ms() - opened < lag
 
     def reported_status(self, b: BOrder) -> str | None:
@@ -236,7 +241,7 @@ class BybitVenue:
         qty = _dec(p, "qty", required=True)
         assert qty is not None
         price = _dec(p, "price")
-        _position_idx(p)
+        ps = self._position_side(sym, p)
         link = _str(p, "orderLinkId")
         if link:
             if not LINK_ID_RE.match(link):
@@ -245,7 +250,7 @@ class BybitVenue:
                 raise E.duplicate_link_id()
         reduce_only = _bool(p, "reduceOnly")
         close_on_trigger = _bool(p, "closeOnTrigger")
-        if (reduce_only or close_on_trigger) and self.position_hidden(sym):
+        if (reduce_only or close_on_trigger) and self.position_hidden(sym, ps):
             raise E.reduce_only_zero()
         trigger = _dec(p, "triggerPrice")
         sl = _dec(p, "stopLoss")
@@ -263,7 +268,7 @@ class BybitVenue:
                     110057, "Conditional order or limit order contains TP/SL related params"
                 )
             return self._create_conditional(
-                p, sym, side, qty, trigger, link, reduce_only, close_on_trigger
+                p, sym, side, qty, trigger, link, reduce_only, close_on_trigger, ps
             )
         if otype == "Limit" and price is None:
             raise E.params_error("params error: price is required for Limit orders")
@@ -277,17 +282,19 @@ class BybitVenue:
         tp_by = _trigger_by(p, "tpTriggerBy")
         b.stop_loss, b.take_profit, b.sl_trigger_by, b.tp_trigger_by = sl, tp, sl_by, tp_by
         if not (sl or tp):
-            self._place_entry(b, sym, side, otype, qty, price, reduce_only or close_on_trigger, tif)
+            self._place_entry(
+                b, sym, side, otype, qty, price, reduce_only or close_on_trigger, tif, ps
+            )
             return {"orderId": b.order_id, "orderLinkId": b.link_id}
         # Entry with TP/SL: the position stop goes live first; stream messages are held
         # so subscribers see the StopLoss order before the entry's fill, and nothing of
         # a rejected entry.
         self._held = []
         try:
-            placed = self._attach_tpsl(sym, side, sl, sl_by, tp, tp_by)
+            placed = self._attach_tpsl(sym, side, sl, sl_by, tp, tp_by, ps)
             try:
                 self._place_entry(
-                    b, sym, side, otype, qty, price, reduce_only or close_on_trigger, tif
+                    b, sym, side, otype, qty, price, reduce_only or close_on_trigger, tif, ps
                 )
             except ApiError:
                 for t in placed:
@@ -313,6 +320,7 @@ class BybitVenue:
         price: Decimal | None,
         reduce_only: bool,
         tif: str,
+        ps: str = "BOTH",
     ) -> None:
         with self._expect(order=b):
             self.engine.place_order(
@@ -324,6 +332,7 @@ class BybitVenue:
                 reduce_only=reduce_only,
                 client_order_id=b.link_id or None,
                 time_in_force=tif,
+                position_side=ps,
             )
         self._register(b)
 
@@ -337,6 +346,7 @@ class BybitVenue:
         link: str,
         reduce_only: bool,
         close_on_trigger: bool,
+        ps: str = "BOTH",
     ) -> dict[str, Any]:
         direction = _str(p, "triggerDirection")
         if direction not in ("1", "2"):
@@ -362,6 +372,7 @@ class BybitVenue:
                 reduce_only=reduce_only or close_on_trigger,
                 working_type=BF.TRIGGER_BY[by],
                 client_algo_id=link or None,
+                position_side=ps,
             )
         self._register(b)
         return {"orderId": b.order_id, "orderLinkId": b.link_id}
@@ -440,17 +451,22 @@ class BybitVenue:
         sl_by: str,
         tp: Decimal | None,
         tp_by: str,
+        ps: str = "BOTH",
     ) -> list[BOrder]:
-        """Make the entry's TP/SL live before the entry executes; returns new records."""
-        amt = self.engine.positions[sym].amt
-        long_after = entry_side == "BUY" if amt == 0 else amt > 0
+        """Make the entry's TP/SL live before the entry executes; returns new records.
+        In hedge mode they belong to the entry's position side (idx 1 long, 2 short)."""
+        amt = self.engine.position(sym, ps).amt
+        if ps != "BOTH":
+            long_after = ps == "LONG"
+        else:
+            long_after = entry_side == "BUY" if amt == 0 else amt > 0
         self._check_tpsl(sym, long_after, sl, sl_by, tp, tp_by)
         exit_side = "SELL" if long_after else "BUY"
         placed = []
         for which, price, by in (("sl", sl, sl_by), ("tp", tp, tp_by)):
             if price is None:
                 continue
-            new = self._set_position_stop(sym, which, exit_side, price, by, silent=True)
+            new = self._set_position_stop(sym, which, exit_side, price, by, ps, silent=True)
             if new is not None:
                 placed.append(new)
         return placed
@@ -483,13 +499,20 @@ class BybitVenue:
                 )
 
     def _set_position_stop(
-        self, sym: str, which: str, exit_side: str, price: Decimal, by: str, silent: bool = False
+        self,
+        sym: str,
+        which: str,
+        exit_side: str,
+        price: Decimal,
+        by: str,
+        ps: str = "BOTH",
+        silent: bool = False,
     ) -> BOrder | None:
         """Set or move the position's SL/TP; returns the record when a new one was made."""
         m = self.engine.market(sym)
         if not m.is_tick_multiple(price):
             raise E.params_error("params error: price not match tick size")
-        algo_id = self.position_stops.get((sym, which))
+        algo_id = self.position_stops.get((sym, which, ps))
         if algo_id is not None:
             algo = self.engine.algos[algo_id]
             if algo.is_open and algo.side == exit_side:
@@ -501,7 +524,7 @@ class BybitVenue:
                 return None
             if algo.is_open:
                 self.engine.cancel_algo(algo_id=algo_id)
-            self.position_stops.pop((sym, which), None)
+            self.position_stops.pop((sym, which, ps), None)
         b = self._new(
             sym,
             "tpsl",
@@ -519,13 +542,14 @@ class BybitVenue:
                 price,
                 close_position=True,
                 working_type=BF.TRIGGER_BY[by],
+                position_side=ps,
             )
         self._register(b)
-        self.position_stops[(sym, which)] = algo.algo_id
+        self.position_stops[(sym, which, ps)] = algo.algo_id
         return b
 
-    def position_stop(self, sym: str, which: str) -> tuple[Decimal | None, str]:
-        algo_id = self.position_stops.get((sym, which))
+    def position_stop(self, sym: str, which: str, ps: str = "BOTH") -> tuple[Decimal | None, str]:
+        algo_id = self.position_stops.get((sym, which, ps))
         if algo_id is None:
             return None, ""
         algo = self.engine.algos[algo_id]
@@ -537,15 +561,15 @@ class BybitVenue:
     def trading_stop(self, p: dict[str, Any]) -> dict[str, Any]:
         sym = self.symbol(p)
         assert sym is not None
-        _position_idx(p)
+        ps = self._position_side(sym, p)
         mode = _str(p, "tpslMode") or "Full"
         if mode != "Full":
             raise E.params_error("params error: only tpslMode Full is simulated")
         trailing = _dec(p, "trailingStop")
         if trailing:
             raise E.params_error("params error: trailingStop is not simulated")
-        amt = self.engine.positions[sym].amt
-        if amt == 0 or self.position_hidden(sym):
+        amt = self.engine.position(sym, ps).amt
+        if amt == 0 or self.position_hidden(sym, ps):
             raise E.zero_position_tpsl()
         long = amt > 0
         exit_side = "SELL" if long else "BUY"
@@ -558,11 +582,11 @@ class BybitVenue:
             if price is None:
                 continue
             if price == 0:
-                algo_id = self.position_stops.pop((sym, which), None)
+                algo_id = self.position_stops.pop((sym, which, ps), None)
                 if algo_id is not None and self.engine.algos[algo_id].is_open:
                     self.engine.cancel_algo(algo_id=algo_id)
                 continue
-            self._set_position_stop(sym, which, exit_side, price, by)
+            self._set_position_stop(sym, which, exit_side, price, by, ps)
         return {}
 
     # --------------------------------------------------------- positions
@@ -571,41 +595,67 @@ class BybitVenue:
         assert sym is not None
         buy = _dec(p, "buyLeverage", required=True)
         sell = _dec(p, "sellLeverage", required=True)
-        if buy != sell:
+        hedge = self.engine.is_hedge(sym)
+        if buy != sell and not hedge:  # hedge mode: the long and short sides may differ
             raise E.params_error("buy leverage must equal sell leverage in one-way mode")
-        assert buy is not None
-        if buy != buy.to_integral_value():
+        assert buy is not None and sell is not None
+        if buy != buy.to_integral_value() or sell != sell.to_integral_value():
             raise E.params_error("params error: the simulator only supports whole leverage")
-        lev = int(buy)
-        if self.engine.positions[sym].leverage == lev:
+        if not hedge:
+            lev = int(buy)
+            if self.engine.positions[sym].leverage == lev:
+                raise E.err(E.LEVERAGE_NOT_MODIFIED, "leverage not modified")
+            self.engine.set_leverage(sym, lev)
+            return {}
+        wanted = {"LONG": int(buy), "SHORT": int(sell)}
+        if all(self.engine.position(sym, ps).leverage == v for ps, v in wanted.items()):
             raise E.err(E.LEVERAGE_NOT_MODIFIED, "leverage not modified")
-        self.engine.set_leverage(sym, lev)
+        for ps, v in wanted.items():
+            self.engine.set_leverage(sym, v, ps)
         return {}
 
     def switch_mode(self, p: dict[str, Any]) -> dict[str, Any]:
-        if not (_str(p, "symbol") or _str(p, "coin")):
+        """Mode 0 (one-way) or 3 (hedge) for ``symbol``, or for every symbol of
+        ``coin`` (all simulated symbols settle in USDT)."""
+        sym = _str(p, "symbol")
+        coin = _str(p, "coin")
+        if not (sym or coin):
             raise E.missing("symbol or coin")
+        if not sym and coin != "USDT":
+            raise E.params_error("params error: coin invalid")
         mode = _str(p, "mode")
-        if mode == "0":
-            return {}
-        if mode == "3":
-            raise E.err(110029, "Hedge mode is not available for this symbol in the simulator")
-        raise E.params_error("params error: mode invalid")
+        if mode not in ("0", "3"):
+            raise E.params_error("params error: mode invalid")
+        self.engine.set_position_mode(mode == "3", [sym] if sym else None)
+        return {}
 
-    def position_row(self, sym: str) -> dict[str, Any]:
-        pos = self.engine.positions[sym]
-        sl, sl_by = self.position_stop(sym, "sl")
-        tp, tp_by = self.position_stop(sym, "tp")
+    def position_rows(self, sym: str) -> list[dict[str, Any]]:
+        """The symbol's rows: one (idx 0), or two in hedge mode (idx 1 and 2)."""
+        return [
+            self.position_row(sym, pos.position_side) for pos in self.engine.symbol_positions(sym)
+        ]
+
+    def position_row(self, sym: str, ps: str = "BOTH") -> dict[str, Any]:
+        pos = self.engine.position(sym, ps)
+        sl, sl_by = self.position_stop(sym, "sl", ps)
+        tp, tp_by = self.position_stop(sym, "tp", ps)
         return BF.position(
             self.engine,
             pos,
-            hidden=self.position_hidden(sym),
+            hidden=self.position_hidden(sym, ps),
             stop_loss=sl,
             take_profit=tp,
             sl_trigger_by=sl_by,
             tp_trigger_by=tp_by,
-            created_ms=self.position_created.get(sym, pos.update_time),
+            created_ms=self.position_created.get((sym, ps), pos.update_time),
         )
+
+    def _position_side(self, sym: str, p: dict[str, Any]) -> str:
+        """``positionIdx`` as an engine position side, checked against the mode."""
+        ps = IDX_SIDE.get(_str(p, "positionIdx") or "0")
+        if ps is None:
+            raise E.params_error("position idx not match position mode")
+        return self.engine.check_position_side(sym, ps)
 
     # ----------------------------------------------------------- helpers
     def symbol(self, p: dict[str, Any], required: bool = True) -> str | None:
@@ -641,18 +691,19 @@ class BybitVenue:
                 for key, algo_id in list(self.position_stops.items()):
                     if algo_id == a.algo_id:
                         del self.position_stops[key]
-                        if a.algo_status == "CANCELED" and self.engine.positions[a.symbol].amt == 0:
+                        pos = self.engine.position(a.symbol, a.position_side)
+                        if a.algo_status == "CANCELED" and pos.amt == 0:
                             b.cancelled_by = "CancelByTpSlTsClear"  # the position closed
             self._publish_order(b)
         elif isinstance(event, AccountEvent):
             rows = []
-            for sym in event.symbols:
-                pos = self.engine.positions[sym]
-                if pos.amt != 0 and sym not in self.position_created:
-                    self.position_created[sym] = self.wall_ms()
+            for sym, ps in event.keys():
+                pos = self.engine.position(sym, ps)
+                if pos.amt != 0 and (sym, ps) not in self.position_created:
+                    self.position_created[(sym, ps)] = self.wall_ms()
                 elif pos.amt == 0:
-                    self.position_created.pop(sym, None)
-                rows.append(self.position_row(sym))
+                    self.position_created.pop((sym, ps), None)
+                rows.append(self.position_row(sym, ps))
             if rows:
                 self._publish("position", rows)
             self._publish("wallet", [BF.wallet(self.engine)])
@@ -674,10 +725,12 @@ class BybitVenue:
     def truth(self) -> dict[str, Any]:
         """Bybit extras for ``ground_truth()``: records and position TP/SL."""
         stops = {}
-        for (sym, which), algo_id in self.position_stops.items():
+        for (sym, which, ps), algo_id in self.position_stops.items():
             a = self.engine.algos[algo_id]
             if a.is_open:
-                stops[f"{sym}:{which}"] = {
+                # one-way keys stay "SYMBOL:sl"; hedge mode adds the side
+                name = f"{sym}:{which}" if ps == "BOTH" else f"{sym}:{which}:{ps}"
+                stops[name] = {
                     "algoId": algo_id,
                     "triggerPrice": BF.fmt(a.trigger_price),
                 }
@@ -782,9 +835,3 @@ def _trigger_by(p: dict[str, Any], name: str) -> str:
     if by not in BF.TRIGGER_BY:
         raise E.params_error(f"params error: {name} invalid")
     return by
-
-
-def _position_idx(p: dict[str, Any]) -> None:
-    idx = _str(p, "positionIdx") or "0"
-    if idx != "0":
-        raise E.params_error("position idx not match position mode")

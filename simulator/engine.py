@@ -9,7 +9,10 @@ translates. State changes are reported to listeners as events (see
 Fill model: market orders fill at the mark price moved against the taker by
 ``slippage_bps`` (rounded to tick), optionally split into ``fill_parts``
 executions; limit orders rest and fill at their price (maker) when the mark
-crosses them. Positions are one-way (``positionSide=BOTH``).
+crosses them. Positions are one-way (``positionSide=BOTH``) unless a symbol is in
+hedge mode (Binance ``dualSidePosition``, Bybit mode 3): then it has a LONG and a
+SHORT position, every order names its side, and an order on the exit side of its
+position side (SELL LONG, BUY SHORT) only reduces that side.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ EIGHT_DP = Decimal("0.00000001")
 BPS = Decimal(10000)
 STOP_TYPES = ("STOP_MARKET", "TAKE_PROFIT_MARKET")
 PROTECTIVE_TYPES = ("STOP_MARKET",)
+BOTH, LONG, SHORT = "BOTH", "LONG", "SHORT"
+HEDGE_SIDES = (LONG, SHORT)
 
 
 @dataclass(slots=True)
@@ -53,11 +58,21 @@ class AlgoEvent:
 
 @dataclass(slots=True)
 class AccountEvent:
-    """Balance and/or the positions of ``symbols`` changed (Binance ACCOUNT_UPDATE)."""
+    """Balance and/or the positions of ``symbols`` changed (Binance ACCOUNT_UPDATE).
+
+    ``sides`` pairs with ``symbols`` (the position side that changed); empty means
+    BOTH for every symbol (one-way mode)."""
 
     reason: str
     symbols: list[str]
     time: int
+    sides: list[str] = field(default_factory=list)
+
+    def keys(self) -> list[tuple[str, str]]:
+        """``(symbol, position side)`` of every changed position."""
+        if not self.sides:
+            return [(s, BOTH) for s in self.symbols]
+        return list(zip(self.symbols, self.sides, strict=True))
 
 
 Event = OrderEvent | AlgoEvent | AccountEvent
@@ -87,6 +102,11 @@ def _sign(x: Decimal) -> int:
     return 1 if x > 0 else (-1 if x < 0 else 0)
 
 
+def exits(side: str, position_side: str) -> bool:
+    """True for an order side that reduces a hedge-mode position side (SELL LONG, BUY SHORT)."""
+    return (position_side == LONG and side == "SELL") or (position_side == SHORT and side == "BUY")
+
+
 class Engine:
     """Deterministic USD-M perpetual matching engine.
 
@@ -108,20 +128,28 @@ class Engine:
         # Every mark change, for klines. The initial marks are not points: candles
         # start at the first set_price (or loaded history), not at engine creation.
         self.history = PriceHistory()
+        # One-way (BOTH) positions by symbol, and hedge-mode LONG/SHORT positions; a
+        # symbol in ``hedge_symbols`` trades only the latter.
         self.positions: dict[str, Position] = {
             s: Position(s, leverage=self.config.default_leverage) for s in markets
         }
+        self.hedge_positions: dict[tuple[str, str], Position] = {
+            (s, ps): Position(s, leverage=self.config.default_leverage, position_side=ps)
+            for s in markets
+            for ps in HEDGE_SIDES
+        }
+        self.hedge_symbols: set[str] = set()
         self.orders: dict[int, Order] = {}
         self.algos: dict[int, AlgoOrder] = {}
         self.fills: list[Fill] = []
         self.episodes: list[Episode] = []
-        self._open_episode: dict[str, Episode] = {}
+        self._open_episode: dict[tuple[str, str], Episode] = {}  # (symbol, position side)
         self._orders_by_cid: dict[str, list[int]] = {}
         self._algos_by_cid: dict[str, list[int]] = {}
         self._open_orders: dict[int, Order] = {}
         self._open_algos: dict[int, AlgoOrder] = {}
-        # (symbol, side) -> number of open protective stops; O(1) protection checks
-        self._protective: dict[tuple[str, str], int] = {}
+        # (symbol, position side, order side) -> open protective stops; O(1) checks
+        self._protective: dict[tuple[str, str, str], int] = {}
         # trigger books keyed by (symbol, "MARK_PRICE"|"CONTRACT_PRICE"|"LIMIT")
         self._books: dict[tuple[str, str], TriggerBook] = {}
         self._delayed: list[tuple[int, int]] = []  # (due_ms, order_id)
@@ -221,9 +249,68 @@ class Engine:
         if not m.is_tick_multiple(price):
             raise errors.price_not_tick()
 
-    def _reducible(self, symbol: str, side: str) -> Decimal:
+    # ------------------------------------------------------- position mode
+    def is_hedge(self, symbol: str) -> bool:
+        return symbol in self.hedge_symbols
+
+    def position(self, symbol: str, position_side: str = BOTH) -> Position:
+        if position_side == BOTH:
+            return self.positions[symbol]
+        return self.hedge_positions[(symbol, position_side)]
+
+    def symbol_positions(self, symbol: str) -> list[Position]:
+        """The positions ``symbol`` trades in its mode: [BOTH], or [LONG, SHORT]."""
+        if symbol in self.hedge_symbols:
+            return [self.hedge_positions[(symbol, LONG)], self.hedge_positions[(symbol, SHORT)]]
+        return [self.positions[symbol]]
+
+    def all_positions(self) -> list[Position]:
+        """Every position object, one-way ones first (flat ones included)."""
+        return [*self.positions.values(), *self.hedge_positions.values()]
+
+    def check_position_side(self, symbol: str, position_side: str) -> str:
+        """The order's position side, validated against the symbol's mode (-4061)."""
+        ps = position_side.upper()
+        ok = ps in HEDGE_SIDES if symbol in self.hedge_symbols else ps == BOTH
+        if not ok:
+            raise errors.ApiError(-4061, "Order's position side does not match user's setting.")
+        return ps
+
+    def set_position_mode(self, hedge: bool, symbols: list[str] | None = None) -> None:
+        """Switch ``symbols`` (default: all) to hedge or one-way mode.
+
+        Rejections as Binance: -4059 nothing to change, -4068 a position exists,
+        -4067 an open order or algo order exists (on any of the symbols).
+        """
+        targets = list(self.markets) if symbols is None else symbols
+        for s in targets:
+            self.market(s)
+        if all((s in self.hedge_symbols) == hedge for s in targets):
+            raise errors.ApiError(-4059, "No need to change position side.")
+        wanted = set(targets)
+        for pos in self.all_positions():
+            if pos.symbol in wanted and pos.amt != 0:
+                raise errors.ApiError(
+                    -4068, "Position side cannot be changed if there exists position."
+                )
+        if any(o.symbol in wanted for o in self._open_orders.values()) or any(
+            a.symbol in wanted for a in self._open_algos.values()
+        ):
+            raise errors.ApiError(
+                -4067, "Position side cannot be changed if there exists open orders."
+            )
+        if hedge:
+            self.hedge_symbols |= wanted
+        else:
+            self.hedge_symbols -= wanted
+
+    def _reducing(self, side: str, position_side: str, reduce_only: bool) -> bool:
+        """Whether an order may only reduce: reduce-only, or the exit side in hedge mode."""
+        return reduce_only or exits(side, position_side)
+
+    def _reducible(self, symbol: str, side: str, position_side: str = BOTH) -> Decimal:
         """How much an order of ``side`` could reduce the current position (>= 0)."""
-        amt = self.positions[symbol].amt
+        amt = self.position(symbol, position_side).amt
         if side == "SELL" and amt > 0:
             return amt
         if side == "BUY" and amt < 0:
@@ -233,20 +320,22 @@ class Engine:
     def available_balance(self) -> Decimal:
         """Wallet + unrealised PnL - initial margin of all positions (cross)."""
         total = self.wallet_balance
-        for pos in self.positions.values():
+        for pos in self.all_positions():
             if pos.amt != 0:
                 mark = self.mark[pos.symbol]
                 total += pos.amt * (mark - pos.entry_price)
                 total -= abs(pos.amt) * mark / pos.leverage
         return total
 
-    def _check_margin(self, symbol: str, side: str, qty: Decimal, price: Decimal) -> None:
+    def _check_margin(
+        self, symbol: str, side: str, qty: Decimal, price: Decimal, position_side: str = BOTH
+    ) -> None:
         if not self.config.check_margin:
             return
-        opening = qty - self._reducible(symbol, side)
+        opening = qty - self._reducible(symbol, side, position_side)
         if opening <= 0:
             return
-        need = opening * price / self.positions[symbol].leverage
+        need = opening * price / self.position(symbol, position_side).leverage
         if need > self.available_balance():
             raise errors.margin_insufficient()
 
@@ -263,12 +352,18 @@ class Engine:
         client_order_id: str | None = None,
         time_in_force: str = "GTC",
         source: str = "api",
+        position_side: str = BOTH,
     ) -> Order:
         """Validate and accept a MARKET or LIMIT order; market orders execute now
-        (or after ``market_fill_delay_ms``). Raises ApiError on rejection."""
+        (or after ``market_fill_delay_ms``). Raises ApiError on rejection.
+
+        In hedge mode ``position_side`` is LONG or SHORT and an exit-side order
+        (SELL LONG, BUY SHORT) behaves as reduce-only on that side."""
         m = self.market(symbol)
         if side not in ("BUY", "SELL"):
             raise errors.invalid_side()
+        ps = self.check_position_side(symbol, position_side)
+        reducing = self._reducing(side, ps, reduce_only)
         if order_type in ("STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET"):
             raise errors.ApiError(
                 -4120, "Order type not supported for this endpoint. Please use the Algo Order API."
@@ -283,16 +378,16 @@ class Engine:
                 raise errors.mandatory_param("price")
             self._check_price(m, price)
         ref_price = price if (order_type == "LIMIT" and price is not None) else self.mark[symbol]
-        if not reduce_only and quantity * ref_price < m.min_notional:
+        if not reducing and quantity * ref_price < m.min_notional:
             raise errors.notional_too_small(str(m.min_notional))
         cid = self._check_cid(client_order_id, "sim-")
         existing = self._order_by_cid(cid)
         if existing is not None and existing.is_open:
             raise errors.duplicate_client_order_id()
-        if reduce_only and self._reducible(symbol, side) == 0:
+        if reducing and self._reducible(symbol, side, ps) == 0:
             raise errors.reduce_only_rejected()
-        if not reduce_only:
-            self._check_margin(symbol, side, quantity, ref_price)
+        if not reducing:
+            self._check_margin(symbol, side, quantity, ref_price, ps)
         now = self.clock.now_ms()
         order = self._new_order(
             symbol,
@@ -309,6 +404,7 @@ class Engine:
             cid,
             source,
             now,
+            position_side=ps,
         )
         self._emit(OrderEvent(order, "NEW", None, now))
         if order_type == "MARKET":
@@ -347,6 +443,7 @@ class Engine:
         source: str,
         now: int,
         algo_id: int | None = None,
+        position_side: str = BOTH,
     ) -> Order:
         order = Order(
             order_id=self._next_order_id,
@@ -366,6 +463,7 @@ class Engine:
             update_time=now,
             source=source,
             algo_id=algo_id,
+            position_side=position_side,
         )
         self._next_order_id += 1
         self.orders[order.order_id] = order
@@ -387,16 +485,20 @@ class Engine:
             ticks = (raw / m.tick_size).to_integral_value(rounding=ROUND_FLOOR)
         return max(ticks, Decimal(1)) * m.tick_size
 
+    def _order_reduces(self, order: Order) -> bool:
+        return order.reduce_only or order.close_position or exits(order.side, order.position_side)
+
     def _execute_market(self, order: Order, now: int) -> None:
         qty = order.orig_qty - order.executed_qty
-        if order.reduce_only or order.close_position:
-            qty = min(qty, self._reducible(order.symbol, order.side))
+        reduces = self._order_reduces(order)
+        if reduces:
+            qty = min(qty, self._reducible(order.symbol, order.side, order.position_side))
             if qty <= 0:
                 self._finish(order, "EXPIRED", now)
                 return
         m = self.markets[order.symbol]
         ratio = self.config.market_fill_ratio
-        if ratio < 1 and not (order.reduce_only or order.close_position):
+        if ratio < 1 and not reduces:
             qty = m.floor_qty(qty * ratio)
             if qty <= 0:
                 self._finish(order, "EXPIRED", now)
@@ -417,12 +519,13 @@ class Engine:
 
     def _execute(self, order: Order, qty: Decimal, price: Decimal, maker: bool, now: int) -> None:
         """Apply one execution of ``qty`` at ``price`` to order, position and wallet."""
-        if order.reduce_only:
-            qty = min(qty, self._reducible(order.symbol, order.side))
+        ps = order.position_side
+        if order.reduce_only or exits(order.side, ps):
+            qty = min(qty, self._reducible(order.symbol, order.side, ps))
             if qty <= 0:
                 self._finish(order, "EXPIRED", now)
                 return
-        pos = self.positions[order.symbol]
+        pos = self.position(order.symbol, ps)
         delta = qty if order.side == "BUY" else -qty
         old = pos.amt
         realized = ZERO
@@ -457,6 +560,7 @@ class Engine:
             realized_pnl=realized,
             maker=maker,
             time=now,
+            position_side=ps,
         )
         self._next_trade_id += 1
         self.fills.append(fill)
@@ -469,8 +573,9 @@ class Engine:
             self._open_orders.pop(order.order_id, None)
             self._books[(order.symbol, "LIMIT")].remove(order.order_id)
         self._emit(OrderEvent(order, "TRADE", fill, now))
-        self._emit(AccountEvent("ORDER", [order.symbol], now))
-        self._position_changed(order.symbol, old, now)
+        sides = [ps] if ps != BOTH else []  # one-way events stay as they were
+        self._emit(AccountEvent("ORDER", [order.symbol], now, sides))
+        self._position_changed(order.symbol, ps, old, now)
 
     def _finish(self, order: Order, status: str, now: int) -> None:
         order.status = status
@@ -560,15 +665,20 @@ class Engine:
         client_algo_id: str | None = None,
         price_protect: bool = False,
         source: str = "api",
+        position_side: str = BOTH,
     ) -> AlgoOrder:
         """Accept a conditional STOP_MARKET / TAKE_PROFIT_MARKET order.
 
         Rejections: -2021 would trigger now, -4130 duplicate closePosition stop,
-        -2022 reduce-only with nothing to reduce, -20132 duplicate open clientAlgoId.
+        -2022 reduce-only with nothing to reduce (in hedge mode also an exit-side
+        order, or a closePosition order on the entry side), -20132 duplicate open
+        clientAlgoId, -4061 position side not matching the mode.
         """
         m = self.market(symbol)
         if side not in ("BUY", "SELL"):
             raise errors.invalid_side()
+        ps = self.check_position_side(symbol, position_side)
+        reducing = self._reducing(side, ps, reduce_only)
         if order_type not in STOP_TYPES:
             raise errors.invalid_order_type()
         if working_type not in ("MARK_PRICE", "CONTRACT_PRICE"):
@@ -585,7 +695,7 @@ class Engine:
             if quantity is None:
                 raise errors.mandatory_param("quantity")
             self._check_qty(m, quantity)
-            if not reduce_only and quantity * trigger_price < m.min_notional:
+            if not reducing and quantity * trigger_price < m.min_notional:
                 raise errors.notional_too_small(str(m.min_notional))
         cid = self._check_cid(client_algo_id, "algo-")
         existing = self._algo_by_cid(cid)
@@ -596,15 +706,19 @@ class Engine:
         if (rises and current >= trigger_price) or (not rises and current <= trigger_price):
             raise errors.would_trigger()
         if close_position:
+            if ps != BOTH and not exits(side, ps):
+                # a closePosition BUY LONG / SELL SHORT could never close anything
+                raise errors.reduce_only_rejected()
             for other in self._open_algos.values():
                 if (
                     other.symbol == symbol
                     and other.close_position
                     and other.side == side
                     and other.order_type == order_type
+                    and other.position_side == ps
                 ):
                     raise errors.close_position_exists()
-        elif reduce_only and self._reducible(symbol, side) == 0:
+        elif reducing and self._reducible(symbol, side, ps) == 0:
             raise errors.reduce_only_rejected()
         now = self.clock.now_ms()
         algo = AlgoOrder(
@@ -622,6 +736,7 @@ class Engine:
             create_time=now,
             update_time=now,
             source=source,
+            position_side=ps,
         )
         self._next_algo_id += 1
         self.algos[algo.algo_id] = algo
@@ -629,15 +744,17 @@ class Engine:
         self._algos_by_cid.setdefault(cid, []).append(algo.algo_id)
         self._books[(symbol, working_type)].add(algo.algo_id, trigger_price, rises)
         if self._is_protective(algo):
-            key = (symbol, side)
+            key = (symbol, ps, side)
             self._protective[key] = self._protective.get(key, 0) + 1
         self._emit(AlgoEvent(algo, now))
-        self._refresh_protection(symbol, now)
+        self._refresh_protection(symbol, ps, now)
         return algo
 
     @staticmethod
     def _is_protective(algo: AlgoOrder) -> bool:
-        return algo.order_type in PROTECTIVE_TYPES and (algo.reduce_only or algo.close_position)
+        return algo.order_type in PROTECTIVE_TYPES and (
+            algo.reduce_only or algo.close_position or exits(algo.side, algo.position_side)
+        )
 
     def _close_algo(self, algo: AlgoOrder, status: str, now: int, reason: str = "") -> None:
         """Move an open algo to a terminal/triggered status and keep indexes in sync."""
@@ -650,19 +767,20 @@ class Engine:
             self._open_algos.pop(algo.algo_id, None)
             self._books[(algo.symbol, algo.working_type)].remove(algo.algo_id)
             if self._is_protective(algo):
-                self._protective[(algo.symbol, algo.side)] -= 1
+                self._protective[(algo.symbol, algo.position_side, algo.side)] -= 1
         self._emit(AlgoEvent(algo, now))
         if was_open:
-            self._refresh_protection(algo.symbol, now)
+            self._refresh_protection(algo.symbol, algo.position_side, now)
 
     def _trigger(self, algo: AlgoOrder, now: int) -> None:
         algo.trigger_time = now
+        ps = algo.position_side
         if algo.close_position:
-            qty = self._reducible(algo.symbol, algo.side)
+            qty = self._reducible(algo.symbol, algo.side, ps)
         else:
             assert algo.quantity is not None
-            qty = min(algo.quantity, self._reducible(algo.symbol, algo.side))
-            if not algo.reduce_only:
+            qty = min(algo.quantity, self._reducible(algo.symbol, algo.side, ps))
+            if not self._reducing(algo.side, ps, algo.reduce_only):
                 qty = algo.quantity
         if qty <= 0:
             self._close_algo(algo, "EXPIRED", now, "Reduce Only reject")
@@ -683,6 +801,7 @@ class Engine:
             "algo",
             now,
             algo.algo_id,
+            position_side=ps,
         )
         algo.actual_order_id = order.order_id
         self._close_algo(algo, "TRIGGERED", now)
@@ -782,10 +901,11 @@ class Engine:
         return out
 
     # -------------------------------------------------------------- positions
-    def _position_changed(self, symbol: str, old: Decimal, now: int) -> None:
-        new = self.positions[symbol].amt
+    def _position_changed(self, symbol: str, ps: str, old: Decimal, now: int) -> None:
+        new = self.position(symbol, ps).amt
+        key = (symbol, ps)
         if _sign(old) != _sign(new):
-            ep = self._open_episode.pop(symbol, None)
+            ep = self._open_episode.pop(key, None)
             if ep is not None:
                 if ep.unprotected_since is not None:
                     ep.unprotected_ms += now - ep.unprotected_since
@@ -797,25 +917,31 @@ class Engine:
                     symbol=symbol,
                     side="long" if new > 0 else "short",
                     opened_ms=now,
+                    position_side=ps,
                 )
                 self.episodes.append(ep)
-                self._open_episode[symbol] = ep
+                self._open_episode[key] = ep
             # closePosition stops whose side no longer reduces anything are cancelled
             exit_side = "SELL" if new > 0 else ("BUY" if new < 0 else "")
             for algo in list(self._open_algos.values()):
-                if algo.symbol == symbol and algo.close_position and algo.side != exit_side:
+                if (
+                    algo.symbol == symbol
+                    and algo.position_side == ps
+                    and algo.close_position
+                    and algo.side != exit_side
+                ):
                     self._close_algo(algo, "CANCELED", now)
-        ep = self._open_episode.get(symbol)
+        ep = self._open_episode.get(key)
         if ep is not None and abs(new) > ep.max_abs_qty:
             ep.max_abs_qty = abs(new)
-        self._refresh_protection(symbol, now)
+        self._refresh_protection(symbol, ps, now)
 
-    def _refresh_protection(self, symbol: str, now: int) -> None:
-        ep = self._open_episode.get(symbol)
+    def _refresh_protection(self, symbol: str, ps: str, now: int) -> None:
+        ep = self._open_episode.get((symbol, ps))
         if ep is None:
             return
         exit_side = "SELL" if ep.side == "long" else "BUY"
-        count = self._protective.get((symbol, exit_side), 0)
+        count = self._protective.get((symbol, ps, exit_side), 0)
         if count > ep.max_stops:
             ep.max_stops = count
         protected = count > 0
@@ -825,22 +951,28 @@ class Engine:
         elif not protected and ep.unprotected_since is None:
             ep.unprotected_since = now
 
-    def unrealized_pnl(self, symbol: str) -> Decimal:
-        pos = self.positions[symbol]
+    def unrealized_pnl(self, symbol: str, position_side: str = BOTH) -> Decimal:
+        pos = self.position(symbol, position_side)
         if pos.amt == 0:
             return ZERO
         return pos.amt * (self.mark[symbol] - pos.entry_price)
 
     def total_unrealized(self) -> Decimal:
-        return sum((self.unrealized_pnl(s) for s in self.positions), ZERO)
+        return sum(
+            (self.unrealized_pnl(p.symbol, p.position_side) for p in self.all_positions()), ZERO
+        )
 
-    def set_leverage(self, symbol: str, leverage: int) -> Position:
+    def set_leverage(
+        self, symbol: str, leverage: int, position_side: str | None = None
+    ) -> Position:
+        """Set the leverage of ``symbol`` (every side, or only ``position_side``)."""
         m = self.market(symbol)
         if leverage < 1 or leverage > m.max_leverage:
             raise errors.invalid_leverage()
-        pos = self.positions[symbol]
-        pos.leverage = leverage
-        return pos
+        sides = (BOTH, *HEDGE_SIDES) if position_side is None else (position_side,)
+        for ps in sides:
+            self.position(symbol, ps).leverage = leverage
+        return self.position(symbol, sides[0])
 
     def set_margin_type(self, symbol: str, margin_type: str) -> Position:
         self.market(symbol)
@@ -852,23 +984,40 @@ class Engine:
         pos = self.positions[symbol]
         if pos.margin_type == mt:
             raise errors.no_need_margin_type()
-        if pos.amt != 0 or self.open_orders(symbol):
+        if any(p.amt != 0 for p in self.symbol_positions(symbol)) or self.open_orders(symbol):
             raise errors.ApiError(-4048, "Margin type cannot be changed if there exists position.")
-        pos.margin_type = mt
+        for ps in (BOTH, *HEDGE_SIDES):
+            self.position(symbol, ps).margin_type = mt
         return pos
 
     # ------------------------------------------------------------ manual ops
     def manual_open(self, symbol: str, side: str, quantity: Decimal) -> Order:
-        """A person opens/extends a position in the exchange UI (market order)."""
-        return self.place_order(symbol, side, "MARKET", quantity, source="manual")
+        """A person opens/extends a position in the exchange UI (market order); in
+        hedge mode a BUY opens the LONG side, a SELL the SHORT side."""
+        ps = BOTH
+        if symbol in self.hedge_symbols:
+            ps = LONG if side == "BUY" else SHORT
+        return self.place_order(symbol, side, "MARKET", quantity, source="manual", position_side=ps)
 
-    def manual_close(self, symbol: str) -> Order | None:
-        """A person closes the whole position in the UI; None when flat."""
-        amt = self.positions[symbol].amt
-        if amt == 0:
-            return None
-        side = "SELL" if amt > 0 else "BUY"
-        return self.place_order(symbol, side, "MARKET", abs(amt), reduce_only=True, source="manual")
+    def manual_close(self, symbol: str, position_side: str | None = None) -> Order | None:
+        """A person closes the whole position in the UI; None when flat. In hedge
+        mode every open side (or only ``position_side``) is closed; the last order
+        is returned."""
+        last: Order | None = None
+        for pos in self.symbol_positions(symbol):
+            if pos.amt == 0 or position_side not in (None, pos.position_side):
+                continue
+            side = "SELL" if pos.amt > 0 else "BUY"
+            last = self.place_order(
+                symbol,
+                side,
+                "MARKET",
+                abs(pos.amt),
+                reduce_only=pos.position_side == BOTH,  # hedge mode: the exit side reduces
+                source="manual",
+                position_side=pos.position_side,
+            )
+        return last
 
     def manual_cancel(self, order_id: int) -> Order | AlgoOrder:
         """A person cancels an order or algo order by id in the UI."""
@@ -886,7 +1035,12 @@ class Engine:
         self.balance_update_time = now
         self._emit(AccountEvent("DEPOSIT", [], now))
 
-    def unprotected_ms(self, symbol: str) -> int:
-        """Total unprotected time of all episodes of ``symbol`` up to now."""
+    def unprotected_ms(self, symbol: str, position_side: str | None = None) -> int:
+        """Total unprotected time of all episodes of ``symbol`` (of every position
+        side, or only ``position_side``) up to now."""
         now = self.clock.now_ms()
-        return sum(e.unprotected_at(now) for e in self.episodes if e.symbol == symbol)
+        return sum(
+            e.unprotected_at(now)
+            for e in self.episodes
+            if e.symbol == symbol and position_side in (None, e.position_side)
+        )

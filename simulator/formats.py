@@ -178,7 +178,7 @@ def order_json(o: Order, *, with_time: bool = True) -> dict[str, Any]:
         "reduceOnly": o.reduce_only,
         "closePosition": o.close_position,
         "side": o.side,
-        "positionSide": "BOTH",
+        "positionSide": o.position_side,
         "stopPrice": fmt(o.stop_price),
         "workingType": o.working_type,
         "priceProtect": False,
@@ -207,7 +207,7 @@ def algo_json(a: AlgoOrder, engine: Engine | None = None) -> dict[str, Any]:
         "orderType": a.order_type,
         "symbol": a.symbol,
         "side": a.side,
-        "positionSide": "BOTH",
+        "positionSide": a.position_side,
         "timeInForce": "GTC",
         "quantity": fmt(a.quantity) if a.quantity is not None else "0",
         "algoStatus": a.algo_status,
@@ -249,7 +249,7 @@ def trade_json(f: Fill) -> dict[str, Any]:
         "quoteQty": fmt8(f.quote_qty),
         "realizedPnl": fmt8(f.realized_pnl),
         "side": f.side,
-        "positionSide": "BOTH",
+        "positionSide": f.position_side,
         "symbol": f.symbol,
         "time": f.time,
     }
@@ -260,7 +260,7 @@ def _position_numbers(engine: Engine, p: Position) -> dict[str, Decimal]:
     m = engine.markets[p.symbol]
     mark = engine.mark[p.symbol]
     notional = p.amt * mark
-    upnl = engine.unrealized_pnl(p.symbol)
+    upnl = engine.unrealized_pnl(p.symbol, p.position_side)
     im = abs(notional) / p.leverage
     return {
         "mark": mark,
@@ -276,7 +276,7 @@ def position_risk_json(engine: Engine, p: Position, *, v2: bool = False) -> dict
     isolated = p.margin_type == "ISOLATED"
     d: dict[str, Any] = {
         "symbol": p.symbol,
-        "positionSide": "BOTH",
+        "positionSide": p.position_side,
         "positionAmt": fmt(p.amt),
         "entryPrice": fmt8(p.entry_price),
         "breakEvenPrice": fmt8(p.entry_price),
@@ -313,7 +313,8 @@ def account_json(engine: Engine, *, v2: bool = False) -> dict[str, Any]:
     total_mm = ZERO
     upnl = ZERO
     positions = []
-    for p in engine.positions.values():
+    # a hedge-mode symbol lists its LONG and SHORT positions instead of BOTH
+    for p in (q for s in engine.positions for q in engine.symbol_positions(s)):
         n = _position_numbers(engine, p)
         total_im += n["im"]
         total_mm += n["mm"]
@@ -321,7 +322,7 @@ def account_json(engine: Engine, *, v2: bool = False) -> dict[str, Any]:
         if v2 or p.amt != 0:
             row: dict[str, Any] = {
                 "symbol": p.symbol,
-                "positionSide": "BOTH",
+                "positionSide": p.position_side,
                 "positionAmt": fmt(p.amt),
                 "unrealizedProfit": fmt8(n["upnl"]),
                 "isolatedMargin": "0",
@@ -432,7 +433,7 @@ def ws_order_update(o: Order, exec_type: str, fill: Fill | None, now: int) -> di
         "R": o.reduce_only,
         "wt": o.working_type,
         "ot": o.orig_type,
-        "ps": "BOTH",
+        "ps": o.position_side,
         "cp": o.close_position,
         "rp": fmt8(fill.realized_pnl) if fill else "0",
         "pP": False,
@@ -461,7 +462,7 @@ def ws_algo_update(a: AlgoOrder, engine: Engine, now: int) -> dict[str, Any]:
         "o": a.order_type,
         "s": a.symbol,
         "S": a.side,
-        "ps": "BOTH",
+        "ps": a.position_side,
         "f": "GTC",
         "q": fmt(a.quantity) if a.quantity is not None else "0",
         "X": a.algo_status,
@@ -484,11 +485,20 @@ def ws_algo_update(a: AlgoOrder, engine: Engine, now: int) -> dict[str, Any]:
     return {"e": "ALGO_UPDATE", "T": now, "E": now, "o": payload}
 
 
-def ws_account_update(engine: Engine, reason: str, symbols: list[str], now: int) -> dict[str, Any]:
+def ws_account_update(
+    engine: Engine,
+    reason: str,
+    symbols: list[str],
+    now: int,
+    sides: list[str] | None = None,
+) -> dict[str, Any]:
+    """``sides`` pairs with ``symbols`` (hedge mode: the LONG/SHORT side that
+    changed); None or empty means BOTH."""
     wallet = engine.wallet_balance
     positions = []
-    for s in symbols:
-        p = engine.positions[s]
+    keys = list(zip(symbols, sides, strict=True)) if sides else [(s, "BOTH") for s in symbols]
+    for s, ps in keys:
+        p = engine.position(s, ps)
         positions.append(
             {
                 "s": s,
@@ -496,10 +506,10 @@ def ws_account_update(engine: Engine, reason: str, symbols: list[str], now: int)
                 "ep": fmt8(p.entry_price),
                 "bep": fmt8(p.entry_price),
                 "cr": fmt8(p.realized_pnl),
-                "up": fmt8(engine.unrealized_pnl(s)),
+                "up": fmt8(engine.unrealized_pnl(s, ps)),
                 "mt": "isolated" if p.margin_type == "ISOLATED" else "cross",
                 "iw": "0",
-                "ps": "BOTH",
+                "ps": ps,
             }
         )
     return {

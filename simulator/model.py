@@ -39,6 +39,7 @@ class Order:
     cum_quote: Decimal = ZERO
     algo_id: int | None = None
     fill_ids: list[int] = field(default_factory=list)
+    position_side: str = "BOTH"  # "BOTH" (one-way) | "LONG" | "SHORT" (hedge mode)
 
     @property
     def is_open(self) -> bool:
@@ -73,6 +74,7 @@ class AlgoOrder:
     actual_order_id: int | None = None
     trigger_time: int = 0
     fail_reason: str = ""
+    position_side: str = "BOTH"
 
     @property
     def is_open(self) -> bool:
@@ -100,11 +102,14 @@ class Fill:
     maker: bool
     time: int
     commission_asset: str = "USDT"
+    position_side: str = "BOTH"
 
 
 @dataclass(slots=True)
 class Position:
-    """One-way (BOTH) position of a symbol. ``amt`` is signed: > 0 long, < 0 short."""
+    """A position of a symbol on one position side. ``amt`` is signed: > 0 long, < 0
+    short. One-way mode uses the BOTH position; hedge mode a LONG (``amt >= 0``) and a
+    SHORT (``amt <= 0``) one."""
 
     symbol: str
     amt: Decimal = ZERO
@@ -113,6 +118,7 @@ class Position:
     leverage: int = 20
     margin_type: str = "CROSSED"  # "CROSSED" | "ISOLATED"
     update_time: int = 0
+    position_side: str = "BOTH"
 
 
 @dataclass(slots=True)
@@ -133,6 +139,7 @@ class Episode:
     unprotected_since: int | None = None
     # most protective stops open at once on the exit side during the episode
     max_stops: int = 0
+    position_side: str = "BOTH"  # LONG/SHORT: an episode of one side in hedge mode
 
     def unprotected_at(self, now_ms: int) -> int:
         """Unprotected time up to ``now_ms`` (includes the running interval)."""

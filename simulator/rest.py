@@ -121,10 +121,13 @@ def klines_weight(p: Params) -> int:
     return 10
 
 
-def _position_side(p: Params) -> None:
-    ps = p.get("positionSide", "BOTH").upper()
-    if ps != "BOTH":
-        raise ApiError(-4061, "Order's position side does not match user's setting.")
+def _position_side(api: RestApi, sym: str, p: Params) -> str:
+    """The order's ``positionSide`` checked against the account's mode (-4061);
+    hedge mode refuses ``reduceOnly`` (-1106): the exit side itself reduces."""
+    ps = api.engine.check_position_side(sym, p.get("positionSide", "BOTH"))
+    if ps != "BOTH" and _bool(p, "reduceOnly"):
+        raise ApiError(-1106, "Parameter 'reduceOnly' sent when not required.")
+    return ps
 
 
 # ---------------------------------------------------------------------- the API
@@ -245,12 +248,14 @@ class RestApi:
     def position_risk(self, p: Params, v2: bool) -> Any:
         sym = _symbol(self, p, required=False)
         rows = []
-        for s, pos in self.engine.positions.items():
+        for s in self.engine.positions:
             if sym and s != sym:
                 continue
-            # v3 lists only symbols with a position or open orders; v2 lists all
-            if v2 or pos.amt != 0 or self.engine.open_orders(s) or sym:
-                rows.append(F.position_risk_json(self.engine, pos, v2=v2))
+            # hedge mode: a LONG and a SHORT row per symbol instead of BOTH
+            for pos in self.engine.symbol_positions(s):
+                # v3 lists only symbols with a position or open orders; v2 lists all
+                if v2 or pos.amt != 0 or self.engine.open_orders(s) or sym:
+                    rows.append(F.position_risk_json(self.engine, pos, v2=v2))
         return rows
 
     def position_risk_v2(self, p: Params) -> Any:
@@ -316,18 +321,19 @@ class RestApi:
         return {"code": 200, "msg": "success"}
 
     def position_side_get(self, p: Params) -> Any:
-        return {"dualSidePosition": False}
+        # Binance's mode is per account: every symbol is in it
+        return {"dualSidePosition": bool(self.engine.hedge_symbols)}
 
     def position_side_post(self, p: Params) -> Any:
-        if _bool(p, "dualSidePosition"):
-            raise ApiError(-4059, "No need to change position side.")
-        raise ApiError(-4059, "No need to change position side.")
+        _req(p, "dualSidePosition")
+        self.engine.set_position_mode(_bool(p, "dualSidePosition"))
+        return {"code": 200, "msg": "success"}
 
     # ---- orders
     def order_post(self, p: Params) -> Any:
         sym = _symbol(self, p)
         assert sym is not None
-        _position_side(p)
+        ps = _position_side(self, sym, p)
         if _bool(p, "closePosition"):
             raise ApiError(-1106, "Parameter 'closePosition' sent when not required.")
         order = self.engine.place_order(
@@ -339,6 +345,7 @@ class RestApi:
             reduce_only=_bool(p, "reduceOnly"),
             client_order_id=p.get("newClientOrderId"),
             time_in_force=p.get("timeInForce", "GTC").upper(),
+            position_side=ps,
         )
         return F.order_json(order, with_time=False)
 
@@ -408,7 +415,7 @@ class RestApi:
             raise errors.bad_param("algoType")
         sym = _symbol(self, p)
         assert sym is not None
-        _position_side(p)
+        ps = _position_side(self, sym, p)
         order_type = _req(p, "type").upper()
         if order_type in ("STOP", "TAKE_PROFIT", "TRAILING_STOP_MARKET"):
             raise ApiError(-1116, "Invalid orderType.")
@@ -423,6 +430,7 @@ class RestApi:
             working_type=p.get("workingType", "CONTRACT_PRICE").upper(),
             client_algo_id=p.get("clientAlgoId"),
             price_protect=_bool(p, "priceProtect"),
+            position_side=ps,
         )
         return F.algo_json(algo, self.engine)
 

@@ -146,6 +146,7 @@ class PaperExchange:
         auth_skew_ms: int = 0,
         venue: str = "binance",
         bybit_config: BybitConfig | None = None,
+        hedge_mode: bool = False,
     ) -> None:
         if venue not in VENUES:
             raise ValueError(f"venue must be one of {VENUES}, got {venue!r}")
@@ -168,6 +169,8 @@ class PaperExchange:
         self.tick_interval_ms = tick_interval_ms
         self.mark_interval_ms = mark_interval_ms
         self.auth_skew_ms = auth_skew_ms
+        # Start (and reset) the account in hedge mode: every symbol LONG/SHORT
+        self.hedge_mode = hedge_mode
         # Bybit venue (None on Binance): records/traps, signing, streams, limiter
         self.bybit: BybitVenue | None = None
         self.bybit_auth = BybitAuthenticator({self.api_key: self.api_secret})
@@ -189,6 +192,8 @@ class PaperExchange:
     # ------------------------------------------------------------- lifecycle
     def _new_engine(self) -> Engine:
         engine = Engine(self.markets, self.clock, self.engine_config)
+        if self.hedge_mode:
+            engine.hedge_symbols = set(self.markets)
         engine.subscribe(self._on_event)
         self.stats.reset_symbols(engine)
         return engine
@@ -343,7 +348,9 @@ class PaperExchange:
                 hub.publish_user(F.ws_algo_update(event.algo, self.engine, event.time))
         elif isinstance(event, AccountEvent) and hub.user_conns:
             hub.publish_user(
-                F.ws_account_update(self.engine, event.reason, event.symbols, event.time)
+                F.ws_account_update(
+                    self.engine, event.reason, event.symbols, event.time, event.sides
+                )
             )
 
     # ------------------------------------------------------------ listen keys
@@ -446,13 +453,22 @@ class PaperExchange:
         return now
 
     def open_position(self, symbol: str, side: str, quantity: Decimal | str) -> Order:
-        """Open/extend a position by hand (market order, source ``manual``)."""
+        """Open/extend a position by hand (market order, source ``manual``); in
+        hedge mode buy/long opens the LONG side, sell/short the SHORT side."""
         qty = quantity if isinstance(quantity, Decimal) else Decimal(quantity)
         return self.engine.manual_open(symbol.upper(), _order_side(side), qty)
 
-    def close_position(self, symbol: str) -> Order | None:
-        """Close the whole position by hand; None when flat."""
-        return self.engine.manual_close(symbol.upper())
+    def close_position(self, symbol: str, position_side: str | None = None) -> Order | None:
+        """Close the whole position by hand; None when flat. In hedge mode both
+        sides, or only ``position_side`` (LONG/SHORT)."""
+        ps = position_side.upper() if position_side else None
+        return self.engine.manual_close(symbol.upper(), ps)
+
+    def set_position_mode(self, hedge: bool, symbol: str | None = None) -> None:
+        """Switch the account (or one symbol) to hedge or one-way mode, as a person
+        would in the UI: refused (ApiError -4059/-4067/-4068) when unchanged or
+        while a position or open order exists."""
+        self.engine.set_position_mode(hedge, [symbol.upper()] if symbol else None)
 
     def cancel_order(self, order_id: int) -> Order | AlgoOrder:
         """Cancel an order or algo order by hand (by orderId or algoId)."""
@@ -544,22 +560,28 @@ class PaperExchange:
             d["source"] = a.source
             algos.append(d)
         positions = []
-        for s, p in e.positions.items():
+        for p in e.all_positions():
+            s = p.symbol
             if p.amt != 0 or p.realized_pnl != 0:
-                positions.append(
-                    {
-                        "symbol": s,
-                        "positionAmt": F.fmt(p.amt),
-                        "entryPrice": F.fmt8(p.entry_price),
-                        "markPrice": F.fmt(e.mark[s]),
-                        "unrealizedPnl": F.fmt8(e.unrealized_pnl(s)),
-                        "realizedPnl": F.fmt8(p.realized_pnl),
-                        "leverage": p.leverage,
-                        "marginType": p.margin_type,
-                    }
-                )
-        episodes = [
-            {
+                row: dict[str, Any] = {
+                    "symbol": s,
+                    "positionAmt": F.fmt(p.amt),
+                    "entryPrice": F.fmt8(p.entry_price),
+                    "markPrice": F.fmt(e.mark[s]),
+                    "unrealizedPnl": F.fmt8(e.unrealized_pnl(s, p.position_side)),
+                    "realizedPnl": F.fmt8(p.realized_pnl),
+                    "leverage": p.leverage,
+                    "marginType": p.margin_type,
+                }
+                if p.position_side != "BOTH":  # one-way rows keep their old shape
+                    row["positionSide"] = p.position_side
+                positions.append(row)
+        episodes = []
+        unprotected: dict[str, int] = {}
+        by_side: dict[str, int] = {}
+        for ep in e.episodes:
+            ms = ep.unprotected_at(now)
+            d = {
                 "episodeId": ep.episode_id,
                 "symbol": ep.symbol,
                 "side": ep.side,
@@ -567,14 +589,15 @@ class PaperExchange:
                 "closedMs": ep.closed_ms,
                 "open": ep.closed_ms is None,
                 "maxQty": F.fmt(ep.max_abs_qty),
-                "unprotectedMs": ep.unprotected_at(now),
+                "unprotectedMs": ms,
                 "maxStops": ep.max_stops,
             }
-            for ep in e.episodes
-        ]
-        unprotected: dict[str, int] = {}
-        for ep in e.episodes:
-            unprotected[ep.symbol] = unprotected.get(ep.symbol, 0) + ep.unprotected_at(now)
+            if ep.position_side != "BOTH":
+                d["positionSide"] = ep.position_side
+                key = f"{ep.symbol}:{ep.position_side}"
+                by_side[key] = by_side.get(key, 0) + ms
+            episodes.append(d)
+            unprotected[ep.symbol] = unprotected.get(ep.symbol, 0) + ms
         truth: dict[str, Any] = {
             "timeMs": now,
             "walletBalance": F.fmt8(e.wallet_balance),
@@ -591,6 +614,10 @@ class PaperExchange:
             "errors": self.stats.errors,
             "config": self.config_dict(),
         }
+        if e.hedge_symbols or by_side:
+            # hedge mode only, so one-way ground truth keeps its shape
+            truth["hedgeSymbols"] = sorted(e.hedge_symbols)
+            truth["unprotectedMsBySide"] = by_side
         if self.bybit is not None:
             truth["venue"] = "bybit"
             truth["bybit"] = self.bybit.truth()
