@@ -8,7 +8,8 @@ The figures come from the paper exchange's ground truth, not from the workflow:
 
 * entry_fill_to_stop_live_ms: the entry MARKET order's fill time (its updateTime)
   to the stop's createTime (the algo order accepted by the exchange), per position;
-  this is the window in which a position is open without a stop.
+  this is the window in which a position is open without a stop (0 for a stop live
+  before the fill: Bybit's, sent with the entry; `stop_live_before_fill` counts them).
 * unprotected_ms: the exchange's own count of time each position spent open with
   no reduce-only stop (should match the figure above).
 * start_to_stop_live_ms: from the start request to the stop live (whole open path).
@@ -207,6 +208,7 @@ async def run(venue: str) -> dict[str, Any]:
 
     fill_to_stop: list[int] = []
     start_to_stop: list[int] = []
+    stop_first = 0
     problems: list[str] = []
     for symbol in SYMBOLS:
         entries = [
@@ -221,7 +223,10 @@ async def run(venue: str) -> dict[str, Any]:
         if len(entries) != 1 or entries[0]["status"] != "FILLED" or not stops:
             problems.append(f"{symbol}: {len(entries)} entries, {len(stops)} stops")
             continue
-        fill_to_stop.append(stops[0]["createTime"] - entries[0]["updateTime"])
+        # Bybit's stop sent with the entry is live before the fill: no window (0).
+        lead = stops[0]["createTime"] - entries[0]["updateTime"]
+        stop_first += lead <= 0
+        fill_to_stop.append(max(0, lead))
         start_to_stop.append(int(stops[0]["createTime"] - started_ms))
     unprotected = [v for k, v in truth["unprotectedMs"].items() if k in SYMBOLS]
 
@@ -240,6 +245,7 @@ async def run(venue: str) -> dict[str, Any]:
         "protected": len(fill_to_stop),
         "states": {s: states.count(s) for s in sorted(set(states))},
         "entry_fill_to_stop_live_ms": summary(fill_to_stop),
+        "stop_live_before_fill": stop_first,
         "unprotected_ms": summary(unprotected),
         "start_to_stop_live_ms": summary(start_to_stop),
         "all_settled_s": round(all_settled_s, 2),

@@ -70,6 +70,10 @@ class MarketFilters(BaseModel):
     # stop before cancelling the old (Binance, whose conditional orders cannot be
     # amended). Runs recorded before this field read it as False.
     stop_moves_in_place: bool = False
+    # Whether an entry is sent with its stop-loss attached, live before the entry
+    # fills, so the position is never without a stop (Bybit's position TP/SL). False:
+    # the stop follows the fill as an order of its own (Binance).
+    entry_carries_stop: bool = False
 
     @model_validator(mode="after")
     def _max_above_min(self) -> MarketFilters:

@@ -228,6 +228,11 @@ class OrderView(BaseModel):
     close_position: bool = False
     is_conditional: bool = False
     updated_at: AwareDatetime | None = None
+    # A stop-loss that lives on the position rather than as an order of its own
+    # (Bybit's position TP/SL, sent with the entry): the exchange gives it no client
+    # id, closes the whole position when it fires, and drops it when the position
+    # closes. The gateway names it with the client id posguard journaled for it.
+    position_stop: bool = False
 
     @property
     def is_final(self) -> bool:
@@ -244,10 +249,17 @@ class OrderRef(BaseModel):
     exchange_order_id: str | None = None
     qty: PositiveQuantity
     trigger_price: Price | None = None
+    # The position's own stop-loss (see `OrderView.position_stop`): found by its
+    # exchange id, moved through the position. Runs recorded before it read False.
+    position_stop: bool = False
 
     def with_exchange_id(self, exchange_order_id: str) -> OrderRef:
         """The same order, now known on the exchange under `exchange_order_id`."""
         return self.model_copy(update={"exchange_order_id": exchange_order_id})
+
+    def covering(self, qty: Decimal) -> OrderRef:
+        """The same order, now covering `qty` (a position stop covers whatever is held)."""
+        return self.model_copy(update={"qty": qty})
 
 
 class Fill(BaseModel):

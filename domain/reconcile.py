@@ -212,6 +212,10 @@ def _protected_by_owner(owner: Owner | None, orders: Iterable[OrderView]) -> boo
 
 
 def _is_own_stop(owner: Owner, order: OrderView) -> bool:
+    if order.position_stop:
+        # The position's own stop-loss (Bybit's, sent with the entry): it has no
+        # client id, and is the stop of whoever holds the position.
+        return order.symbol == owner.symbol and order.is_conditional
     parsed = parse_client_id(order.client_order_id)
     return (
         parsed is not None
@@ -485,6 +489,10 @@ def _order_finding(
                     "(cancelled once the position's owner has its own)",
                 )
         return finding(FindingKind.ZOMBIE, Action.CANCEL_ORDER, reason)
+    if order.position_stop and owner is not None and pos is not None:
+        # The stop that lives on the position its owner holds: the owner's, like the
+        # position. (With no position it is gone with it; with no owner, a trader's.)
+        return None
     # Not posguard's.
     cancel_zombies = policy.foreign_orders in ("zombies", "all")
     if _is_reducing(order) and pos is None and owner is None:

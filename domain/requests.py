@@ -53,6 +53,8 @@ class AmendStopRequest(_Request):
     client_order_id: str
     exchange_order_id: str | None = None
     trigger_price: Price
+    # The position's own stop (`OrderRef.position_stop`): moved through the position.
+    position_stop: bool = False
 
 
 class ExchangeOrderRequest(_Request):

@@ -94,6 +94,9 @@ def make_gateways(accounts: list[AccountSettings]) -> dict[str, ExchangeGateway]
         # A second client is the priority lane for protective orders: a stop or a
         # close never waits in ccxt's limiter behind entries and reads.
         gateways[account.name] = ExchangeGateway(
-            make_exchange(account), account=account.name, protective=make_exchange(account)
+            make_exchange(account),
+            account=account.name,
+            protective=make_exchange(account),
+            stop_with_entry=account.stop_with_entry,
         )
     return gateways

@@ -37,25 +37,59 @@ EMBEDDED_PAPER = "embedded"
 class AccountSettings(BaseModel):
     """One exchange account. Keys stay in the worker; workflows only see `name`."""
 
-    name: str = "paper"
-    exchange: str = "binanceusdm"
-    api_key: SecretStr = SecretStr("paper-key")
-    secret: SecretStr = SecretStr("paper-secret")
-    testnet: bool = False
-    # Base URL of a paper exchange (the simulator); None means the real exchange.
-    # "embedded" means the paper exchange `posguard dev` starts in-process.
-    paper_url: str | None = None
-    paper_ws_url: str | None = None
-    # Request budget of the account: ccxt's limiter spaces requests by
-    # 1000 / this ms (weighted by endpoint cost), and the server caps the account's
-    # exchange task queue at this many activities per second. 20 = ccxt's Binance default.
-    max_requests_per_second: Decimal = Field(default=Decimal(20), gt=0)
-    # The exchange refuses a signed request that reaches it later than this after
-    # it was signed (Binance and Bybit `recvWindow`). It bounds how long an order
-    # sent by a worker that died can still arrive, so it is also how long a retried
-    # entry waits before it may send again (docs/safety.md). 5000 = both exchanges'
-    # own default; ccxt's Binance default (10000) would make that wait twice as long.
-    recv_window_ms: int = Field(default=5000, ge=1000, le=60000)
+    name: str = Field(
+        default="paper",
+        description="The account's name: what workflows, events and `--account` know it by.",
+    )
+    exchange: str = Field(
+        default="binanceusdm",
+        description="ccxt id of the exchange: `binanceusdm` (Binance USD-M futures) or "
+        "`bybit` (Bybit v5 linear USDT perpetuals).",
+    )
+    api_key: SecretStr = Field(
+        default=SecretStr("paper-key"),
+        description="The exchange API key (a secret: never logged, recorded or put in a "
+        "workflow input). The default only suits the paper exchange.",
+    )
+    secret: SecretStr = Field(
+        default=SecretStr("paper-secret"),
+        description="The exchange API secret (a secret, like `api_key`).",
+    )
+    testnet: bool = Field(default=False, description="Use the exchange's testnet (sandbox).")
+    paper_url: str | None = Field(
+        default=None,
+        description="Base URL of a paper exchange (the simulator); None means the real "
+        'exchange. "embedded" means the paper exchange `posguard dev` starts in-process.',
+    )
+    paper_ws_url: str | None = Field(
+        default=None,
+        description="WebSocket base URL of that paper exchange (None: derived from `paper_url`).",
+    )
+    max_requests_per_second: Decimal = Field(
+        default=Decimal(20),
+        gt=0,
+        description="Request budget of the account: ccxt's limiter spaces requests by "
+        "1000 / this ms (weighted by endpoint cost), and the server caps the account's "
+        "exchange task queue at this many activities per second. 20 = ccxt's Binance "
+        "default.",
+    )
+    recv_window_ms: int = Field(
+        default=5000,
+        ge=1000,
+        le=60000,
+        description="The exchange refuses a signed request that reaches it later than this "
+        "after it was signed (Binance and Bybit `recvWindow`). It bounds how long an order "
+        "sent by a worker that died can still arrive, so it is also how long a retried "
+        "entry waits before it may send again (docs/safety.md). 5000 = both exchanges' own "
+        "default; ccxt's Binance default (10000) would make that wait twice as long.",
+    )
+    stop_with_entry: bool = Field(
+        default=True,
+        description="Where the exchange can (Bybit), send each entry with its stop-loss "
+        "attached, so the stop is live before the entry fills and the position is never "
+        "without one (docs/safety.md). False: the stop follows the fill as an order of its "
+        "own, as on Binance (for an account whose position TP/SL a trader sets by hand).",
+    )
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
@@ -89,21 +123,56 @@ class ReconcileSettings(BaseModel):
     (or 0) means no Schedule is created (passes run only when asked for).
     """
 
-    every: Annotated[timedelta | None, BeforeValidator(_duration)] = timedelta(seconds=30)
-    untracked: UntrackedPolicy = "adopt"
-    foreign_orders: ForeignOrderPolicy = "zombies"
-    alert_after_passes: int = Field(default=3, ge=1)
-    # How an adopted position is protected (percent from its entry price).
-    adopt_stop_percent: Decimal = Field(default=Decimal(2), gt=0, lt=100)
-    adopt_emergency_stop_percent: Decimal = Field(default=Decimal(5), gt=0, lt=100)
-    # The user stream asks for a pass when it reports an order or position no
-    # workflow owns; requests within this window make one pass.
-    trigger_debounce: Duration = timedelta(milliseconds=500)
-    # A pass that has not finished after this long is given up (the next one starts).
-    pass_timeout: Duration = timedelta(minutes=5)
-    # One activity attempt of a pass (a read, a cancel): one lost with a crashed
-    # worker is retried elsewhere after this long.
-    call_timeout: Duration = timedelta(seconds=30)
+    every: Annotated[timedelta | None, BeforeValidator(_duration)] = Field(
+        default=timedelta(seconds=30),
+        description="The period of each account's Schedule `reconcile/{account}`; unset "
+        "(or 0) means no Schedule is created (passes run only when asked for).",
+    )
+    untracked: UntrackedPolicy = Field(
+        default="adopt",
+        description="A position no workflow owns: `adopt` it (a position workflow in adopt "
+        "mode protects and manages it) or only `alert`.",
+    )
+    foreign_orders: ForeignOrderPolicy = Field(
+        default="zombies",
+        description="Orders placed by hand: `leave` them all, cancel only those that are "
+        "`zombies` (reduce-only with no position, or that would flip a managed position), "
+        "or cancel `all` (docs/reconcile.md).",
+    )
+    alert_after_passes: int = Field(
+        default=3,
+        ge=1,
+        description="A finding that persists for this many passes raises one alert.",
+    )
+    adopt_stop_percent: Decimal = Field(
+        default=Decimal(2),
+        gt=0,
+        lt=100,
+        description="How an adopted position is protected: its stop, in percent from its "
+        "entry price.",
+    )
+    adopt_emergency_stop_percent: Decimal = Field(
+        default=Decimal(5),
+        gt=0,
+        lt=100,
+        description="The emergency stop of an adopted position (used only if its stop "
+        "cannot be placed), in percent from its entry price.",
+    )
+    trigger_debounce: Duration = Field(
+        default=timedelta(milliseconds=500),
+        description="The user stream asks for a pass when it reports an order or position "
+        "no workflow owns; requests within this window make one pass.",
+    )
+    pass_timeout: Duration = Field(
+        default=timedelta(minutes=5),
+        description="A pass that has not finished after this long is given up (the next "
+        "one starts).",
+    )
+    call_timeout: Duration = Field(
+        default=timedelta(seconds=30),
+        description="One activity attempt of a pass (a read, a cancel): one lost with a "
+        "crashed worker is retried elsewhere after this long.",
+    )
 
     @property
     def scheduled(self) -> bool:
@@ -140,24 +209,82 @@ class WaveSettings(BaseModel):
     is below `min_free_balance`.
     """
 
-    window: Duration = timedelta(seconds=5)
-    min_score_week: Decimal = Decimal(50)
-    min_score_month: Decimal = Decimal(30)
-    max_open_positions: int = Field(default=10, ge=0)
-    max_new_per_wave: int = Field(default=3, ge=0)
-    max_exposure: Decimal = Field(default=Decimal(5000), ge=0)
-    notional_per_position: Decimal = Field(default=Decimal(100), gt=0)
-    cooldown: Duration = timedelta(minutes=30)
-    max_signal_age: Annotated[timedelta | None, BeforeValidator(_duration)] = timedelta(minutes=5)
-    stop_percent: Decimal = Field(default=Decimal(2), gt=0, lt=100)
-    emergency_stop_percent: Decimal = Field(default=Decimal(5), gt=0, lt=100)
-    take_profit_percent: Decimal | None = Field(default=None, gt=0, lt=100)
-    max_position_age: Annotated[timedelta | None, BeforeValidator(_duration)] = None
-    min_free_balance: Decimal = Field(default=Decimal(10), ge=0)
-    call_timeout: Duration = timedelta(seconds=30)
-    # How often the ingest hands undecided stored signals to their waves again
-    # (signals stored just before a crash); 0/off: only at start.
-    sweep_every: Annotated[timedelta | None, BeforeValidator(_duration)] = timedelta(seconds=30)
+    window: Duration = Field(
+        default=timedelta(seconds=5),
+        description="A wave collects its signals for this long after its first one, then selects.",
+    )
+    min_score_week: Decimal = Field(
+        default=Decimal(50), description="A signal's weekly score must be at least this."
+    )
+    min_score_month: Decimal = Field(
+        default=Decimal(30), description="A signal's monthly score must be at least this."
+    )
+    max_open_positions: int = Field(
+        default=10,
+        ge=0,
+        description="At most this many positions per account, open and opening.",
+    )
+    max_new_per_wave: int = Field(
+        default=3, ge=0, description="At most this many positions opened by one wave."
+    )
+    max_exposure: Decimal = Field(
+        default=Decimal(5000),
+        ge=0,
+        description="Total notional per account, quote currency, that waves may reach.",
+    )
+    notional_per_position: Decimal = Field(
+        default=Decimal(100),
+        gt=0,
+        description="Each position's size (notional), quote currency.",
+    )
+    cooldown: Duration = Field(
+        default=timedelta(minutes=30),
+        description="No symbol is opened again within this long of its last close.",
+    )
+    max_signal_age: Annotated[timedelta | None, BeforeValidator(_duration)] = Field(
+        default=timedelta(minutes=5),
+        description="A signal older than this at selection opens nothing (expired); "
+        "unset: no limit.",
+    )
+    stop_percent: Decimal = Field(
+        default=Decimal(2),
+        gt=0,
+        lt=100,
+        description="Each position's stop, in percent from its entry price.",
+    )
+    emergency_stop_percent: Decimal = Field(
+        default=Decimal(5),
+        gt=0,
+        lt=100,
+        description="Each position's emergency stop (used only if its stop cannot be "
+        "placed), in percent from its entry price.",
+    )
+    take_profit_percent: Decimal | None = Field(
+        default=None,
+        gt=0,
+        lt=100,
+        description="An optional take-profit, in percent from the entry price (None: none).",
+    )
+    max_position_age: Annotated[timedelta | None, BeforeValidator(_duration)] = Field(
+        default=None,
+        description="A wave's position is closed after this long (None: never).",
+    )
+    min_free_balance: Decimal = Field(
+        default=Decimal(10),
+        ge=0,
+        description="New entries pause while the account's free balance is below this "
+        "(`insufficient_balance`).",
+    )
+    call_timeout: Duration = Field(
+        default=timedelta(seconds=30),
+        description="One activity attempt of a wave (its reads of the account, its store "
+        "writes): one lost with a crashed worker is retried elsewhere after this long.",
+    )
+    sweep_every: Annotated[timedelta | None, BeforeValidator(_duration)] = Field(
+        default=timedelta(seconds=30),
+        description="How often the ingest hands undecided stored signals to their waves "
+        "again (signals stored just before a crash); 0/off: only at start.",
+    )
 
     def rules(self) -> WaveRules:
         """The selection rules of `domain.waves`."""
@@ -196,16 +323,38 @@ class SignalServiceSettings(BaseModel):
     service other than the audit's can be read without code.
     """
 
-    name: str = Field(min_length=1, max_length=100)
-    url: str
-    token: SecretStr
-    resume: bool = True
-    idle_timeout: Duration = timedelta(seconds=30)
-    wave_period: Duration = timedelta(minutes=15)
-    # The accounts this service's signals go to (each account's wave decides each
-    # signal); None: every configured account.
-    accounts: list[str] | None = None
-    mapping: FieldMapping = Field(default_factory=FieldMapping)
+    name: str = Field(
+        min_length=1,
+        max_length=100,
+        description="The service's name: the store's key with each signal id.",
+    )
+    url: str = Field(description="The service's WebSocket URL.")
+    token: SecretStr = Field(
+        description="The service's access token (a secret: never logged or recorded)."
+    )
+    resume: bool = Field(
+        default=True,
+        description="The service supports `?after=<last id>`: on reconnect, resume after "
+        "the last stored signal.",
+    )
+    idle_timeout: Duration = Field(
+        default=timedelta(seconds=30),
+        description="A connection silent for longer than this counts as dead and is reopened.",
+    )
+    wave_period: Duration = Field(
+        default=timedelta(minutes=15),
+        description="The service's scoring period: the signals of one period form a wave.",
+    )
+    accounts: list[str] | None = Field(
+        default=None,
+        description="The accounts this service's signals go to (each account's wave "
+        "decides each signal); None: every configured account.",
+    )
+    mapping: FieldMapping = Field(
+        default_factory=FieldMapping,
+        description="How the service names its fields, exchanges and action words "
+        "(domain/signal_wire.py).",
+    )
 
 
 class HealthSettings(BaseModel):
@@ -216,8 +365,19 @@ class HealthSettings(BaseModel):
     has reached it for `probe_every`, and pings PostgreSQL and Temporal as often.
     """
 
-    probe_every: timedelta = Field(default=timedelta(seconds=10), gt=timedelta(0))
-    max_age: timedelta = Field(default=timedelta(seconds=30), gt=timedelta(0))
+    probe_every: Duration = Field(
+        default=timedelta(seconds=10),
+        gt=timedelta(0),
+        description="The worker probes each exchange account (the exchange's time) when "
+        "nothing else has reached it for this long, and pings PostgreSQL and Temporal as "
+        "often.",
+    )
+    max_age: Duration = Field(
+        default=timedelta(seconds=30),
+        gt=timedelta(0),
+        description="A dependency is down once it has not answered for this long; "
+        "`/health` then answers 503 naming it.",
+    )
 
 
 class AlertSettings(BaseModel):
@@ -229,16 +389,37 @@ class AlertSettings(BaseModel):
     `delivery_attempts` times (1 s doubling to 1 min) before it is recorded failed.
     """
 
-    remind_every: Duration = timedelta(minutes=15)
-    quiet_after: Duration = timedelta(minutes=30)
-    delivery_attempts: int = Field(default=8, ge=1)
-    delivery_first_retry: Duration = timedelta(seconds=1)
-    delivery_max_retry: Duration = timedelta(minutes=1)
-    # One try's limit (a channel answers within 10 s): a worker that dies while it
-    # delivers is noticed after this long, and another worker tries again.
-    delivery_timeout: Duration = timedelta(seconds=30)
-    # The dispatcher looks at the outbox at least this often (LISTEN wakes it at once).
-    dispatch_poll: Duration = timedelta(seconds=5)
+    remind_every: Duration = Field(
+        default=timedelta(minutes=15),
+        description="A condition's repeats are sent as one reminder this often.",
+    )
+    quiet_after: Duration = Field(
+        default=timedelta(minutes=30),
+        description="A condition not raised for this long is closed without a message.",
+    )
+    delivery_attempts: int = Field(
+        default=8,
+        ge=1,
+        description="A delivery is tried this many times before it is recorded failed.",
+    )
+    delivery_first_retry: Duration = Field(
+        default=timedelta(seconds=1),
+        description="The wait before a delivery's first retry; it doubles after each.",
+    )
+    delivery_max_retry: Duration = Field(
+        default=timedelta(minutes=1),
+        description="The longest wait between two tries of a delivery.",
+    )
+    delivery_timeout: Duration = Field(
+        default=timedelta(seconds=30),
+        description="One try's limit (a channel answers within 10 s): a worker that dies "
+        "while it delivers is noticed after this long, and another worker tries again.",
+    )
+    dispatch_poll: Duration = Field(
+        default=timedelta(seconds=5),
+        description="The dispatcher looks at the outbox at least this often (LISTEN wakes "
+        "it at once).",
+    )
 
     def policy(self) -> AlertPolicy:
         return AlertPolicy(remind_every=self.remind_every, quiet_after=self.quiet_after)
@@ -255,51 +436,131 @@ class Settings(BaseSettings):
         env_prefix="POSGUARD_", env_nested_delimiter="__", extra="ignore"
     )
 
-    # With DATABASE_URL unset, the embedded PostgreSQL in `state_dir` is used.
     database_url: SecretStr | None = Field(
-        default=None, validation_alias=AliasChoices("POSGUARD_DATABASE_URL", "DATABASE_URL")
+        default=None,
+        validation_alias=AliasChoices("POSGUARD_DATABASE_URL", "DATABASE_URL"),
+        description="PostgreSQL URL of the store (a secret). With DATABASE_URL unset, the "
+        "embedded PostgreSQL in `state_dir` is used.",
     )
     temporal_address: str | None = Field(
-        default=None, validation_alias=AliasChoices("POSGUARD_TEMPORAL_ADDRESS", "TEMPORAL_ADDRESS")
+        default=None,
+        validation_alias=AliasChoices("POSGUARD_TEMPORAL_ADDRESS", "TEMPORAL_ADDRESS"),
+        description="host:port of the Temporal frontend. Unset: the embedded dev server "
+        "on 127.0.0.1:`temporal_port`.",
     )
-    temporal_namespace: str = "default"
-    task_queue: str = "posguard"
-    state_dir: Path = Path(".posguard")
-    temporal_port: int = 7233
-    ui_port: int = 8233
-    # Worker /health and /metrics (-1: none); the price gate uses health_port + 1, the
-    # ingest health_port + 2.
-    health_port: int = 8081
-    # The Temporal SDK's own metrics (temporal_*) on each process's /metrics.
-    sdk_metrics: bool = True
-    sim_port: int = 8700
-    sim_admin_port: int = 8701
-    event_retention_days: int = Field(default=365, ge=1)
-    event_partition_months_ahead: int = Field(default=3, ge=0)
-    connect_timeout_seconds: int = Field(default=15, ge=1)
+    temporal_namespace: str = Field(default="default", description="The Temporal namespace.")
+    task_queue: str = Field(
+        default="posguard",
+        description="The task queue of workflows and store activities; every worker polls it.",
+    )
+    state_dir: Path = Field(
+        default=Path(".posguard"),
+        description="Where the embedded stack keeps its state (Temporal history in "
+        "`temporal.db`, PostgreSQL data in `pg/`).",
+    )
+    temporal_port: int = Field(
+        default=7233,
+        description="gRPC port of the embedded Temporal dev server (and the address used "
+        "when `temporal_address` is unset).",
+    )
+    ui_port: int = Field(default=8233, description="Port of the embedded Temporal server's Web UI.")
+    health_port: int = Field(
+        default=8081,
+        description="Worker /health and /metrics (-1: none); the price gate uses "
+        "health_port + 1, the ingest health_port + 2.",
+    )
+    health_host: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        description="The address the worker's, the gate's and the ingest's /health and "
+        '/metrics listen on: 127.0.0.1 (this host only), or "0.0.0.0" (every interface) in '
+        "containers, where Prometheus scrapes them from another container.",
+    )
+    sdk_metrics: bool = Field(
+        default=True,
+        description="The Temporal SDK's own metrics (temporal_*) on each process's /metrics.",
+    )
+    sim_port: int = Field(
+        default=8700,
+        description="Port of the embedded paper exchange (`posguard dev`).",
+    )
+    sim_admin_port: int = Field(
+        default=8701, description="Port of the embedded paper exchange's admin API."
+    )
+    event_retention_days: int = Field(
+        default=365,
+        ge=1,
+        description="Event partitions (whole months) older than this are dropped.",
+    )
+    event_partition_months_ahead: int = Field(
+        default=3,
+        ge=0,
+        description="Monthly event partitions created ahead of time at every start.",
+    )
+    connect_timeout_seconds: int = Field(
+        default=15,
+        ge=1,
+        description="How long a command waits for PostgreSQL or Temporal before it exits "
+        "with code 2.",
+    )
     accounts: list[AccountSettings] = Field(
         default_factory=lambda: [
             AccountSettings(paper_url=EMBEDDED_PAPER, max_requests_per_second=Decimal(200))
-        ]
+        ],
+        description="The exchange accounts (TOML `[[accounts]]`). Default: one account "
+        "`paper` on the embedded paper exchange.",
     )
-    # Trailing settings a new position gets unless told otherwise (None: no trailing).
-    trailing: TrailingRule | None = None
-    reconcile: ReconcileSettings = Field(default_factory=ReconcileSettings)
-    # The signal services to read (none by default; see docs when the ingest lands).
-    signal_services: list[SignalServiceSettings] = Field(default_factory=list)
-    alerts: AlertSettings = Field(default_factory=AlertSettings)
-    health: HealthSettings = Field(default_factory=HealthSettings)
-    alert_channels: list[AlertChannel] = Field(default_factory=list)
-    # `make dev`: a local webhook sink that prints every alert (port, or -1: none).
-    dev_alert_sink_port: int = 8703
-    waves: WaveSettings = Field(default_factory=WaveSettings)
-    # `posguard dev` starts a signal-service simulator emitting a small wave every
-    # `dev_signals_every` (and reads it) when no signal service is configured.
-    dev_signals: bool = True
-    dev_signals_every: Duration = timedelta(minutes=3)
-    dev_signals_port: int = 8702
-    # Price path of the embedded paper exchange (see `posguard sim --help`).
-    sim_price_path: str = "random_walk"
+    trailing: TrailingRule | None = Field(
+        default=None,
+        description="Trailing settings a new position gets unless told otherwise (None: no "
+        "trailing).",
+    )
+    reconcile: ReconcileSettings = Field(
+        default_factory=ReconcileSettings,
+        description="The account reconciler (TOML `[reconcile]`).",
+    )
+    signal_services: list[SignalServiceSettings] = Field(
+        default_factory=list,
+        description="The signal services to read (TOML `[[signal_services]]`; none by default).",
+    )
+    alerts: AlertSettings = Field(
+        default_factory=AlertSettings,
+        description="How alerts reach people (TOML `[alerts]`).",
+    )
+    health: HealthSettings = Field(
+        default_factory=HealthSettings,
+        description="How each process judges its dependencies (TOML `[health]`).",
+    )
+    alert_channels: list[AlertChannel] = Field(
+        default_factory=list,
+        description="Where alerts are sent (TOML `[[alert_channels]]`: Telegram, Slack, "
+        "JSON webhook).",
+    )
+    dev_alert_sink_port: int = Field(
+        default=8703,
+        description="`make dev`: a local webhook sink that prints every alert (port, or -1: none).",
+    )
+    waves: WaveSettings = Field(
+        default_factory=WaveSettings,
+        description="How waves of signals select and open positions (TOML `[waves]`).",
+    )
+    dev_signals: bool = Field(
+        default=True,
+        description="`posguard dev` starts a signal-service simulator emitting a small "
+        "wave every `dev_signals_every` (and reads it) when no signal service is "
+        "configured.",
+    )
+    dev_signals_every: Duration = Field(
+        default=timedelta(minutes=3),
+        description="How often the dev signal-service simulator emits a wave.",
+    )
+    dev_signals_port: int = Field(
+        default=8702, description="Port of the dev signal-service simulator."
+    )
+    sim_price_path: str = Field(
+        default="random_walk",
+        description="Price path of the embedded paper exchange (see `posguard sim --help`).",
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -1228,8 +1228,15 @@ class PositionWorkflow(Trailing):
         await self._finish_close(reason)
 
     async def _replace_stop_for_qty(self) -> None:
-        """New stop for the current quantity first, then the old one cancelled."""
+        """New stop for the current quantity first, then the old one cancelled.
+
+        A stop that lives on the position (Bybit's, sent with the entry) closes
+        whatever the position holds: it already covers the new quantity.
+        """
         old = self.s.stop
+        if old is not None and old.position_stop:
+            self._snap(self.s.with_stop(old.covering(self.s.qty), workflow.now()))
+            return
         error, _ = await self._stop_attempt(ProtectionStep.PLACE_STOP, None)
         if error is not None:
             if old is None:

@@ -342,7 +342,7 @@ class ExchangeCalls(Recording):
             account=self.spec.account,
             symbol=intent.symbol,
             client_order_id=intent.client_order_id,
-            exchange_order_id=exchange_order_id,
+            exchange_order_id=exchange_order_id or self._known_exchange_id(intent.client_order_id),
             conditional=intent.is_conditional,
         )
 
@@ -351,8 +351,18 @@ class ExchangeCalls(Recording):
             account=self.spec.account,
             symbol=self.spec.symbol,
             client_order_id=client_order_id,
+            exchange_order_id=self._known_exchange_id(client_order_id),
             conditional=is_conditional_cid(client_order_id),
         )
+
+    def _known_exchange_id(self, client_order_id: str) -> str | None:
+        """The exchange id of one of our resting orders, if known: a position stop has
+        no client id on the exchange and is found by this id (the gateway tries the
+        client id first)."""
+        for ref in (*self.s.exit_orders, *self.m.stale_orders):
+            if ref.client_order_id == client_order_id:
+                return ref.exchange_order_id
+        return None
 
     def _ref_request(self, ref: OrderRef) -> OrderRequest:
         return OrderRequest(
@@ -457,6 +467,7 @@ class ExchangeCalls(Recording):
             exchange_order_id=view.exchange_order_id,
             qty=intent.qty,
             trigger_price=price,
+            position_stop=view.position_stop,
         )
         placed = OrderPlaced(
             client_order_id=intent.client_order_id,

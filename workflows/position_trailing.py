@@ -282,6 +282,7 @@ class Trailing(ExchangeCalls):
                         client_order_id=cid,
                         exchange_order_id=old.exchange_order_id,
                         trigger_price=move.new,
+                        position_stop=old.position_stop,
                     ),
                     summary=f"move stop {cid} {move.old} -> {move.new}",
                     local=True,
@@ -301,6 +302,7 @@ class Trailing(ExchangeCalls):
                 exchange_order_id=view.exchange_order_id,
                 qty=old.qty,
                 trigger_price=move.new,
+                position_stop=old.position_stop,
             )
             self._move_done(intent, view, ref)
         self.pending_move = None

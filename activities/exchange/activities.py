@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar
 
@@ -59,6 +59,10 @@ if TYPE_CHECKING:  # ccxt stays out of importers (the workflow sandbox)
 HEARTBEAT_EVERY_S = 0.3  # float ok: seconds
 STOP_RETRY_FIRST_S = 0.2  # float ok: seconds
 STOP_RETRY_MAX_S = 2.0  # float ok: seconds
+# How long a stop sent with the entry is looked for once the entry has filled.
+CARRIED_STOP_WAIT_S = 2.0  # float ok: seconds
+# How far before the entry's own timestamp a stop that fired is still taken as its.
+CARRIED_STOP_CLOCK_SLACK = timedelta(seconds=2)
 FILL_POLL_FIRST_S = 0.05  # float ok: seconds
 FILL_POLL_MAX_S = 0.5  # float ok: seconds
 
@@ -386,20 +390,33 @@ class ExchangeActivities:
         conflict = await self._journaled(req.entry, req.position_id, gateway, may_exist=retry)
         if conflict is not None:
             raise client_id_reused(conflict, req.entry)
+        side = Side.LONG if req.entry.side is OrderSide.BUY else Side.SHORT
+        attached = None
+        if req.filters.entry_carries_stop:
+            attached = await self._stop_to_attach(gateway, req, side, retry)
         phase[0] = "entry"
-        entry = await gateway.place(req.entry, look_up_first=retry)
+        entry = await gateway.place(req.entry, look_up_first=retry, attached_stop=attached)
         phase[0] = "fill"
         entry = await self._await_fill(gateway, req, entry)
         if entry.filled_qty <= 0 or entry.average_price is None:
             return EntryWithStopResult(entry=entry)
-        side = Side.LONG if req.entry.side is OrderSide.BUY else Side.SHORT
         try:
             price = stop_level(side, entry.average_price, req.stop, req.filters)
         except InvalidStop:
-            return EntryWithStopResult(entry=entry, stop_error=ErrorType.INVALID_ORDER.value)
-        intent = stop_intent(
+            if attached is None or attached.trigger_price is None:
+                return EntryWithStopResult(entry=entry, stop_error=ErrorType.INVALID_ORDER.value)
+            price = attached.trigger_price
+        if attached is not None:
+            phase[0] = "stop"
+            carried = await self._carried_stop(gateway, req, entry, attached, price)
+            if carried is not None:
+                return carried
+        # No stop came with the entry (none could be attached, or it has fired
+        # already): it follows the fill; an attached one under its journaled intent.
+        intent = attached or stop_intent(
             req.stop_client_order_id, req.entry.symbol, side, entry.filled_qty, price
         )
+        price = intent.trigger_price or price
         phase[0] = "stop"
         conflict = await self._journaled(intent, req.position_id, gateway, may_exist=retry)
         if conflict is not None:
@@ -419,6 +436,102 @@ class ExchangeActivities:
             price,
         )
         return await self._place_stop(gateway, req, entry, intent, look_up_first=retry)
+
+    async def _stop_to_attach(
+        self, gateway: ExchangeGateway, req: EntryWithStopRequest, side: Side, retry: bool
+    ) -> OrderIntent | None:
+        """The stop to send with the entry (a venue whose entries carry their stop),
+        journaled first: at the stop rule's level from the mark price (the fill is not
+        known yet). A retry sends the stop journaled by the first attempt, so both
+        attempts ask for the very same orders. None: no stop can be attached (the rule
+        gives no valid level, or the id names another order); the stop then follows
+        the fill as on other venues.
+        """
+        try:
+            mark = await gateway.mark_price(req.entry.symbol)
+            price = stop_level(side, mark, req.stop, req.filters)
+        except InvalidStop:
+            return None
+        intent = stop_intent(req.stop_client_order_id, req.entry.symbol, side, req.entry.qty, price)
+        conflict = await self._journaled(intent, req.position_id, gateway, may_exist=retry)
+        if conflict is None:
+            return intent
+        same_order = (
+            conflict.kind is intent.kind
+            and conflict.symbol == intent.symbol
+            and conflict.side is intent.side
+            and conflict.trigger_price is not None
+        )
+        if not same_order:
+            return None
+        assert conflict.trigger_price is not None
+        return stop_intent(
+            intent.client_order_id, intent.symbol, side, conflict.quantity, conflict.trigger_price
+        )
+
+    async def _carried_stop(
+        self,
+        gateway: ExchangeGateway,
+        req: EntryWithStopRequest,
+        entry: OrderView,
+        attached: OrderIntent,
+        price: Decimal,
+    ) -> EntryWithStopResult | None:
+        """The stop that came with the filled entry, moved to the level the fill gives
+        (`price`) in place; None if the position has none (then it is placed apart).
+
+        The exchange creates it as the entry executes; it is looked for until
+        `stop_retry_for_s`. A move that fails leaves it at the level it was sent
+        with, which protects the position all the same.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(req.stop_retry_for_s, CARRIED_STOP_WAIT_S)
+        delay = STOP_RETRY_FIRST_S
+        # A stop that fired before it was looked for still belongs to this entry.
+        filled_at = entry.updated_at or datetime.now(UTC)
+        since = filled_at - CARRIED_STOP_CLOCK_SLACK
+        while True:
+            try:
+                stop = await gateway.position_stop(req.entry.symbol, fired_since=since)
+            except Exception as exc:
+                await self._note(exc, classify_exception(exc))
+                stop = None
+            if stop is not None or loop.time() + delay > deadline:
+                break
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, STOP_RETRY_MAX_S)
+        if stop is None:
+            return None
+        cid = attached.client_order_id
+        stop = stop.model_copy(update={"client_order_id": cid})
+        if stop.trigger_price != price and not stop.is_final:
+            try:
+                stop = await gateway.amend_stop(
+                    req.entry.symbol,
+                    client_order_id=cid,
+                    exchange_order_id=stop.exchange_order_id,
+                    trigger_price=price,
+                    position_stop=True,
+                )
+            except Exception as exc:
+                await self._note(exc, classify_exception(exc))
+                activity.logger.warning(
+                    "stop %s stays at %s (not moved to %s: %s)",
+                    cid,
+                    stop.trigger_price,
+                    price,
+                    scrubbed(exc),
+                )
+        activity.logger.info(
+            "%s entry %s filled %s @ %s with its stop %s @ %s",
+            req.entry.symbol,
+            req.entry.client_order_id,
+            entry.filled_qty,
+            entry.average_price,
+            cid,
+            stop.trigger_price,
+        )
+        return EntryWithStopResult(entry=entry, stop=stop, stop_price=stop.trigger_price)
 
     async def _await_fill(
         self, gateway: ExchangeGateway, req: EntryWithStopRequest, entry: OrderView
@@ -508,6 +621,7 @@ class ExchangeActivities:
             client_order_id=req.client_order_id,
             exchange_order_id=req.exchange_order_id,
             trigger_price=req.trigger_price,
+            position_stop=req.position_stop,
         )
 
     # --- reads and cancels ---------------------------------------------------------------------
@@ -517,7 +631,10 @@ class ExchangeActivities:
     async def find_order(self, req: OrderRequest) -> OrderView | None:
         """The order with this client id, open or done; None if the exchange has none."""
         return await self._gateway(req.account).find(
-            req.symbol, req.client_order_id, req.conditional
+            req.symbol,
+            req.client_order_id,
+            req.conditional,
+            exchange_order_id=req.exchange_order_id,
         )
 
     @activity.defn(name="exchange.cancel_order")
@@ -606,7 +723,10 @@ class ExchangeActivities:
     async def fills(self, req: OrderRequest) -> list[Fill]:
         """Executions of one of our orders (for a triggered stop: of the order it became)."""
         return await self._gateway(req.account).order_fills(
-            req.symbol, req.client_order_id, req.conditional
+            req.symbol,
+            req.client_order_id,
+            req.conditional,
+            exchange_order_id=req.exchange_order_id,
         )
 
     def all(self) -> list[object]:

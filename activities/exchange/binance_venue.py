@@ -48,9 +48,30 @@ class BinanceVenue:
         client_order_id: str,
         exchange_order_id: str | None,
         trigger_price: Decimal,
+        *,
+        position_stop: bool = False,
     ) -> None:
         """Binance cannot amend an algo order: its stops move new-first instead."""
         raise NotImplementedError("Binance stops are moved by a new stop, then a cancel")
+
+    def attached_stop_params(self, stop: OrderIntent) -> dict[str, Any]:
+        """Binance sends no stop with an entry: the stop follows the fill."""
+        raise NotImplementedError("Binance entries carry no stop")
+
+    async def done_orders(
+        self, exchange: Any, unified: str, since_ms: int
+    ) -> list[Mapping[str, Any]]:
+        """Not needed: Binance entries carry no stop."""
+        raise NotImplementedError("Binance entries carry no stop")
+
+    async def find_by_id(
+        self, exchange: Any, unified: str, exchange_order_id: str, conditional: bool
+    ) -> Mapping[str, Any] | None:
+        """`GET /fapi/v1/order` (or the algo order) by id; OrderNotFound if none."""
+        order: Mapping[str, Any] = await exchange.fetch_order(
+            exchange_order_id, unified, self.by_id_params(conditional)
+        )
+        return order
 
     def by_id_params(self, conditional: bool) -> dict[str, Any]:
         """Algo orders are reached with `trigger: True`."""

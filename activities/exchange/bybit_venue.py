@@ -19,6 +19,8 @@ from domain.orders import OrderIntent, WorkingType
 from domain.symbols import canonical_from_unified
 
 PAGE = 50
+TRIGGER_BY = {WorkingType.MARK_PRICE: "MarkPrice", WorkingType.CONTRACT_PRICE: "LastPrice"}
+"""posguard's working type -> Bybit's `triggerBy` / `slTriggerBy`."""
 # Bybit's answers to an amend that changes nothing.
 UNCHANGED = ("remains unchanged", "not modified")
 MAX_PAGES = 100
@@ -58,14 +60,14 @@ class BybitVenue:
             max_qty=to_decimal(market["limits"]["amount"].get("max")),
             min_notional=to_decimal(market["limits"].get("cost", {}).get("min")) or Decimal(0),
             stop_moves_in_place=True,
+            entry_carries_stop=True,
         )
 
     def order_params(self, intent: OrderIntent) -> dict[str, Any]:
         """`triggerBy` for a conditional order (ccxt would force LastPrice otherwise)."""
         if not intent.is_conditional:
             return {}
-        mark = intent.working_type is WorkingType.MARK_PRICE
-        return {"triggerBy": "MarkPrice" if mark else "LastPrice"}
+        return {"triggerBy": TRIGGER_BY[intent.working_type]}
 
     async def amend_stop(
         self,
@@ -74,28 +76,74 @@ class BybitVenue:
         client_order_id: str,
         exchange_order_id: str | None,
         trigger_price: Decimal,
+        *,
+        position_stop: bool = False,
     ) -> None:
         """`POST /v5/order/amend` with the new `triggerPrice`: the same conditional
-        order, moved in one request, so the position never has two stops.
+        order, moved in one request, so the position never has two stops. The
+        position's own stop-loss is moved where Bybit documents it, through
+        `POST /v5/position/trading-stop` (tpslMode Full).
 
-        ccxt's `edit_order` would send a quantity too; the raw endpoint sends only
-        what moves. "The order remains unchanged" (the price is already set: a
-        retry whose first answer was lost) is success.
+        ccxt's `edit_order` would send a quantity too; the raw endpoints send only
+        what moves. "The order remains unchanged" / "not modified" (the price is
+        already set: a retry whose first answer was lost) is success.
         """
-        request: dict[str, Any] = {
-            "category": "linear",
-            "symbol": unified_id(exchange, unified),
-            "triggerPrice": str(trigger_price),
-        }
-        if exchange_order_id:
-            request["orderId"] = exchange_order_id
-        else:
-            request["orderLinkId"] = client_order_id
+        symbol = unified_id(exchange, unified)
         try:
+            if position_stop:
+                await exchange.privatePostV5PositionTradingStop(
+                    {
+                        "category": "linear",
+                        "symbol": symbol,
+                        "tpslMode": "Full",
+                        "positionIdx": 0,
+                        "stopLoss": str(trigger_price),
+                        "slTriggerBy": TRIGGER_BY[WorkingType.MARK_PRICE],
+                    }
+                )
+                return
+            request: dict[str, Any] = {
+                "category": "linear",
+                "symbol": symbol,
+                "triggerPrice": str(trigger_price),
+            }
+            if exchange_order_id:
+                request["orderId"] = exchange_order_id
+            else:
+                request["orderLinkId"] = client_order_id
             await exchange.privatePostV5OrderAmend(request)
         except Exception as exc:
             if not any(text in str(exc) for text in UNCHANGED):
                 raise
+
+    def attached_stop_params(self, stop: OrderIntent) -> dict[str, Any]:
+        """The entry's `stopLoss` for the whole position (tpslMode Full): Bybit makes
+        it live before the entry executes and cancels it when the position closes."""
+        assert stop.trigger_price is not None
+        return {
+            "stopLoss": {"triggerPrice": str(stop.trigger_price)},  # ccxt: request stopLoss
+            "slTriggerBy": TRIGGER_BY[stop.working_type],
+            "tpslMode": "Full",
+        }
+
+    async def done_orders(
+        self, exchange: Any, unified: str, since_ms: int
+    ) -> list[Mapping[str, Any]]:
+        """`/v5/order/history` since `since_ms`: one page of the newest (every kind)."""
+        orders: list[Mapping[str, Any]] = await exchange.fetch_canceled_and_closed_orders(
+            unified, since_ms, PAGE
+        )
+        return orders
+
+    async def find_by_id(
+        self, exchange: Any, unified: str, exchange_order_id: str, conditional: bool
+    ) -> Mapping[str, Any] | None:
+        """The open order with this `orderId`, else the closed or cancelled one."""
+        params = {"orderId": exchange_order_id}
+        orders = await exchange.fetch_open_orders(unified, None, None, params)
+        if not orders:
+            orders = await exchange.fetch_canceled_and_closed_orders(unified, None, None, params)
+        return orders[0] if orders else None
 
     def by_id_params(self, conditional: bool) -> dict[str, Any]:
         """Nothing: one id space for every kind of order."""

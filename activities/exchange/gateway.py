@@ -68,6 +68,8 @@ def order_view(order: Mapping[str, Any], symbol: str) -> OrderView:
     close_position = _flag(info.get("closePosition")) or False
     if close_position or _flag(info.get("closeOnTrigger")):
         reduce_only = True
+    # Bybit's position stop-loss (sent with an entry): no client id of its own.
+    position_stop = info.get("stopOrderType") == "StopLoss" and not info.get("orderLinkId")
     return OrderView(
         exchange_order_id=str(order.get("id") or _first(info, "algoId", "orderId")),
         client_order_id=order.get("clientOrderId") or _first(info, "clientAlgoId", "clientOrderId"),
@@ -82,14 +84,25 @@ def order_view(order: Mapping[str, Any], symbol: str) -> OrderView:
         close_position=close_position,
         is_conditional=is_algo or bool(trigger),
         updated_at=datetime.fromtimestamp(updated / 1000, UTC) if updated else None,
+        position_stop=position_stop,
     )
 
 
 class ExchangeGateway:
     """Orders, positions and market data of one account, in domain terms."""
 
-    def __init__(self, exchange: Any, *, account: str, protective: Any | None = None) -> None:
+    def __init__(
+        self,
+        exchange: Any,
+        *,
+        account: str,
+        protective: Any | None = None,
+        stop_with_entry: bool = True,
+    ) -> None:
         self.exchange = exchange
+        # False: no entry carries its stop, even where the venue could (the account's
+        # `stop_with_entry` setting).
+        self.stop_with_entry = stop_with_entry
         # Reduce-only placements and cancels go through their own client (and so
         # their own rate-limit queue) when one is given.
         self.protective = protective if protective is not None else exchange
@@ -139,6 +152,8 @@ class ExchangeGateway:
                 for market in markets.values():
                     if market.get("linear") and market.get("swap"):
                         filters = self.venue.market_filters(market)
+                        if filters.entry_carries_stop and not self.stop_with_entry:
+                            filters = filters.model_copy(update={"entry_carries_stop": False})
                         self._filters[filters.symbol] = filters
 
     async def entry_readiness(self, quote: str = "USDT") -> EntryReadiness:
@@ -168,7 +183,9 @@ class ExchangeGateway:
 
     # --- orders ------------------------------------------------------------------------
 
-    async def place(self, intent: OrderIntent, *, look_up_first: bool) -> OrderView:
+    async def place(
+        self, intent: OrderIntent, *, look_up_first: bool, attached_stop: OrderIntent | None = None
+    ) -> OrderView:
         """Place `intent`, never twice.
 
         With `look_up_first` (any retry), the order is first looked up by its
@@ -183,6 +200,9 @@ class ExchangeGateway:
         the send window is waited out (`send_window_s`: the exchange refuses a
         request older than its recvWindow) and the entry looked up once more:
         only then is "not found" final.
+
+        `attached_stop` (an entry only, on a venue whose filters say
+        `entry_carries_stop`): the stop-loss sent with the entry, live before it fills.
         """
         await self.load_markets()
         if look_up_first:
@@ -205,6 +225,8 @@ class ExchangeGateway:
         elif intent.type is OrderType.TAKE_PROFIT_MARKET:
             params["takeProfitPrice"] = str(intent.trigger_price)
         params.update(self.venue.order_params(intent))
+        if attached_stop is not None:
+            params.update(self.venue.attached_stop_params(attached_stop))
         try:
             client = self.protective if intent.reduce_only else self.exchange
             order = await client.create_order(
@@ -236,6 +258,7 @@ class ExchangeGateway:
         client_order_id: str,
         exchange_order_id: str | None,
         trigger_price: Decimal,
+        position_stop: bool = False,
     ) -> OrderView:
         """Move one of our resting stops to `trigger_price` in place; its view after.
 
@@ -250,25 +273,87 @@ class ExchangeGateway:
             client_order_id,
             exchange_order_id,
             trigger_price,
+            position_stop=position_stop,
         )
-        found = await self.find(symbol, client_order_id, True)
+        if position_stop and exchange_order_id:  # no client id there: by its id at once
+            order = await self.venue.find_by_id(
+                self.exchange, unified_from_canonical(symbol), exchange_order_id, True
+            )
+            if order is not None:
+                view = order_view(order, symbol)
+                return view.model_copy(update={"client_order_id": client_order_id})
+        found = await self.find(symbol, client_order_id, True, exchange_order_id=exchange_order_id)
         if found is None:
             raise RuntimeError(f"stop {client_order_id} amended but not found")
         return found
 
-    async def find(self, symbol: str, client_order_id: str, conditional: bool) -> OrderView | None:
-        """The order with our client id, open or done, or None if the exchange has none."""
+    async def find(
+        self,
+        symbol: str,
+        client_order_id: str,
+        conditional: bool,
+        *,
+        exchange_order_id: str | None = None,
+    ) -> OrderView | None:
+        """The order with our client id, open or done, or None if the exchange has none.
+
+        An order the exchange knows without our client id (a position stop) is found by
+        `exchange_order_id` when given, and named with `client_order_id`.
+        """
+        order = await self._find_raw(symbol, client_order_id, conditional, exchange_order_id)
+        if order is None:
+            return None
+        view = order_view(order, symbol)
+        if not view.client_order_id:
+            view = view.model_copy(update={"client_order_id": client_order_id})
+        return view
+
+    async def _find_raw(
+        self,
+        symbol: str,
+        client_order_id: str,
+        conditional: bool,
+        exchange_order_id: str | None,
+    ) -> Mapping[str, Any] | None:
+        unified = unified_from_canonical(symbol)
+        order: Mapping[str, Any] | None = None
         try:
-            order = await self.venue.find(
-                self.exchange, unified_from_canonical(symbol), client_order_id, conditional
+            order = await self.venue.find(self.exchange, unified, client_order_id, conditional)
+        except Exception as exc:
+            if "OrderNotFound" not in _classified(exc):
+                raise
+        if order is not None or not exchange_order_id:
+            return order
+        try:
+            return await self.venue.find_by_id(
+                self.exchange, unified, exchange_order_id, conditional
             )
         except Exception as exc:
             if "OrderNotFound" in _classified(exc):
                 return None
             raise
-        if order is None:
+
+    async def position_stop(
+        self, symbol: str, *, fired_since: datetime | None = None
+    ) -> OrderView | None:
+        """The position's own open stop-loss (`OrderView.position_stop`), if any; with
+        `fired_since`, else the one that has filled since then (a stop that fired
+        before anyone looked), newest first."""
+        unified = unified_from_canonical(symbol)
+        listed = await self.venue.open_orders(self.exchange, unified)
+        for order, conditional in listed:
+            view = _listed_view(order, conditional, symbol)
+            if view.position_stop and not view.is_final:
+                return view
+        if fired_since is None:
             return None
-        return order_view(order, symbol)
+        since_ms = int(fired_since.timestamp() * 1000)
+        done = [
+            order_view(o, symbol)
+            for o in await self.venue.done_orders(self.exchange, unified, since_ms)
+        ]
+        fired = [v for v in done if v.position_stop and v.filled_qty > 0]
+        return max(fired, key=lambda v: v.updated_at or fired_since, default=None)
 
     async def fetch(self, symbol: str, exchange_order_id: str, conditional: bool) -> OrderView:
         """The current view of one order by exchange id."""
@@ -298,7 +383,9 @@ class ExchangeGateway:
         except Exception as exc:
             if "OrderNotFound" not in _classified(exc):
                 raise
-        return await self.find(symbol, client_order_id, conditional)
+        return await self.find(
+            symbol, client_order_id, conditional, exchange_order_id=exchange_order_id
+        )
 
     async def cancel_by_exchange_id(
         self, symbol: str, exchange_order_id: str, *, conditional: bool
@@ -356,20 +443,21 @@ class ExchangeGateway:
         orders = await self.account_orders()
         return AccountSnapshot(positions=list(positions.values()), orders=orders)
 
-    async def order_fills(self, symbol: str, client_order_id: str, conditional: bool) -> list[Fill]:
+    async def order_fills(
+        self,
+        symbol: str,
+        client_order_id: str,
+        conditional: bool,
+        *,
+        exchange_order_id: str | None = None,
+    ) -> list[Fill]:
         """Executions of our order `client_order_id`, fees in the quote currency.
 
         A triggered Binance algo stop executes as a new matching-engine order
-        (`actualOrderId`); its trades are the stop's fills.
+        (`actualOrderId`); its trades are the stop's fills. A position stop is found
+        by `exchange_order_id` (see `find`).
         """
-        try:
-            order = await self.venue.find(
-                self.exchange, unified_from_canonical(symbol), client_order_id, conditional
-            )
-        except Exception as exc:
-            if "OrderNotFound" in _classified(exc):
-                return []
-            raise
+        order = await self._find_raw(symbol, client_order_id, conditional, exchange_order_id)
         executed_id = None if order is None else self.venue.executed_order_id(order, conditional)
         if executed_id is None:
             return []

@@ -38,10 +38,32 @@ class Venue(Protocol):
         client_order_id: str,
         exchange_order_id: str | None,
         trigger_price: Decimal,
+        *,
+        position_stop: bool = False,
     ) -> None:
         """Move a resting stop's trigger in place (only where `market_filters` sets
-        `stop_moves_in_place`). An amend that changes nothing (a retry after an
-        answer was lost) counts as done; any other refusal raises ccxt's error."""
+        `stop_moves_in_place`); `position_stop`: the position's own stop-loss. An
+        amend that changes nothing (a retry after an answer was lost) counts as
+        done; any other refusal raises ccxt's error."""
+        ...
+
+    def attached_stop_params(self, stop: OrderIntent) -> dict[str, Any]:
+        """Parameters that send `stop` with its entry (only where `market_filters` sets
+        `entry_carries_stop`)."""
+        ...
+
+    async def done_orders(
+        self, exchange: Any, unified: str, since_ms: int
+    ) -> list[Mapping[str, Any]]:
+        """The symbol's orders that ended (filled, cancelled) since `since_ms`, as ccxt
+        parses them (only where `market_filters` sets `entry_carries_stop`)."""
+        ...
+
+    async def find_by_id(
+        self, exchange: Any, unified: str, exchange_order_id: str, conditional: bool
+    ) -> Mapping[str, Any] | None:
+        """The ccxt order with this exchange id, open or done; None (or ccxt's
+        OrderNotFound) if the venue has none."""
         ...
 
     def by_id_params(self, conditional: bool) -> dict[str, Any]:

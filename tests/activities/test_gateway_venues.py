@@ -12,6 +12,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from decimal import Decimal
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -27,6 +28,7 @@ from domain.sizing import StopRule
 from domain.types import Side
 from simulator.client import bybit_client
 from simulator.server import PaperExchange
+from tests.activities.conftest import ACCOUNT
 
 SYMBOL = "BTCUSDT"
 PRICE = Decimal(60000)
@@ -298,6 +300,94 @@ async def test_errors_are_classified_on_every_venue(gateway: ExchangeGateway) ->
     )
     assert await gateway.find(SYMBOL, cid("never"), conditional=True) is None
     assert await gateway.order_fills(SYMBOL, cid("never"), conditional=False) == []
+
+
+def episode(sim: PaperExchange, symbol: str = SYMBOL) -> dict[str, Any]:
+    return [e for e in sim.ground_truth()["episodes"] if e["symbol"] == symbol][-1]
+
+
+@pytest.mark.parametrize("side", [Side.LONG, Side.SHORT])
+async def test_the_entry_and_its_stop_leave_no_window_where_the_venue_attaches_it(
+    gateway: ExchangeGateway, sim: PaperExchange, side: Side
+) -> None:
+    """Bybit: the stop is sent with the entry (position TP/SL), live before the fill,
+    then set to the fill's level in place: 0 ms unprotected, one stop. Binance: the
+    stop follows the fill as an order of its own."""
+    filters = await gateway.filters(SYMBOL)
+    assert filters.entry_carries_stop is (sim.venue == "bybit")
+    stop_cid = cid("s")
+    req = EntryWithStopRequest(
+        account=ACCOUNT,
+        entry=entry_intent(cid("e"), SYMBOL, side, QTY),
+        stop_client_order_id=stop_cid,
+        stop=StopRule(percent=Decimal(2)),
+        filters=filters,
+        position_id=None,
+    )
+    acts = ExchangeActivities({ACCOUNT: gateway})
+    result: EntryWithStopResult = await ActivityEnvironment().run(acts.place_entry_with_stop, req)
+    assert result.entry.filled_qty == QTY and result.stop is not None
+    stop = result.stop
+    average = result.entry.average_price
+    assert average is not None
+    level = (average * (1 - side.sign * Decimal("0.02"))).quantize(filters.tick_size)
+    assert abs(stop.trigger_price - level) <= filters.tick_size  # type: ignore[operator]
+    assert stop.client_order_id == stop_cid and stop.status is OrderStatus.OPEN
+    assert open_stops(sim) == 1 and episode(sim)["maxStops"] == 1
+    assert stop.position_stop is (sim.venue == "bybit")
+    if sim.venue == "bybit":
+        assert episode(sim)["unprotectedMs"] == 0
+    # Found, moved and read by our name for it, with its exchange id.
+    found = await gateway.find(
+        SYMBOL, stop_cid, conditional=True, exchange_order_id=stop.exchange_order_id
+    )
+    assert found is not None and found.exchange_order_id == stop.exchange_order_id
+    assert found.client_order_id == stop_cid
+    if filters.stop_moves_in_place:
+        tighter = stop_price(side, Decimal("0.01"))
+        moved = await gateway.amend_stop(
+            SYMBOL,
+            client_order_id=stop_cid,
+            exchange_order_id=stop.exchange_order_id,
+            trigger_price=tighter,
+            position_stop=stop.position_stop,
+        )
+        assert moved.trigger_price == tighter and open_stops(sim) == 1
+    sim.set_price(SYMBOL, stop_price(side, Decimal("0.06")))  # through the stop
+    sim.publish_marks([SYMBOL])
+    fired = await gateway.find(
+        SYMBOL, stop_cid, conditional=True, exchange_order_id=stop.exchange_order_id
+    )
+    assert fired is not None and fired.status is OrderStatus.FILLED
+    fills = await gateway.order_fills(
+        SYMBOL, stop_cid, conditional=True, exchange_order_id=stop.exchange_order_id
+    )
+    assert sum(f.qty for f in fills) == QTY and signed(sim) == 0
+
+
+async def test_a_stop_that_came_with_the_entry_is_cancelled_by_its_exchange_id(
+    gateway: ExchangeGateway, sim: PaperExchange
+) -> None:
+    filters = await gateway.filters(SYMBOL)
+    req = EntryWithStopRequest(
+        account=ACCOUNT,
+        entry=entry_intent(cid("e"), SYMBOL, Side.LONG, QTY),
+        stop_client_order_id=cid("s"),
+        stop=StopRule(percent=Decimal(2)),
+        filters=filters,
+        position_id=None,
+    )
+    acts = ExchangeActivities({ACCOUNT: gateway})
+    result: EntryWithStopResult = await ActivityEnvironment().run(acts.place_entry_with_stop, req)
+    assert result.stop is not None
+    final = await gateway.cancel(
+        SYMBOL,
+        client_order_id=req.stop_client_order_id,
+        exchange_order_id=result.stop.exchange_order_id,
+        conditional=True,
+    )
+    assert final is not None and final.status is OrderStatus.CANCELED
+    assert open_stops(sim) == 0
 
 
 # --- Bybit's own traps ----------------------------------------------------------------------

@@ -1062,3 +1062,33 @@ def test_a_position_opened_after_the_first_read_is_no_phantom_once_read_again(
     assert reconcile(again) == []
     # Really gone: read again, still flat, still a phantom.
     assert [f.kind for f in reconcile(with_exchange(first, BTC, None, []))] == [K.PHANTOM]
+
+
+# --- a stop that lives on the position (Bybit's, sent with the entry) --------------------
+
+
+def position_stop(side: Side) -> OrderView:
+    """Bybit's position stop-loss: no client id, closes the whole position."""
+    return stop(side, oid="ps1").model_copy(update={"position_stop": True, "qty": D("0.001")})
+
+
+@pytest.mark.parametrize("side", list(Side))
+def test_a_stop_on_the_owned_position_is_its_owners_stop_and_no_finding(side: Side) -> None:
+    state = account(
+        positions=(position(side),), orders=(position_stop(side),), owners=(owner(side),)
+    )
+    assert reconcile(state) == []
+
+
+@pytest.mark.parametrize("side", list(Side))
+def test_a_position_stop_with_no_owner_is_left_as_the_positions_only_stop(side: Side) -> None:
+    state = account(positions=(position(side),), orders=(position_stop(side),))
+    found = reconcile(state)
+    assert of_kind(found, K.UNTRACKED), found
+    assert all(f.action is not A.CANCEL_ORDER for f in found), found
+
+
+@pytest.mark.parametrize("side", list(Side))
+def test_a_position_stop_left_on_a_flat_symbol_is_a_zombie(side: Side) -> None:
+    finding = only(reconcile(account(orders=(position_stop(side),))))
+    assert (finding.kind, finding.action) == (K.ZOMBIE, A.CANCEL_ORDER)

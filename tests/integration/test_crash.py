@@ -249,13 +249,16 @@ async def venue_crash(
 async def test_kill_after_entry_fill_before_stop_places_neither_twice(venue_crash: Crash) -> None:
     crash = venue_crash
     symbol = "BTCUSDT"
+    # Binance: the stop follows the fill, and the kill lands while it is on its way.
+    # Bybit: the stop rides on the entry, and the kill lands while both are on their way.
+    attached = crash.sim.venue == "bybit"
     first = await crash.start_worker()
-    slow_stop: FaultRule = crash.fault("latency", "stop", latency_ms=LATENCY_MS)
+    slow: FaultRule = crash.fault("latency", "order" if attached else "stop", latency_ms=LATENCY_MS)
     handle = await crash.open(symbol)
 
     async def entry_filled_stop_in_flight() -> bool:
         filled = [o for o in crash.entries(symbol) if o["status"] == "FILLED"]
-        return bool(filled) and slow_stop.hits >= 1
+        return (attached or bool(filled)) and slow.hits >= 1
 
     await until("the entry fill and the stop request in flight", entry_filled_stop_in_flight, crash)
     assert crash.stops(symbol) == []  # the stop is not placed yet: the kill lands in the window
@@ -272,12 +275,17 @@ async def test_kill_after_entry_fill_before_stop_places_neither_twice(venue_cras
     amt = crash.position_amt(symbol)
     assert amt == view.snapshot.qty > 0
     [stop] = crash.open_stops(symbol)
-    assert stop["reduceOnly"] is True and stop["side"] == "SELL"
-    assert Decimal(stop["quantity"]) == amt
-    assert view.snapshot.stop is not None
-    assert stop["clientAlgoId"] == view.snapshot.stop.client_order_id
-    chain = view.position_id.rsplit("/", 1)[1]
-    assert all(belongs_to(a["clientAlgoId"], view.workflow_id, chain) for a in crash.stops(symbol))
+    assert stop["side"] == "SELL" and view.snapshot.stop is not None
+    if attached:  # the stop on the position: closes all of it, found by its exchange id
+        assert stop["closePosition"] is True and view.snapshot.stop.position_stop
+        assert crash.open_episode(symbol)["unprotectedMs"] == 0
+    else:
+        assert stop["reduceOnly"] is True and Decimal(stop["quantity"]) == amt
+        assert stop["clientAlgoId"] == view.snapshot.stop.client_order_id
+        chain = view.position_id.rsplit("/", 1)[1]
+        assert all(
+            belongs_to(a["clientAlgoId"], view.workflow_id, chain) for a in crash.stops(symbol)
+        )
     assert len(crash.stops(symbol)) == 1  # the in-flight stop was found, not placed again
     episode = crash.open_episode(symbol)
     unprotected = episode["unprotectedMs"]
@@ -303,6 +311,9 @@ async def test_kill_between_new_stop_and_old_cancel_keeps_one_stop(venue_crash: 
     before = await crash.view(handle)
     [old_stop] = crash.open_stops(symbol)
     assert before.snapshot.stop is not None
+    if crash.sim.venue == "bybit":
+        await _bybit_stop_covers_added_quantity(crash, handle, first, old_stop)
+        return
     assert old_stop["clientAlgoId"] == before.snapshot.stop.client_order_id
 
     # Quantity added by hand: the workflow must resize its stop, new one first.
@@ -348,4 +359,34 @@ async def test_kill_between_new_stop_and_old_cancel_keeps_one_stop(venue_crash: 
     # Every stop placed once: two stops in all (old and new), no client id twice.
     placed = Counter(a["clientAlgoId"] for a in crash.stops(symbol))
     assert len(placed) == 2 and set(placed.values()) == {1}, placed
+    assert len(crash.entries(symbol)) == 1
+
+
+async def _bybit_stop_covers_added_quantity(
+    crash: Crash, handle: Any, first: Any, old_stop: dict[str, Any]
+) -> None:
+    """Bybit: the stop that came with the entry lives on the position and closes all
+    of it, so quantity added by hand needs no new stop (never two), killed or not."""
+    symbol = old_stop["symbol"]
+    before = await crash.view(handle)
+    new_qty = before.snapshot.qty + Decimal("0.1")
+    crash.sim.open_position(symbol, "BUY", Decimal("0.1"))
+    unprotected_before = crash.open_episode(symbol)["unprotectedMs"]
+    await handle.signal("exchange_update", ExchangeUpdate(source="test", detail="qty added"))
+
+    async def covered() -> bool:
+        try:
+            view = await crash.view(handle)
+        except Exception:
+            return False
+        return view.snapshot.stop is not None and view.snapshot.stop.qty == new_qty
+
+    await until("the stop covering the new quantity", covered, crash)
+    await first.kill()
+    await crash.start_worker()
+    await until("state active", is_state(crash, handle, PositionState.ACTIVE), crash)
+    [stop] = crash.open_stops(symbol)
+    assert stop["algoId"] == old_stop["algoId"] and stop["closePosition"] is True
+    assert len(crash.stops(symbol)) == 1 and crash.position_amt(symbol) == new_qty
+    assert crash.open_episode(symbol)["unprotectedMs"] == unprotected_before
     assert len(crash.entries(symbol)) == 1

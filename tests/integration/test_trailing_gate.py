@@ -111,13 +111,15 @@ async def tick(src: GateSource, sim: PaperExchange, symbol: str, price: Decimal)
 
 
 def algos_of(truth: dict[str, Any], view: PositionView) -> list[dict[str, Any]]:
-    """This position's algo orders (stops), oldest first, recognised by client id."""
+    """This position's algo orders (stops), oldest first, recognised by client id, or
+    living on its position (Bybit's stop sent with the entry; one position per symbol
+    here)."""
     chain = view.position_id.rsplit("/", 1)[1]
     mine = [
         a
         for a in truth["algoOrders"]
         if a["symbol"] == view.spec.symbol
-        and belongs_to(a["clientAlgoId"], view.workflow_id, chain)
+        and (a["closePosition"] or belongs_to(a["clientAlgoId"], view.workflow_id, chain))
     ]
     return sorted(mine, key=lambda a: (a["createTime"], a["algoId"]))
 
@@ -138,11 +140,11 @@ def episode_of(truth: dict[str, Any], symbol: str) -> dict[str, Any]:
 
 
 def assert_never_unprotected_after_first_stop(truth: dict[str, Any], view: PositionView) -> None:
-    """The episode's unprotected time is exactly entry fill → first stop: nothing after."""
+    """The episode's unprotected time is exactly entry fill → first stop (none for a
+    stop live before the fill, as Bybit's sent with the entry): nothing after."""
     episode = episode_of(truth, view.spec.symbol)
     first = algos_of(truth, view)[0]
-    gap = first["createTime"] - episode["openedMs"]
-    assert gap >= 0
+    gap = max(0, first["createTime"] - episode["openedMs"])
     assert episode["unprotectedMs"] == gap, (view.spec.symbol, episode, first["createTime"])
 
 

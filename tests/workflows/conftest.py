@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
+import pytest
 import pytest_asyncio
 from temporalio.testing import WorkflowEnvironment
 
@@ -21,9 +23,19 @@ async def sim() -> AsyncIterator[PaperExchange]:
         yield exchange
 
 
+@pytest.fixture(scope="module")
+def account_options() -> dict[str, Any]:
+    """More `AccountSettings` fields of the stack's account (a module may override)."""
+    return {}
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def stack(
-    temporal_env: WorkflowEnvironment, database_url: str, sim: PaperExchange, store: Store
+    temporal_env: WorkflowEnvironment,
+    database_url: str,
+    sim: PaperExchange,
+    store: Store,
+    account_options: dict[str, Any],
 ) -> AsyncIterator[Stack]:
     """The live stack on the real dev server, account "paper" (as `spec` makes).
 
@@ -41,5 +53,6 @@ async def stack(
         sim=sim,
         check_interval=timedelta(seconds=30),
         config=QUICK,
+        account_options=account_options,
     ) as live:
         yield live

@@ -134,6 +134,17 @@ REFUSALS: dict[str, dict[str, dict[str, Any]]] = {
 """The venue's own answer for a refusal of each kind (same error type on both)."""
 
 
+@contextlib.asynccontextmanager
+async def bybit_sim() -> AsyncIterator[PaperExchange]:
+    """A paper exchange serving Bybit, priced with PRICES, its request limit lifted
+    (the Bybit modules' `sim`)."""
+    async with PaperExchange(venue="bybit", mark_interval_ms=200, admin_port=None) as exchange:
+        exchange.configure(rate_limit_per_s=10_000)
+        for symbol, price in PRICES.items():
+            exchange.set_price(symbol, price)
+        yield exchange
+
+
 @dataclass
 class Stack:
     """Everything a position test talks to."""
@@ -241,6 +252,31 @@ class Stack:
             if belongs_to(o.get(key), view.workflow_id, chain)
         ]
 
+    def stops_of(self, view: PositionView) -> list[dict[str, Any]]:
+        """The stop and take-profit orders this position placed: recognised by client
+        id, and (Bybit) the stop that lives on its position, sent with its entry."""
+        own = self.orders_of(view, algo=True)
+        opened = view.snapshot.opened_at
+        if opened is None:
+            return own
+        opened_ms = opened.timestamp() * 1000
+        on_position = [
+            a
+            for a in self.orders(view.spec.symbol, algo=True)
+            if a["closePosition"]
+            and a not in own
+            and a["createTime"] >= opened_ms - 5_000  # sent a moment before the fill
+            and (a["algoStatus"] == "NEW" or a["updateTime"] >= opened_ms)  # not an earlier one's
+        ]
+        return sorted(own + on_position, key=lambda a: a["createTime"])
+
+    def stop_covers(self, stop: dict[str, Any]) -> Decimal:
+        """How much of its position a stop would close: its quantity, or the whole
+        position for one that lives on it (Bybit's, sent with the entry)."""
+        if stop["closePosition"]:
+            return abs(self.position_amt(stop["symbol"]))
+        return Decimal(stop["quantity"])
+
     def open_stops(self, symbol: str) -> list[dict[str, Any]]:
         return [
             a
@@ -345,6 +381,7 @@ async def live_stack(
     reconcile: ReconcileSettings | None = None,
     task_queue: str | None = None,
     settings: Mapping[str, Any] | None = None,
+    account_options: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[Stack]:
     """The live test stack on `client`'s server: a paper exchange, a posguard worker
     and, `with_gate`, the price gate with its user stream; entered once all of them run.
@@ -362,7 +399,8 @@ async def live_stack(
       Positions it adopts get the stack's PositionConfig;
     - `task_queue`: the worker's task queue; by default `name` and a random suffix
       (give an earlier stack's to run a worker for its workflows again);
-    - `settings`: more `Settings` fields (e.g. `alert_channels`).
+    - `settings`: more `Settings` fields (e.g. `alert_channels`);
+    - `account_options`: more `AccountSettings` fields of its account.
     """
     async with contextlib.AsyncExitStack() as running:
         if sim is None:
@@ -378,6 +416,7 @@ async def live_stack(
             paper_url=sim.rest_url,
             paper_ws_url=sim.ws_url,
             max_requests_per_second=Decimal(1000),
+            **(account_options or {}),
         )
         worker_settings = Settings(
             task_queue=task_queue or f"{name}-{uuid.uuid4().hex[:8]}",

@@ -30,8 +30,9 @@ async def test_happy_path_entry_stop_then_operator_close(stack: Stack, side: Sid
     amt = stack.position_amt(symbol)
     assert abs(amt) == view.snapshot.qty > 0 and (amt > 0) == (side is Side.LONG)
     [stop] = stack.open_stops(symbol)
-    assert stop["reduceOnly"] is True and stop["workingType"] == "MARK_PRICE"
-    assert Decimal(stop["quantity"]) == view.snapshot.qty
+    # Reduce-only, or (Bybit: the stop sent with the entry) closing the position itself.
+    assert (stop["reduceOnly"] or stop["closePosition"]) and stop["workingType"] == "MARK_PRICE"
+    assert stack.stop_covers(stop) == view.snapshot.qty
     assert Decimal(stop["triggerPrice"]) == view.snapshot.stop_price
     # The stop sits 2 % on the losing side of the entry, rounded away from the price.
     entry = view.snapshot.avg_entry_price
@@ -98,7 +99,7 @@ async def test_partial_fill_protects_the_filled_quantity(stack: Stack, side: Sid
     assert entry["status"] == "EXPIRED" and 0 < filled < requested
     assert view.snapshot.qty == filled
     [stop] = stack.open_stops("ETHUSDT")
-    assert Decimal(stop["quantity"]) == filled  # the filled, not the requested, quantity
+    assert stack.stop_covers(stop) == filled  # the filled, not the requested, quantity
     await stack.close(handle)
     assert stack.position_amt("ETHUSDT") == 0
 

@@ -3,23 +3,82 @@
 The same tests, imported; only the exchange differs: this module's `sim` serves
 the Bybit venue, so the stack's account is a `bybit` one and every position is
 opened, protected, moved and closed through ccxt `bybit`.
+
+On Bybit each entry carries its stop (sent with it, live before it fills), so the
+tests of a stop refused or overtaken *after* the fill do not apply here: they run
+on Bybit in `test_position_paths_bybit_after_fill` (an account whose stop follows
+the fill), and this module checks what happens instead.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import timedelta
+from decimal import Decimal
 
+import pytest
 import pytest_asyncio
 
+from domain.position import CloseReason, PositionState
+from domain.types import Side
 from simulator.server import PaperExchange
-from tests.workflows.harness import PRICES
+from tests.workflows.harness import Stack, bybit_sim
 from tests.workflows.test_position_paths import *  # noqa: F403  (the tests themselves)
+from tests.workflows.test_position_paths import entry_count, wait_entry_filled
+
+# The stop is never placed apart from the entry here (see the module's docstring).
+del test_stop_rejected_three_times_rolls_back_to_flat  # noqa: F821
+del test_rollback_close_fails_then_emergency_stop_protects  # noqa: F821
+del test_everything_fails_raises_critical_and_retries_until_recovery  # noqa: F821
+del test_stop_that_would_trigger_immediately_closes_at_market  # noqa: F821
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def sim() -> AsyncIterator[PaperExchange]:
-    async with PaperExchange(venue="bybit", mark_interval_ms=200, admin_port=None) as exchange:
-        exchange.configure(rate_limit_per_s=10_000)
-        for symbol, price in PRICES.items():
-            exchange.set_price(symbol, price)
+    async with bybit_sim() as exchange:
         yield exchange
+
+
+def episode(stack: Stack, symbol: str) -> dict[str, object]:
+    return [e for e in stack.sim.ground_truth()["episodes"] if e["symbol"] == symbol][-1]
+
+
+@pytest.mark.parametrize("side", list(Side))
+async def test_a_crash_right_after_the_fill_meets_the_stop_sent_with_the_entry(
+    stack: Stack, side: Side
+) -> None:
+    """Where Binance's stop, still on its way, would find the mark beyond it (closed at
+    market, rolled back), Bybit's was live before the fill: it fires, 0 ms unprotected."""
+    symbol = "DOGEUSDT"
+    stack.sim.set_price(symbol, "0.15")
+    before = entry_count(stack, symbol)
+    # No user stream here: the periodic look finds the stop's fill.
+    handle = await stack.open(stack.on(symbol, side), check_interval=timedelta(seconds=1))
+    await wait_entry_filled(stack, symbol, before)
+    stack.sim.set_price(symbol, "0.1400" if side is Side.LONG else "0.1600")
+    result = await handle.result()
+    stack.sim.set_price(symbol, "0.15")
+    assert result.state is PositionState.CLOSED and result.reason is CloseReason.STOP_FILLED
+    assert result.realised_pnl < 0
+    assert stack.position_amt(symbol) == 0 and stack.open_stops(symbol) == []
+    crossed = episode(stack, symbol)
+    assert crossed["unprotectedMs"] == 0 and crossed["maxStops"] == 1
+
+
+async def test_an_entry_whose_stop_is_refused_is_refused_whole(stack: Stack) -> None:
+    """The stop rides on the entry: an exchange that refuses it refuses the entry, and
+    nothing is held without a stop, not even for a moment."""
+    symbol = "SOLUSDT"
+    before = entry_count(stack, symbol)
+    stack.sim.add_fault(
+        "error", endpoint="POST /v5/order/create", param="stopLoss", code=110094, count=1
+    )
+    try:
+        handle = await stack.open(stack.on(symbol, Side.LONG), exchange_attempts=1)
+        result = await handle.result()
+    finally:
+        stack.sim.clear_faults()
+    assert result.state is PositionState.ROLLED_BACK
+    assert result.reason is CloseReason.ENTRY_NOT_FILLED
+    assert entry_count(stack, symbol) == before and stack.position_amt(symbol) == 0
+    assert stack.open_stops(symbol) == [] and result.realised_pnl == Decimal(0)

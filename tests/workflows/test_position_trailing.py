@@ -60,7 +60,7 @@ async def test_stop_trails_new_first_and_closes_on_the_reversal(stack: Stack, si
     assert len(set(stops)) >= 4  # it moved, more than once
     [live_stop] = stack.open_stops(symbol)  # every old stop was cancelled
     assert Decimal(live_stop["triggerPrice"]) == stops[-1]
-    placed = stack.orders_of(view, algo=True)
+    placed = stack.stops_of(view)
     [episode] = [e for e in stack.sim.ground_truth()["episodes"] if e["symbol"] == symbol][-1:]
     if stack.sim.venue == "bybit":
         # Moved in place: one stop order from first to last, never a second beside it.

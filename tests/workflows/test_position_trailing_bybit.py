@@ -12,14 +12,11 @@ from collections.abc import AsyncIterator
 import pytest_asyncio
 
 from simulator.server import PaperExchange
-from tests.workflows.harness import PRICES
+from tests.workflows.harness import bybit_sim
 from tests.workflows.test_position_trailing import *  # noqa: F403  (the tests themselves)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def sim() -> AsyncIterator[PaperExchange]:
-    async with PaperExchange(venue="bybit", mark_interval_ms=200, admin_port=None) as exchange:
-        exchange.configure(rate_limit_per_s=10_000)
-        for symbol, price in PRICES.items():
-            exchange.set_price(symbol, price)
+    async with bybit_sim() as exchange:
         yield exchange
