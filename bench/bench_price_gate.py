@@ -20,6 +20,10 @@ and 2 short, trailing stops 1 %..3 % away, minimum step 0.2 %):
   taken right before `sim.set_price`, the new stop time is the "mv" algo order's
   `createTime` in the exchange's ground truth. Both are the same clock: the paper
   exchange's RealClock is `time.time_ns() // 1e6` with offset 0. Goal p99 < 150 ms.
+  `crossing_phase(venue="bybit")` runs the same on the paper exchange's Bybit venue,
+  where a move amends the one stop in place: there is no new order, so the moved
+  stop's time is the exchange engine's own event of the amend (its `updateTime`,
+  same clock); on Binance that event stream is checked against the ground truth.
 * (d) `d_no_gate_*`: the same 100 positions with the gate switched off: every tick
   sent as the `price` update to a small workflow with the same contract on a REAL
   Temporal dev server (one in flight per position, 100 concurrent), bounded run of
@@ -45,6 +49,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -62,6 +67,8 @@ from domain.trailing import TrailingRule
 from domain.types import ExchangeId, Side
 from signals_ingest.gate_process import GateSource, HealthServer, run_gate
 from signals_ingest.price_gate import PriceGate
+from simulator.client import VENUE_EXCHANGES
+from simulator.engine import AlgoEvent, Event
 from simulator.server import PaperExchange
 from tests.signals_ingest.probe_workflow import GateProbeWorkflow, ProbeInput, probe_runner
 from workers.embedded import find_binary, start_postgres, stop_postgres
@@ -86,7 +93,14 @@ C_SAMPLES = 200  # crossings measured
 C_RATE_PER_S = 5.0  # float ok: offered crossings per second, all positions together
 C_GOAL_P99_MS = 150
 C_ACCOUNT = "benchgate"
-C_SYMBOLS = [f"G{chr(65 + i // 26)}{chr(65 + i % 26)}USDT" for i in range(C_POSITIONS)]
+
+
+def crossing_symbols(n: int) -> list[str]:
+    """`n` (at most 676) symbols of phase (c), one per position."""
+    return [f"G{chr(65 + i // 26)}{chr(65 + i % 26)}USDT" for i in range(n)]
+
+
+C_SYMBOLS = crossing_symbols(C_POSITIONS)
 C_RULE = TrailingRule(
     callback_pct=Decimal(1), activation_pct=Decimal("0.5"), min_step_pct=Decimal("0.1")
 )
@@ -231,13 +245,53 @@ def _is_move(cid: str | None) -> bool:
     return parsed is not None and parsed.step is OrderStep.MOVE
 
 
+class StopMoves:
+    """The exchange engine's record of every stop moved, per symbol: (ms, trigger) each
+    time an open stop of the symbol goes live at a new trigger. That is a new order on
+    Binance ("mv", its createTime) and an amend on Bybit (the same order's updateTime).
+    Listens to the engine synchronously, from the moment it is attached."""
+
+    def __init__(self, symbols: list[str], live: dict[str, Decimal]) -> None:
+        self.trigger = dict(live)  # symbol -> trigger of its live stop
+        self.moves: dict[str, list[tuple[int, Decimal]]] = {s: [] for s in symbols}
+
+    @classmethod
+    def attach(cls, sim: PaperExchange, symbols: list[str]) -> StopMoves:
+        live = {a.symbol: a.trigger_price for a in sim.engine.open_algos() if a.symbol in symbols}
+        self = cls(symbols, live)
+        sim.engine.subscribe(self.on_event)
+        return self
+
+    def on_event(self, event: Event) -> None:
+        if not isinstance(event, AlgoEvent) or not event.algo.is_open:
+            return
+        algo = event.algo
+        moves = self.moves.get(algo.symbol)
+        if moves is not None and algo.trigger_price != self.trigger.get(algo.symbol):
+            self.trigger[algo.symbol] = algo.trigger_price
+            moves.append((event.time, algo.trigger_price))
+
+    def first_after(self, symbol: str, at_ms: int) -> int | None:
+        return next((ms for ms, _ in self.moves[symbol] if ms >= at_ms), None)
+
+
 async def crossing_phase(
-    *, observed: bool = False, samples: int = C_SAMPLES, tracing: bool = True
-) -> dict[str, float | int | bool]:
+    *,
+    observed: bool = False,
+    samples: int = C_SAMPLES,
+    tracing: bool = True,
+    venue: str = "binance",
+    positions: int = C_POSITIONS,
+    truth_out: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """Phase (c). `observed`: as in production with everything on: the worker and the
     gate trace to an OTLP endpoint (a local sink), the SDK's metrics are exported, and
     both `/metrics` pages are scraped every second. Otherwise tracing and the SDK's
-    metrics are off and nothing is scraped. `tracing` False: observed without tracing."""
+    metrics are off and nothing is scraped. `tracing` False: observed without tracing.
+    `venue`: the paper exchange's venue ("binance" or "bybit"), `positions` trailing
+    positions on as many symbols; `truth_out` receives the final ground truth."""
+    symbols = crossing_symbols(positions)
+    exchange_id = ExchangeId(VENUE_EXCHANGES[venue])
     parent = Path(tempfile.mkdtemp(prefix="posguard-bench-pg-"))
     parent.chmod(0o755)
     pg_url = os.environ.get("DATABASE_URL") or start_postgres(parent / "data", delete_on_exit=True)
@@ -253,14 +307,21 @@ async def crossing_phase(
     watch = await Observation.start(tracing) if observed else None
     try:
         async with PaperExchange(
-            mark_interval_ms=3_600_000, admin_port=None, symbols=C_SYMBOLS, weight_limit=10**9
+            venue=venue,
+            mark_interval_ms=3_600_000,
+            admin_port=None,
+            symbols=symbols,
+            weight_limit=10**9,
         ) as sim:
+            if venue == "bybit":  # its per-endpoint limit lifted, as in bench_stop_latency
+                sim.configure(rate_limit_per_s=100_000)
             sim.deposit("1000000")
-            for symbol in C_SYMBOLS:
+            for symbol in symbols:
                 sim.set_price(symbol, "10")
             task_queue = f"bench-gate-c-{uuid.uuid4().hex[:8]}"
             account = AccountSettings(
                 name=C_ACCOUNT,
+                exchange=exchange_id.value,
                 api_key=SecretStr(sim.api_key),
                 secret=SecretStr(sim.api_secret),
                 paper_url=sim.rest_url,
@@ -283,7 +344,7 @@ async def crossing_phase(
                     [
                         {
                             "name": C_ACCOUNT,
-                            "exchange": "binanceusdm",
+                            "exchange": exchange_id.value,
                             "api_key": sim.api_key,
                             "secret": sim.api_secret,
                             "paper_url": sim.rest_url,
@@ -298,14 +359,14 @@ async def crossing_phase(
                 check_interval=timedelta(minutes=10),
                 protection=ProtectionPolicy(retry_delay=timedelta(milliseconds=200)),
             )
-            sides = [Side.LONG if i % 2 == 0 else Side.SHORT for i in range(C_POSITIONS)]
+            sides = [Side.LONG if i % 2 == 0 else Side.SHORT for i in range(positions)]
             handles = await asyncio.gather(
                 *(
                     start_position(
                         env.client,
                         PositionSpec(
                             account=C_ACCOUNT,
-                            exchange=ExchangeId.BINANCE_USDM,
+                            exchange=exchange_id,
                             symbol=symbol,
                             side=side,
                             sizing=SizingRequest(mode=SizingMode.QUOTE, amount=Decimal(100)),
@@ -316,13 +377,13 @@ async def crossing_phase(
                         task_queue=task_queue,
                         config=config,
                     )
-                    for symbol, side in zip(C_SYMBOLS, sides, strict=True)
+                    for symbol, side in zip(symbols, sides, strict=True)
                 )
             )
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 240  # a 100-position burst on 2 cores retries entries
             while loop.time() < deadline:  # every position protected (watch the exchange)
-                if {a["symbol"] for a in sim.ground_truth()["algoOrders"]} >= set(C_SYMBOLS):
+                if {a["symbol"] for a in sim.ground_truth()["algoOrders"]} >= set(symbols):
                     break
                 await asyncio.sleep(0.1)
             await asyncio.sleep(1.0)  # the last ones reach ACTIVE after their stop is live
@@ -343,7 +404,7 @@ async def crossing_phase(
                     market_data_client=make_market_data_client,
                 )
             )
-            while not sources or len(sources[0].gate) < C_POSITIONS:
+            while not sources or len(sources[0].gate) < positions:
                 if loop.time() > deadline:
                     raise RuntimeError("the gate did not load every position")
                 await asyncio.sleep(0.05)
@@ -356,6 +417,7 @@ async def crossing_phase(
                 watch.scrape(gates[0].port)
 
             rng = random.Random(SEED)
+            stop_moves = StopMoves.attach(sim, symbols)
             crossings: list[tuple[str, int]] = []  # (symbol, ms just before set_price)
             waiting: dict[str, int] = {}  # symbol -> moves seen before its crossing
             skipped = 0
@@ -363,16 +425,12 @@ async def crossing_phase(
             next_at = loop.time()
             t0 = time.perf_counter()  # float ok: timing
             while len(crossings) < samples:
-                counts = dict.fromkeys(C_SYMBOLS, 0)
-                for algo in sim.engine.algos.values():
-                    if _is_move(algo.client_algo_id):
-                        counts[algo.symbol] = counts.get(algo.symbol, 0) + 1
-                moves_of = counts  # "mv" algo orders per symbol so far
+                moves_of = {s: len(m) for s, m in stop_moves.moves.items()}  # moves so far
                 for symbol, seen in list(waiting.items()):
                     if moves_of[symbol] > seen:
                         del waiting[symbol]
                 idle = [
-                    s for s in C_SYMBOLS if s not in waiting and not gate.is_in_flight(by_symbol[s])
+                    s for s in symbols if s not in waiting and not gate.is_in_flight(by_symbol[s])
                 ]
                 if not idle:
                     skipped += 1
@@ -381,7 +439,7 @@ async def crossing_phase(
                     band = gate.band(by_symbol[symbol])
                     assert band is not None
                     below, above = band
-                    long = sides[C_SYMBOLS.index(symbol)] is Side.LONG
+                    long = sides[symbols.index(symbol)] is Side.LONG
                     if long:
                         assert above is not None
                         price = above * Decimal("1.0005")
@@ -397,21 +455,11 @@ async def crossing_phase(
             await gate.wait_idle(60)
             wall = time.perf_counter() - t0  # float ok: timing
             await asyncio.sleep(0.5)
+            sim.engine.unsubscribe(stop_moves.on_event)
             truth = sim.ground_truth()
-            moves = sorted(
-                (a for a in truth["algoOrders"] if _is_move(a["clientAlgoId"])),
-                key=lambda a: a["createTime"],
-            )
-            latencies: list[int] = []
-            missing = 0
-            for symbol, at_ms in crossings:
-                first = next(
-                    (a for a in moves if a["symbol"] == symbol and a["createTime"] >= at_ms), None
-                )
-                if first is None:
-                    missing += 1
-                else:
-                    latencies.append(first["createTime"] - at_ms)
+            if truth_out is not None:
+                truth_out.append(truth)
+            latencies, missing, disagree = _crossing_latencies(venue, truth, stop_moves, crossings)
             for h in handles:
                 await h.terminate("benchmark over")
     finally:
@@ -442,9 +490,55 @@ async def crossing_phase(
         "p50_ms": percentile(latencies, 50) if latencies else -1,
         "p99_ms": percentile(latencies, 99) if latencies else -1,
         "max_ms": max(latencies) if latencies else -1,
+        "moves": sum(len(m) for m in stop_moves.moves.values()),
+        "truth_disagreements": disagree,
         "goal_met": bool(latencies) and missing == 0 and percentile(latencies, 99) < C_GOAL_P99_MS,
         **(watch.figures() if watch is not None else {}),
     }
+
+
+def _crossing_latencies(
+    venue: str, truth: dict[str, Any], stop_moves: StopMoves, crossings: list[tuple[str, int]]
+) -> tuple[list[int], int, int]:
+    """Crossing -> moved stop live (ms) per crossing measured, crossings with no move
+    after them, and disagreements of the two exchange records. Binance: the first "mv"
+    algo order's createTime in the ground truth (checked against the engine's events).
+    Bybit: the engine's event of the amend (the ground truth keeps only each order's
+    last updateTime and trigger: those are checked against the last event)."""
+    latencies: list[int] = []
+    missing = disagree = 0
+    if venue == "binance":
+        moves = sorted(
+            (a for a in truth["algoOrders"] if _is_move(a["clientAlgoId"])),
+            key=lambda a: a["createTime"],
+        )
+        for symbol, at_ms in crossings:
+            first = next(
+                (a for a in moves if a["symbol"] == symbol and a["createTime"] >= at_ms), None
+            )
+            if first is None:
+                missing += 1
+            else:
+                latencies.append(first["createTime"] - at_ms)
+                disagree += stop_moves.first_after(symbol, at_ms) != first["createTime"]
+        return latencies, missing, disagree
+    for symbol, at_ms in crossings:
+        ms = stop_moves.first_after(symbol, at_ms)
+        if ms is None:
+            missing += 1
+        else:
+            latencies.append(ms - at_ms)
+    for symbol, moves_of in stop_moves.moves.items():
+        live = [
+            a for a in truth["algoOrders"] if a["symbol"] == symbol and a["algoStatus"] == "NEW"
+        ]
+        if moves_of:
+            ms, trigger = moves_of[-1]
+            disagree += len(live) != 1 or (
+                live[0]["updateTime"],
+                Decimal(live[0]["triggerPrice"]),
+            ) != (ms, trigger)
+    return latencies, missing, disagree
 
 
 async def no_gate_phase() -> dict[str, float | int]:

@@ -170,7 +170,8 @@ def exchange_market_data_client(acct: AccountSettings) -> Any:
 
 class HealthServer:
     """`GET /health` (200 healthy / 503 not), `GET /stats` (JSON) and `GET /metrics`
-    (Prometheus, docs/metrics.md) on 127.0.0.1."""
+    (Prometheus, docs/metrics.md) on `host` (`settings.health_host`, 127.0.0.1 by
+    default)."""
 
     def __init__(
         self,
@@ -319,7 +320,8 @@ async def run_gate(
       the embedded dev server's port) using posguard's data converter;
     - `shard`: this process's symbols (default all);
     - `health_port`: where `/health` listens (default `settings.health_port + 1`, since
-      the worker owns `health_port`; 0 = any free port; negative = no endpoint);
+      the worker owns `health_port`; 0 = any free port; negative = no endpoint), on
+      `settings.health_host`;
     - `events`: where WEBSOCKET_* events go (e.g. the worker's `Store`); None = nowhere;
     - `sync_interval` / `refresh_every`: how often running positions are listed, and
       every how many listings the bands of all idle positions are re-read;
@@ -377,6 +379,7 @@ async def run_gate(
         HealthServer(
             lambda: sources,
             port,
+            host=settings.health_host,
             streams=lambda: [s for s, _ in streams],
             max_age=settings.health.max_age,
         )

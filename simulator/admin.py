@@ -7,7 +7,10 @@ with HTTP 400.
 Routes:
   GET  /health                      -> {"ok": true}
   GET  /state                       -> ground truth (see PaperExchange.ground_truth)
-  POST /price      {"symbol","price"}
+  POST /price      {"symbol","price","pin"?}  (pins it: the price path leaves it alone
+                                              until released; "pin": false sets it once)
+  POST /price/release {"symbol"?}              (the price path moves it again; all if none)
+  GET  /walk ; POST /walk/pause ; POST /walk/resume   (what holds prices; hold all / let go)
   POST /price/history {"symbol","points":[[time_ms, price], ...]}   (past marks, for klines)
   POST /clock/advance {"ms"}
   POST /position/open  {"symbol","side","quantity"}
@@ -81,11 +84,28 @@ def build_admin_app(sim: PaperExchange) -> web.Application:
         return handler
 
     def price(_: web.Request, b: dict[str, Any]) -> Any:
-        sim.set_price(str(b["symbol"]), _num(b["price"]))
+        pin = b.get("pin", True)
+        if not isinstance(pin, bool):
+            raise ValueError("pin must be true or false")
+        symbol = str(b["symbol"]).upper()
+        if pin:
+            sim.pin_price(symbol, _num(b["price"]))
+        else:
+            sim.set_price(symbol, _num(b["price"]))
         return {
-            "symbol": str(b["symbol"]).upper(),
-            "markPrice": F.fmt(sim.engine.mark[str(b["symbol"]).upper()]),
+            "symbol": symbol,
+            "markPrice": F.fmt(sim.engine.mark[symbol]),
+            "pinned": symbol in sim.pinned,
         }
+
+    def release(_: web.Request, b: dict[str, Any]) -> Any:
+        sym = b.get("symbol")
+        return {"released": sim.release_price(str(sym) if sym else None), **sim.price_holds()}
+
+    def walk(request: web.Request, b: dict[str, Any]) -> Any:
+        if request.method == "POST":
+            sim.pause_walk(request.path.endswith("/pause"))
+        return sim.price_holds()
 
     def history(_: web.Request, b: dict[str, Any]) -> Any:
         points: list[tuple[int, Decimal | str]] = []
@@ -162,6 +182,10 @@ def build_admin_app(sim: PaperExchange) -> web.Application:
     app.router.add_get("/state", route(lambda r, b: sim.ground_truth()))
     app.router.add_post("/price", route(price))
     app.router.add_post("/price/history", route(history))
+    app.router.add_post("/price/release", route(release))
+    app.router.add_get("/walk", route(walk))
+    app.router.add_post("/walk/pause", route(walk))
+    app.router.add_post("/walk/resume", route(walk))
     app.router.add_post("/clock/advance", route(advance))
     app.router.add_post("/position/open", route(open_pos))
     app.router.add_post("/position/close", route(close_pos))

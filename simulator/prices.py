@@ -4,6 +4,11 @@ A price source answers :meth:`PriceSource.updates_until` with the price
 updates that became due ``elapsed_ms`` after the source started. The server
 calls it from its tick loop; tests call it directly. Output prices are
 ``Decimal`` multiples of each market's tick size.
+
+A price set through the admin API is pinned: the server drops the source's
+updates of that symbol (or of every symbol while the walk is paused) until it
+is released, then :func:`rebase` makes a synthetic path go on from the price
+the symbol was left at instead of jumping back to where its own walk had got.
 """
 
 from __future__ import annotations
@@ -108,6 +113,11 @@ class SyntheticPath:
             out.extend(self.step())
         return out
 
+    def rebase(self, symbol: str, price: Decimal) -> None:
+        """Go on from ``price`` for ``symbol`` (after a pinned price is released)."""
+        if symbol in self._price:
+            self._price[symbol] = self.markets[symbol].round_price(price)
+
 
 class CsvReplay:
     """Replays ``timestamp,symbol,price`` rows at ``speed`` x real time.
@@ -154,6 +164,14 @@ class CsvReplay:
             out.append((sym, price))
             self._i += 1
         return out
+
+
+def rebase(source: PriceSource | None, symbol: str, price: Decimal) -> None:
+    """Make ``source`` go on from ``price`` for ``symbol``, when it can: a synthetic
+    path does; a CSV replay goes on with its recorded rows."""
+    again = getattr(source, "rebase", None)
+    if again is not None:
+        again(symbol, price)
 
 
 def make_source(

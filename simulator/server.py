@@ -39,7 +39,7 @@ from simulator.engine import AccountEvent, AlgoEvent, Engine, EngineConfig, Even
 from simulator.faults import FaultInjector, FaultRule
 from simulator.markets import Market, build_markets
 from simulator.model import ZERO, AlgoOrder, Order
-from simulator.prices import PriceSource
+from simulator.prices import PriceSource, rebase
 from simulator.ratelimit import WeightLimiter
 from simulator.rest import build_app
 from simulator.ws import Connection, StreamHub, add_routes
@@ -166,6 +166,10 @@ class PaperExchange:
         self.hub = StreamHub(self)
         self.stats = Stats()
         self.price_source = price_source
+        # Symbols whose price the admin set and holds: the price source leaves them
+        # alone until released (`pin_price`, `release_price`); `walk_paused` holds all.
+        self.pinned: set[str] = set()
+        self.walk_paused = False
         self.tick_interval_ms = tick_interval_ms
         self.mark_interval_ms = mark_interval_ms
         self.auth_skew_ms = auth_skew_ms
@@ -284,7 +288,8 @@ class PaperExchange:
             await asyncio.sleep(self.tick_interval_ms / 1000)  # float ok: seconds
             try:
                 for sym, price in self.price_source.updates_until(self.clock.now_ms() - start):
-                    self.set_price(sym, price)
+                    if not self.walk_paused and sym not in self.pinned:
+                        self.set_price(sym, price)
             except Exception:
                 log.exception("price feed failed")
 
@@ -425,6 +430,42 @@ class PaperExchange:
         if self.bybit_hub is not None:
             self.bybit_hub.publish_ticker(symbol)
 
+    def pin_price(self, symbol: str, price: Decimal | str) -> None:
+        """`set_price`, then hold it: the price source no longer moves ``symbol``
+        until :meth:`release_price` (the admin API's ``POST /price``)."""
+        self.set_price(symbol, price)
+        self.pinned.add(symbol.upper())
+
+    def release_price(self, symbol: str | None = None) -> list[str]:
+        """Let the price source move ``symbol`` again (every pinned symbol when None),
+        on from its current price. Returns the symbols released."""
+        released = sorted(self.pinned if symbol is None else self.pinned & {symbol.upper()})
+        if symbol is not None:
+            self.engine.market(symbol.upper())  # an unknown symbol is an error
+        for sym in released:
+            self.pinned.discard(sym)
+            if not self.walk_paused:
+                rebase(self.price_source, sym, self.engine.mark[sym])
+        return released
+
+    def pause_walk(self, paused: bool = True) -> None:
+        """Hold every price (True) or let the price source move the unpinned ones
+        again (False), on from their current prices."""
+        if self.walk_paused and not paused:
+            for sym in self.markets:
+                if sym not in self.pinned:
+                    rebase(self.price_source, sym, self.engine.mark[sym])
+        self.walk_paused = paused
+
+    def price_holds(self) -> dict[str, Any]:
+        """What holds prices: the pinned symbols with their marks, and the walk."""
+        return {
+            "pinned": {s: F.fmt(self.engine.mark[s]) for s in sorted(self.pinned)},
+            "walk": "none"
+            if self.price_source is None
+            else ("paused" if self.walk_paused else "running"),
+        }
+
     def load_history(self, symbol: str, points: Sequence[tuple[int, Decimal | str]]) -> int:
         """Give ``symbol`` a past mark-price history for klines, without waiting.
 
@@ -531,9 +572,14 @@ class PaperExchange:
         return out
 
     def reset(self) -> None:
-        """Fresh engine (orders, positions, wallet), no faults, no rate-limit state."""
+        """Fresh engine (orders, positions, wallet), no faults, no rate-limit state, no
+        pinned price, the price source running again (from the initial prices)."""
         self.engine.unsubscribe(self._on_event)
         self.engine = self._new_engine()
+        self.pinned.clear()
+        self.walk_paused = False
+        for sym in self.markets:
+            rebase(self.price_source, sym, self.engine.mark[sym])
         self.faults.clear()
         self.limiter.reset()
         if self.bybit is not None:

@@ -1,7 +1,8 @@
 """The `posguard` command line.
 
 Every command reads the same settings (POSGUARD_* environment, posguard.toml).
-Exit codes: 0 success, 1 failure of the command, 2 a server could not be reached.
+Exit codes: 0 success, 1 failure of the command, 2 a server could not be reached,
+141 the reader of stdout went away (`posguard positions | head -1`), quietly.
 """
 
 from __future__ import annotations
@@ -13,17 +14,18 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from datetime import timedelta
 from typing import Any, NoReturn
 
+from domain.position import CloseReason
 from domain.types import ExchangeId
 from workers import position_commands as pc
 from workers import reconcile_commands, signal_commands
 from workers.settings import Settings
 from workers.temporal import UnreachableError
 
-Command = Callable[[argparse.Namespace, Settings], Awaitable[int]]
+Command = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
 
 EXCHANGE_NAMES = [e.value for e in ExchangeId]
 """`--exchange` choices: ccxt's names of the exchanges posguard trades on."""
@@ -132,8 +134,13 @@ async def cmd_events_tail(args: argparse.Namespace, settings: Settings) -> int:
 
     store = await open_store(settings)
     try:
+        position = args.position
+        if position is not None and "/" not in position:  # the short id tables print
+            position = pc.resolve_position_id(
+                position, [r.id for r in await store.positions(symbol=args.symbol)]
+            )
         filters: dict[str, Any] = {
-            "position_id": args.position,
+            "position_id": position,
             "symbol": args.symbol,
             "event_type": args.type,
             "min_severity": args.severity,
@@ -221,7 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = events.add_parser("tail", help="print the latest events (and follow with -f)")
     p.add_argument("-n", type=int, default=50, help="how many (default 50)")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new events")
-    p.add_argument("--position", help="only this position id")
+    p.add_argument(
+        "--position", help="only this position id (or its short form, as the tables print it)"
+    )
     p.add_argument("--symbol", help="only this symbol, e.g. BTCUSDT")
     p.add_argument("--type", help="only this event type, e.g. sl_placed")
     p.add_argument(
@@ -307,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--reason",
         default="operator",
-        choices=[r.value for r in pc.CloseReason],
+        choices=[r.value for r in CloseReason],
         help="recorded reason (default operator)",
     )
     p.add_argument("--timeout", type=float, default=60, help="seconds to wait (default 60)")
@@ -351,15 +360,44 @@ def _exit_now(code: int) -> NoReturn:
     os._exit(code)
 
 
+SIGPIPE_EXIT = 141
+"""Exit code when stdout's reader went away (128 + SIGPIPE, as a shell reports it)."""
+
+
+def _stdout_gone() -> int:
+    """stdout's reader is gone (`| head -1`): say nothing more, exit `SIGPIPE_EXIT`.
+
+    stdout is pointed at /dev/null so the flushes still to come (ours, the
+    interpreter's) have somewhere to go instead of raising again.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return SIGPIPE_EXIT
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `posguard` console script.
 
     Run as a program (argv None) it ends the process itself once the command is
-    done (see `_exit_now`); called with argv (in-process) it returns the code.
+    done (see `_exit_now`), quietly with `SIGPIPE_EXIT` when its output is piped
+    into a reader that stops early; called with argv (in-process) it returns the code.
     """
-    if argv is None:
-        _exit_now(_main(sys.argv[1:]))
-    return _main(argv)
+    if argv is not None:
+        return _main(argv)
+    try:
+        try:
+            code = _main(sys.argv[1:])
+        except SystemExit as exc:  # argparse: --help, a usage error
+            if exc.code is None or isinstance(exc.code, int):
+                code = exc.code or 0
+            else:
+                print(exc.code, file=sys.stderr)
+                code = 1
+        sys.stdout.flush()
+    except BrokenPipeError:
+        code = _stdout_gone()
+    _exit_now(code)
 
 
 def _main(argv: list[str]) -> int:

@@ -1,4 +1,5 @@
-"""Serving a process's small HTTP app (`/health`, `/metrics`) on 127.0.0.1."""
+"""Serving a process's small HTTP app (`/health`, `/metrics`) on `settings.health_host`
+(127.0.0.1 by default; "0.0.0.0" in containers)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,17 @@ import logging
 from aiohttp import web
 
 log = logging.getLogger("posguard.endpoint")
+
+_ANY = {"", "0.0.0.0", "::"}
+
+
+def url_host(host: str) -> str:
+    """How a client on this host reaches an endpoint listening on `host`, for a URL:
+    127.0.0.1 (or [::1]) for every interface, the address itself (bracketed when IPv6)
+    otherwise."""
+    if host in _ANY:
+        return "[::1]" if host == "::" else "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
 
 
 async def serve(app: web.Application, host: str, port: int, what: str) -> tuple[web.AppRunner, int]:

@@ -1,9 +1,10 @@
 """`posguard health`: every posguard process's `/health`, printed for an operator.
 
 It reads the worker (`health_port`), the price gate (`+ 1`) and the ingest (`+ 2`) on
-127.0.0.1, or the `--url`s given, and prints each process with each part it depends
-on and the age of that part's last answer. Exit 0 when every process answers and
-all are healthy, 1 otherwise (a process that does not answer is named).
+this host (127.0.0.1, or `health_host` when that is one address), or the `--url`s
+given, and prints each process with each part it depends on and the age of that
+part's last answer. Exit 0 when every process answers and all are healthy, 1 otherwise
+(a process that does not answer is named).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 import aiohttp
 
+from workers.endpoint import url_host
 from workers.settings import Settings
 
 PROCESSES = (("worker", 0), ("gate", 1), ("ingest", 2))
@@ -21,8 +23,9 @@ PROCESSES = (("worker", 0), ("gate", 1), ("ingest", 2))
 
 def default_urls(settings: Settings) -> list[tuple[str, str]]:
     """(process, URL) of each process's `/health` on this host."""
+    host = url_host(settings.health_host)
     return [
-        (name, f"http://127.0.0.1:{settings.health_port + offset}/health")
+        (name, f"http://{host}:{settings.health_port + offset}/health")
         for name, offset in PROCESSES
     ]
 

@@ -5,7 +5,7 @@ messages are stored first (signals_ingest/signal_client.py), then handed to the
 waves of the accounts the service feeds (signals_ingest/wave_feed.py). At start,
 and every `[waves] sweep_every`, stored signals without a decision are handed to
 their waves again, so a crash between storing and handing on loses nothing.
-`GET /health` and `GET /metrics` listen on `health_port + 2` (`IngestEndpoint`).
+`GET /health` and `GET /metrics` listen on `health_host`:`health_port + 2` (`IngestEndpoint`).
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def feed_of(
 class IngestEndpoint:
     """`GET /health` (each signal service's stream: 200 while all are up, 503 naming
     those down for longer than `max_age`) and `GET /metrics` of the ingest process,
-    on 127.0.0.1 (docs/health.md)."""
+    on `host` (`settings.health_host`, 127.0.0.1 by default; docs/health.md)."""
 
     def __init__(
         self,
@@ -151,14 +151,17 @@ async def run_ingest(
 
     `ready` is set once the store is open and the start-up sweep is done;
     `clients` (if given) receives the SignalClients, for health and tests.
-    `/health` and `/metrics` listen on `health_port` (default `settings.health_port
-    + 2`; 0: any free port; negative: none); `endpoint_out` receives the endpoint.
+    `/health` and `/metrics` listen on `settings.health_host`, port `health_port`
+    (default `settings.health_port + 2`; 0: any free port; negative: none);
+    `endpoint_out` receives the endpoint.
     """
     store = await open_store(settings)
     clients = [] if clients is None else clients
     if health_port is None:
         health_port = settings.health_port + 2 if settings.health_port >= 0 else -1
-    endpoint = IngestEndpoint(clients, health_port, max_age=settings.health.max_age)
+    endpoint = IngestEndpoint(
+        clients, health_port, host=settings.health_host, max_age=settings.health.max_age
+    )
     if health_port >= 0:
         await endpoint.start()
         if endpoint_out is not None:

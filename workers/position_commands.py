@@ -3,7 +3,10 @@
 They reach the same Temporal the worker uses (TEMPORAL_ADDRESS, else
 127.0.0.1:{temporal_port}) and, for history, the store. A position's workflow is
 the only writer of its orders: these commands start it, ask it (`state` query)
-and request its close (`close` update); they never touch the exchange.
+and request its close (`close` update); they never place, move or cancel an order.
+`open` only reads the exchange's public market data first (`check_market`): an
+unknown symbol, or a stop or take-profit price on the wrong side of the mark, is
+refused before any workflow starts.
 Every price, quantity and amount prints exactly (Decimal, never float).
 """
 
@@ -15,6 +18,7 @@ import getpass
 import json
 import re
 import socket
+import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -159,7 +163,7 @@ def age(delta: timedelta | None) -> str:
     if delta is None:
         return "-"
     seconds = max(int(delta.total_seconds()), 0)
-    units = []
+    units: list[tuple[int, str]] = []
     for size, unit in ((86400, "d"), (3600, "h"), (60, "m"), (1, "s")):
         count, seconds = divmod(seconds, size)
         if count or units:
@@ -168,13 +172,51 @@ def age(delta: timedelta | None) -> str:
     return shown or "0s"
 
 
+SHORT_ID_LEN = 8
+
+
+def short_position_id(position_id: str | None) -> str:
+    """A position id as the tables print it: the last 8 characters of its run.
+
+    A position id is `{workflow id}/{first run id}`; the workflow id is shown beside
+    it (or, in `events tail`, its exchange and symbol), so the run's random tail is
+    what tells two lifecycles of one workflow id apart (the head of a UUIDv7 run id
+    is its start time, the same for runs a minute apart). `-` for None.
+    """
+    if not position_id:
+        return "-"
+    run = position_id.rsplit("/", 1)[-1]
+    return run[-SHORT_ID_LEN:]
+
+
 def format_event(event: Any) -> str:
-    """One recorded event as a line of `events tail`."""
+    """One recorded event as a line of `events tail`: time, severity, type, where,
+    whose (the short position id, see `short_position_id`), payload."""
     payload = json.dumps(event.payload, separators=(",", ":"))
     where = " ".join(x for x in (event.exchange, event.symbol) if x)
+    whose = short_position_id(event.position_id)
     return (
         f"{event.occurred_at:%Y-%m-%d %H:%M:%S.%f}"[:-3]
-        + f"  {event.severity.value:<8} {event.type.value:<28} {where:<22} {payload}"
+        + f"  {event.severity.value:<8} {event.type.value:<28} {where:<22} "
+        + f"{whose:<{SHORT_ID_LEN}} {payload}"
+    )
+
+
+def resolve_position_id(given: str, position_ids: Sequence[str]) -> str:
+    """`--position` as typed: a full position id, or the short one the tables print.
+
+    A full id (it contains `/`) is returned as given; a short one must end exactly
+    one of `position_ids` (CommandError when none or several do).
+    """
+    if "/" in given:
+        return given
+    found = [pid for pid in position_ids if pid.endswith(given)]
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise CommandError(f"no recorded position id ends in {given!r}")
+    raise CommandError(
+        f"{given!r} ends {len(found)} position ids; give more of it: " + ", ".join(found[:5])
     )
 
 
@@ -452,6 +494,83 @@ def build_spec(
         raise CommandError(f"invalid position: {exc.errors()[0]['msg']}") from None
 
 
+def _market_account(account: AccountSettings, settings: Settings) -> AccountSettings:
+    """`account` with its exchange reachable from this process: an account on the
+    embedded paper exchange reads the one `posguard dev` serves on `sim_port`."""
+    from workers.settings import EMBEDDED_PAPER
+
+    if account.paper_url != EMBEDDED_PAPER:
+        return account
+    return account.model_copy(
+        update={"paper_url": f"http://127.0.0.1:{settings.sim_port}", "paper_ws_url": None}
+    )
+
+
+def wrong_side(spec: PositionSpec, price: Decimal) -> str | None:
+    """Why a stop or take-profit at a price is on the wrong side of `price`, or None.
+
+    A long's stop is below the price and its take-profit above it; a short's the other
+    way round. A percentage is measured from the entry, so it is always on its side.
+    """
+    long = spec.side is Side.LONG
+    checks: list[tuple[str, LevelRule, bool]] = [("stop", spec.stop, not long)]
+    if spec.take_profit is not None:
+        checks.append(("take-profit", spec.take_profit, long))
+    for name, rule, above in checks:
+        at = rule.price
+        if at is None or (at > price if above else at < price):
+            continue
+        where = "at" if at == price else ("above" if at > price else "below")
+        return (
+            f"{name} {dec(at)} is {where} the price {dec(price)}: "
+            f"a {spec.side.value}'s {name} must be {'above' if above else 'below'} it"
+        )
+    return None
+
+
+async def check_market(spec: PositionSpec, account: AccountSettings, settings: Settings) -> None:
+    """Refuse an `open` before its workflow starts: a symbol the exchange does not list,
+    or a stop / take-profit price on the wrong side of the current mark price.
+
+    Reads the account's exchange through the gateway the worker uses (public market
+    data only). When the exchange cannot be read, says so on stderr and lets the
+    workflow check (it refuses an unsizable position by rolling it back).
+    """
+    from activities.exchange.gateway import ExchangeGateway
+    from workers.exchanges import make_exchange
+
+    try:
+        gateway = ExchangeGateway(make_exchange(_market_account(account, settings)), account="cli")
+    except ValueError as exc:
+        print(f"posguard: not checked on the exchange: {exc}", file=sys.stderr)
+        return
+    where = f"{account.exchange} (account {account.name})"
+    try:
+        try:
+            await gateway.filters(spec.symbol)
+        except KeyError:
+            raise CommandError(
+                f"unknown symbol {spec.symbol}: {where} lists no such perpetual"
+            ) from None
+        needs_price = spec.stop.price is not None or (
+            spec.take_profit is not None and spec.take_profit.price is not None
+        )
+        if needs_price:
+            why = wrong_side(spec, await gateway.mark_price(spec.symbol))
+            if why is not None:
+                raise CommandError(f"{spec.symbol}: {why}")
+    except CommandError:
+        raise
+    except Exception as exc:  # the exchange could not be read: the workflow checks
+        print(
+            f"posguard: could not check {spec.symbol} on {where} "
+            f"({type(exc).__name__}: {str(exc)[:200]}); the workflow checks it",
+            file=sys.stderr,
+        )
+    finally:
+        await gateway.close()
+
+
 async def _wait_settled(handle: WorkflowHandle[Any, Any], timeout_s: float) -> Any:  # float ok
     """Poll `state` until the position settles (see SETTLED) or `timeout_s` passes."""
     loop = asyncio.get_running_loop()
@@ -474,6 +593,7 @@ async def cmd_open(args: argparse.Namespace, settings: Settings) -> int:
 
     account = account_of(settings, args.account, getattr(args, "exchange", None))
     spec = build_spec(args, account, settings)
+    await check_market(spec, account, settings)
     client = await temporal_client(settings)
     try:
         handle = await start_position(
@@ -549,6 +669,26 @@ async def _not_open(client: Client, workflow_id: str, exc: RPCError) -> str:
     return f"{workflow_id} is not open (its workflow is {status}): nothing to close"
 
 
+async def _running_view(handle: WorkflowHandle[Any, Any], account: str, symbol: str) -> Any:
+    """The `state` of the position's running workflow; CommandError when none runs."""
+    no_position = f"no open position on {symbol} (account {account})"
+    try:
+        desc = await handle.describe()
+    except RPCError as exc:
+        if exc.status is RPCStatusCode.NOT_FOUND:
+            raise CommandError(no_position) from None
+        raise
+    if desc.status is not WorkflowExecutionStatus.RUNNING:
+        status = desc.status.name.lower() if desc.status is not None else "unknown"
+        raise CommandError(f"{no_position}: its last workflow {handle.id} is {status}")
+    view = await _view(handle)
+    if view is None:
+        raise CommandError(f"{handle.id} did not answer: is a worker running?")
+    if is_terminal(view.snapshot.state):
+        raise CommandError(f"{no_position}: {handle.id} is {view.snapshot.state.value}")
+    return view
+
+
 async def cmd_trail(args: argparse.Namespace, settings: Settings) -> int:
     """Change a running position's trailing settings (the `set_trailing` update)."""
     from workers.positions import position_handle
@@ -557,7 +697,7 @@ async def cmd_trail(args: argparse.Namespace, settings: Settings) -> int:
     account = account_of(settings, args.account, getattr(args, "exchange", None))
     client = await temporal_client(settings)
     handle = position_handle(client, account.name, exchange_of(account), args.symbol)
-    current = (await _view(handle)).trailing_rule
+    current = (await _running_view(handle, account.name, args.symbol)).trailing_rule
     rule = trailing_rule(args, default=current)
     if rule is None:
         raise CommandError("nothing to change: give at least --trail PCT")
@@ -565,6 +705,13 @@ async def cmd_trail(args: argparse.Namespace, settings: Settings) -> int:
         previous = await handle.execute_update(PositionWorkflow.set_trailing, rule)
     except WorkflowUpdateFailedError as exc:
         raise CommandError(f"{handle.id}: {exc.cause or exc}") from None
+    except RPCError as exc:  # it ended between the query and the update
+        if exc.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
+            raise CommandError(
+                f"no open position on {args.symbol} (account {account.name}): "
+                f"{handle.id} ended meanwhile"
+            ) from None
+        raise
     print(f"{handle.id}: trailing {_rule_text(previous)} -> {_rule_text(rule)}")
     print("the live stop never loosens: a looser setting only changes future moves")
     return 0
@@ -637,7 +784,9 @@ async def cmd_close(args: argparse.Namespace, settings: Settings) -> int:
 # --- positions -----------------------------------------------------------------------------------
 
 COLUMNS = ("symbol", "side", "state", "qty", "entry", "stop", "realised pnl", "fees", "age",
-           "workflow id")  # fmt: skip
+           "position", "workflow id")  # fmt: skip
+"""`position` is the short position id (`short_position_id`): one workflow id runs one
+lifecycle after another (a rolled-back open, then a live one), each its own row."""
 
 
 def _row_of_view(view: Any, started: datetime) -> list[str]:
@@ -652,6 +801,7 @@ def _row_of_view(view: Any, started: datetime) -> list[str]:
         dec(s.realised_pnl),
         dec(s.fees),
         age(datetime.now(UTC) - (s.opened_at or started)),
+        short_position_id(view.position_id),
         view.workflow_id,
     ]
 
@@ -673,6 +823,7 @@ def _row_of_record(rec: PositionRecord) -> list[str]:
         dec(rec.realized_pnl),
         dec(rec.fees),
         age(lived),
+        short_position_id(rec.id),
         rec.workflow_id,
     ]
 
@@ -694,7 +845,7 @@ async def cmd_positions(args: argparse.Namespace, settings: Settings) -> int:
     for wf, view in zip(running, views, strict=True):
         if view is None:  # no worker answered: show what visibility knows
             state = wf.typed_search_attributes.get(POSITION_STATE) or "?"
-            rows.append(["?", "?", f"{state} (no answer)", *["?"] * 5, "-", wf.id])
+            rows.append(["?", "?", f"{state} (no answer)", *["?"] * 5, "-", "?", wf.id])
             continue
         live_ids.add(view.position_id)
         rows.append(_row_of_view(view, wf.start_time))

@@ -175,8 +175,8 @@ async def run_worker(
     Each account's reconcile Schedule is created or updated once the workers run
     (unless `settings.reconcile.every` is unset). Each alert channel gets a worker
     of its deliveries, and the alert dispatcher runs alongside (docs/alerts.md).
-    `/health` and `/metrics` listen on `settings.health_port` (0: any free port;
-    `health_out`, if given, receives the endpoint, for its port).
+    `/health` and `/metrics` listen on `settings.health_host`:`settings.health_port`
+    (0: any free port; `health_out`, if given, receives the endpoint, for its port).
     """
     store = await open_store(settings)
     own_gateways = gateways is None
@@ -221,6 +221,7 @@ async def run_worker(
             database,
             gateways,
             port=settings.health_port,
+            host=settings.health_host,
             metrics=metrics,
             settings=settings.health,
             alerts=DependencyAlerts(store, "worker"),

@@ -42,6 +42,24 @@ def test_help_lists_the_commands() -> None:
         assert command in out.stdout
 
 
+def test_a_reader_that_goes_away_ends_the_command_quietly() -> None:
+    """`posguard ... | head -1`: no BrokenPipeError traceback, exit 141 (as a shell says)."""
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before anything is written
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "workers.cli", "health", "--url", "http://127.0.0.1:1/health"],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "POSGUARD_CONFIG": "/nonexistent.toml"},
+            timeout=PATIENCE_S,
+        )
+    finally:
+        os.close(write)
+    assert (out.returncode, out.stderr) == (141, ""), out
+
+
 async def test_db_migrate_is_idempotent(database_url: str) -> None:
     first = await asyncio.to_thread(posguard, "db", "migrate", env={"DATABASE_URL": database_url})
     second = await asyncio.to_thread(posguard, "db", "migrate", env={"DATABASE_URL": database_url})

@@ -27,12 +27,15 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from activities.store.repository import Store
-from domain.sizing import StopRule
+from domain.position import PositionSpec, PositionState
+from domain.sizing import SizingMode, SizingRequest, StopRule
+from domain.types import ExchangeId, Side
 from simulator.server import PaperExchange
 from tests.waiting import PATIENCE_S
 from tests.workflows.harness import eventually, live_stack
 from workers import position_commands as pc
 from workers.embedded import find_binary
+from workers.positions import start_position
 from workers.settings import AccountSettings, Settings
 from workflows.position_io import PositionView, position_workflow_id
 
@@ -81,6 +84,21 @@ class Live:
             for a in self.sim.ground_truth()["algoOrders"]
             if a["symbol"] == symbol and a["algoStatus"] == "NEW"
         ]
+
+
+async def _run_reader_gone(cmd: list[str], env: dict[str, str]) -> Run:
+    """`cmd | head -0`: its stdout is a pipe nobody reads any more."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *cmd, env=env, stdout=write, stderr=asyncio.subprocess.PIPE
+        )
+    finally:
+        os.close(write)
+    _, err = await asyncio.wait_for(proc.communicate(), 2 * PATIENCE_S)
+    assert proc.returncode is not None
+    return Run(proc.returncode, "", err.decode())
 
 
 async def _run(cmd: list[str], env: dict[str, str]) -> Run:
@@ -239,6 +257,34 @@ def test_the_account_is_chosen_by_name_or_by_exchange() -> None:
         pc.account_of(Settings(accounts=[AccountSettings(name="main")]), None, "bybit")
 
 
+def test_a_stop_or_take_profit_price_must_be_on_its_side_of_the_price() -> None:
+    def spec(side: str, stop: str, take_profit: str | None = None) -> PositionSpec:
+        return PositionSpec(
+            account="paper",
+            exchange=ExchangeId.BINANCE_USDM,
+            symbol="ETHUSDT",
+            side=Side(side),
+            sizing=SizingRequest(mode=SizingMode.RISK, amount=Decimal(10)),
+            stop=pc.stop_rule(stop),
+            emergency_stop_percent=Decimal(5),
+            take_profit=None if take_profit is None else pc.take_profit_rule(take_profit),
+        )
+
+    price = Decimal(3150)
+    assert pc.wrong_side(spec("long", "3100", "3200"), price) is None
+    assert pc.wrong_side(spec("short", "3200", "3100"), price) is None
+    assert pc.wrong_side(spec("long", "2%", "50%"), price) is None  # from the entry: no read
+    assert pc.wrong_side(spec("long", "3150"), price) == (
+        "stop 3150 is at the price 3150: a long's stop must be below it"
+    )
+    assert pc.wrong_side(spec("long", "3200"), price) == (
+        "stop 3200 is above the price 3150: a long's stop must be below it"
+    )
+    assert pc.wrong_side(spec("short", "3200", "3200.50"), price) == (
+        "take-profit 3200.5 is above the price 3150: a short's take-profit must be below it"
+    )
+
+
 # --- the operator's commands -------------------------------------------------------------------
 
 
@@ -339,6 +385,11 @@ async def test_open_watch_close(live: Live, side: str, stop: str, exit_side: str
 
 
 async def test_a_position_that_is_not_there(live: Live) -> None:
+    trailing = await live.posguard("trail", "XRPUSDT", "--trail", "1%")
+    assert (trailing.returncode, trailing.stderr) == (
+        1,
+        "posguard: no open position on XRPUSDT (account paper)\n",
+    ), trailing
     closing = await live.posguard("close", "XRPUSDT")
     assert closing.returncode == 1
     assert f"no position workflow {wid('XRPUSDT')}: nothing to close" in closing.stderr
@@ -382,6 +433,89 @@ async def test_risk_sizing_a_stop_price_and_no_wait(live: Live) -> None:
     assert live.amt("SOLUSDT") == Decimal(-1)
     (await live.posguard("close", "SOLUSDT")).ok()
     assert live.amt("SOLUSDT") == 0 and live.open_stops("SOLUSDT") == []
+
+
+async def test_open_refuses_what_cannot_be_opened_before_anything_starts(live: Live) -> None:
+    live.sim.set_price("ETHUSDT", "3150")
+    refusals = {
+        ("FOOUSDT", "long", "--quote", "100", "--stop", "2%"): (
+            "unknown symbol FOOUSDT: binanceusdm (account paper) lists no such perpetual"
+        ),
+        ("ETHUSDT", "short", "--risk", "10", "--stop", "3100"): (
+            "ETHUSDT: stop 3100 is below the price 3150: a short's stop must be above it"
+        ),
+        ("ETHUSDT", "long", "--quote", "300", "--stop", "2%", "--take-profit", "3100"): (
+            "ETHUSDT: take-profit 3100 is below the price 3150: a long's take-profit must "
+            "be above it"
+        ),
+    }
+    runs = await asyncio.gather(*(live.posguard("open", *args) for args in refusals))
+    for run, why in zip(runs, refusals.values(), strict=True):
+        assert (run.returncode, run.stdout, run.stderr) == (1, "", f"posguard: {why}\n"), run
+    for symbol in ("FOOUSDT", "ETHUSDT"):  # no workflow was started
+        with pytest.raises(RPCError) as exc:
+            await live.client.get_workflow_handle(wid(symbol)).describe()
+        assert exc.value.status is RPCStatusCode.NOT_FOUND
+    assert live.amt("ETHUSDT") == 0
+
+
+async def test_lifecycles_of_one_workflow_id_are_told_apart(live: Live) -> None:
+    """A rolled-back open and the live one after it: each its own row and events."""
+    live.sim.set_price("DOGEUSDT", "0.35")
+    workflow_id = wid("DOGEUSDT")
+    # A stop above a long's entry: the workflow rolls it back (unsizable). The
+    # command line refuses it before it starts (above), so it is started here.
+    spec = PositionSpec(
+        account="paper",
+        exchange=ExchangeId.BINANCE_USDM,
+        symbol="DOGEUSDT",
+        side=Side.LONG,
+        sizing=SizingRequest(mode=SizingMode.RISK, amount=Decimal(1)),
+        stop=StopRule(price=Decimal("0.4")),
+        emergency_stop_percent=Decimal(5),
+    )
+    handle = await start_position(live.client, spec, task_queue=live.env["POSGUARD_TASK_QUEUE"])
+    assert (await handle.result()).state is PositionState.ROLLED_BACK
+    opened = await live.posguard("open", "DOGEUSDT", "long", "--quote", "100", "--stop", "2%")
+    live_short = field(opened.ok().stdout, "position id")[-8:]
+
+    async def both_recorded() -> bool:
+        return len(await live.store.positions(symbol="DOGEUSDT")) == 2
+
+    assert await eventually(both_recorded)
+    records = {r.status: r.id for r in await live.store.positions(symbol="DOGEUSDT")}
+    assert records["active"][-8:] == live_short
+    gone_short = records["rolled_back"][-8:]
+    assert gone_short != live_short
+    listed = rows((await live.posguard("positions", "--all")).ok().stdout, workflow_id)
+    position = pc.COLUMNS.index("position")
+    assert sorted((r[2].split()[0], r[position]) for r in listed) == [
+        ("active", live_short),
+        ("rolled_back", gone_short),
+    ], listed
+
+    async def events_of_both() -> bool:
+        out = (await live.posguard("events", "tail", "--symbol", "DOGEUSDT")).ok().stdout
+        return "position_active" in out and "entry_order_failed" in out
+
+    assert await eventually(events_of_both)
+    tail = (await live.posguard("events", "tail", "--symbol", "DOGEUSDT")).ok().stdout
+    whose = {ln.split()[3]: ln.split()[6] for ln in tail.splitlines()}
+    assert whose["position_active"] == live_short, tail
+    assert whose["entry_order_failed"] == gone_short, tail
+    # The short id selects the events; read through `| head -1`, a command whose
+    # reader went away ends quietly.
+    mine, *cut = await asyncio.gather(
+        live.posguard("events", "tail", "--position", live_short),
+        *(
+            _run_reader_gone([sys.executable, "-m", "workers.cli", *args], live.env)
+            for args in (("positions", "--all"), ("events", "tail", "--position", live_short))
+        ),
+    )
+    assert mine.ok().stdout and all(ln.split()[6] == live_short for ln in mine.stdout.splitlines())
+    assert "entry_order_failed" not in mine.stdout
+    assert [(c.returncode, c.stderr) for c in cut] == [(141, ""), (141, "")], cut
+    (await live.posguard("close", "DOGEUSDT")).ok()
 
 
 # --- the same operations with the stock temporal CLI ------------------------------------------
@@ -515,3 +649,10 @@ async def test_open_with_a_trailing_stop_and_change_it_while_running(live: Live)
     assert bad.returncode == 1 and "min_pct must not exceed max_pct" in bad.stderr
     (await live.posguard("close", "ETHUSDT")).ok()
     assert live.amt("ETHUSDT") == 0
+    closed = await live.posguard("trail", "ETHUSDT", "--trail", "1%")
+    assert (closed.returncode, closed.stdout, closed.stderr) == (
+        1,
+        "",
+        f"posguard: no open position on ETHUSDT (account paper): its last workflow "
+        f"{wid('ETHUSDT')} is completed\n",
+    ), closed

@@ -99,3 +99,23 @@ def test_signal_services_from_toml_keep_their_token_secret(
     assert svc.mapping.symbol == "ticker" and svc.mapping.actions["UP"].value == "BUY"
     assert svc.token.get_secret_value() == "TOKEN-abc"
     assert "TOKEN-abc" not in repr(svc) + svc.model_dump_json()
+
+
+def test_health_durations_read_like_the_others(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """docs/health.md's `[health]` example, as written there, and the environment."""
+    config = tmp_path / "posguard.toml"
+    config.write_text('[health]\nprobe_every = "10s"\nmax_age = "1m30s"\n')
+    monkeypatch.setenv("POSGUARD_CONFIG", str(config))
+    monkeypatch.delenv("POSGUARD_HEALTH__PROBE_EVERY", raising=False)
+    monkeypatch.delenv("POSGUARD_HEALTH__MAX_AGE", raising=False)
+    h = Settings().health
+    assert (h.probe_every, h.max_age) == (timedelta(seconds=10), timedelta(seconds=90))
+    monkeypatch.setenv("POSGUARD_HEALTH__PROBE_EVERY", "500ms")
+    monkeypatch.setenv("POSGUARD_HEALTH__MAX_AGE", "PT20S")  # ISO 8601 still reads
+    h = Settings().health
+    assert (h.probe_every, h.max_age) == (timedelta(milliseconds=500), timedelta(seconds=20))
+    monkeypatch.setenv("POSGUARD_HEALTH__PROBE_EVERY", "off")  # never probing is no option
+    with pytest.raises(ValueError, match="probe_every"):
+        Settings()
