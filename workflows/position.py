@@ -176,6 +176,7 @@ class PositionWorkflow(Trailing):
         self.writes = []
         self.flushed = None  # the state last written
         self.step_failures = 0
+        self.last_mark = None
 
     # --- messages ------------------------------------------------------------------------
 
@@ -211,6 +212,8 @@ class PositionWorkflow(Trailing):
         cancelled) before the next price for this position can arrive.
         """
         self._snap(self.s.observe_price(tick.price))
+        self.last_mark = (tick.price, tick.at)
+        self._show_details()
         # Until the entry and its first stop are settled there is no band to give;
         # answering an empty one would leave the gate silent for this position.
         await workflow.wait_condition(lambda: self.s.state not in _OPENING)

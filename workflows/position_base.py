@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -38,6 +39,8 @@ class PositionBase:
     alerts: list[AlertRecord]
     writes: list[workflow.ActivityHandle[int]]
     flushed: ManagedPosition | None
+    # The last mark price the gate told of, and when: shown in the run's details only.
+    last_mark: tuple[Decimal, datetime] | None
 
     # --- reads of the durable state ---------------------------------------------------------
 

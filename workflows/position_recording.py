@@ -29,13 +29,18 @@ with workflow.unsafe.imports_passed_through():
     from domain.position import (
         CloseReason,
         PositionState,
+        is_terminal,
     )
+    from domain.position_details import details_markdown
     from domain.records import AlertRecord, FillRecord, StoreBatch
     from domain.types import Severity
     from workflows.position_records import order_record, position_record
-    from workflows.search_attributes import POSITION_STATE
+    from workflows.search_attributes import CLOSE_REASON, POSITION_STATE
 
 from workflows.position_base import PositionBase
+
+# Patch: an ended run sets its CloseReason search attribute (runs before it did not).
+CLOSE_REASON_SA = "close-reason-attribute"
 
 # Store writes must never be lost: retry until the database is back.
 _STORE_RETRY = RetryPolicy(
@@ -57,12 +62,18 @@ class Recording(PositionBase):
         self._set_search_state()
 
     def _set_search_state(self) -> None:
-        workflow.upsert_search_attributes([POSITION_STATE.value_set(self.s.state.value)])
-        stop = self.s.stop_price
+        updates = [POSITION_STATE.value_set(self.s.state.value)]
+        reason = self.s.close_reason
+        if is_terminal(self.s.state) and reason is not None and workflow.patched(CLOSE_REASON_SA):
+            updates.append(CLOSE_REASON.value_set(reason.value))
+        workflow.upsert_search_attributes(updates)
+        self._show_details()
+
+    def _show_details(self) -> None:
+        """The run's current details on its Web UI page (no command: replay-free)."""
+        mark, at = self.last_mark if self.last_mark is not None else (None, None)
         workflow.set_current_details(
-            f"**{self.spec.side.value} {self.s.qty} {self.spec.symbol}** — {self.s.state.value}\n\n"
-            f"entry {self.s.avg_entry_price} · stop {stop} · realised {self.s.realised_pnl} "
-            f"· fees {self.s.fees}"
+            details_markdown(self.spec.side, self.spec.symbol, self.s, mark, at)
         )
 
     def _emit(

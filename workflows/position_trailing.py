@@ -245,6 +245,7 @@ class Trailing(ExchangeCalls):
         self._snap(self.s.with_stop(ref, now))
         self.m = self.m.with_trailing(on_move_result(trail, move, True, now))
         self._record_order(intent, view)
+        self._show_details()
         self._emit(
             EventType.TRAILING_STOP_MOVED,
             StopMoved(

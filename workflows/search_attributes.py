@@ -11,5 +11,8 @@ ACCOUNT = SearchAttributeKey.for_keyword("Account")
 EXCHANGE = SearchAttributeKey.for_keyword("Exchange")
 SYMBOL = SearchAttributeKey.for_keyword("Symbol")
 POSITION_STATE = SearchAttributeKey.for_keyword("PositionState")
+# How an ended position ended (its CloseReason: stop_filled, operator, rolled back's
+# entry_not_filled...), so the Web UI's list tells a rolled-back run from a close.
+CLOSE_REASON = SearchAttributeKey.for_keyword("CloseReason")
 
-ALL_KEYS = (ACCOUNT, EXCHANGE, SYMBOL, POSITION_STATE)
+ALL_KEYS = (ACCOUNT, EXCHANGE, SYMBOL, POSITION_STATE, CLOSE_REASON)

@@ -5,7 +5,7 @@
 set -eu
 ADDRESS="${TEMPORAL_ADDRESS:-temporal:7233}"
 NS="${NAMESPACE:-default}"
-SEARCH_ATTRIBUTES="Account Exchange Symbol PositionState"
+SEARCH_ATTRIBUTES="Account Exchange Symbol PositionState CloseReason"
 
 tries=0
 until temporal operator cluster health --address "$ADDRESS"; do

@@ -50,11 +50,11 @@ RULE = TrailingRule(
     callback_pct=Decimal(1), activation_pct=Decimal("0.5"), min_step_pct=Decimal("0.1")
 )
 MANY = 50  # positions of the load test, one symbol each
-# Stop moves the load test drives through the whole system: 5 per position. 250, not
+# Stop moves the load test drives through the whole system: 3 per position. 150, not
 # 1,000: the property is checked on every move, and the suite has a 15-minute budget
-# (1,000 took 170 s of it, 400 took 50 s); bench/bench_price_gate.py measures the
-# load itself.
-MANY_MOVES = 250
+# (1,000 took 170 s of it, 250 took 40 s); bench/bench_price_gate.py and
+# bench/bench_trailing.py measure the load itself.
+MANY_MOVES = 150
 MANY_SYMBOLS = [f"TG{chr(65 + i // 26)}{chr(65 + i % 26)}USDT" for i in range(MANY)]
 SEED = 20240917
 
@@ -285,7 +285,7 @@ async def test_fifty_positions_hundreds_of_moves_never_unprotected(
     world: Stack, caplog: pytest.LogCaptureFixture
 ) -> None:
     """50 trailing positions on 50 symbols, a seeded random walk with drift in each
-    position's favour, until 400 stops have moved through gate, Temporal and ccxt."""
+    position's favour, until MANY_MOVES stops have moved through gate, Temporal and ccxt."""
     sim = world.sim
     rng = random.Random(SEED)
     sides = [Side.LONG if i % 2 == 0 else Side.SHORT for i in range(MANY)]

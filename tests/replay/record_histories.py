@@ -161,6 +161,13 @@ async def trailing_long(stack: Stack) -> list[tuple[str, Handle]]:
     return [("trailing_long", handle)]
 
 
+async def operator_close_ended_with_reason(stack: Stack) -> list[tuple[str, Handle]]:
+    """`operator_close` after the patch `close-reason-attribute`: the ended run sets
+    its CloseReason search attribute with its last state."""
+    [(_, handle)] = await operator_close(stack)
+    return [("operator_close_ended_with_reason", handle)]
+
+
 async def trailing_long_bybit(stack: Stack) -> list[tuple[str, Handle]]:
     """`trailing_long` on Bybit: every move amends the one stop in place (the
     `exchange.amend_stop` local activity; no second stop, nothing cancelled)."""
@@ -430,6 +437,7 @@ SCENARIOS: dict[str, Scenario] = {
         wave,
         unprotected_alerted,
         trailing_long_bybit,
+        operator_close_ended_with_reason,
     )
 }
 BYBIT = frozenset({"trailing_long_bybit"})

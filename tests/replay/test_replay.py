@@ -42,6 +42,7 @@ FILES = sorted(HISTORIES.glob("*.json"))
 REQUIRED = {
     "happy_path_long",
     "operator_close",
+    "operator_close_ended_with_reason",  # CloseReason set (patch close-reason-attribute)
     "adopt",
     "rollback_stop_beyond_mark",
     "rollback_stop_unplaceable",

@@ -10,6 +10,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import WorkflowFailureError
 
 from domain.position import CloseReason, PositionState
@@ -19,6 +20,7 @@ from tests.workflows.harness import Stack, eventually
 from workers.positions import PositionAlreadyOpen
 from workflows.position import PositionWorkflow
 from workflows.position_io import ExchangeUpdate
+from workflows.search_attributes import CLOSE_REASON
 
 
 @pytest.mark.parametrize("side", list(Side))
@@ -39,8 +41,17 @@ async def test_happy_path_entry_stop_then_operator_close(stack: Stack, side: Sid
     assert entry is not None and view.snapshot.stop_price is not None
     assert side.sign * (entry - view.snapshot.stop_price) >= entry * Decimal("0.02") - 1
 
+    # The Web UI's page of the running position: its current details (Markdown).
+    meta = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+    details = meta.current_details
+    assert f"**{side.value} {view.snapshot.qty} {symbol}** — active" in details
+    assert f"protected: stop {view.snapshot.stop_price}" in details
+
     result = await stack.close(handle)
     assert result.state is PositionState.CLOSED and result.reason is CloseReason.OPERATOR
+    # The Web UI's list tells how it ended (the CloseReason search attribute).
+    described = await handle.describe()
+    assert described.typed_search_attributes.get(CLOSE_REASON) == "operator"
     assert stack.position_amt(symbol) == 0
     assert stack.open_stops(symbol) == []
     entries = [o for o in stack.orders_of(view, algo=False) if not o["reduceOnly"]]
