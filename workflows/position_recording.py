@@ -70,11 +70,18 @@ class Recording(PositionBase):
         self._show_details()
 
     def _show_details(self) -> None:
-        """The run's current details on its Web UI page (no command: replay-free)."""
+        """The run's current details on its Web UI page (no command: replay-free).
+
+        Display only: it runs inside transitions and the `price` update, so a failure
+        here is logged and never fails the workflow task.
+        """
         mark, at = self.last_mark if self.last_mark is not None else (None, None)
-        workflow.set_current_details(
-            details_markdown(self.spec.side, self.spec.symbol, self.s, mark, at)
-        )
+        try:
+            text = details_markdown(self.spec.side, self.spec.symbol, self.s, mark, at)
+        except Exception as exc:  # a display must not stop a position
+            workflow.logger.warning("run details not updated: %s", exc)
+            return
+        workflow.set_current_details(text)
 
     def _emit(
         self,

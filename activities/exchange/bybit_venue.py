@@ -46,6 +46,16 @@ def unified_id(exchange: Any, unified: str) -> str:
     return str(exchange.market(unified)["id"])
 
 
+async def _open_or_done(
+    exchange: Any, unified: str, params: dict[str, Any]
+) -> Mapping[str, Any] | None:
+    """The one order `params` name: from the open list, else from the history."""
+    orders = await exchange.fetch_open_orders(unified, None, None, params)
+    if not orders:
+        orders = await exchange.fetch_canceled_and_closed_orders(unified, None, None, params)
+    return orders[0] if orders else None
+
+
 class BybitVenue:
     """`Venue` for Bybit v5 linear (USDT) perpetuals."""
 
@@ -139,11 +149,7 @@ class BybitVenue:
         self, exchange: Any, unified: str, exchange_order_id: str, conditional: bool
     ) -> Mapping[str, Any] | None:
         """The open order with this `orderId`, else the closed or cancelled one."""
-        params = {"orderId": exchange_order_id}
-        orders = await exchange.fetch_open_orders(unified, None, None, params)
-        if not orders:
-            orders = await exchange.fetch_canceled_and_closed_orders(unified, None, None, params)
-        return orders[0] if orders else None
+        return await _open_or_done(exchange, unified, {"orderId": exchange_order_id})
 
     def by_id_params(self, conditional: bool) -> dict[str, Any]:
         """Nothing: one id space for every kind of order."""
@@ -157,11 +163,9 @@ class BybitVenue:
         self, exchange: Any, unified: str, client_order_id: str, conditional: bool
     ) -> Mapping[str, Any] | None:
         """The open order with our `orderLinkId`, else the closed or cancelled one."""
-        params = self.by_client_id_params(client_order_id, conditional)
-        orders = await exchange.fetch_open_orders(unified, None, None, params)
-        if not orders:
-            orders = await exchange.fetch_canceled_and_closed_orders(unified, None, None, params)
-        return orders[0] if orders else None
+        return await _open_or_done(
+            exchange, unified, self.by_client_id_params(client_order_id, conditional)
+        )
 
     def executed_order_id(self, order: Mapping[str, Any], conditional: bool) -> str | None:
         """A triggered conditional order keeps its id: its trades are its own."""
