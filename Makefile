@@ -16,9 +16,13 @@ $(STAMP): pyproject.toml
 dev: $(STAMP)
 	$(BIN)/posguard dev
 
+# Two pytest processes, each with its own servers, a whole test file at a time; the
+# slowest directories first so that no long file starts last and runs alone.
+TEST_ORDER := tests/integration tests/workers tests/workflows tests/signals_ingest \
+	tests/simulator tests/activities tests/replay tests/domain tests
 ## Lint, type-check and run the whole test suite against real servers.
 test: $(STAMP) lint typecheck
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile $(TEST_ORDER)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -128,6 +128,18 @@ async def test_metrics_match_the_records_moves_and_an_unprotected_position(
             assert value(page, "posguard_unprotected_seconds_max") >= unprotected
             await check_against_records(stack, page, account, exchange)
             assert "temporal_" in text  # the SDK's own metrics, on the same page
+
+            async def emergency_refused() -> bool:
+                # the workflow's round after the refused stop: its emergency stop, refused too
+                emergencies = await truth(
+                    stack,
+                    """SELECT count(*) FROM events
+                       WHERE position_id = $1 AND type = 'emergency_stop_failed'""",
+                    position_id,
+                )
+                return emergencies >= 1
+
+            await until(emergency_refused, "the refused emergency stop in the records")
         finally:
             stack.sim.faults.remove(stop_refused.id)
             stack.sim.faults.remove(close_refused.id)

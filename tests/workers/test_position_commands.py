@@ -14,6 +14,7 @@ import os
 import re
 import subprocess
 import sys
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -38,6 +39,8 @@ from workers.embedded import find_binary
 from workers.positions import start_position
 from workers.settings import AccountSettings, Settings
 from workflows.position_io import PositionView, position_workflow_id
+
+ACCOUNT = f"paper{uuid.uuid4().hex[:6]}"
 
 
 @dataclass
@@ -122,9 +125,10 @@ async def _run(cmd: list[str], env: dict[str, str]) -> Run:
 async def live(
     temporal_env: WorkflowEnvironment, database_url: str, store: Store
 ) -> AsyncIterator[Live]:
-    # Account "paper", as the operator's commands below name it (workflow ids, output).
+    # The account the operator's commands below name (workflow ids, output): unique, so
+    # workflows other modules left on the shared dev server are not this module's.
     async with live_stack(
-        temporal_env.client, database_url, store, name="cli-positions", account="paper"
+        temporal_env.client, database_url, store, name="cli-positions", account=ACCOUNT
     ) as stack:
         sim, queue = stack.sim, stack.settings.task_queue
         address = temporal_env.client.service_client.config.target_host
@@ -138,7 +142,7 @@ async def live(
             "POSGUARD_ACCOUNTS": json.dumps(
                 [
                     {
-                        "name": "paper",
+                        "name": ACCOUNT,
                         "exchange": "binanceusdm",
                         "api_key": sim.api_key,
                         "secret": sim.api_secret,
@@ -162,7 +166,7 @@ async def live(
 
 
 def wid(symbol: str) -> str:
-    return position_workflow_id("paper", "binanceusdm", symbol)
+    return position_workflow_id(ACCOUNT, "binanceusdm", symbol)
 
 
 def field(output: str, name: str) -> str:
@@ -210,7 +214,7 @@ def test_levels_percentages_and_durations_parse_exactly() -> None:
     settings = Settings(ui_port=8233)
     assert pc.ui_url(settings, wid("BTCUSDT")) == (
         "http://127.0.0.1:8233/namespaces/default/workflows/"
-        "position%2Fpaper%2Fbinanceusdm%2FBTCUSDT"
+        f"position%2F{ACCOUNT}%2Fbinanceusdm%2FBTCUSDT"
     )
 
 
@@ -260,7 +264,7 @@ def test_the_account_is_chosen_by_name_or_by_exchange() -> None:
 def test_a_stop_or_take_profit_price_must_be_on_its_side_of_the_price() -> None:
     def spec(side: str, stop: str, take_profit: str | None = None) -> PositionSpec:
         return PositionSpec(
-            account="paper",
+            account=ACCOUNT,
             exchange=ExchangeId.BINANCE_USDM,
             symbol="ETHUSDT",
             side=Side(side),
@@ -298,12 +302,12 @@ async def test_open_watch_close(live: Live, side: str, stop: str, exit_side: str
     opened = (await live.posguard("open", "BTCUSDT", side, "--quote", "1200", "--stop", "2%")).ok()
     out = opened.stdout
     assert f"{wid('BTCUSDT')}  active" in out
-    assert field(out, "position") == f"{side} 0.02 BTCUSDT on paper (binanceusdm)"
+    assert field(out, "position") == f"{side} 0.02 BTCUSDT on {ACCOUNT} (binanceusdm)"
     assert field(out, "entry") == "60000"
     assert field(out, "stop") == f"{stop}  (rule 2%)"
     assert field(out, "emergency stop") == "5% if ever needed"
     assert field(out, "Web UI") == (
-        "http://127.0.0.1:8233/namespaces/default/workflows/position%2Fpaper%2Fbinanceusdm%2FBTCUSDT"
+        f"http://127.0.0.1:8233/namespaces/default/workflows/position%2F{ACCOUNT}%2Fbinanceusdm%2FBTCUSDT"
     )
     position_id = field(out, "position id")
     # The exchange holds the position and exactly one reduce-only stop for all of it.
@@ -380,7 +384,7 @@ async def test_open_watch_close(live: Live, side: str, stop: str, exit_side: str
     shown = (await live.posguard("position", "BTCUSDT")).ok().stdout
     assert f"{wid('BTCUSDT')}  closed" in shown
     assert field(shown, "position id") == position_id
-    assert field(shown, "position") == f"{side} 0 BTCUSDT on paper (binanceusdm)"
+    assert field(shown, "position") == f"{side} 0 BTCUSDT on {ACCOUNT} (binanceusdm)"
     assert "close_order_filled" in shown and "order_cancelled" in shown
 
 
@@ -388,7 +392,7 @@ async def test_a_position_that_is_not_there(live: Live) -> None:
     trailing = await live.posguard("trail", "XRPUSDT", "--trail", "1%")
     assert (trailing.returncode, trailing.stderr) == (
         1,
-        "posguard: no open position on XRPUSDT (account paper)\n",
+        f"posguard: no open position on XRPUSDT (account {ACCOUNT})\n",
     ), trailing
     closing = await live.posguard("close", "XRPUSDT")
     assert closing.returncode == 1
@@ -427,7 +431,7 @@ async def test_risk_sizing_a_stop_price_and_no_wait(live: Live) -> None:
     assert await eventually(active)
     shown = (await live.posguard("position", "SOLUSDT")).ok().stdout
     # Risk 3 at a stop 3 above the entry: 1 SOL.
-    assert field(shown, "position") == "short 1 SOLUSDT on paper (binanceusdm)"
+    assert field(shown, "position") == f"short 1 SOLUSDT on {ACCOUNT} (binanceusdm)"
     assert field(shown, "stop") == "153  (rule 153)"
     assert field(shown, "max age") == "4h"
     assert live.amt("SOLUSDT") == Decimal(-1)
@@ -439,7 +443,7 @@ async def test_open_refuses_what_cannot_be_opened_before_anything_starts(live: L
     live.sim.set_price("ETHUSDT", "3150")
     refusals = {
         ("FOOUSDT", "long", "--quote", "100", "--stop", "2%"): (
-            "unknown symbol FOOUSDT: binanceusdm (account paper) lists no such perpetual"
+            f"unknown symbol FOOUSDT: binanceusdm (account {ACCOUNT}) lists no such perpetual"
         ),
         ("ETHUSDT", "short", "--risk", "10", "--stop", "3100"): (
             "ETHUSDT: stop 3100 is below the price 3150: a short's stop must be above it"
@@ -466,7 +470,7 @@ async def test_lifecycles_of_one_workflow_id_are_told_apart(live: Live) -> None:
     # A stop above a long's entry: the workflow rolls it back (unsizable). The
     # command line refuses it before it starts (above), so it is started here.
     spec = PositionSpec(
-        account="paper",
+        account=ACCOUNT,
         exchange=ExchangeId.BINANCE_USDM,
         symbol="DOGEUSDT",
         side=Side.LONG,
@@ -653,6 +657,6 @@ async def test_open_with_a_trailing_stop_and_change_it_while_running(live: Live)
     assert (closed.returncode, closed.stdout, closed.stderr) == (
         1,
         "",
-        f"posguard: no open position on ETHUSDT (account paper): its last workflow "
+        f"posguard: no open position on ETHUSDT (account {ACCOUNT}): its last workflow "
         f"{wid('ETHUSDT')} is completed\n",
     ), closed
