@@ -49,6 +49,9 @@ class ErrorType(StrEnum):
     # the client order id is journaled for a different order: nothing was sent;
     # the details name the journaled order (see domain.journal.JournalEntry)
     CLIENT_ID_REUSED = "ClientIdReused"
+    # the account's position mode (one-way/hedge) on the exchange is not its
+    # settings': nothing was sent
+    POSITION_MODE_MISMATCH = "PositionModeMismatch"
 
     @property
     def retryable(self) -> bool:
@@ -128,6 +131,7 @@ _BY_CLASS: dict[str, ErrorType] = {
     "NetworkError": ErrorType.NETWORK,
     "OperationFailed": ErrorType.OPERATION_FAILED,
     "ExchangeError": ErrorType.EXCHANGE_ERROR,
+    "PositionModeMismatch": ErrorType.POSITION_MODE_MISMATCH,  # the gateway's own
     # non-ccxt exceptions escaping the transport
     "TimeoutError": ErrorType.REQUEST_TIMEOUT,
     "ConnectionError": ErrorType.NETWORK,

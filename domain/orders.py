@@ -233,6 +233,9 @@ class OrderView(BaseModel):
     # id, closes the whole position when it fires, and drops it when the position
     # closes. The gateway names it with the client id posguard journaled for it.
     position_stop: bool = False
+    # Hedge mode: the side of the position the order belongs to (Binance
+    # `positionSide` LONG/SHORT, Bybit `positionIdx` 1/2). None in one-way mode.
+    position_side: Side | None = None
 
     @property
     def is_final(self) -> bool:

@@ -145,6 +145,9 @@ class PositionSpec(BaseModel):
     max_age: timedelta | None = Field(default=None, gt=timedelta(0))
     adopt: bool = False
     signal_id: str | None = None
+    # The account trades in hedge mode: this position is one side of its symbol,
+    # and its workflow id names the side (`spec_workflow_id`).
+    hedge_mode: bool = False
 
     @model_validator(mode="after")
     def _consistent(self) -> PositionSpec:
@@ -157,32 +160,59 @@ class PositionSpec(BaseModel):
         return self
 
 
-def position_workflow_id(account: str, exchange: ExchangeId | str, symbol: str) -> str:
-    """The one workflow id per (account, exchange, symbol) in one-way mode.
+def position_workflow_id(
+    account: str, exchange: ExchangeId | str, symbol: str, hedge_side: Side | None = None
+) -> str:
+    """The one workflow id per position slot of an account.
 
-    Starting a second open workflow with this id is refused by Temporal, so two
-    live positions on the same key are impossible by construction. Client order
-    ids hash it (domain.client_ids), so the reconciler can tell whose an order is.
+    One-way mode (`hedge_side` None): one position per (account, exchange, symbol),
+    `position/{account}/{exchange}/{symbol}`. Hedge mode: a long and a short may be
+    held on one symbol, each its own workflow, `.../{symbol}/long` and `.../short`.
+    Starting a second open workflow with an id is refused by Temporal, so two live
+    positions on one slot are impossible by construction. Client order ids hash it
+    (domain.client_ids), so the reconciler can tell whose an order is.
     """
-    return f"position/{account}/{ExchangeId(exchange).value}/{symbol}"
+    base = f"position/{account}/{ExchangeId(exchange).value}/{symbol}"
+    return base if hedge_side is None else f"{base}/{hedge_side.value}"
+
+
+def spec_workflow_id(spec: PositionSpec) -> str:
+    """The workflow id of the position `spec` opens or adopts (`position_workflow_id`,
+    with its side on a hedge-mode account)."""
+    hedge_side = spec.side if spec.hedge_mode else None
+    return position_workflow_id(spec.account, spec.exchange, spec.symbol, hedge_side)
 
 
 class PositionKey(BaseModel):
-    """The parts of a position workflow id (see `position_workflow_id`)."""
+    """The parts of a position workflow id (see `position_workflow_id`);
+    `hedge_side` is set for a hedge-mode position only."""
 
     model_config = ConfigDict(frozen=True)
 
     account: str
     exchange: str
     symbol: str
+    hedge_side: Side | None = None
 
 
 def parse_position_workflow_id(workflow_id: str) -> PositionKey | None:
-    """`position/<account>/<exchange>/<symbol>` → its parts; None for any other id."""
+    """`position/<account>/<exchange>/<symbol>[/long|/short]` → its parts; None for any
+    other id."""
     parts = workflow_id.split("/")
-    if len(parts) != 4 or parts[0] != "position":
+    if parts[0] != "position" or len(parts) not in (4, 5):
         return None
-    return PositionKey(account=parts[1], exchange=parts[2], symbol=parts[3])
+    hedge_side = None
+    if len(parts) == 5:
+        if parts[4] not in (Side.LONG.value, Side.SHORT.value):
+            return None
+        hedge_side = Side(parts[4])
+    return PositionKey(account=parts[1], exchange=parts[2], symbol=parts[3], hedge_side=hedge_side)
+
+
+def book_key(symbol: str, hedge_side: Side | None) -> str:
+    """The key of one position slot of an account on the exchange: the symbol in
+    one-way mode, ``SYMBOL:long`` / ``SYMBOL:short`` in hedge mode (a side given)."""
+    return symbol if hedge_side is None else f"{symbol}:{hedge_side.value}"
 
 
 # --- pnl -----------------------------------------------------------------------

@@ -34,6 +34,9 @@ class PlaceOrderRequest(_Request):
     intent: OrderIntent
     look_up_first: bool = False
     position_id: str | None = None
+    # The position's mode (`PositionSpec.hedge_mode`): refused, nothing sent, when it
+    # is not the account's (None: not a position's order, not checked).
+    hedge_mode: bool | None = None
 
 
 class OrderRequest(_Request):
@@ -55,6 +58,8 @@ class AmendStopRequest(_Request):
     trigger_price: Price
     # The position's own stop (`OrderRef.position_stop`): moved through the position.
     position_stop: bool = False
+    # The position's side (names the position on a hedge-mode account).
+    side: Side | None = None
 
 
 class ExchangeOrderRequest(_Request):
@@ -70,9 +75,12 @@ class AccountRequest(_Request):
 
 
 class SymbolRequest(_Request):
-    """Anything about one symbol of the account."""
+    """Anything about one symbol of the account. `side`: the position's side, which
+    names the position on a hedge-mode account (one-way: the symbol's, whatever
+    its side)."""
 
     symbol: str
+    side: Side | None = None
 
 
 class CandlesRequest(SymbolRequest):
@@ -83,13 +91,18 @@ class CandlesRequest(SymbolRequest):
 
 
 class ExchangePosition(BaseModel):
-    """A position as the exchange reports it (one-way mode); qty 0 means flat."""
+    """A position as the exchange reports it; qty 0 means flat.
+
+    `hedged`: one side of a hedge-mode symbol (a long and a short may both be held,
+    each its own position); `side` then names the slot, whatever its quantity.
+    """
 
     model_config = ConfigDict(frozen=True)
 
     symbol: str
     side: Side | None
     qty: Decimal
+    hedged: bool = False
     entry_price: Decimal | None = None
     mark_price: Decimal | None = None
     unrealized_pnl: Decimal | None = None
@@ -130,6 +143,8 @@ class EntryWithStopRequest(_Request):
     look_up_first: bool = False
     # Journal both orders before sending them (see PlaceOrderRequest.position_id).
     position_id: str | None = None
+    # See PlaceOrderRequest.hedge_mode.
+    hedge_mode: bool | None = None
     # After the fill, how long the activity itself keeps retrying a transient
     # failure of the stop (200 ms doubling to 2 s) before returning it as stop_error.
     stop_retry_for_s: float = Field(default=20, ge=0)  # float ok: seconds

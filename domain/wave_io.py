@@ -19,12 +19,12 @@ from enum import StrEnum
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from domain.events import Event
-from domain.position import Percent, PositionSpec
+from domain.position import Percent, PositionSpec, book_key
 from domain.records import AccountPause, AlertRecord, DecisionRecord, WaveRecord
 from domain.signals import Signal
 from domain.sizing import SizingRequest, StopRule, TakeProfitRule
 from domain.trailing import TrailingRule
-from domain.types import ExchangeId
+from domain.types import ExchangeId, Side
 from domain.waves import AccountView, WaveRules
 
 WAVE_WORKFLOW_TYPE = "WaveWorkflow"
@@ -78,8 +78,11 @@ class PositionTemplate(BaseModel):
     trailing: TrailingRule | None = None
     max_age: timedelta | None = None
 
-    def spec(self, account: str, exchange: ExchangeId, signal: Signal) -> PositionSpec:
-        """The PositionSpec of a selected signal (its side from the action)."""
+    def spec(
+        self, account: str, exchange: ExchangeId, signal: Signal, hedge_mode: bool = False
+    ) -> PositionSpec:
+        """The PositionSpec of a selected signal (its side from the action; `hedge_mode`:
+        the account's)."""
         side = signal.side
         if side is None:
             raise ValueError(f"{signal.action} opens no position")
@@ -95,6 +98,7 @@ class PositionTemplate(BaseModel):
             trailing=self.trailing,
             max_age=self.max_age,
             signal_id=signal_row_id(signal),
+            hedge_mode=hedge_mode,
         )
 
 
@@ -141,11 +145,13 @@ class EntryReadiness(BaseModel):
 
 
 class StoredOpen(BaseModel):
-    """A position the store has open or opening: its symbol and notional (0 if not filled)."""
+    """A position the store has open or opening: its symbol, side and notional (0 if
+    not filled)."""
 
     model_config = ConfigDict(frozen=True)
 
     symbol: str
+    side: Side | None = None
     notional: Decimal = Decimal(0)
 
 
@@ -165,16 +171,18 @@ def account_view(
     stored: StoredAccount,
     running: Iterable[str],
     rules: WaveRules,
+    hedge_mode: bool = False,
 ) -> AccountView:
     """The account as `domain.waves.select_wave` sees it.
 
-    Open symbols are those the store has open and those with a running position
-    workflow (`running`, which knows of a position just started before its first
-    row). Exposure is the stored notional, and `notional_per_position` for an open
-    one not filled yet (it will be, or roll back). Paused: any pause row, the
-    operator's first.
+    Open positions are those the store has open and those with a running position
+    workflow (`running`, their `domain.position.book_key`s: it knows of a position
+    just started before its first row), each keyed by its book: the symbol, or on a
+    hedge-mode account the symbol and side. Exposure is the stored notional, and
+    `notional_per_position` for an open one not filled yet (it will be, or roll
+    back). Paused: any pause row, the operator's first.
     """
-    notional = {o.symbol: o.notional for o in stored.open}
+    notional = {book_key(o.symbol, o.side if hedge_mode else None): o.notional for o in stored.open}
     open_symbols = set(notional) | set(running)
     exposure = sum(
         (notional.get(s) or rules.notional_per_position for s in open_symbols), Decimal(0)
@@ -188,6 +196,7 @@ def account_view(
         listed=exchange.listed,
         open_symbols=frozenset(open_symbols),
         open_positions=len(open_symbols),
+        hedge_mode=hedge_mode,
         exposure=exposure,
         closed_at=dict(stored.closed_at),
         stoplist=stored.stoplist,

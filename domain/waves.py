@@ -39,6 +39,7 @@ from functools import cmp_to_key
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from domain.position import book_key
 from domain.signals import Signal
 from domain.types import ExchangeId
 
@@ -73,7 +74,8 @@ class AccountView(BaseModel):
     """The account as one wave sees it, read just before selection.
 
     `listed`: symbols listed and trading on the account's exchange;
-    `open_symbols`: symbols with an open or opening position; `open_positions`
+    `open_symbols`: the books (`domain.position.book_key`: the symbol, or on a
+    `hedge_mode` account the symbol and side) with an open or opening position; `open_positions`
     their count (as the limit counts them); `exposure`: current total notional;
     `closed_at`: the last close per symbol; `stoplist`: symbols never to open;
     `paused`: why new entries are paused for the account (None if they are not).
@@ -88,6 +90,7 @@ class AccountView(BaseModel):
     closed_at: dict[str, AwareDatetime] = Field(default_factory=dict)
     stoplist: frozenset[str] = frozenset()
     paused: str | None = None
+    hedge_mode: bool = False
 
 
 class FilterReason(StrEnum):
@@ -196,8 +199,9 @@ def _signal_filter(
             FilterReason.BELOW_SCORE_MONTH,
             f"score_month {signal.score_month} < minimum {rules.min_score_month}",
         )
-    if symbol in account.open_symbols:
-        return FilterReason.POSITION_OPEN, f"a position on {symbol} is open or opening"
+    if book_key(symbol, signal.side if account.hedge_mode else None) in account.open_symbols:
+        held = f"a {signal.side.value} position" if account.hedge_mode else "a position"
+        return FilterReason.POSITION_OPEN, f"{held} on {symbol} is open or opening"
     closed = account.closed_at.get(symbol)
     if closed is not None and now < closed + rules.cooldown:
         return (

@@ -34,6 +34,7 @@ from domain.errors import scrub
 from domain.health import HealthReport, PartState, assess, stream_part
 from domain.order_updates import OrderChange
 from domain.position_messages import EXCHANGE_UPDATE_SIGNAL, ExchangeUpdate
+from domain.types import Side
 from signals_ingest.gate_metrics import GateCollector
 from signals_ingest.market_feed import EventSink, MarketFeed, Shard
 from signals_ingest.price_gate import PriceGate, tick_time
@@ -246,22 +247,30 @@ def _position_notifier(
     async def notify(symbol: str, detail: str, changes: list[OrderChange]) -> None:
         if shard is not None and not shard.owns(symbol):
             return  # another gate process owns this symbol
-        workflow_id = position_workflow_id(acct.name, acct.exchange, symbol)
+        # Hedge mode: the symbol's long and short are two workflows; each is told and
+        # re-reads its own side (an update need not name its side: a position's own
+        # stop has no client id).
+        sides: list[Side | None] = [Side.LONG, Side.SHORT] if acct.hedge_mode else [None]
+        workflow_ids = [position_workflow_id(acct.name, acct.exchange, symbol, s) for s in sides]
         if trigger is not None and any(
-            not belongs_to_workflow(c.client_order_id, workflow_id) for c in changes
+            not any(belongs_to_workflow(c.client_order_id, w) for w in workflow_ids)
+            for c in changes
         ):
-            trigger.request(f"{symbol}: {detail[:100]} (not {workflow_id}'s)")
-        try:
-            await client.get_workflow_handle(workflow_id).signal(
-                EXCHANGE_UPDATE_SIGNAL,
-                ExchangeUpdate(source="user_stream", detail=detail, orders=tuple(changes)),
-            )
-        except RPCError as err:
-            if err.status is not RPCStatusCode.NOT_FOUND:
-                raise
+            trigger.request(f"{symbol}: {detail[:100]} (not {' or '.join(workflow_ids)}'s)")
+        told = 0
+        for workflow_id in workflow_ids:
+            try:
+                await client.get_workflow_handle(workflow_id).signal(
+                    EXCHANGE_UPDATE_SIGNAL,
+                    ExchangeUpdate(source="user_stream", detail=detail, orders=tuple(changes)),
+                )
+                told += 1
+            except RPCError as err:
+                if err.status is not RPCStatusCode.NOT_FOUND:
+                    raise
+        if told == 0 and trigger is not None:
             # No running position for it: the reconciler's business.
-            if trigger is not None:
-                trigger.request(f"{symbol}: {detail[:100]} (no workflow)")
+            trigger.request(f"{symbol}: {detail[:100]} (no workflow)")
 
     return notify
 

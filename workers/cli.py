@@ -300,6 +300,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=EXCHANGE_NAMES,
         help="the first account on this exchange (binanceusdm or bybit)",
     )
+    p.add_argument(
+        "--side",
+        choices=["long", "short"],
+        help="on a hedge-mode account, which of the symbol's positions (needed when both are open)",
+    )
     p.set_defaults(func=pc.cmd_trail)
 
     p = sub.add_parser(
@@ -320,6 +325,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="recorded reason (default operator)",
     )
     p.add_argument("--timeout", type=float, default=60, help="seconds to wait (default 60)")
+    p.add_argument(
+        "--side",
+        choices=["long", "short"],
+        help="on a hedge-mode account, which of the symbol's positions (needed when both are open)",
+    )
     p.set_defaults(func=pc.cmd_close)
 
     p = sub.add_parser("positions", help="table of open positions (--all: closed ones too)")
@@ -335,6 +345,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="the first account on this exchange (binanceusdm or bybit)",
     )
     p.add_argument("-n", type=int, default=50, help="how many events (default 50)")
+    p.add_argument(
+        "--side",
+        choices=["long", "short"],
+        help="on a hedge-mode account, which of the symbol's positions (needed when both are open)",
+    )
     p.set_defaults(func=pc.cmd_position)
 
     reconcile_commands.add_commands(sub)

@@ -98,5 +98,6 @@ def make_gateways(accounts: list[AccountSettings]) -> dict[str, ExchangeGateway]
             account=account.name,
             protective=make_exchange(account),
             stop_with_entry=account.stop_with_entry,
+            hedge_mode=account.hedge_mode,
         )
     return gateways

@@ -61,6 +61,7 @@ def wave_input_of(
             position_task_queue=settings.task_queue,
             position_config=config_of(account),
             call_timeout=waves.call_timeout,
+            hedge_mode=settings.account(account).hedge_mode,
         )
 
     return make

@@ -489,6 +489,7 @@ def build_spec(
             take_profit=args.take_profit,
             trailing=None if args.no_trail else trailing_rule(args, default=settings.trailing),
             max_age=args.max_age,
+            hedge_mode=account.hedge_mode,
         )
     except ValidationError as exc:
         raise CommandError(f"invalid position: {exc.errors()[0]['msg']}") from None
@@ -669,6 +670,46 @@ async def _not_open(client: Client, workflow_id: str, exc: RPCError) -> str:
     return f"{workflow_id} is not open (its workflow is {status}): nothing to close"
 
 
+async def _handle_of(
+    client: Client, account: AccountSettings, symbol: str, side: str | None
+) -> WorkflowHandle[Any, Any]:
+    """The position workflow `symbol` (and `--side`) names.
+
+    One-way: the symbol's one workflow (`--side` is not needed). Hedge mode: the
+    side given, else the side whose workflow runs; both running is ambiguous, and
+    neither running names the side that ran last (for its history and its message).
+    """
+    from workers.positions import position_handle
+
+    exchange = exchange_of(account)
+    if not account.hedge_mode:
+        return position_handle(client, account.name, exchange, symbol)
+    if side is not None:
+        return position_handle(client, account.name, exchange, symbol, Side(side))
+    found: list[tuple[bool, datetime, WorkflowHandle[Any, Any]]] = []
+    for each in Side:
+        handle = position_handle(client, account.name, exchange, symbol, each)
+        try:
+            desc = await handle.describe()
+        except RPCError as exc:
+            if exc.status is RPCStatusCode.NOT_FOUND:
+                continue
+            raise
+        running = desc.status is WorkflowExecutionStatus.RUNNING
+        found.append((running, desc.start_time, handle))
+    running_ones = [h for r, _, h in found if r]
+    if len(running_ones) > 1:
+        raise CommandError(
+            f"both a long and a short are open on {symbol} (account {account.name}, hedge "
+            "mode): name one with --side long or --side short"
+        )
+    if running_ones:
+        return running_ones[0]
+    if found:
+        return max(found, key=lambda f: f[1])[2]
+    return position_handle(client, account.name, exchange, symbol, Side.LONG)
+
+
 async def _running_view(handle: WorkflowHandle[Any, Any], account: str, symbol: str) -> Any:
     """The `state` of the position's running workflow; CommandError when none runs."""
     no_position = f"no open position on {symbol} (account {account})"
@@ -691,12 +732,11 @@ async def _running_view(handle: WorkflowHandle[Any, Any], account: str, symbol: 
 
 async def cmd_trail(args: argparse.Namespace, settings: Settings) -> int:
     """Change a running position's trailing settings (the `set_trailing` update)."""
-    from workers.positions import position_handle
     from workflows.position import PositionWorkflow
 
     account = account_of(settings, args.account, getattr(args, "exchange", None))
     client = await temporal_client(settings)
-    handle = position_handle(client, account.name, exchange_of(account), args.symbol)
+    handle = await _handle_of(client, account, args.symbol, getattr(args, "side", None))
     current = (await _running_view(handle, account.name, args.symbol)).trailing_rule
     rule = trailing_rule(args, default=current)
     if rule is None:
@@ -736,13 +776,12 @@ def _rule_text(rule: TrailingRule | None) -> str:
 
 
 async def cmd_close(args: argparse.Namespace, settings: Settings) -> int:
-    from workers.positions import position_handle
     from workflows.position import PositionWorkflow
     from workflows.position_io import CloseRequest
 
     account = account_of(settings, args.account, getattr(args, "exchange", None))
     client = await temporal_client(settings)
-    handle = position_handle(client, account.name, exchange_of(account), args.symbol)
+    handle = await _handle_of(client, account, args.symbol, getattr(args, "side", None))
     request = CloseRequest(reason=CloseReason(args.reason), requested_by=_operator())
     try:
         update = await handle.start_update(
@@ -868,15 +907,12 @@ async def cmd_positions(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_position(args: argparse.Namespace, settings: Settings) -> int:
-    from workers.positions import position_handle
     from workers.worker import open_store
-    from workflows.position_io import position_workflow_id
 
     account = account_of(settings, args.account, getattr(args, "exchange", None))
-    exchange = exchange_of(account)
-    workflow_id = position_workflow_id(account.name, exchange, args.symbol)
     client = await temporal_client(settings)
-    handle = position_handle(client, account.name, exchange, args.symbol)
+    handle = await _handle_of(client, account, args.symbol, getattr(args, "side", None))
+    workflow_id = handle.id
     status: WorkflowExecutionStatus | None = None
     try:
         status = (await handle.describe()).status

@@ -18,7 +18,7 @@ from domain.position import (
     PositionSpec,
     PositionState,
     parse_position_workflow_id,
-    position_workflow_id,
+    spec_workflow_id,
 )
 from domain.position_messages import EXCHANGE_UPDATE_SIGNAL, ExchangeUpdate
 from domain.reconcile import ListedWorkflow, Owner
@@ -132,6 +132,5 @@ class TemporalPositionDirectory:
                 config=self._config_of(spec.account),
             )
         except PositionAlreadyOpen:
-            wid = position_workflow_id(spec.account, spec.exchange, spec.symbol)
-            return AdoptResult(workflow_id=wid, started=False)
+            return AdoptResult(workflow_id=spec_workflow_id(spec), started=False)
         return AdoptResult(workflow_id=handle.id, started=True)

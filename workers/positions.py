@@ -11,7 +11,8 @@ from temporalio.common import (
 )
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from domain.position import PositionSpec, initial_state
+from domain.position import PositionSpec, initial_state, spec_workflow_id
+from domain.types import Side
 from workflows.position import PositionWorkflow
 from workflows.position_io import (
     CloseResult,
@@ -36,11 +37,12 @@ async def start_position(
 ) -> WorkflowHandle[PositionWorkflow, CloseResult]:
     """Start the position's workflow; `PositionAlreadyOpen` if one is running for its key.
 
-    The id is derived from (account, exchange, symbol) and the conflict policy is
-    FAIL, so Temporal itself refuses a duplicate position; a closed id may be
-    reused (ALLOW_DUPLICATE), so the symbol can be traded again later.
+    The id is derived from (account, exchange, symbol, and the side on a hedge-mode
+    account) and the conflict policy is FAIL, so Temporal itself refuses a duplicate
+    position; a closed id may be reused (ALLOW_DUPLICATE), so the symbol can be
+    traded again later.
     """
-    workflow_id = position_workflow_id(spec.account, spec.exchange, spec.symbol)
+    workflow_id = spec_workflow_id(spec)
     cfg = config or PositionConfig(exchange_task_queue=exchange_task_queue(spec.account))
     try:
         return await client.start_workflow(
@@ -66,9 +68,10 @@ async def start_position(
 
 
 def position_handle(
-    client: Client, account: str, exchange: str, symbol: str
+    client: Client, account: str, exchange: str, symbol: str, hedge_side: Side | None = None
 ) -> WorkflowHandle[PositionWorkflow, CloseResult]:
-    """Handle of the latest run of the position workflow for this key."""
+    """Handle of the latest run of the position workflow for this key (`hedge_side`:
+    the side, on a hedge-mode account)."""
     return client.get_workflow_handle_for(
-        PositionWorkflow.run, position_workflow_id(account, exchange, symbol)
+        PositionWorkflow.run, position_workflow_id(account, exchange, symbol, hedge_side)
     )

@@ -83,6 +83,14 @@ class AccountSettings(BaseModel):
         "entry waits before it may send again (docs/safety.md). 5000 = both exchanges' own "
         "default; ccxt's Binance default (10000) would make that wait twice as long.",
     )
+    hedge_mode: bool = Field(
+        default=False,
+        description="The account trades in hedge mode (Binance `dualSidePosition`, Bybit "
+        "positionIdx 1/2): a long and a short may be held on one symbol, each its own "
+        "position workflow (`position/{account}/{exchange}/{symbol}/{long|short}`) whose "
+        "orders only ever reduce its own side. It must match the exchange: the mode is read "
+        "from the exchange before the first order, and a mismatch is refused.",
+    )
     stop_with_entry: bool = Field(
         default=True,
         description="Where the exchange can (Bybit), send each entry with its stop-loss "

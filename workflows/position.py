@@ -507,6 +507,7 @@ class PositionWorkflow(Trailing):
         resumed = self.s.state is not PositionState.PENDING_ENTRY or bool(ref.exchange_order_id)
         view: OrderView | None = None
         error: ErrorType | None = None
+        refusal = "entry refused"
         placed: EntryWithStopResult | None = None
         try:
             placed = cast(
@@ -521,6 +522,7 @@ class PositionWorkflow(Trailing):
                         filters=filters,
                         look_up_first=resumed,
                         position_id=self.position_id,
+                        hedge_mode=spec.hedge_mode,
                         stop_retry_for_s=self.cfg.entry_stop_retry.total_seconds(),
                     ),
                     summary=f"entry {intent.side.value} {intent.qty} {intent.symbol} + stop",
@@ -532,6 +534,7 @@ class PositionWorkflow(Trailing):
             view = placed.entry
         except ExchangeCallFailed as exc:
             error = exc.error
+            refusal = f"entry refused: {exc}"[:500]
         if view is None and (error is None or error.retryable):
             view = await self._resolve_unknown_entry(intent)  # ambiguous: the truth decides
         elif view is None:
@@ -540,7 +543,7 @@ class PositionWorkflow(Trailing):
                 OrderFailed(
                     client_order_id=intent.client_order_id,
                     error_type=(error or ErrorType.EXCHANGE_ERROR).value,
-                    message="entry refused",
+                    message=refusal,
                 ),
             )
             self._record_order(intent, None, status=OrderStatus.REJECTED)

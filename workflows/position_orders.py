@@ -178,6 +178,7 @@ class ExchangeCalls(Recording):
                             intent=intent,
                             look_up_first=look_up_first,
                             position_id=self.position_id,
+                            hedge_mode=self.spec.hedge_mode,
                         ),
                         summary=f"{intent.kind.value} {intent.side.value} {intent.qty} "
                         f"{intent.symbol}"
@@ -306,7 +307,10 @@ class ExchangeCalls(Recording):
             ExchangePosition,
             await self._read(
                 ExchangeActivities.position,
-                SymbolRequest(account=self.spec.account, symbol=self.spec.symbol),
+                # the side names the position on a hedge-mode account
+                SymbolRequest(
+                    account=self.spec.account, symbol=self.spec.symbol, side=self.spec.side
+                ),
                 summary=f"position {self.spec.symbol}",
             ),
         )

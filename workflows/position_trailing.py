@@ -284,6 +284,7 @@ class Trailing(ExchangeCalls):
                         exchange_order_id=old.exchange_order_id,
                         trigger_price=move.new,
                         position_stop=old.position_stop,
+                        side=self.spec.side,
                     ),
                     summary=f"move stop {cid} {move.old} -> {move.new}",
                     local=True,

@@ -54,7 +54,12 @@ with workflow.unsafe.imports_passed_through():
         WaveProcessed,
         make_event,
     )
-    from domain.position import initial_state, position_workflow_id
+    from domain.position import (
+        book_key,
+        initial_state,
+        parse_position_workflow_id,
+        position_workflow_id,
+    )
     from domain.reconcile_io import ListedResult, OwnersRequest
     from domain.records import DecisionRecord, WaveRecord
     from domain.requests import AccountRequest
@@ -86,6 +91,12 @@ _READ_ATTEMPTS = 3
 _READS_TOGETHER = "wave-reads-together"
 """Patch id: the account, the running workflows and the exchange are read at once."""
 _DECISIONS_PER_WRITE = 200
+
+
+def _book_of(workflow_id: str, symbol: str) -> str:
+    """The book (`domain.position.book_key`) a running position workflow holds."""
+    key = parse_position_workflow_id(workflow_id)
+    return book_key(symbol, key.hedge_side if key is not None else None)
 
 
 class _Failed(Exception):
@@ -317,8 +328,9 @@ class WaveWorkflow:
         view = account_view(
             readiness or EntryReadiness(listed=frozenset()),
             stored,
-            (w.symbol for w in listed.workflows),
+            (_book_of(w.workflow_id, w.symbol) for w in listed.workflows),
             inp.rules,
+            hedge_mode=inp.hedge_mode,
         )
         if cause is not None:
             view = view.model_copy(update={"paused": f"exchange: {cause.value} ({detail})"})
@@ -343,9 +355,10 @@ class WaveWorkflow:
             if not decision.selected:
                 return _Outcome(decision)
             signal = decision.signal
-            workflow_id = position_workflow_id(inp.account, inp.exchange, signal.symbol)
+            hedge_side = signal.side if inp.hedge_mode else None
+            workflow_id = position_workflow_id(inp.account, inp.exchange, signal.symbol, hedge_side)
             try:
-                spec = inp.template.spec(inp.account, inp.exchange, signal)
+                spec = inp.template.spec(inp.account, inp.exchange, signal, inp.hedge_mode)
                 await workflow.start_child_workflow(
                     PositionWorkflow.run,
                     PositionInput(spec=spec, config=inp.position_config),

@@ -34,3 +34,6 @@ class WaveInput(BaseModel):
     position_task_queue: str
     position_config: PositionConfig
     call_timeout: timedelta = timedelta(seconds=30)
+    # The account trades in hedge mode: a long and a short on one symbol are two
+    # positions, each its own workflow (`domain.position.position_workflow_id`).
+    hedge_mode: bool = False

@@ -325,6 +325,7 @@ class ExchangeActivities:
     async def place_order(self, req: PlaceOrderRequest) -> OrderView:
         """Place one order idempotently (journaled first; look-up by client id on retries)."""
         gateway = self._gateway(req.account)
+        gateway.check_position_spec(req.hedge_mode)
         look_up = req.look_up_first or activity.info().attempt > 1
         conflict = await self._journaled(req.intent, req.position_id, gateway, may_exist=look_up)
         if conflict is not None:
@@ -355,6 +356,7 @@ class ExchangeActivities:
         workflow (which waits for it) looks both orders up by client id.
         """
         gateway = self._gateway(req.account)
+        gateway.check_position_spec(req.hedge_mode)
         phase = ["journal"]
         cancelled = False
         async with self._heartbeating(phase):
@@ -490,9 +492,11 @@ class ExchangeActivities:
         # A stop that fired before it was looked for still belongs to this entry.
         filled_at = entry.updated_at or datetime.now(UTC)
         since = filled_at - CARRIED_STOP_CLOCK_SLACK
+        # The position the entry opened (names it on a hedge-mode account).
+        opened = Side.LONG if req.entry.side is OrderSide.BUY else Side.SHORT
         while True:
             try:
-                stop = await gateway.position_stop(req.entry.symbol, fired_since=since)
+                stop = await gateway.position_stop(req.entry.symbol, fired_since=since, side=opened)
             except Exception as exc:
                 await self._note(exc, classify_exception(exc))
                 stop = None
@@ -512,6 +516,7 @@ class ExchangeActivities:
                     exchange_order_id=stop.exchange_order_id,
                     trigger_price=price,
                     position_stop=True,
+                    side=opened,
                 )
             except Exception as exc:
                 await self._note(exc, classify_exception(exc))
@@ -622,6 +627,7 @@ class ExchangeActivities:
             exchange_order_id=req.exchange_order_id,
             trigger_price=req.trigger_price,
             position_stop=req.position_stop,
+            side=req.side,
         )
 
     # --- reads and cancels ---------------------------------------------------------------------
@@ -660,7 +666,7 @@ class ExchangeActivities:
     @_exchange_call()
     async def position(self, req: SymbolRequest) -> ExchangePosition:
         """The account's position in one symbol (qty 0 when flat)."""
-        return await self._gateway(req.account).position(req.symbol)
+        return await self._gateway(req.account).position(req.symbol, req.side)
 
     @activity.defn(name="exchange.open_orders")
     @_exchange_call()

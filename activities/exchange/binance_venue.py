@@ -17,6 +17,7 @@ from activities.exchange.raw import first, to_decimal
 from domain.market import MarketFilters
 from domain.orders import OrderIntent
 from domain.symbols import canonical_from_unified
+from domain.types import Side
 
 
 class BinanceVenue:
@@ -50,9 +51,16 @@ class BinanceVenue:
         trigger_price: Decimal,
         *,
         position_stop: bool = False,
+        hedge_side: Side | None = None,
     ) -> None:
         """Binance cannot amend an algo order: its stops move new-first instead."""
         raise NotImplementedError("Binance stops are moved by a new stop, then a cancel")
+
+    async def hedge_mode(self, exchange: Any, unified: str) -> bool | None:
+        """`GET /fapi/v1/positionSide/dual`: one mode for every USD-M symbol."""
+        mode = await exchange.fetch_position_mode(unified)
+        hedged = mode.get("hedged")
+        return hedged if isinstance(hedged, bool) else None
 
     def attached_stop_params(self, stop: OrderIntent) -> dict[str, Any]:
         """Binance sends no stop with an entry: the stop follows the fill."""

@@ -17,10 +17,13 @@ from activities.exchange.raw import to_decimal
 from domain.market import MarketFilters
 from domain.orders import OrderIntent, WorkingType
 from domain.symbols import canonical_from_unified
+from domain.types import Side
 
 PAGE = 50
 TRIGGER_BY = {WorkingType.MARK_PRICE: "MarkPrice", WorkingType.CONTRACT_PRICE: "LastPrice"}
 """posguard's working type -> Bybit's `triggerBy` / `slTriggerBy`."""
+POSITION_IDX = {None: 0, Side.LONG: 1, Side.SHORT: 2}
+"""A position's hedge side (None: one-way) -> Bybit's `positionIdx`."""
 # Bybit's answers to an amend that changes nothing.
 UNCHANGED = ("remains unchanged", "not modified")
 MAX_PAGES = 100
@@ -88,6 +91,7 @@ class BybitVenue:
         trigger_price: Decimal,
         *,
         position_stop: bool = False,
+        hedge_side: Side | None = None,
     ) -> None:
         """`POST /v5/order/amend` with the new `triggerPrice`: the same conditional
         order, moved in one request, so the position never has two stops. The
@@ -106,7 +110,7 @@ class BybitVenue:
                         "category": "linear",
                         "symbol": symbol,
                         "tpslMode": "Full",
-                        "positionIdx": 0,
+                        "positionIdx": POSITION_IDX[hedge_side],
                         "stopLoss": str(trigger_price),
                         "slTriggerBy": TRIGGER_BY[WorkingType.MARK_PRICE],
                     }
@@ -125,6 +129,18 @@ class BybitVenue:
         except Exception as exc:
             if not any(text in str(exc) for text in UNCHANGED):
                 raise
+
+    async def hedge_mode(self, exchange: Any, unified: str) -> bool | None:
+        """From the symbol's position list: Bybit lists a hedge-mode symbol as two rows,
+        `positionIdx` 1 and 2 (flat ones too), a one-way symbol as one row, 0."""
+        res = await exchange.privateGetV5PositionList(
+            {"category": "linear", "symbol": unified_id(exchange, unified)}
+        )
+        rows = (res.get("result") or {}).get("list") or []
+        indices = {str(row.get("positionIdx")) for row in rows}
+        if indices & {"1", "2"}:
+            return True
+        return False if "0" in indices else None
 
     def attached_stop_params(self, stop: OrderIntent) -> dict[str, Any]:
         """The entry's `stopLoss` for the whole position (tpslMode Full): Bybit makes

@@ -27,6 +27,7 @@ from activities.exchange.venue import Venue, venue_for
 from domain.errors import classify_exception
 from domain.market import MarketFilters
 from domain.orders import Fill, OrderIntent, OrderStatus, OrderType, OrderView, status_from_ccxt
+from domain.position import book_key
 from domain.requests import AccountSnapshot, ExchangePosition
 from domain.symbols import canonical_from_unified, unified_from_canonical
 from domain.types import OrderSide, Side
@@ -70,6 +71,12 @@ def order_view(order: Mapping[str, Any], symbol: str) -> OrderView:
         reduce_only = True
     # Bybit's position stop-loss (sent with an entry): no client id of its own.
     position_stop = info.get("stopOrderType") == "StopLoss" and not info.get("orderLinkId")
+    # Hedge mode: the position side it belongs to (Binance positionSide, Bybit positionIdx).
+    position_side = _HEDGE_SIDES.get(str(_first(info, "positionSide", "positionIdx") or ""))
+    if position_side is not None and side in ("buy", "sell"):
+        # An order on its side's exit side can only reduce that side (Binance refuses
+        # the reduceOnly flag in hedge mode, so the order itself does not say so).
+        reduce_only = OrderSide(side) is position_side.exit_order_side
     return OrderView(
         exchange_order_id=str(order.get("id") or _first(info, "algoId", "orderId")),
         client_order_id=order.get("clientOrderId") or _first(info, "clientAlgoId", "clientOrderId"),
@@ -85,7 +92,16 @@ def order_view(order: Mapping[str, Any], symbol: str) -> OrderView:
         is_conditional=is_algo or bool(trigger),
         updated_at=datetime.fromtimestamp(updated / 1000, UTC) if updated else None,
         position_stop=position_stop,
+        position_side=position_side,
     )
+
+
+_HEDGE_SIDES = {"LONG": Side.LONG, "SHORT": Side.SHORT, "1": Side.LONG, "2": Side.SHORT}
+
+
+class PositionModeMismatch(Exception):
+    """The account's position mode on the exchange (one-way or hedge) is not the one
+    its settings say: nothing is sent (error type `PositionModeMismatch`)."""
 
 
 class ExchangeGateway:
@@ -98,8 +114,13 @@ class ExchangeGateway:
         account: str,
         protective: Any | None = None,
         stop_with_entry: bool = True,
+        hedge_mode: bool = False,
     ) -> None:
         self.exchange = exchange
+        # The account's position mode as its settings say (`hedge_mode`): checked
+        # against the exchange before the first order of each symbol.
+        self.hedge_mode = hedge_mode
+        self._mode_checked: set[str] = set()
         # False: no entry carries its stop, even where the venue could (the account's
         # `stop_with_entry` setting).
         self.stop_with_entry = stop_with_entry
@@ -176,6 +197,33 @@ class ExchangeGateway:
         free = to_decimal((balance.get("free") or {}).get(quote))
         return EntryReadiness(listed=listed, quote=quote, free_balance=free)
 
+    def check_position_spec(self, hedge_mode: bool | None) -> None:
+        """Raise `PositionModeMismatch` for a position whose spec names another mode
+        than the account's settings (its workflow id would not name its side)."""
+        if hedge_mode is not None and hedge_mode != self.hedge_mode:
+            said = "hedge" if hedge_mode else "one-way"
+            raise PositionModeMismatch(
+                f"the position was started for a {said}-mode account, but account "
+                f"{self.account}'s settings say hedge_mode = {str(self.hedge_mode).lower()}: "
+                "nothing was sent"
+            )
+
+    async def check_position_mode(self, symbol: str) -> None:
+        """Raise `PositionModeMismatch` if the exchange holds `symbol` in another position
+        mode than the account's settings say; read once per symbol per process (the
+        exchange refuses a mode change while a position or an order is open)."""
+        if symbol in self._mode_checked:
+            return
+        hedged = await self.venue.hedge_mode(self.exchange, unified_from_canonical(symbol))
+        if hedged is not None and hedged != self.hedge_mode:
+            on_exchange, settings = ("hedge", "one-way") if hedged else ("one-way", "hedge")
+            raise PositionModeMismatch(
+                f"account {self.account} holds {symbol} in {on_exchange} mode on "
+                f"{self.exchange_id}, but its settings say {settings} (hedge_mode = "
+                f"{str(self.hedge_mode).lower()}): change one of them, nothing was sent"
+            )
+        self._mode_checked.add(symbol)
+
     async def filters(self, symbol: str) -> MarketFilters:
         """Trading filters of a canonical symbol ("BTCUSDT"); KeyError if not listed."""
         await self.load_markets()
@@ -205,6 +253,7 @@ class ExchangeGateway:
         `entry_carries_stop`): the stop-loss sent with the entry, live before it fills.
         """
         await self.load_markets()
+        await self.check_position_mode(intent.symbol)
         if look_up_first:
             existing = await self.find(intent.symbol, intent.client_order_id, intent.is_conditional)
             if existing is not None:
@@ -220,6 +269,10 @@ class ExchangeGateway:
         params: dict[str, Any] = {"clientOrderId": intent.client_order_id}
         if intent.reduce_only:
             params["reduceOnly"] = True
+        if self.hedge_mode:
+            # ccxt names the position side from the order's side and reduce-only flag:
+            # an entry opens its own side, a stop or close only reduces it.
+            params["hedged"] = True
         if intent.type is OrderType.STOP_MARKET:
             params["stopLossPrice"] = str(intent.trigger_price)
         elif intent.type is OrderType.TAKE_PROFIT_MARKET:
@@ -259,6 +312,7 @@ class ExchangeGateway:
         exchange_order_id: str | None,
         trigger_price: Decimal,
         position_stop: bool = False,
+        side: Side | None = None,
     ) -> OrderView:
         """Move one of our resting stops to `trigger_price` in place; its view after.
 
@@ -274,6 +328,7 @@ class ExchangeGateway:
             exchange_order_id,
             trigger_price,
             position_stop=position_stop,
+            hedge_side=side if self.hedge_mode else None,
         )
         if position_stop and exchange_order_id:  # no client id there: by its id at once
             order = await self.venue.find_by_id(
@@ -334,16 +389,22 @@ class ExchangeGateway:
             raise
 
     async def position_stop(
-        self, symbol: str, *, fired_since: datetime | None = None
+        self, symbol: str, *, fired_since: datetime | None = None, side: Side | None = None
     ) -> OrderView | None:
         """The position's own open stop-loss (`OrderView.position_stop`), if any; with
         `fired_since`, else the one that has filled since then (a stop that fired
-        before anyone looked), newest first."""
+        before anyone looked), newest first. On a hedge-mode account, `side` names the
+        position: the other side's stop is not this one's."""
         unified = unified_from_canonical(symbol)
+        hedge_side = side if self.hedge_mode else None
+
+        def of_position(view: OrderView) -> bool:
+            return view.position_stop and view.position_side is hedge_side
+
         listed = await self.venue.open_orders(self.exchange, unified)
         for order, conditional in listed:
             view = _listed_view(order, conditional, symbol)
-            if view.position_stop and not view.is_final:
+            if of_position(view) and not view.is_final:
                 return view
         if fired_since is None:
             return None
@@ -352,7 +413,7 @@ class ExchangeGateway:
             order_view(o, symbol)
             for o in await self.venue.done_orders(self.exchange, unified, since_ms)
         ]
-        fired = [v for v in done if v.position_stop and v.filled_qty > 0]
+        fired = [v for v in done if of_position(v) and v.filled_qty > 0]
         return max(fired, key=lambda v: v.updated_at or fired_since, default=None)
 
     async def fetch(self, symbol: str, exchange_order_id: str, conditional: bool) -> OrderView:
@@ -491,13 +552,20 @@ class ExchangeGateway:
 
     # --- positions and prices -----------------------------------------------------------
 
-    async def position(self, symbol: str) -> ExchangePosition:
-        """The account's position in `symbol`; flat (qty 0) when there is none."""
+    async def position(self, symbol: str, side: Side | None = None) -> ExchangePosition:
+        """The account's position in `symbol`; flat (qty 0) when there is none. On a
+        hedge-mode account, the position of `side` (a long and a short are two)."""
         positions = await self.positions([symbol])
+        if self.hedge_mode and side is not None:
+            key = book_key(symbol, side)
+            return positions.get(key) or ExchangePosition(
+                symbol=symbol, side=side, qty=Decimal(0), hedged=True
+            )
         return positions.get(symbol) or ExchangePosition(symbol=symbol, side=None, qty=Decimal(0))
 
     async def positions(self, symbols: list[str] | None = None) -> dict[str, ExchangePosition]:
-        """Non-flat positions by canonical symbol (all symbols when `symbols` is None)."""
+        """Non-flat positions by `domain.position.book_key` (all symbols when `symbols`
+        is None): by canonical symbol, and on a hedge-mode symbol by symbol and side."""
         unified = [unified_from_canonical(s) for s in symbols] if symbols else None
         raw = await self.exchange.fetch_positions(unified)
         result: dict[str, ExchangePosition] = {}
@@ -513,10 +581,14 @@ class ExchangeGateway:
             if side is None:
                 side = Side.LONG if amount > 0 else Side.SHORT
             symbol = canonical_from_unified(p["symbol"])
-            result[symbol] = ExchangePosition(
+            hedged = _HEDGE_SIDES.get(str(_first(info, "positionSide", "positionIdx") or ""))
+            if hedged is not None:
+                side = hedged
+            result[book_key(symbol, hedged)] = ExchangePosition(
                 symbol=symbol,
                 side=side,
                 qty=abs(amount),
+                hedged=hedged is not None,
                 entry_price=to_decimal(_first(info, "entryPrice", "avgPrice"))
                 or to_decimal(p.get("entryPrice")),
                 mark_price=to_decimal(_first(info, "markPrice")) or to_decimal(p.get("markPrice")),

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from domain.market import MarketFilters
 from domain.orders import OrderIntent
+from domain.types import Side
 
 
 class Venue(Protocol):
@@ -40,11 +41,18 @@ class Venue(Protocol):
         trigger_price: Decimal,
         *,
         position_stop: bool = False,
+        hedge_side: Side | None = None,
     ) -> None:
         """Move a resting stop's trigger in place (only where `market_filters` sets
-        `stop_moves_in_place`); `position_stop`: the position's own stop-loss. An
-        amend that changes nothing (a retry after an answer was lost) counts as
-        done; any other refusal raises ccxt's error."""
+        `stop_moves_in_place`); `position_stop`: the position's own stop-loss, of the
+        `hedge_side` position on a hedge-mode account. An amend that changes nothing
+        (a retry after an answer was lost) counts as done; any other refusal raises
+        ccxt's error."""
+        ...
+
+    async def hedge_mode(self, exchange: Any, unified: str) -> bool | None:
+        """Whether the exchange holds `unified` in hedge mode (True) or one-way mode
+        (False); None when the venue's answer does not tell."""
         ...
 
     def attached_stop_params(self, stop: OrderIntent) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from activities.store.repository import Store
 from domain.events import EntriesPaused, EntriesResumed, EventType, SignalFiltered, make_event
 from domain.records import AlertRecord, DecisionRecord, SignalRecord
 from domain.signals import Signal
-from domain.types import ExchangeId, Severity
+from domain.types import ExchangeId, Severity, Side
 from domain.wave_io import (
     ExchangePauseRequest,
     StoredAccount,
@@ -80,7 +80,7 @@ async def stored_account(
 ) -> StoredAccount:
     """The store's side of an account: open rows, closes within `cooldown`, stoplist, pauses."""
     rows = await store.pool.fetch(
-        """SELECT symbol, quantity * coalesce(entry_price, 0) AS notional FROM positions
+        """SELECT symbol, side, quantity * coalesce(entry_price, 0) AS notional FROM positions
            WHERE account = $1 AND exchange = $2
              AND status NOT IN ('closed', 'rolled_back', 'failed')""",
         account,
@@ -96,7 +96,10 @@ async def stored_account(
     )
     stopped = await stoplist(store, account)
     return StoredAccount(
-        open=[StoredOpen(symbol=r["symbol"], notional=r["notional"]) for r in rows],
+        open=[
+            StoredOpen(symbol=r["symbol"], side=Side(r["side"]), notional=r["notional"])
+            for r in rows
+        ],
         closed_at={r["symbol"]: r["closed_at"] for r in closed},
         stoplist=frozenset(e.symbol for e in stopped),
         pauses=await account_pauses(store, account),

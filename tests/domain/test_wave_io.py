@@ -102,6 +102,24 @@ def test_the_account_counts_running_positions_not_yet_stored_at_the_expected_not
     assert view.paused is None
 
 
+def test_hedge_mode_counts_each_side_of_a_symbol_as_its_own_position() -> None:
+    stored = StoredAccount(
+        open=[
+            StoredOpen(symbol="BTCUSDT", side=Side.LONG, notional=Decimal(2500)),
+            StoredOpen(symbol="BTCUSDT", side=Side.SHORT, notional=Decimal(1500)),
+        ]
+    )
+    running = ["BTCUSDT:long", "ETHUSDT:short"]  # ETHUSDT's short: no row yet
+    view = account_view(EntryReadiness(listed=frozenset()), stored, running, RULES, True)
+    assert view.hedge_mode
+    assert view.open_symbols == {"BTCUSDT:long", "BTCUSDT:short", "ETHUSDT:short"}
+    assert view.open_positions == 3
+    assert view.exposure == Decimal(2500) + Decimal(1500) + RULES.notional_per_position
+    # the same rows on a one-way account: one position per symbol, as before
+    one_way = account_view(EntryReadiness(listed=frozenset()), stored, ["BTCUSDT"], RULES)
+    assert one_way.open_symbols == {"BTCUSDT"}
+
+
 def test_the_operator_s_pause_is_named_first() -> None:
     pauses = [
         AccountPause(account="a", source="exchange", reason="maintenance"),

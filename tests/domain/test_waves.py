@@ -20,8 +20,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from domain.position import book_key
 from domain.signals import Signal, SignalAction
-from domain.types import ExchangeId
+from domain.types import ExchangeId, Side
 from domain.waves import AccountView, Decision, FilterReason, WaveRules, select_wave
 
 R = FilterReason
@@ -119,6 +120,28 @@ def test_each_per_signal_reason(signal: Signal, account: AccountView, reason: Fi
     assert decision.rank is None
     assert decision.reason is reason
     assert decision.detail
+
+
+@pytest.mark.parametrize("held", [Side.LONG, Side.SHORT])
+def test_hedge_mode_a_held_side_leaves_the_other_side_free(held: Side) -> None:
+    """On a hedge-mode account the open book is (symbol, side): a long held on BTC
+    filters another long and lets a short through, and the reverse."""
+    account = ACCOUNT.model_copy(
+        update={"hedge_mode": True, "open_symbols": frozenset({book_key(BTC, held)})}
+    )
+    same = SignalAction.BUY if held is Side.LONG else SignalAction.SELL
+    other = SignalAction.SELL if held is Side.LONG else SignalAction.BUY
+    [blocked] = select([sig(action=same)], account)
+    assert blocked.reason is R.POSITION_OPEN and held.value in blocked.detail
+    [free] = select([sig(action=other)], account)
+    assert free.selected
+
+
+def test_one_way_a_held_symbol_blocks_both_sides() -> None:
+    account = ACCOUNT.model_copy(update={"open_symbols": frozenset({BTC})})
+    for action in (SignalAction.BUY, SignalAction.SELL):
+        [decision] = select([sig(action=action)], account)
+        assert decision.reason is R.POSITION_OPEN
 
 
 @pytest.mark.parametrize(

@@ -121,6 +121,30 @@ async def _run(cmd: list[str], env: dict[str, str]) -> Run:
     return Run(proc.returncode, out.decode(), err.decode())
 
 
+def cli_env(
+    address: str, database_url: str, queue: str, sim: PaperExchange, account: str, **more: Any
+) -> dict[str, str]:
+    """The environment of a `posguard` subprocess on the test stack: its servers, its
+    task queue, and one account (`more`: more of its settings) on `sim`."""
+    fields = {
+        "name": account,
+        "exchange": "binanceusdm",
+        "api_key": sim.api_key,
+        "secret": sim.api_secret,
+        "paper_url": sim.rest_url,
+        **more,
+    }
+    return {
+        **os.environ,
+        "POSGUARD_CONFIG": "/nonexistent.toml",
+        "TEMPORAL_ADDRESS": address,
+        "DATABASE_URL": database_url,
+        "POSGUARD_TASK_QUEUE": queue,
+        "POSGUARD_CONNECT_TIMEOUT_SECONDS": str(int(PATIENCE_S)),
+        "POSGUARD_ACCOUNTS": json.dumps([fields]),
+    }
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def live(
     temporal_env: WorkflowEnvironment, database_url: str, store: Store
@@ -132,25 +156,7 @@ async def live(
     ) as stack:
         sim, queue = stack.sim, stack.settings.task_queue
         address = temporal_env.client.service_client.config.target_host
-        env = {
-            **os.environ,
-            "POSGUARD_CONFIG": "/nonexistent.toml",
-            "TEMPORAL_ADDRESS": address,
-            "DATABASE_URL": database_url,
-            "POSGUARD_TASK_QUEUE": queue,
-            "POSGUARD_CONNECT_TIMEOUT_SECONDS": str(int(PATIENCE_S)),
-            "POSGUARD_ACCOUNTS": json.dumps(
-                [
-                    {
-                        "name": ACCOUNT,
-                        "exchange": "binanceusdm",
-                        "api_key": sim.api_key,
-                        "secret": sim.api_secret,
-                        "paper_url": sim.rest_url,
-                    }
-                ]
-            ),
-        }
+        env = cli_env(address, database_url, queue, sim, ACCOUNT)
         try:
             yield Live(temporal_env.client, sim, store, env, address)
         finally:
