@@ -69,6 +69,7 @@ class Crash:
     worker_env: dict[str, str]
     workers: list[WorkerProcess] = field(default_factory=list)
     handles: list[WorkflowHandle[Any, Any]] = field(default_factory=list)
+    hedge_mode: bool = False
 
     async def start_worker(self) -> WorkerProcess:
         worker = WorkerProcess(self.worker_env, f"{self.task_queue}#{len(self.workers) + 1}")
@@ -81,12 +82,13 @@ class Crash:
         endpoint, param = ORDER_ENDPOINTS[self.sim.venue][on]
         return self.sim.add_fault(kind, endpoint=endpoint, param=param, **rule)
 
-    def spec(self, symbol: str, quote: str = "1200") -> PositionSpec:
+    def spec(self, symbol: str, quote: str = "1200", side: Side = Side.LONG) -> PositionSpec:
         return PositionSpec(
             account=self.account,
             exchange=EXCHANGES[self.sim.venue],
             symbol=symbol,
-            side=Side.LONG,
+            side=side,
+            hedge_mode=self.hedge_mode,
             sizing=SizingRequest(mode=SizingMode.QUOTE, amount=Decimal(quote)),
             stop=StopRule(percent=Decimal(2)),
             emergency_stop_percent=Decimal(5),
@@ -104,9 +106,12 @@ class Crash:
             exchange_attempts=3,
         )
 
-    async def open(self, symbol: str) -> WorkflowHandle[Any, Any]:
+    async def open(self, symbol: str, side: Side = Side.LONG) -> WorkflowHandle[Any, Any]:
         handle = await start_position(
-            self.env.client, self.spec(symbol), task_queue=self.task_queue, config=self.config()
+            self.env.client,
+            self.spec(symbol, side=side),
+            task_queue=self.task_queue,
+            config=self.config(),
         )
         self.handles.append(handle)
         return handle
@@ -176,11 +181,17 @@ EXCHANGES = {venue: ExchangeId(exchange) for venue, exchange in VENUE_EXCHANGES.
 
 @asynccontextmanager
 async def crash_world(
-    temporal_env: WorkflowEnvironment, database_url: str, store: Store, venue: str
+    temporal_env: WorkflowEnvironment,
+    database_url: str,
+    store: Store,
+    venue: str,
+    hedge_mode: bool = False,
 ) -> AsyncIterator[Crash]:
     """A fresh paper exchange of `venue`, a unique account and task queue; workers
-    cleaned up after."""
-    async with PaperExchange(venue=venue, mark_interval_ms=200, admin_port=None) as sim:
+    cleaned up after. `hedge_mode`: the exchange and the account in hedge mode."""
+    async with PaperExchange(
+        venue=venue, hedge_mode=hedge_mode, mark_interval_ms=200, admin_port=None
+    ) as sim:
         if sim.venue == "bybit":
             sim.configure(rate_limit_per_s=10_000)
         for symbol, price in {"BTCUSDT": "60000", "ETHUSDT": "3000", "SOLUSDT": "150"}.items():
@@ -196,6 +207,7 @@ async def crash_world(
                 "secret": sim.api_secret,
                 "paper_url": sim.rest_url,
                 "max_requests_per_second": "1000",
+                "hedge_mode": hedge_mode,
             }
         ]
         worker_env = {
@@ -212,7 +224,9 @@ async def crash_world(
             POSGUARD_ACCOUNTS=json.dumps(accounts),
             PYTHONUNBUFFERED="1",
         )
-        world = Crash(temporal_env, sim, store, account, task_queue, worker_env)
+        world = Crash(
+            temporal_env, sim, store, account, task_queue, worker_env, hedge_mode=hedge_mode
+        )
         try:
             yield world
         finally:
