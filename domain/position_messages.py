@@ -18,6 +18,7 @@ from domain.order_updates import OrderChange
 __all__ = [
     "BAND_QUERY",
     "EXCHANGE_UPDATE_SIGNAL",
+    "LEGACY_BAND_QUERY",
     "PRICE_UPDATE",
     "BandView",
     "ExchangeUpdate",
@@ -29,8 +30,13 @@ __all__ = [
 # gate sends with them: one definition, so the two can never drift apart.
 PRICE_UPDATE = "price"
 """Update: a `PriceTick` outside the band; answered with the new `BandView`."""
-BAND_QUERY = "band"
-"""Query: the current `BandView`."""
+BAND_QUERY = "wake_band"
+"""Query: the current `BandView`. Named so that it sorts after `state`: the Temporal
+Web UI lists a workflow's queries by name and opens the first, which should be the
+one an operator wants (the position's state)."""
+LEGACY_BAND_QUERY = "band"
+"""The query's name before it was `BAND_QUERY`: the gate asks it of a worker that
+does not know the new name yet (a rolling upgrade)."""
 EXCHANGE_UPDATE_SIGNAL = "exchange_update"
 """Signal: an `ExchangeUpdate` (something changed on the exchange)."""
 

@@ -19,12 +19,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowQueryFailedError, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from domain.position import PositionKey, parse_position_workflow_id
-from domain.position_messages import BAND_QUERY, PRICE_UPDATE, BandView, PriceTick
+from domain.position_messages import (
+    BAND_QUERY,
+    LEGACY_BAND_QUERY,
+    PRICE_UPDATE,
+    BandView,
+    PriceTick,
+)
 from signals_ingest.price_gate import PriceGate
 from workflows.position_io import WORKFLOW_TYPE
 
@@ -118,11 +124,22 @@ async def query_band(
 ) -> BandView | None:
     """The `band` query of one position workflow; None if it is gone or did not answer."""
     handle = client.get_workflow_handle(workflow_id)
+    name = BAND_QUERY
     try:
-        return await asyncio.wait_for(
-            handle.query(BAND_QUERY, result_type=BandView, rpc_timeout=timeout),
-            timeout.total_seconds(),  # float ok: seconds
-        )
+        try:
+            return await asyncio.wait_for(
+                handle.query(name, result_type=BandView, rpc_timeout=timeout),
+                timeout.total_seconds(),  # float ok: seconds
+            )
+        except WorkflowQueryFailedError as exc:
+            if "known queries" not in str(exc):
+                raise
+            # A worker of the release before the rename: the query's old name.
+            name = LEGACY_BAND_QUERY
+            return await asyncio.wait_for(
+                handle.query(name, result_type=BandView, rpc_timeout=timeout),
+                timeout.total_seconds(),  # float ok: seconds
+            )
     except Exception as exc:
         if is_gone(exc):
             return None

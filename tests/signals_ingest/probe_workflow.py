@@ -15,7 +15,7 @@ from temporalio import workflow
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 with workflow.unsafe.imports_passed_through():
-    from domain.position_messages import BandView, PriceTick
+    from domain.position_messages import LEGACY_BAND_QUERY, BandView, PriceTick
 
 PROBE_WORKFLOW_TYPE = "GateProbeWorkflow"
 
@@ -60,7 +60,9 @@ class GateProbeWorkflow:
             self.stop = max(self.stop, tick.price - self.distance)
         return self._band()
 
-    @workflow.query
+    # The query's name before it was `BAND_QUERY` ("wake_band"): the probe plays a worker
+    # of that release, so the gate's tests cross its fallback to the old name.
+    @workflow.query(name=LEGACY_BAND_QUERY)
     def band(self) -> BandView:
         return self._band()
 

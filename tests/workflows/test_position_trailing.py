@@ -12,9 +12,11 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+from temporalio.api.sdk.v1 import WorkflowMetadata
 
 from activities.exchange.gateway import ExchangeGateway
 from domain.position import CloseReason, PositionState
+from domain.position_messages import BAND_QUERY
 from domain.trailing import TrailingRule, trail_stop
 from domain.types import Side
 from domain.volatility import Candle, VolatilityCallback, volatility_callback_pct
@@ -190,3 +192,15 @@ async def test_a_close_meeting_a_stop_move_never_hangs(stack: Stack, side: Side)
     assert result.state is PositionState.CLOSED
     assert stack.open_stops(symbol) == [] and stack.position_amt(symbol) == 0
     stack.sim.set_price(symbol, "600")
+
+
+async def test_the_web_ui_opens_the_state_query_first(stack: Stack) -> None:
+    """The Web UI lists a run's queries by name and opens the first: `state`, then the
+    gate's `wake_band` (not `band`, which sorted first)."""
+    handle = await stack.open(stack.on("SOLUSDT", Side.LONG, trailing=RULE))
+    await stack.wait_state(handle, PositionState.ACTIVE)
+    meta = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+    names = [q.name for q in meta.definition.query_definitions]
+    user = [n for n in names if not n.startswith("__")]  # the SDK's own come first
+    assert user[0] == "state" and BAND_QUERY in user, user
+    await stack.close(handle)

@@ -51,6 +51,7 @@ from temporalio.testing import WorkflowEnvironment
 from activities.store.repository import Store
 from domain.events import EventType as PosEventType
 from domain.position import CloseReason, PositionState
+from domain.position_messages import BAND_QUERY
 from domain.trailing import TrailingRule
 from domain.types import Side
 from signals_ingest.price_gate import PriceGate
@@ -178,7 +179,7 @@ async def test_a_day_of_ticks_bounded_history_and_trail_intact_across_runs(
         return await temporal(workflow_id, tick)
 
     gate = PriceGate(wake)
-    gate.apply(await handle.query("band", result_type=BandView))
+    gate.apply(await handle.query(BAND_QUERY, result_type=BandView))
     start_ms = int(time.time() * 1000)
 
     samples: list[PositionView] = [view]
