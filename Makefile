@@ -18,7 +18,7 @@ dev: $(STAMP)
 
 # Two pytest processes, each with its own servers, a whole test file at a time; the
 # slowest directories first so that no long file starts last and runs alone.
-TEST_ORDER := tests/integration tests/workers tests/workflows tests/signals_ingest \
+TEST_ORDER := tests/integration tests/test_readme_examples.py tests/workers tests/workflows tests/signals_ingest \
 	tests/simulator tests/activities tests/replay tests/domain tests
 ## Lint, type-check and run the whole test suite against real servers.
 test: $(STAMP) lint typecheck
