@@ -26,6 +26,7 @@ from domain.reconcile_io import (
     OwnersResult,
     SignalOwnerRequest,
 )
+from domain.types import Side
 
 
 class PositionDirectory(Protocol):
@@ -47,7 +48,8 @@ class PositionDirectory(Protocol):
         ...
 
     async def adopt(self, spec: PositionSpec) -> AdoptResult:
-        """Start the adopting workflow; `started` False when one runs for the key."""
+        """Start the adopting workflow under `domain.position.spec_workflow_id(spec)`
+        (its side's id on a hedge-mode account); `started` False when one runs for it."""
         ...
 
 
@@ -65,12 +67,20 @@ class ReconcileActivities:
 
     @activity.defn(name="reconcile.owners")
     async def owners(self, req: OwnersRequest) -> OwnersResult:
-        """The position workflow of each of `req.symbols`, as it answers now.
+        """The position workflow of each of `req.symbols`, as it answers now (in hedge
+        mode both of each symbol: its long's and its short's).
 
         Each is asked directly (strongly consistent): one just started, not yet
         visible, is found; one visibility still lists but that has ended is not.
         """
-        ids = sorted({position_workflow_id(req.account, req.exchange, s) for s in req.symbols})
+        sides: tuple[Side | None, ...] = (Side.LONG, Side.SHORT) if req.hedge_mode else (None,)
+        ids = sorted(
+            {
+                position_workflow_id(req.account, req.exchange, s, side)
+                for s in req.symbols
+                for side in sides
+            }
+        )
         gate = asyncio.Semaphore(self._concurrency)
 
         async def ask(workflow_id: str) -> Owner | None:

@@ -20,6 +20,15 @@ order is posguard's when its client id parses (domain.client_ids) and belongs to
 the owner's chain. A workflow that did not answer its query is `Owner.answered`
 False: nothing about its position or its orders is judged in that pass (an order
 placed by hand on its symbol is judged against the exchange's position alone).
+
+Hedge mode (`AccountState.hedge_mode`): an account may hold a long and a short on
+one symbol, each its own position with its own workflow
+(`position/{account}/{exchange}/{symbol}/long|short`). Everything is then judged
+per book (`domain.position.book_key`, the symbol and a side) instead of per
+symbol: a position by its side, an owner by the side in its workflow id, an order
+by the side of the position it belongs to (`OrderView.position_side`). An order
+whose side the exchange did not say is never cancelled (it may be either side's
+stop): it is reported. In one-way mode the book is the symbol.
 """
 
 from __future__ import annotations
@@ -28,13 +37,19 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
+from functools import lru_cache
 from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from domain.client_ids import OrderStep, chain_tag, parse_client_id, workflow_tag
 from domain.orders import OrderView
-from domain.position import PositionState, position_workflow_id
+from domain.position import (
+    PositionState,
+    book_key,
+    parse_position_workflow_id,
+    position_workflow_id,
+)
 from domain.requests import ExchangePosition
 from domain.types import ExchangeId, Side
 
@@ -126,7 +141,11 @@ class StoredPosition(BaseModel):
 
 
 class AccountState(BaseModel):
-    """Everything one pass read about one exchange account."""
+    """Everything one pass read about one exchange account.
+
+    `hedge_mode`: the account trades in hedge mode (a long and a short per symbol,
+    each its own position and workflow); see the module's docstring.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -136,6 +155,56 @@ class AccountState(BaseModel):
     orders: list[OrderView] = Field(default_factory=list)
     owners: list[Owner] = Field(default_factory=list)
     stored: list[StoredPosition] = Field(default_factory=list)
+    hedge_mode: bool = False
+
+
+# --- books: where each position, owner and order belongs ------------------------------
+
+
+def owner_slot(owner: Owner) -> Side | None:
+    """The side of the position slot an owner runs for, from its workflow id (hedge
+    mode); None for a one-way id. Not its answered `side`: a silent owner has none."""
+    return _slot_of_workflow(owner.workflow_id)
+
+
+@lru_cache(maxsize=4096)
+def _slot_of_workflow(workflow_id: str) -> Side | None:
+    key = parse_position_workflow_id(workflow_id)
+    return key.hedge_side if key is not None else None
+
+
+def _position_book(state: AccountState, pos: ExchangePosition) -> str:
+    return book_key(pos.symbol, pos.side if state.hedge_mode else None)
+
+
+def _owner_book(state: AccountState, owner: Owner) -> str:
+    return book_key(owner.symbol, owner_slot(owner) if state.hedge_mode else None)
+
+
+def _order_book(state: AccountState, order: OrderView) -> str:
+    """The order's book; in hedge mode one whose side is unknown is in the symbol's
+    own book, which holds no position there (positions are by side)."""
+    return book_key(order.symbol, order.position_side if state.hedge_mode else None)
+
+
+def _unsided(state: AccountState, order: OrderView) -> bool:
+    """Hedge mode, and the exchange did not say which side's position the order is of."""
+    return state.hedge_mode and order.position_side is None
+
+
+@lru_cache(maxsize=4096)
+def _workflow_tag_of(account: str, exchange: ExchangeId, symbol: str, side: Side | None) -> str:
+    return workflow_tag(position_workflow_id(account, exchange, symbol, side))
+
+
+def _workflow_slot(state: AccountState, symbol: str, tag: str) -> tuple[bool, Side | None]:
+    """Whether a posguard client id's workflow tag is of this account's workflow for
+    `symbol`, and the side of that workflow's slot (hedge mode; None in one-way)."""
+    slots: tuple[Side | None, ...] = (Side.LONG, Side.SHORT) if state.hedge_mode else (None,)
+    for side in slots:
+        if tag == _workflow_tag_of(state.account, state.exchange, symbol, side):
+            return True, side
+    return False, None
 
 
 class FindingKind(StrEnum):
@@ -183,8 +252,21 @@ class Finding(BaseModel):
     stored_revision: int | None = None
 
 
-def _is_reducing(order: OrderView) -> bool:
-    return bool(order.reduce_only) or order.close_position
+def _is_reducing(order: OrderView, hedge_mode: bool = False) -> bool:
+    if order.reduce_only or order.close_position:
+        return True
+    # Hedge mode: an order on the exit side of its position can only reduce that
+    # position (the exchanges refuse reduce-only there: the side itself reduces).
+    return (
+        hedge_mode
+        and order.position_side is not None
+        and order.side is order.position_side.exit_order_side
+    )
+
+
+def may_stop_a_position(order: OrderView, hedge_mode: bool = False) -> bool:
+    """Whether the order could stop a position: it reduces one, or is conditional."""
+    return _is_reducing(order, hedge_mode) or order.is_conditional
 
 
 def _opens_or_flips(order: OrderView, pos: ExchangePosition | None) -> bool:
@@ -193,7 +275,8 @@ def _opens_or_flips(order: OrderView, pos: ExchangePosition | None) -> bool:
     Judged against the exchange's position, not the workflow's view of it: that view
     may be stale (a position flipped by hand) or unknown (a workflow that did not
     answer), and an order that only reduces what the exchange holds may be the
-    position's only protection.
+    position's only protection. In hedge mode `pos` is the position of the order's
+    own side (an order on its exit side only reduces, so is never asked about).
     """
     if order.side is None:
         return True  # cannot tell: treat as harmful
@@ -204,18 +287,28 @@ def _opens_or_flips(order: OrderView, pos: ExchangePosition | None) -> bool:
     return order.qty is None or order.qty > pos.qty  # more than held: a flip
 
 
-def _protected_by_owner(owner: Owner | None, orders: Iterable[OrderView]) -> bool:
+def _protected_by_owner(
+    owner: Owner | None, orders: Iterable[OrderView], hedge_mode: bool = False
+) -> bool:
     """Whether the owner holds the position with a stop of its own open on the exchange."""
     if owner is None or not owner.answered or owner.state not in HOLDING_STATES:
         return False
-    return any(_is_own_stop(owner, o) for o in orders)
+    return any(_is_own_stop(owner, o, hedge_mode) for o in orders)
 
 
-def _is_own_stop(owner: Owner, order: OrderView) -> bool:
+def _is_own_stop(owner: Owner, order: OrderView, hedge_mode: bool = False) -> bool:
     if order.position_stop:
         # The position's own stop-loss (Bybit's, sent with the entry): it has no
-        # client id, and is the stop of whoever holds the position.
-        return order.symbol == owner.symbol and order.is_conditional
+        # client id, and is the stop of whoever holds the position; in hedge mode of
+        # the position of its side (one whose side is unknown: only if its journaled
+        # client id says it is the owner's).
+        if order.symbol != owner.symbol or not order.is_conditional:
+            return False
+        if not hedge_mode:
+            return True
+        if order.position_side is None:
+            return owner.owns_order(order.client_order_id)
+        return order.position_side is owner_slot(owner)
     parsed = parse_client_id(order.client_order_id)
     return (
         parsed is not None
@@ -236,31 +329,60 @@ def reconcile(state: AccountState, policy: ReconcilePolicy | None = None) -> lis
       owner, or (policy "adopt") exactly one ADOPT finding;
     - an orphaned order that reduces a position is not cancelled while it may be
       the position's only stop (until the position's owner has its own stop).
+
+    In hedge mode each holds per book (symbol and side): a position is adopted
+    under its side's workflow id, an owner's stop protects its own side only, and
+    an order whose side is unknown is never cancelled.
     """
     policy = policy or ReconcilePolicy()
-    owners = {o.symbol: o for o in state.owners}
-    positions = {p.symbol: p for p in state.positions if not p.is_flat}
-    orders_by_symbol: dict[str, list[OrderView]] = {}
-    for order in state.orders:
-        orders_by_symbol.setdefault(order.symbol, []).append(order)
+    owners = {_owner_book(state, o): o for o in state.owners}
+    positions = {_position_book(state, p): p for p in state.positions if not p.is_flat}
+    books = _Books(state)
     findings: list[Finding] = []
-    for symbol, pos in sorted(positions.items()):
-        findings.extend(
-            _position_findings(state, policy, pos, owners.get(symbol), orders_by_symbol)
-        )
-    for owner in sorted(state.owners, key=lambda o: o.symbol):
-        finding = _phantom_owner(owner, positions.get(owner.symbol))
+    for book, pos in sorted(positions.items()):
+        findings.extend(_position_findings(state, policy, pos, owners.get(book), books))
+    for owner in sorted(state.owners, key=lambda o: (o.symbol, owner_slot(o) or "")):
+        finding = _phantom_owner(owner, positions.get(_owner_book(state, owner)))
         if finding is not None:
             findings.append(finding)
     for row in sorted(state.stored, key=lambda r: r.position_id):
-        finding = _phantom_row(row, owners, positions)
+        finding = _phantom_row(state, row, owners, positions)
         if finding is not None:
             findings.append(finding)
     for order in sorted(state.orders, key=lambda o: (o.symbol, o.exchange_order_id)):
-        finding = _order_finding(state, policy, order, owners, positions, orders_by_symbol)
+        finding = _order_finding(state, policy, order, owners, positions, books)
         if finding is not None:
             findings.append(finding)
     return findings
+
+
+class _Books:
+    """The account's open orders by book, and which of them count for an owner."""
+
+    def __init__(self, state: AccountState) -> None:
+        self._state = state
+        self._orders: dict[str, list[OrderView]] = {}
+        for order in state.orders:
+            self._orders.setdefault(_order_book(state, order), []).append(order)
+
+    def of(self, book: str) -> list[OrderView]:
+        return self._orders.get(book, [])
+
+    def of_owner(self, owner: Owner) -> list[OrderView]:
+        """The orders on the owner's book; in hedge mode also the owner's own orders
+        (by client id) whose side the exchange did not say: its orders are all of its
+        side. An order of the other side never counts for it."""
+        state = self._state
+        orders = self.of(_owner_book(state, owner))
+        if not state.hedge_mode:
+            return orders
+        unsided = self.of(owner.symbol)
+        return orders + [o for o in unsided if _of_workflow(o, owner.workflow_id)]
+
+
+def _of_workflow(order: OrderView, workflow_id: str) -> bool:
+    parsed = parse_client_id(order.client_order_id)
+    return parsed is not None and parsed.workflow_tag == workflow_tag(workflow_id)
 
 
 def _position_findings(
@@ -268,16 +390,23 @@ def _position_findings(
     policy: ReconcilePolicy,
     pos: ExchangePosition,
     owner: Owner | None,
-    orders_by_symbol: Mapping[str, list[OrderView]],
+    books: _Books,
 ) -> list[Finding]:
     symbol = pos.symbol
     if owner is None:
         adoptable = pos.side is not None and pos.entry_price is not None
         adopt = policy.untracked == "adopt" and adoptable
+        # Hedge mode: adopted under its side's workflow id (none when its side is unknown).
+        if not state.hedge_mode:
+            adopter: str | None = position_workflow_id(state.account, state.exchange, symbol)
+        elif pos.side is not None:
+            adopter = position_workflow_id(state.account, state.exchange, symbol, pos.side)
+        else:
+            adopter = None
         return [
             Finding(
                 kind=FindingKind.UNTRACKED,
-                key=f"untracked:{symbol}",
+                key=f"untracked:{_position_book(state, pos)}",
                 symbol=symbol,
                 action=Action.ADOPT if adopt else Action.REPORT,
                 reason="a position no workflow owns: adopt it (stop first)"
@@ -287,14 +416,14 @@ def _position_findings(
                     if adoptable
                     else "a position no workflow owns, without side or entry price: cannot adopt"
                 ),
-                workflow_id=position_workflow_id(state.account, state.exchange, symbol),
+                workflow_id=adopter,
                 side=pos.side,
                 exchange_qty=pos.qty,
                 entry_price=pos.entry_price,
             )
         ]
     if not owner.answered:
-        return _silent_owner_findings(owner, pos, orders_by_symbol.get(symbol, []))
+        return _silent_owner_findings(state, owner, pos, books.of_owner(owner))
     if owner.state not in HOLDING_STATES:
         return []  # opening or closing: the workflow is at work
     found: list[Finding] = []
@@ -316,13 +445,13 @@ def _position_findings(
             )
         )
 
-    if owner.side is not pos.side or owner.qty != pos.qty:
+    if not _holds(state, owner, pos):
         signal(
             FindingKind.QUANTITY_MISMATCH,
             "mismatch",
             f"the workflow holds {owner.side} {owner.qty}, the exchange {pos.side} {pos.qty}",
         )
-    if not _protected_by_owner(owner, orders_by_symbol.get(symbol, [])):
+    if not _protected_by_owner(owner, books.of_owner(owner), state.hedge_mode):
         signal(
             FindingKind.STOP_MISSING,
             "stop_missing",
@@ -331,8 +460,16 @@ def _position_findings(
     return found
 
 
+def _holds(state: AccountState, owner: Owner | None, pos: ExchangePosition | None) -> bool:
+    """Whether the owner holds what the exchange has on its book: the same side and
+    quantity (hedge mode: the quantity; the book is the side)."""
+    if owner is None or pos is None or owner.qty != pos.qty:
+        return False
+    return state.hedge_mode or owner.side is pos.side
+
+
 def _silent_owner_findings(
-    owner: Owner, pos: ExchangePosition, orders: Iterable[OrderView]
+    state: AccountState, owner: Owner, pos: ExchangePosition, orders: Iterable[OrderView]
 ) -> list[Finding]:
     """A position whose workflow runs but does not answer (stuck, or no worker).
 
@@ -357,7 +494,7 @@ def _silent_owner_findings(
     ]
     exit_side = pos.side.exit_order_side if pos.side is not None else None
     covered = any(
-        (_is_reducing(o) or o.is_conditional) and (exit_side is None or o.side is exit_side)
+        may_stop_a_position(o, state.hedge_mode) and (exit_side is None or o.side is exit_side)
         for o in orders
     )
     if not covered:
@@ -374,7 +511,8 @@ def _silent_owner_findings(
 
 
 def _phantom_owner(owner: Owner, pos: ExchangePosition | None) -> Finding | None:
-    """A workflow that holds a position the exchange no longer has."""
+    """A workflow that holds a position the exchange no longer has (`pos`: the
+    position on the owner's book; hedge mode: of its side)."""
     if not owner.answered or owner.state not in HOLDING_STATES or owner.qty <= 0:
         return None
     if pos is not None and pos.side is owner.side:
@@ -397,22 +535,31 @@ def _phantom_owner(owner: Owner, pos: ExchangePosition | None) -> Finding | None
 
 
 def _phantom_row(
+    state: AccountState,
     row: StoredPosition,
     owners: Mapping[str, Owner],
     positions: Mapping[str, ExchangePosition],
 ) -> Finding | None:
-    """An open store row whose workflow is gone, on a flat symbol: nobody will close it.
+    """An open store row whose workflow is gone, on a flat book: nobody will close it.
 
     A row whose workflow still runs is that workflow's to write (a row of an
     earlier position is superseded by the workflow's next write); a row on a
-    symbol that has a position is the adopter's to supersede.
+    book that has a position is the adopter's to supersede. In hedge mode the
+    row's book is its side's: the other side of the symbol is another position.
     """
     if row.status in FINISHED_STATUSES:
         return None
-    owner = owners.get(row.symbol)
-    if owner is not None and owner.workflow_id == row.workflow_id:
-        return None
-    if row.symbol in positions:
+    if state.hedge_mode:
+        # By its workflow id: whatever side its row says, its workflow writes it.
+        if any(o.workflow_id == row.workflow_id for o in owners.values()):
+            return None
+        book = book_key(row.symbol, row.side)
+    else:
+        owner = owners.get(row.symbol)
+        if owner is not None and owner.workflow_id == row.workflow_id:
+            return None
+        book = row.symbol
+    if book in positions:
         return None
     return Finding(
         kind=FindingKind.PHANTOM_ROW,
@@ -437,82 +584,121 @@ def _order_finding(
     order: OrderView,
     owners: Mapping[str, Owner],
     positions: Mapping[str, ExchangePosition],
-    orders_by_symbol: Mapping[str, list[OrderView]],
+    books: _Books,
 ) -> Finding | None:
     symbol = order.symbol
-    owner = owners.get(symbol)
-    pos = positions.get(symbol)
+    hedge = state.hedge_mode
+    unsided = _unsided(state, order)
+    # The position and owner of the order's book: in hedge mode of its own side (none
+    # when the exchange did not say which side it is of).
+    book = _order_book(state, order)
+    owner = None if unsided else owners.get(book)
+    pos = None if unsided else positions.get(book)
     parsed = parse_client_id(order.client_order_id)
 
     # Binance numbers regular and algo orders apart, per symbol: all three name one.
     kind_of_order = "algo" if order.is_conditional else "order"
 
-    def finding(kind: FindingKind, action: Action, reason: str) -> Finding:
+    def finding(
+        kind: FindingKind, action: Action, reason: str, about: Owner | None = owner
+    ) -> Finding:
         return Finding(
             kind=kind,
             key=f"order:{symbol}:{kind_of_order}:{order.exchange_order_id}",
             symbol=symbol,
             action=action,
             reason=reason,
-            workflow_id=owner.workflow_id if owner is not None else None,
-            position_id=owner.position_id if owner is not None else None,
+            workflow_id=about.workflow_id if about is not None else None,
+            position_id=about.position_id if about is not None else None,
+            side=order.position_side if hedge else None,
             order=order,
         )
 
     if parsed is not None:
-        expected = position_workflow_id(state.account, state.exchange, symbol)
-        if parsed.workflow_tag != workflow_tag(expected):
+        ours, slot = _workflow_slot(state, symbol, parsed.workflow_tag)
+        if not ours:
             return finding(
                 FindingKind.FOREIGN_ORDER,
                 Action.REPORT,
                 "a posguard client id of no workflow of this account (another deployment?): "
                 "left alone",
             )
-        if owner is not None:
-            if not owner.answered or owner.chain is None:
+        # Whose it is, its client id says (in hedge mode it names the side's workflow);
+        # what it could do, the position of the side it is on.
+        its_owner = owners.get(book_key(symbol, slot))
+        if its_owner is not None:
+            if not its_owner.answered or its_owner.chain is None:
                 return None  # cannot tell which position it is of: next pass
-            if owner.owns_order(order.client_order_id):
+            if its_owner.owns_order(order.client_order_id):
                 return None  # the owner's: its own look handles it
             reason = "an order of an earlier position of this workflow"
         else:
             reason = "an order of a position whose workflow is closed or absent"
-        if pos is not None and _is_reducing_or_stop(order, parsed.step):
+        if unsided:
+            return finding(
+                FindingKind.ZOMBIE,
+                Action.REPORT,
+                f"{reason}; kept: the exchange does not say which side's position it is of "
+                "(hedge mode), so it may be a position's only stop",
+                its_owner,
+            )
+        if pos is not None and _is_reducing_or_stop(order, parsed.step, hedge):
             # Protected only by an owner that holds what the exchange has: the stop of a
             # workflow whose view differs (other side, other quantity) does not cover
             # this position until the workflow, signalled, has re-protected it.
-            holds = owner is not None and (owner.side, owner.qty) == (pos.side, pos.qty)
-            if not (holds and _protected_by_owner(owner, orders_by_symbol.get(symbol, []))):
+            if not _covered(state, owner, pos, books):
                 return finding(
                     FindingKind.ZOMBIE,
                     Action.REPORT,
                     f"{reason}; kept while it may be the position's only stop "
                     "(cancelled once the position's owner has its own)",
+                    its_owner,
                 )
-        return finding(FindingKind.ZOMBIE, Action.CANCEL_ORDER, reason)
+        return finding(FindingKind.ZOMBIE, Action.CANCEL_ORDER, reason, its_owner)
+    if unsided:
+        # Not posguard's, and it may be either side's stop, or open either side: left alone.
+        held = any(p.symbol == symbol for p in positions.values()) or any(
+            o.symbol == symbol for o in owners.values()
+        )
+        if _is_reducing(order, hedge) and not held:
+            return finding(
+                FindingKind.ZOMBIE,
+                Action.REPORT,
+                "a reduce-only order on a symbol with no position; the exchange does not "
+                "say which side it is of (hedge mode): left alone",
+            )
+        return finding(
+            FindingKind.FOREIGN_ORDER,
+            Action.REPORT,
+            "not posguard's; the exchange does not say which side's position it is of "
+            "(hedge mode): left alone",
+        )
     if order.position_stop and owner is not None and pos is not None:
         # The stop that lives on the position its owner holds: the owner's, like the
         # position. (With no position it is gone with it; with no owner, a trader's.)
         return None
     # Not posguard's.
     cancel_zombies = policy.foreign_orders in ("zombies", "all")
-    if _is_reducing(order) and pos is None and owner is None:
+    if _is_reducing(order, hedge) and pos is None and owner is None:
+        # Hedge mode: whatever the other side of the symbol holds (it cannot reduce that).
         return finding(
             FindingKind.ZOMBIE,
             Action.CANCEL_ORDER if cancel_zombies else Action.REPORT,
-            "a reduce-only order on a symbol with no position"
+            (
+                "a reduce-only order on a side with no position"
+                if hedge
+                else "a reduce-only order on a symbol with no position"
+            )
             + ("" if cancel_zombies else ": left alone (setting)"),
         )
     # An order that could stop the position is never cancelled while it may be the
     # position's only stop, whatever else it is (a trader's stop, or one too big).
     exit_side = pos.side.exit_order_side if pos is not None and pos.side else None
     may_protect = pos is not None and (
-        _is_reducing(order) or (order.is_conditional and order.side is exit_side)
+        _is_reducing(order, hedge) or (order.is_conditional and order.side is exit_side)
     )
-    holds = owner is not None and pos is not None and (owner.side, owner.qty) == (pos.side, pos.qty)
-    only_stop = may_protect and not (
-        holds and _protected_by_owner(owner, orders_by_symbol.get(symbol, []))
-    )
-    if not _is_reducing(order) and owner is not None and _opens_or_flips(order, pos):
+    only_stop = may_protect and not _covered(state, owner, pos, books)
+    if not _is_reducing(order, hedge) and owner is not None and _opens_or_flips(order, pos):
         reason = "an order that would open, grow or flip a position posguard manages"
         if only_stop:
             return finding(
@@ -538,8 +724,17 @@ def _order_finding(
     return finding(FindingKind.FOREIGN_ORDER, Action.REPORT, "not posguard's: left alone")
 
 
-def _is_reducing_or_stop(order: OrderView, step: OrderStep) -> bool:
-    return _is_reducing(order) or order.is_conditional or step in _STOP_STEPS
+def _covered(
+    state: AccountState, owner: Owner | None, pos: ExchangePosition | None, books: _Books
+) -> bool:
+    """Whether the book's owner holds what the exchange has there, with a stop of its own."""
+    if owner is None or not _holds(state, owner, pos):
+        return False
+    return _protected_by_owner(owner, books.of_owner(owner), state.hedge_mode)
+
+
+def _is_reducing_or_stop(order: OrderView, step: OrderStep, hedge_mode: bool = False) -> bool:
+    return _is_reducing(order, hedge_mode) or order.is_conditional or step in _STOP_STEPS
 
 
 # --- which owners to ask ---------------------------------------------------------------
@@ -588,7 +783,8 @@ def owners_on_record(
 
 
 def to_confirm(state: AccountState, findings: Iterable[Finding]) -> set[str]:
-    """Symbols whose owners must be asked directly before anything is done about them.
+    """Symbols whose owners (in hedge mode: both of a symbol's) must be asked directly
+    before anything is done about them.
 
     Every symbol with a finding other than a foreign order's report (so nothing is
     ever acted on, or recorded as wrong, from data that may lag), and every symbol
@@ -624,19 +820,64 @@ def to_read_again(findings: Iterable[Finding]) -> set[str]:
     return {f.symbol for f in findings if f.kind in AGAINST_THE_OWNER}
 
 
+def slots_to_read_again(
+    state: AccountState, findings: Iterable[Finding]
+) -> list[tuple[str, Side | None]]:
+    """The position slots to read again (see above), in a stable order: each symbol of
+    `to_read_again` (side None) in one-way mode; in hedge mode each (symbol, side) of
+    the workflow such a finding is about (one whose workflow id names no side keeps
+    the first read: reading a hedge symbol without a side could lose a position)."""
+    if not state.hedge_mode:
+        return [(symbol, None) for symbol in sorted(to_read_again(findings))]
+    slots: set[tuple[str, Side]] = set()
+    for f in findings:
+        key = parse_position_workflow_id(f.workflow_id or "")
+        if f.kind in AGAINST_THE_OWNER and key is not None and key.hedge_side is not None:
+            slots.add((f.symbol, key.hedge_side))
+    return [(symbol, side) for symbol, side in sorted(slots)]
+
+
 def with_exchange(
     state: AccountState,
     symbol: str,
     position: ExchangePosition | None,
     orders: Iterable[OrderView],
+    side: Side | None = None,
 ) -> AccountState:
-    """`state` with `symbol`'s position and open orders replaced by a newer read."""
+    """`state` with `symbol`'s position and open orders replaced by a newer read.
+
+    Hedge mode: only the slot of `side` (required) is replaced, its position and
+    the orders on its side; the other side, and orders whose side is unknown, stay
+    as first read. A read that answers for another side changes nothing.
+    """
+    if state.hedge_mode:
+        if side is None:
+            raise ValueError("hedge mode: a slot read again has a side")
+        if position is not None and not position.is_flat and position.side is not side:
+            return state  # not the slot asked for: keep what was read
+        book = book_key(symbol, side)
+        positions = [p for p in state.positions if _position_book(state, p) != book]
+        if position is not None and not position.is_flat:
+            positions.append(position)
+        kept = [o for o in state.orders if _order_book(state, o) != book]
+        kept.extend(o for o in orders if _order_book(state, o) == book)
+        return state.model_copy(update={"positions": positions, "orders": kept})
     positions = [p for p in state.positions if p.symbol != symbol]
     if position is not None and not position.is_flat:
         positions.append(position)
     kept = [o for o in state.orders if o.symbol != symbol]
     kept.extend(o for o in orders if o.symbol == symbol)
     return state.model_copy(update={"positions": positions, "orders": kept})
+
+
+def judged_on_flat(state: AccountState, findings: Iterable[Finding]) -> set[str]:
+    """Keys of the order findings judged on a book with no position when read (the
+    symbol's, or in hedge mode the order's side's): before such an order is
+    cancelled, its book must be read again (a position may have opened since)."""
+    listed = {_position_book(state, p) for p in state.positions}
+    flat = {_position_book(state, p) for p in state.positions if p.is_flat}
+    flat |= {_order_book(state, o) for o in state.orders} - listed
+    return {f.key for f in findings if f.order is not None and _order_book(state, f.order) in flat}
 
 
 # --- memory across passes ----------------------------------------------------------

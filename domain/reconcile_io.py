@@ -41,7 +41,9 @@ class ReconcileInput(BaseModel):
 
     `dry_run`: decide and report, change nothing (no order, signal, start, row or
     event). `memory`: the findings remembered from the previous pass; a pass run
-    by the Schedule takes it from the previous pass's result instead.
+    by the Schedule takes it from the previous pass's result instead. `hedge_mode`:
+    the account trades in hedge mode (`AccountSettings.hedge_mode`): its positions
+    are judged, read and adopted per side (`domain.reconcile`).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -56,6 +58,8 @@ class ReconcileInput(BaseModel):
     # How long one activity attempt may take: an attempt lost with a crashed worker
     # is given to another one after this long.
     call_timeout: timedelta = Field(default=timedelta(seconds=30), gt=timedelta(0))
+    # Inputs from before hedge mode decode as one-way.
+    hedge_mode: bool = False
 
 
 class Outcome(StrEnum):
@@ -106,13 +110,15 @@ class ReconcileReport(BaseModel):
 class OwnersRequest(BaseModel):
     """The position workflows of the account: `reconcile.listed` lists the running
     ones (visibility); `reconcile.owners` asks the workflow of each of `symbols`
-    directly (its `state` query), so nothing done rests on visibility's lag."""
+    directly (its `state` query), so nothing done rests on visibility's lag; with
+    `hedge_mode`, both workflows of each symbol (its long's and its short's)."""
 
     model_config = ConfigDict(frozen=True)
 
     account: str
     exchange: ExchangeId
     symbols: list[str] = Field(default_factory=list)
+    hedge_mode: bool = False
 
 
 class ListedResult(BaseModel):

@@ -55,6 +55,7 @@ def reconcile_input(
         adoption=settings.reconcile.adoption(settings.trailing),
         dry_run=dry_run,
         call_timeout=settings.reconcile.call_timeout,
+        hedge_mode=account.hedge_mode,
     )
 
 

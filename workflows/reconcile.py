@@ -48,7 +48,7 @@ with workflow.unsafe.imports_passed_through():
         make_event,
     )
     from domain.orders import OrderView
-    from domain.position import PositionSpec
+    from domain.position import PositionSpec, spec_workflow_id
     from domain.reconcile import (
         HOLDING_STATES,
         AccountState,
@@ -57,11 +57,13 @@ with workflow.unsafe.imports_passed_through():
         FindingKind,
         FindingMemo,
         StoredPosition,
+        judged_on_flat,
+        may_stop_a_position,
         owners_on_record,
         reconcile,
         remember,
+        slots_to_read_again,
         to_confirm,
-        to_read_again,
         with_exchange,
         with_owners,
     )
@@ -295,6 +297,7 @@ class ReconcileWorkflow:
             orders=snapshot.orders,
             owners=owners_on_record(listed.workflows, stored),
             stored=stored,
+            hedge_mode=inp.hedge_mode,
         )
         findings = reconcile(state, inp.policy)
         confirm = sorted(to_confirm(state, findings))
@@ -302,7 +305,12 @@ class ReconcileWorkflow:
             return state, findings
         asked: OwnersResult = await self._activity(
             ReconcileActivities.owners,
-            OwnersRequest(account=inp.account, exchange=inp.exchange, symbols=confirm),
+            OwnersRequest(
+                account=inp.account,
+                exchange=inp.exchange,
+                symbols=confirm,
+                hedge_mode=inp.hedge_mode,
+            ),
             summary=f"ask the position workflows of {len(confirm)} symbols",
         )
         state = with_owners(state, confirm, asked.owners)
@@ -310,15 +318,17 @@ class ReconcileWorkflow:
         # The owners were asked after the exchange was read: where a finding compares
         # the two (a position opened or resized in between would look like a phantom
         # or a mismatch), the exchange is read again, after the owners.
-        recheck = sorted(to_read_again(findings))
+        # In hedge mode a slot is one side of a symbol: read with its side.
+        recheck = slots_to_read_again(state, findings)
         if not recheck:
             return state, findings
-        for symbol in recheck:
-            request = SymbolRequest(account=inp.account, symbol=symbol)
+        for symbol, side in recheck:
+            request = SymbolRequest(account=inp.account, symbol=symbol, side=side)
+            slot = symbol if side is None else f"{symbol} {side.value}"
             position: ExchangePosition = await self._activity(
                 ExchangeActivities.position,
                 request,
-                summary=f"read {symbol}'s position again",
+                summary=f"read {slot}'s position again",
                 task_queue=inp.exchange_task_queue,
             )
             orders: list[OrderView] = await self._activity(
@@ -327,7 +337,7 @@ class ReconcileWorkflow:
                 summary=f"read {symbol}'s open orders again",
                 task_queue=inp.exchange_task_queue,
             )
-            state = with_exchange(state, symbol, position, orders)
+            state = with_exchange(state, symbol, position, orders, side)
         return state, reconcile(state, inp.policy)
 
     # --- acting ---------------------------------------------------------------------------
@@ -351,12 +361,10 @@ class ReconcileWorkflow:
                 kinds = sorted({g.kind.value for g in findings if g.workflow_id == f.workflow_id})
                 signalled[f.workflow_id] = await self._signal(f, ", ".join(kinds))
             outcomes[f.key] = signalled[f.workflow_id].model_copy(update={"finding": f})
-        flat = {p.symbol for p in state.positions if p.is_flat} | (
-            {o.symbol for o in state.orders} - {p.symbol for p in state.positions}
-        )
+        flat = judged_on_flat(state, findings)
         for f in findings:
             if f.action is Action.CANCEL_ORDER:
-                outcomes[f.key] = await self._cancel(inp, f, judged_flat=f.symbol in flat)
+                outcomes[f.key] = await self._cancel(inp, f, judged_flat=f.key in flat)
         for f in findings:
             if f.action is Action.CLOSE_ROW:
                 outcomes[f.key] = await self._close_row(f)
@@ -373,7 +381,15 @@ class ReconcileWorkflow:
             emergency_stop_percent=inp.adoption.emergency_stop_percent,
             trailing=inp.adoption.trailing,
             adopt=True,
+            hedge_mode=inp.hedge_mode,
         )
+        if spec_workflow_id(spec) != f.workflow_id:
+            # Never an adopter under another id than the finding's (one owner per slot).
+            return FindingOutcome(
+                finding=f,
+                outcome=Outcome.FAILED,
+                detail=f"would start {spec_workflow_id(spec)}, not {f.workflow_id}: not adopted",
+            )
         try:
             result: AdoptResult = await self._activity(
                 ReconcileActivities.adopt,
@@ -407,15 +423,23 @@ class ReconcileWorkflow:
     ) -> FindingOutcome:
         """Cancel a zombie. One that could stop a position, judged on a symbol that was
         flat when read, is cancelled only if the symbol is still flat now: a position
-        opened in between (a trader's, with its stop) keeps its stop."""
+        opened in between (a trader's, with its stop) keeps its stop. In hedge mode it is
+        the order's side of the symbol that must still be flat (an order whose side is
+        unknown is never cancelled)."""
         order = f.order
         assert order is not None
-        if judged_flat and (order.reduce_only or order.close_position or order.is_conditional):
+        side = order.position_side if inp.hedge_mode else None
+        if inp.hedge_mode and side is None:
+            return FindingOutcome(
+                finding=f, outcome=Outcome.ALREADY, detail="its side is unknown: kept"
+            )
+        if judged_flat and may_stop_a_position(order, inp.hedge_mode):
+            slot = order.symbol if side is None else f"{order.symbol} {side.value}"
             try:
                 now: ExchangePosition = await self._activity(
                     ExchangeActivities.position,
-                    SymbolRequest(account=inp.account, symbol=order.symbol),
-                    summary=f"is {order.symbol} still flat?",
+                    SymbolRequest(account=inp.account, symbol=order.symbol, side=side),
+                    summary=f"is {slot} still flat?",
                     task_queue=inp.exchange_task_queue,
                 )
             except _Failed as failed:
@@ -424,7 +448,7 @@ class ReconcileWorkflow:
                 return FindingOutcome(
                     finding=f,
                     outcome=Outcome.ALREADY,
-                    detail=f"{order.symbol} has a position now: kept (next pass decides)",
+                    detail=f"{slot} has a position now: kept (next pass decides)",
                 )
         if order.client_order_id is not None:
             activity: Any = ExchangeActivities.cancel_order
@@ -512,9 +536,12 @@ class ReconcileWorkflow:
     def _alert(self, f: Finding, memo: FindingMemo) -> None:
         """One alert for a finding that persisted `memo.passes` passes."""
         critical = (FindingKind.STOP_MISSING, FindingKind.UNTRACKED, FindingKind.OWNER_SILENT)
+        assert self._inp is not None
+        # Hedge mode: the long's and the short's alerts say which.
+        on = f"{f.symbol} {f.side.value}" if self._inp.hedge_mode and f.side else f.symbol
         self._alert_text(
             Severity.CRITICAL if f.kind in critical else Severity.WARNING,
-            f"reconcile: {f.kind.value} on {f.symbol} for {memo.passes} passes",
+            f"reconcile: {f.kind.value} on {on} for {memo.passes} passes",
             f"{f.reason} (since {memo.first_seen.isoformat()}; action {f.action.value})",
             finding=f,
         )

@@ -5,8 +5,11 @@ Two halves:
 - properties over random but coherent account states (a few symbols, each with or
   without a position on the exchange, a running workflow in any state, store rows,
   and open orders of every origin: the workflow's own, an earlier position's,
-  a gone workflow's, another account's, placed by hand);
-- one example per finding a trader would recognise, for a long and for a short.
+  a gone workflow's, another account's, placed by hand), on one-way and on
+  hedge-mode accounts (there each symbol has a long and a short slot, each with
+  all of the above, and orders of either side or of a side the exchange did not say);
+- one example per finding a trader would recognise, for a long and for a short,
+  and the same in hedge mode.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from domain.client_ids import (
     parse_client_id,
 )
 from domain.orders import OrderStatus, OrderView
-from domain.position import PositionState, position_workflow_id
+from domain.position import PositionState, book_key, position_workflow_id
 from domain.reconcile import (
     HOLDING_STATES,
     OPENING_STATES,
@@ -41,9 +44,12 @@ from domain.reconcile import (
     Owner,
     ReconcilePolicy,
     StoredPosition,
+    judged_on_flat,
+    owner_slot,
     owners_on_record,
     reconcile,
     remember,
+    slots_to_read_again,
     to_confirm,
     to_read_again,
     with_exchange,
@@ -161,6 +167,7 @@ def account(
     orders: tuple[OrderView, ...] = (),
     owners: tuple[Owner, ...] = (),
     stored: tuple[StoredPosition, ...] = (),
+    hedge_mode: bool = False,
 ) -> AccountState:
     return AccountState(
         account=ACCOUNT,
@@ -169,6 +176,7 @@ def account(
         orders=list(orders),
         owners=list(owners),
         stored=list(stored),
+        hedge_mode=hedge_mode,
     )
 
 
@@ -228,29 +236,37 @@ order_sides = st.sampled_from([OrderSide.BUY, OrderSide.SELL, None])
 reduce_onlys = st.sampled_from([None, False, True])
 live_statuses = st.sampled_from([OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED])
 symbol_sets = st.lists(st.sampled_from(SYMBOLS), min_size=1, max_size=3, unique=True)
+# Hedge mode: an order's side as the exchange says it (mostly its slot's; sometimes
+# not said at all: the gateway could not tell).
+order_position_sides = {side: st.sampled_from([side, side, side, None]) for side in Side}
 
 
-def draw_position(draw: st.DrawFn, symbol: str) -> ExchangePosition | None:
+def draw_position(draw: st.DrawFn, symbol: str, slot: Side | None) -> ExchangePosition | None:
+    """`slot`: the side of a hedge-mode position (it names the slot), None in one-way."""
     if not draw(mostly_true):
         return None
     return ExchangePosition(
         symbol=symbol,
-        side=draw(maybe_sides),
+        side=draw(maybe_sides) if slot is None else slot,
         qty=draw(held_quantities),
+        hedged=slot is not None,
         entry_price=draw(entry_prices),
     )
 
 
-def draw_owner(draw: st.DrawFn, symbol: str, pos: ExchangePosition | None) -> Owner | None:
+def draw_owner(
+    draw: st.DrawFn, symbol: str, pos: ExchangePosition | None, slot: Side | None
+) -> Owner | None:
     if not draw(mostly_true):
         return None
-    workflow_id = position_workflow_id(ACCOUNT, EXCHANGE, symbol)
+    workflow_id = position_workflow_id(ACCOUNT, EXCHANGE, symbol, slot)
     if not draw(mostly_true):
         # Running but silent: the directory knows nothing more (rarely, its chain).
         return Owner(
             workflow_id=workflow_id, symbol=symbol, answered=False, chain=draw(silent_chains)
         )
-    side, qty = draw(sides), draw(held_quantities)
+    # A hedge-mode workflow holds its slot's side (its spec's side names its id).
+    side, qty = draw(sides) if slot is None else slot, draw(held_quantities)
     if pos is not None and pos.side is not None and draw(booleans):
         side, qty = pos.side, pos.qty  # the usual case: the workflow agrees with the exchange
     chain = draw(chains)
@@ -267,14 +283,14 @@ def draw_owner(draw: st.DrawFn, symbol: str, pos: ExchangePosition | None) -> Ow
     )
 
 
-def draw_rows(draw: st.DrawFn, symbol: str) -> list[StoredPosition]:
-    workflow_id = position_workflow_id(ACCOUNT, EXCHANGE, symbol)
+def draw_rows(draw: st.DrawFn, symbol: str, slot: Side | None) -> list[StoredPosition]:
+    workflow_id = position_workflow_id(ACCOUNT, EXCHANGE, symbol, slot)
     return [
         StoredPosition(
             position_id=f"{workflow_id}/{chain}",
             workflow_id=workflow_id,
             symbol=symbol,
-            side=draw(sides),
+            side=draw(sides) if slot is None else slot,
             status=draw(row_statuses),
             quantity=draw(quantities),
             revision=draw(revisions),
@@ -284,11 +300,19 @@ def draw_rows(draw: st.DrawFn, symbol: str) -> list[StoredPosition]:
 
 
 def draw_orders(
-    draw: st.DrawFn, symbol: str, pos: ExchangePosition | None, own: Owner | None, first_id: int
+    draw: st.DrawFn,
+    symbol: str,
+    pos: ExchangePosition | None,
+    own: Owner | None,
+    first_id: int,
+    slot: Side | None,
 ) -> list[OrderView]:
-    """Open orders of every origin on `symbol`; exchange ids unique across the account."""
-    workflow_id = position_workflow_id(ACCOUNT, EXCHANGE, symbol)
+    """Open orders of every origin on `symbol` (hedge mode: on the `slot` side, or of a
+    side the exchange did not say); exchange ids unique across the account."""
+    workflow_id = position_workflow_id(ACCOUNT, EXCHANGE, symbol, slot)
     held_side = (own.side if own is not None else None) or (pos.side if pos is not None else None)
+    if slot is not None:
+        held_side = slot
     orders = []
     # Often the orders that matter most: the workflow's own stop (or, with no workflow,
     # a gone one's), a stop left behind by an earlier position, an order placed by
@@ -308,7 +332,7 @@ def draw_orders(
             earlier = earlier_chains[own.chain] if own is not None and own.chain else chains
             client_id = client_order_id(workflow_id, draw(earlier), step, seq)
         elif origin == "other_account":
-            other_wf = position_workflow_id(OTHER_ACCOUNT, EXCHANGE, symbol)
+            other_wf = position_workflow_id(OTHER_ACCOUNT, EXCHANGE, symbol, slot)
             client_id = client_order_id(other_wf, draw(chains), step, seq)
         else:
             client_id = draw(foreign_ids)
@@ -316,7 +340,8 @@ def draw_orders(
         qty: D | None
         if stop_shaped:
             side = (held_side or draw(sides)).exit_order_side
-            reduce_only: bool | None = True
+            # Hedge mode: the exchanges refuse reduce-only (the exit side reduces).
+            reduce_only: bool | None = True if slot is None else draw(reduce_onlys)
             close_position = draw(booleans)
             conditional = True
             qty = draw(order_quantities)
@@ -345,26 +370,31 @@ def draw_orders(
                 reduce_only=reduce_only,
                 close_position=close_position,
                 is_conditional=conditional,
+                position_side=None if slot is None else draw(order_position_sides[slot]),
             )
         )
     return orders
 
 
 @st.composite
-def account_states(draw: st.DrawFn) -> AccountState:
-    """A few symbols, each with or without position, workflow, store rows and orders."""
+def account_states(draw: st.DrawFn, hedge_mode: bool | None = None) -> AccountState:
+    """A few symbols, each with or without position, workflow, store rows and orders;
+    on a hedge-mode account (drawn unless `hedge_mode` says) each of its two slots."""
+    hedge = draw(booleans) if hedge_mode is None else hedge_mode
+    slots: tuple[Side | None, ...] = (Side.LONG, Side.SHORT) if hedge else (None,)
     positions: list[ExchangePosition] = []
     running: list[Owner] = []
     stored: list[StoredPosition] = []
     orders: list[OrderView] = []
     for i, symbol in enumerate(draw(symbol_sets)):
-        pos = draw_position(draw, symbol)
-        own = draw_owner(draw, symbol, pos)
-        positions += [pos] if pos is not None else []
-        running += [own] if own is not None else []
-        stored += draw_rows(draw, symbol)
-        orders += draw_orders(draw, symbol, pos, own, first_id=100 * i)
-    return account(tuple(positions), tuple(orders), tuple(running), tuple(stored))
+        for j, slot in enumerate(slots):
+            pos = draw_position(draw, symbol, slot)
+            own = draw_owner(draw, symbol, pos, slot)
+            positions += [pos] if pos is not None else []
+            running += [own] if own is not None else []
+            stored += draw_rows(draw, symbol, slot)
+            orders += draw_orders(draw, symbol, pos, own, first_id=100 * i + 50 * j, slot=slot)
+    return account(tuple(positions), tuple(orders), tuple(running), tuple(stored), hedge)
 
 
 @st.composite
@@ -383,6 +413,56 @@ def open_position(state: AccountState, symbol: str) -> ExchangePosition | None:
     return next((p for p in state.positions if p.symbol == symbol and not p.is_flat), None)
 
 
+# Books: the symbol on a one-way account, the symbol and a side on a hedge-mode one.
+
+
+def owner_book(state: AccountState, own: Owner) -> str:
+    """An owner's book: in hedge mode the side its workflow id names."""
+    return book_key(own.symbol, owner_slot(own) if state.hedge_mode else None)
+
+
+def position_book(state: AccountState, pos: ExchangePosition) -> str:
+    return book_key(pos.symbol, pos.side if state.hedge_mode else None)
+
+
+def order_book(state: AccountState, order: OrderView) -> str:
+    """An order's book: in hedge mode the side the exchange says it is of (if it says)."""
+    return book_key(order.symbol, order.position_side if state.hedge_mode else None)
+
+
+def finding_book(state: AccountState, f: Finding) -> str:
+    return book_key(f.symbol, f.side if state.hedge_mode else None)
+
+
+def owner_of(state: AccountState, book: str) -> Owner | None:
+    return next((o for o in state.owners if owner_book(state, o) == book), None)
+
+
+def position_of(state: AccountState, book: str) -> ExchangePosition | None:
+    return next(
+        (p for p in state.positions if position_book(state, p) == book and not p.is_flat), None
+    )
+
+
+def unsided(state: AccountState, order: OrderView) -> bool:
+    """Hedge mode, and the exchange did not say which side's position the order is of."""
+    return state.hedge_mode and order.position_side is None
+
+
+def accounts_workflows(state: AccountState, symbol: str) -> list[str]:
+    """This account's workflow ids for `symbol`: one, or the long's and the short's."""
+    slots: tuple[Side | None, ...] = (Side.LONG, Side.SHORT) if state.hedge_mode else (None,)
+    return [position_workflow_id(state.account, state.exchange, symbol, s) for s in slots]
+
+
+def tag_owner(state: AccountState, order: OrderView) -> Owner | None:
+    """The running owner whose workflow the order's client id is of (whatever its side)."""
+    return next(
+        (o for o in state.owners if belongs_to_workflow(order.client_order_id, o.workflow_id)),
+        None,
+    )
+
+
 def is_owners(order: OrderView, own: Owner | None) -> bool:
     """The order's client id is of the owner's current position (workflow and chain)."""
     return (
@@ -393,19 +473,25 @@ def is_owners(order: OrderView, own: Owner | None) -> bool:
 
 
 def is_accounts(state: AccountState, order: OrderView) -> bool:
-    """The order's client id is posguard's, of this account's workflow for the symbol."""
-    workflow_id = position_workflow_id(state.account, state.exchange, order.symbol)
-    return belongs_to_workflow(order.client_order_id, workflow_id)
+    """The order's client id is posguard's, of this account's workflow for the symbol
+    (in hedge mode: of either side's)."""
+    return any(
+        belongs_to_workflow(order.client_order_id, workflow_id)
+        for workflow_id in accounts_workflows(state, order.symbol)
+    )
 
 
 def is_foreign(order: OrderView) -> bool:
     return parse_client_id(order.client_order_id) is None
 
 
-def only_reduces(order: OrderView, pos: ExchangePosition | None) -> bool:
-    """The order can only reduce what the exchange holds: never open, grow or flip it."""
+def only_reduces(order: OrderView, pos: ExchangePosition | None, hedge: bool = False) -> bool:
+    """The order can only reduce what the exchange holds: never open, grow or flip it.
+    In hedge mode an order on its position's exit side can only reduce that position."""
     if order.reduce_only or order.close_position:
         return True
+    if hedge and order.position_side is not None:
+        return order.side is order.position_side.exit_order_side
     return (
         pos is not None
         and pos.side is not None
@@ -415,25 +501,34 @@ def only_reduces(order: OrderView, pos: ExchangePosition | None) -> bool:
     )
 
 
-def is_reducing_or_stop(order: OrderView) -> bool:
+def is_reducing_or_stop(order: OrderView, hedge: bool = False) -> bool:
     parsed = parse_client_id(order.client_order_id)
     return (
         bool(order.reduce_only)
         or order.close_position
         or order.is_conditional
         or (parsed is not None and parsed.step in STOP_STEPS)
+        or (hedge and only_reduces(order, None, hedge))
     )
 
 
 def has_own_stop(state: AccountState, own: Owner) -> bool:
+    """The owner's own stop is open on the exchange (hedge mode: on its own side, or on
+    a side the exchange did not say: the owner's orders are all of its side)."""
     return any(
         o.symbol == own.symbol
         and o.is_conditional
         and is_owners(o, own)
         and (parsed := parse_client_id(o.client_order_id)) is not None
         and parsed.step in STOP_STEPS
+        and (not state.hedge_mode or o.position_side in (owner_slot(own), None))
         for o in state.orders
     )
+
+
+def holds(state: AccountState, own: Owner, pos: ExchangePosition) -> bool:
+    """The owner holds what the exchange has (hedge mode: the book is the side)."""
+    return own.qty == pos.qty and (state.hedge_mode or own.side is pos.side)
 
 
 def finding_of(findings: list[Finding], order: OrderView) -> Finding | None:
@@ -450,7 +545,8 @@ def finding_of(findings: list[Finding], order: OrderView) -> Finding | None:
 def test_an_order_of_a_running_workflow_is_never_a_finding(case: Pass) -> None:
     findings = reconcile(case.state, case.policy)
     for order in case.state.orders:
-        if is_owners(order, owner_on(case.state, order.symbol)):
+        # Whose it is, its client id says: in hedge mode, whatever side the exchange says.
+        if is_owners(order, tag_owner(case.state, order)):
             assert finding_of(findings, order) is None
             assert f"order:{order.exchange_order_id}" not in {f.key for f in findings}
 
@@ -469,12 +565,15 @@ def test_a_workflow_opening_or_closing_is_never_phantom_nor_signalled(case: Pass
     for own in case.state.owners:
         if own.answered and own.state in HOLDING_STATES:
             continue
-        about = [f for f in findings if f.symbol == own.symbol and f.kind in about_positions]
+        # Its own book's findings (in hedge mode the other side is another position).
+        book = owner_book(case.state, own)
+        on_its_book = [f for f in findings if finding_book(case.state, f) == book]
+        about = [f for f in on_its_book if f.kind in about_positions]
         # A silent workflow's position is only reported (its stop missing, if nothing
         # on the exchange could stop it); an opening or closing one is not judged.
         assert all(not own.answered and f.action is A.REPORT for f in about), about
         if own.state in OPENING_STATES:
-            assert not [f for f in findings if f.kind is K.PHANTOM and f.symbol == own.symbol]
+            assert not [f for f in on_its_book if f.kind is K.PHANTOM]
 
 
 @PROPERTY_SETTINGS
@@ -485,19 +584,23 @@ def test_every_position_ends_owned_by_exactly_one_workflow(
     policy = ReconcilePolicy(untracked="adopt", alert_after_passes=alert_after)
     findings = reconcile(state, policy)
     adopts = [f for f in findings if f.action is A.ADOPT]
-    assert len({f.symbol for f in adopts}) == len(adopts), "a symbol adopted twice"
-    for f in adopts:
+    books = [finding_book(state, f) for f in adopts]
+    assert len(set(books)) == len(adopts), "a position adopted twice"
+    for f, book in zip(adopts, books, strict=True):
         assert f.kind is K.UNTRACKED
-        assert owner_on(state, f.symbol) is None
-        pos = open_position(state, f.symbol)
+        assert owner_of(state, book) is None
+        pos = position_of(state, book)
         assert pos is not None and pos.side is not None and pos.entry_price is not None
         assert (f.side, f.exchange_qty, f.entry_price) == (pos.side, pos.qty, pos.entry_price)
-        assert f.workflow_id == position_workflow_id(ACCOUNT, EXCHANGE, f.symbol)
+        # Hedge mode: under its side's workflow id.
+        slot = pos.side if state.hedge_mode else None
+        assert f.workflow_id == position_workflow_id(ACCOUNT, EXCHANGE, f.symbol, slot)
     for pos in state.positions:
         if pos.is_flat or pos.side is None or pos.entry_price is None:
             continue
-        adopted = [f for f in adopts if f.symbol == pos.symbol]
-        assert (owner_on(state, pos.symbol) is not None) != (len(adopted) == 1)
+        book = position_book(state, pos)
+        adopted = [f for f, b in zip(adopts, books, strict=True) if b == book]
+        assert (owner_of(state, book) is not None) != (len(adopted) == 1)
     # Adoption off: the same positions are only reported.
     alert_only = reconcile(state, policy.model_copy(update={"untracked": "alert"}))
     assert not [f for f in alert_only if f.action is A.ADOPT]
@@ -510,11 +613,14 @@ def test_every_position_ends_owned_by_exactly_one_workflow(
 @given(case=passes())
 def test_nothing_is_decided_on_a_symbol_whose_workflow_did_not_answer(case: Pass) -> None:
     findings = reconcile(case.state, case.policy)
+    hedge = case.state.hedge_mode
     for own in case.state.owners:
         if own.answered:
             continue
-        pos = open_position(case.state, own.symbol)
-        for f in (f for f in findings if f.symbol == own.symbol):
+        # Its book's (in hedge mode its side's: the other side is judged as usual).
+        book = owner_book(case.state, own)
+        pos = position_of(case.state, book)
+        for f in (f for f in findings if finding_book(case.state, f) == book):
             if f.kind in (K.OWNER_SILENT, K.STOP_MISSING):
                 # Reported: the workflow is silent, and (if so) nothing could stop it.
                 assert f.action is A.REPORT and pos is not None, f
@@ -525,32 +631,41 @@ def test_nothing_is_decided_on_a_symbol_whose_workflow_did_not_answer(case: Pass
             assert f.order is not None and not is_accounts(case.state, f.order)
             if f.action is A.CANCEL_ORDER:
                 assert is_foreign(f.order)
-                assert case.policy.foreign_orders == "all" or not only_reduces(f.order, pos)
+                assert case.policy.foreign_orders == "all" or not only_reduces(f.order, pos, hedge)
+        # Its own orders (by client id, whatever side the exchange says) are not judged.
+        for order in case.state.orders:
+            if belongs_to_workflow(order.client_order_id, own.workflow_id):
+                assert finding_of(findings, order) is None
 
 
 @PROPERTY_SETTINGS
 @given(case=passes())
 def test_a_position_is_never_left_unprotected_by_a_cancel(case: Pass) -> None:
     findings = reconcile(case.state, case.policy)
+    state, hedge = case.state, case.state.hedge_mode
     for f in findings:
         if f.action is not A.CANCEL_ORDER:
             continue
         assert f.order is not None
-        order, own = f.order, owner_on(case.state, f.symbol)
-        assert not is_owners(order, own), "cancelled an order of a running workflow"
-        pos = open_position(case.state, f.symbol)
-        if pos is None or not is_reducing_or_stop(order):
+        order = f.order
+        assert not is_owners(order, tag_owner(state, order)), "cancelled a running one's order"
+        # Hedge mode: never an order whose side is unknown (it may be either side's stop);
+        # otherwise judged on its own side's position (it cannot touch the other side).
+        assert not unsided(state, order), "cancelled an order whose side is unknown"
+        book = order_book(state, order)
+        own, pos = owner_of(state, book), position_of(state, book)
+        if pos is None or not is_reducing_or_stop(order, hedge):
             continue
         if is_foreign(order):
             # By hand: cancelled when it would open, grow or flip the position, never
             # when it can only reduce it (it may be the trader's own stop).
-            assert case.policy.foreign_orders == "all" or not only_reduces(order, pos)
+            assert case.policy.foreign_orders == "all" or not only_reduces(order, pos, hedge)
             continue
         # Posguard's orphan that may be the position's only stop: cancelled only once
         # the position's owner holds it (as the exchange has it) with a stop of its own.
         assert own is not None and own.answered and own.state in HOLDING_STATES
-        assert (own.side, own.qty) == (pos.side, pos.qty)
-        assert has_own_stop(case.state, own)
+        assert holds(state, own, pos)
+        assert has_own_stop(state, own)
 
 
 @PROPERTY_SETTINGS
@@ -564,15 +679,21 @@ def test_orders_placed_by_hand_follow_the_foreign_orders_setting(
         found = finding_of(leave, order)
         assert found is None or found.action is A.REPORT
     everything = reconcile(state, policy.model_copy(update={"foreign_orders": "all"}))
+    hedge = state.hedge_mode
     for order in foreign:
         found = finding_of(everything, order)
         assert found is not None
+        if unsided(state, order):
+            # Hedge mode, its side unknown: it may be either side's stop. Left alone.
+            assert found.action is A.REPORT, found
+            continue
         # Every one is cancelled, except one that may be a position's only stop.
-        pos = open_position(state, order.symbol)
-        own = owner_on(state, order.symbol)
+        book = order_book(state, order)
+        pos, own = position_of(state, book), owner_of(state, book)
         may_protect = pos is not None and (
             bool(order.reduce_only)
             or order.close_position
+            or (hedge and only_reduces(order, None, hedge))
             or (order.is_conditional and order.side is (pos.side and pos.side.exit_order_side))
         )
         covered = (
@@ -580,7 +701,7 @@ def test_orders_placed_by_hand_follow_the_foreign_orders_setting(
                 own is not None
                 and own.answered
                 and own.state in HOLDING_STATES
-                and (own.side, own.qty) == (pos.side, pos.qty)
+                and holds(state, own, pos)
                 and has_own_stop(state, own)
             )
             if pos is not None
@@ -991,7 +1112,12 @@ def lagging(draw: st.DrawFn, state: AccountState) -> list[Owner]:
             seen.append(own)
     # A workflow that has ended may still be listed.
     if draw(st.booleans()):
-        seen.append(owner(Side.LONG, symbol=SOL, chain=OLD_CHAIN))
+        ended = owner(Side.LONG, symbol=SOL, chain=OLD_CHAIN)
+        if state.hedge_mode:
+            ended = ended.model_copy(
+                update={"workflow_id": position_workflow_id(ACCOUNT, EXCHANGE, SOL, Side.LONG)}
+            )
+        seen.append(ended)
     return seen
 
 
@@ -1092,3 +1218,298 @@ def test_a_position_stop_with_no_owner_is_left_as_the_positions_only_stop(side: 
 def test_a_position_stop_left_on_a_flat_symbol_is_a_zombie(side: Side) -> None:
     finding = only(reconcile(account(orders=(position_stop(side),))))
     assert (finding.kind, finding.action) == (K.ZOMBIE, A.CANCEL_ORDER)
+
+
+# --- hedge mode: a long and a short on one symbol, each its own workflow -----------------
+
+
+def hedge_wf(side: Side) -> str:
+    return position_workflow_id(ACCOUNT, EXCHANGE, BTC, side)
+
+
+def hedge_cid(side: Side, step: OrderStep = OrderStep.STOP, chain: str = NOW_CHAIN) -> str:
+    return client_order_id(hedge_wf(side), chain, step, 1)
+
+
+def hedge_position(side: Side, qty: D = D(1)) -> ExchangePosition:
+    return ExchangePosition(symbol=BTC, side=side, qty=qty, hedged=True, entry_price=ENTRY)
+
+
+def hedge_owner(side: Side, state: PositionState = S.ACTIVE, qty: D = D(1)) -> Owner:
+    return owner(side, state, qty).model_copy(
+        update={"workflow_id": hedge_wf(side), "stop_client_order_id": hedge_cid(side)}
+    )
+
+
+def hedge_silent(side: Side) -> Owner:
+    return Owner(workflow_id=hedge_wf(side), symbol=BTC, answered=False)
+
+
+def hedge_stop(side: Side, oid: str, client_id: str | None = None) -> OrderView:
+    """A stop of the `side` position: on its exit side, without reduce-only (hedge mode
+    refuses it: the exit side itself reduces)."""
+    return stop(side, oid, client_id).model_copy(
+        update={"position_side": side, "reduce_only": False}
+    )
+
+
+def hedge_limit(side: Side, order_side: OrderSide, oid: str, qty: D = D(1)) -> OrderView:
+    """A limit order placed by hand on the `side` position."""
+    return limit(order_side, oid, qty).model_copy(update={"position_side": side})
+
+
+def hedged(
+    positions: tuple[ExchangePosition, ...] = (),
+    orders: tuple[OrderView, ...] = (),
+    owners: tuple[Owner, ...] = (),
+    stored: tuple[StoredPosition, ...] = (),
+) -> AccountState:
+    return account(positions, orders, owners, stored, hedge_mode=True)
+
+
+def test_hedge_mode_workflow_ids_name_the_side() -> None:
+    assert hedge_wf(Side.LONG) == f"position/{ACCOUNT}/{EXCHANGE.value}/{BTC}/long"
+    assert owner_slot(hedge_owner(Side.SHORT)) is Side.SHORT
+    assert owner_slot(hedge_silent(Side.LONG)) is Side.LONG  # from its id: it said nothing
+    assert owner_slot(owner(Side.LONG)) is None
+
+
+@pytest.mark.parametrize("owned", list(Side))
+def test_hedge_one_side_owned_the_other_untracked_adopts_only_the_other(owned: Side) -> None:
+    untracked = other_side(owned)
+    state = hedged(
+        positions=(hedge_position(owned), hedge_position(untracked, D(2))),
+        orders=(hedge_stop(owned, "s", hedge_cid(owned)),),
+        owners=(hedge_owner(owned),),
+    )
+    f = only(reconcile(state))
+    assert (f.kind, f.action, f.key) == (K.UNTRACKED, A.ADOPT, f"untracked:{BTC}:{untracked}")
+    assert (f.workflow_id, f.side, f.exchange_qty) == (hedge_wf(untracked), untracked, D(2))
+    assert f.workflow_id.endswith(f"/{BTC}/{untracked.value}")
+    # Both untracked: two adoptions, each under its own side's id, under its own key.
+    both = reconcile(hedged(positions=(hedge_position(owned), hedge_position(untracked))))
+    assert sorted((f.key, f.workflow_id) for f in both if f.action is A.ADOPT) == [
+        (f"untracked:{BTC}:long", hedge_wf(Side.LONG)),
+        (f"untracked:{BTC}:short", hedge_wf(Side.SHORT)),
+    ]
+
+
+@pytest.mark.parametrize("side", list(Side))
+def test_hedge_a_sides_stop_never_protects_the_other(side: Side) -> None:
+    other = other_side(side)
+    positions = (hedge_position(side), hedge_position(other))
+    owners = (hedge_owner(side), hedge_owner(other))
+    # The side's own stop, its Bybit position stop, and a stop left by an earlier
+    # position of the other side's workflow.
+    own_stop = hedge_stop(side, "s", hedge_cid(side))
+    position_stop = hedge_stop(side, "ps").model_copy(update={"position_stop": True})
+    left = hedge_stop(other, "old", hedge_cid(other, chain=OLD_CHAIN))
+    for protecting in (own_stop, position_stop):
+        findings = reconcile(hedged(positions, (protecting, left), owners))
+        missing = only(of_kind(findings, K.STOP_MISSING))
+        assert (missing.action, missing.workflow_id, missing.side) == (
+            A.SIGNAL_OWNER,
+            hedge_wf(other),
+            other,
+        )
+        # The other side's orphan stop may be its only stop: kept, not cancelled.
+        assert only(of_kind(findings, K.ZOMBIE)).action is A.REPORT
+    # Once the other side's owner has its own stop, the orphan goes.
+    its_own = hedge_stop(other, "new", hedge_cid(other))
+    f = only(reconcile(hedged(positions, (own_stop, left, its_own), owners)))
+    assert (f.kind, f.action, f.order, f.side) == (K.ZOMBIE, A.CANCEL_ORDER, left, other)
+
+
+@pytest.mark.parametrize("side", list(Side))
+def test_hedge_a_position_stop_of_an_unknown_side_protects_nobody(side: Side) -> None:
+    """Bybit's position stop belongs to the owner of its symbol and side: one whose
+    side the exchange did not say is nobody's (and, maybe either side's only stop, kept)."""
+    unknown = hedge_stop(side, "ps").model_copy(
+        update={"position_stop": True, "position_side": None}
+    )
+    findings = reconcile(hedged((hedge_position(side),), (unknown,), (hedge_owner(side),)))
+    assert only(of_kind(findings, K.STOP_MISSING)).action is A.SIGNAL_OWNER
+    kept = finding_of(findings, unknown)
+    assert kept is not None and kept.action is A.REPORT
+
+
+@pytest.mark.parametrize("policy", ["zombies", "all", "leave"])
+@pytest.mark.parametrize("held", list(Side))
+def test_hedge_reducing_order_of_a_flat_side_is_a_zombie_though_the_other_is_held(
+    held: Side, policy: ForeignOrderPolicy
+) -> None:
+    flat = other_side(held)
+    protected = (hedge_position(held),), (hedge_stop(held, "s", hedge_cid(held)),)
+    zombies = (
+        # Reduce-only by hand, the exit side by hand (it only reduces, in hedge mode),
+        # and a stop of a position of the flat side whose workflow is gone.
+        hedge_limit(flat, flat.exit_order_side, "m1").model_copy(update={"reduce_only": True}),
+        hedge_limit(flat, flat.exit_order_side, "m2"),
+        hedge_stop(flat, "old", hedge_cid(flat, chain=OLD_CHAIN)),
+    )
+    state = hedged(protected[0], protected[1] + zombies, (hedge_owner(held),))
+    findings = reconcile(state, ReconcilePolicy(foreign_orders=policy))
+    assert [(f.order, f.kind, f.side) for f in findings] == [(z, K.ZOMBIE, flat) for z in zombies]
+    # Posguard's own orphan goes whatever the setting; by hand, as the setting says.
+    expected = [A.REPORT if policy == "leave" else A.CANCEL_ORDER] * 2 + [A.CANCEL_ORDER]
+    assert [f.action for f in findings] == expected
+    # Judged on a side that was flat: that side is read again before each cancel.
+    assert judged_on_flat(state, findings) == {f.key for f in findings}
+
+
+@pytest.mark.parametrize("silent", list(Side))
+def test_hedge_one_sides_workflow_silent_leaves_the_other_judged(silent: Side) -> None:
+    judged = other_side(silent)
+    covers_silent = hedge_stop(silent, "s1", hedge_cid(silent))
+    its_stop = hedge_stop(judged, "s2", hedge_cid(judged))
+    grows = hedge_limit(judged, judged.entry_order_side, "m1")
+    state = hedged(
+        positions=(hedge_position(silent), hedge_position(judged, D(2))),
+        orders=(covers_silent, its_stop, grows),
+        owners=(hedge_silent(silent), hedge_owner(judged)),
+    )
+    findings = reconcile(state)
+    by_side = {s: [(f.kind, f.action) for f in findings if f.side is s] for s in Side}
+    # The silent side: only reported; its own stop is not judged.
+    assert by_side[silent] == [(K.OWNER_SILENT, A.REPORT)]
+    # The other side: its quantity changed by hand is signalled, an order that would
+    # grow it is cancelled.
+    assert by_side[judged] == [
+        (K.QUANTITY_MISMATCH, A.SIGNAL_OWNER),
+        (K.ZOMBIE, A.CANCEL_ORDER),
+    ]
+    assert {f.workflow_id for f in findings if f.side is judged} == {hedge_wf(judged)}
+    # Nothing on the silent side could stop it: reported as well.
+    bare = state.model_copy(update={"orders": [its_stop, grows]})
+    assert [(f.kind, f.action) for f in reconcile(bare) if f.side is silent] == [
+        (K.OWNER_SILENT, A.REPORT),
+        (K.STOP_MISSING, A.REPORT),
+    ]
+
+
+@pytest.mark.parametrize("side", list(Side))
+def test_hedge_order_of_a_side_the_exchange_did_not_say_is_never_cancelled(side: Side) -> None:
+    unsided = {"position_side": None}
+    by_hand = hedge_limit(side, side.exit_order_side, "m1").model_copy(
+        update={**unsided, "reduce_only": True}
+    )
+    orphan = hedge_stop(other_side(side), "old", hedge_cid(other_side(side), chain=OLD_CHAIN))
+    orphan = orphan.model_copy(update=unsided)
+    for policy in ("zombies", "all"):
+        # The symbol flat: a zombie whatever its side, but only reported.
+        f = only(reconcile(hedged(orders=(by_hand,)), ReconcilePolicy(foreign_orders=policy)))
+        assert (f.kind, f.action) == (K.ZOMBIE, A.REPORT)
+        # A side held: it may be that side's stop.
+        held = hedged((hedge_position(side),), (by_hand, orphan))
+        found = reconcile(held, ReconcilePolicy(foreign_orders=policy))
+        assert [(f.order, f.action) for f in found if f.order] == [
+            (by_hand, A.REPORT),
+            (orphan, A.REPORT),
+        ]
+    # The running owner's own stop, its side not said: still its own, no finding.
+    own = hedge_stop(side, "s", hedge_cid(side)).model_copy(update=unsided)
+    assert reconcile(hedged((hedge_position(side),), (own,), (hedge_owner(side),))) == []
+
+
+@pytest.mark.parametrize("side", list(Side))
+def test_hedge_exit_order_bigger_than_the_position_is_no_flip(side: Side) -> None:
+    """In hedge mode an order on the exit side only reduces its side (it cannot open
+    the other side): by hand, it is the trader's, and reported; one on the entry side
+    grows the managed position and is cancelled."""
+    base = (hedge_position(side),), (hedge_stop(side, "s", hedge_cid(side)),)
+    too_big = hedge_limit(side, side.exit_order_side, "m1", qty=D(3))
+    grows = hedge_limit(side, side.entry_order_side, "m2", qty=D("0.1"))
+    state = hedged(base[0], (*base[1], too_big, grows), (hedge_owner(side),))
+    assert [(f.order, f.kind, f.action) for f in reconcile(state)] == [
+        (too_big, K.FOREIGN_ORDER, A.REPORT),
+        (grows, K.ZOMBIE, A.CANCEL_ORDER),
+    ]
+
+
+@pytest.mark.parametrize("side", list(Side))
+def test_hedge_phantoms_are_per_side(side: Side) -> None:
+    other = other_side(side)
+    # The side's workflow holds, the exchange only has the other side (owned).
+    others = (hedge_position(other),), (hedge_stop(other, "s", hedge_cid(other)),)
+    state = hedged(others[0], others[1], (hedge_owner(side), hedge_owner(other)))
+    f = only(reconcile(state))
+    assert (f.kind, f.action, f.workflow_id) == (K.PHANTOM, A.SIGNAL_OWNER, hedge_wf(side))
+    assert f.key == f"phantom:{hedge_wf(side)}/{NOW_CHAIN}"
+    # A row of the side's ended workflow: closed, though the other side is held.
+    row = StoredPosition(
+        position_id=f"{hedge_wf(side)}/{OLD_CHAIN}",
+        workflow_id=hedge_wf(side),
+        symbol=BTC,
+        side=side,
+        status="active",
+        quantity=D(1),
+        revision=2,
+    )
+    f = only(reconcile(hedged(others[0], others[1], (hedge_owner(other),), (row,))))
+    assert (f.kind, f.action, f.position_id) == (K.PHANTOM_ROW, A.CLOSE_ROW, row.position_id)
+    # Its side held (adopted), or its workflow running: not the reconciler's row.
+    adopting = hedged((hedge_position(side),), stored=(row,))
+    assert not of_kind(reconcile(adopting), K.PHANTOM_ROW)
+    running = hedged(owners=(hedge_silent(side),), stored=(row,))
+    assert not of_kind(reconcile(running), K.PHANTOM_ROW)
+
+
+@pytest.mark.parametrize("side", list(Side))
+def test_hedge_a_phantom_is_read_again_on_its_side_only(side: Side) -> None:
+    other = other_side(side)
+    other_stop = hedge_stop(other, "o", hedge_cid(other))
+    first = hedged((hedge_position(other),), (other_stop,), (hedge_owner(side), hedge_owner(other)))
+    findings = reconcile(first)
+    assert [f.kind for f in findings] == [K.PHANTOM]
+    assert slots_to_read_again(first, findings) == [(BTC, side)]
+    its_stop = hedge_stop(side, "s", hedge_cid(side))
+    # The read of the side's slot: its position and its orders; the other side's kept.
+    again = with_exchange(first, BTC, hedge_position(side), [its_stop], side)
+    assert reconcile(again) == []
+    assert {o.exchange_order_id for o in again.orders} == {"o", "s"}
+    assert {p.side for p in again.positions} == {side, other}
+    # Really gone: flat on that side, still a phantom; the other side untouched.
+    flat = ExchangePosition(symbol=BTC, side=side, qty=D(0), hedged=True)
+    gone = with_exchange(first, BTC, flat, [other_stop], side)
+    assert [f.kind for f in reconcile(gone)] == [K.PHANTOM]
+    assert gone.positions == first.positions and gone.orders == first.orders
+    # A read that answers for another side changes nothing.
+    assert with_exchange(first, BTC, hedge_position(other, D(5)), [], side) == first
+    with pytest.raises(ValueError, match="side"):
+        with_exchange(first, BTC, None, [])
+
+
+def test_one_way_reads_again_per_symbol() -> None:
+    findings = reconcile(account(owners=(owner(Side.LONG),)))
+    assert slots_to_read_again(account(owners=(owner(Side.LONG),)), findings) == [(BTC, None)]
+
+
+@PROPERTY_SETTINGS
+@given(state=account_states(hedge_mode=False), policy=policies, data=st.data())
+def test_one_way_ignores_what_only_hedge_mode_says(
+    state: AccountState, policy: ReconcilePolicy, data: st.DataObject
+) -> None:
+    """On a one-way account the hedge-mode fields change nothing: the same findings,
+    keyed by symbol, under the one-way workflow ids."""
+    findings = reconcile(state, policy)
+    sides = st.sampled_from([None, *Side])
+    said = state.model_copy(
+        update={
+            "orders": [
+                o.model_copy(update={"position_side": data.draw(sides)}) for o in state.orders
+            ],
+            "positions": [p.model_copy(update={"hedged": True}) for p in state.positions],
+        }
+    )
+    assert [f.model_copy(update={"order": None}) for f in reconcile(said, policy)] == [
+        f.model_copy(update={"order": None}) for f in findings
+    ]
+    for f in findings:
+        if f.kind is K.UNTRACKED:
+            assert f.key == f"untracked:{f.symbol}"
+            assert f.workflow_id == position_workflow_id(ACCOUNT, EXCHANGE, f.symbol)
+        if f.order is not None:
+            assert f.side is None
+    assert slots_to_read_again(state, findings) == [
+        (s, None) for s in sorted(to_read_again(findings))
+    ]
