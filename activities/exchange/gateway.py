@@ -416,12 +416,22 @@ class ExchangeGateway:
         fired = [v for v in done if of_position(v) and v.filled_qty > 0]
         return max(fired, key=lambda v: v.updated_at or fired_since, default=None)
 
-    async def fetch(self, symbol: str, exchange_order_id: str, conditional: bool) -> OrderView:
-        """The current view of one order by exchange id."""
-        order = await self.exchange.fetch_order(
-            exchange_order_id, unified_from_canonical(symbol), self.venue.by_id_params(conditional)
-        )
-        return order_view(order, symbol)
+    async def fetch(
+        self, symbol: str, exchange_order_id: str, conditional: bool
+    ) -> OrderView | None:
+        """The current view of one order by exchange id, open or done; None if the
+        exchange has none (through the venue: ccxt's Bybit `fetch_order` refuses to
+        look beyond the last 500 orders unless told, so it looks in the open list and
+        the history instead)."""
+        try:
+            order = await self.venue.find_by_id(
+                self.exchange, unified_from_canonical(symbol), exchange_order_id, conditional
+            )
+        except Exception as exc:
+            if "OrderNotFound" in _classified(exc):
+                return None
+            raise
+        return None if order is None else order_view(order, symbol)
 
     async def cancel(
         self, symbol: str, *, client_order_id: str, exchange_order_id: str | None, conditional: bool
@@ -461,12 +471,7 @@ class ExchangeGateway:
         except Exception as exc:
             if "OrderNotFound" not in _classified(exc):
                 raise
-        try:
-            return await self.fetch(symbol, exchange_order_id, conditional)
-        except Exception as exc:
-            if "OrderNotFound" in _classified(exc):
-                return None
-            raise
+        return await self.fetch(symbol, exchange_order_id, conditional)
 
     async def all_open_orders(self, symbol: str) -> list[OrderView]:
         """Every open order of one symbol: regular and conditional, each `is_conditional` set.

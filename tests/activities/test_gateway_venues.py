@@ -492,3 +492,26 @@ async def test_bybit_a_resend_refused_as_a_duplicate_link_id_answers_with_the_or
     view = await gateway.place(intent, look_up_first=False)
     assert view.client_order_id == intent.client_order_id and view.filled_qty == QTY
     assert signed(sim) == -QTY  # one entry
+
+
+@pytest.mark.parametrize("conditional", [False, True])
+async def test_a_foreign_order_is_cancelled_by_its_exchange_id(
+    gateway: ExchangeGateway, sim: PaperExchange, conditional: bool
+) -> None:
+    """An order a person placed (no client id of ours), cancelled by its id alone: its
+    final view comes back (Bybit: from the open list or the history, where ccxt's
+    `fetch_order` would refuse), and a second cancel finds it done."""
+    if conditional:
+        sim.engine.place_algo(
+            SYMBOL, "SELL", "STOP_MARKET", QTY, PRICE * Decimal("0.9"), source="manual"
+        )
+    else:
+        sim.engine.place_order(SYMBOL, "BUY", "LIMIT", QTY, PRICE * Decimal("0.9"), source="manual")
+    [listed] = await gateway.account_orders()  # the venue's own id for it
+    assert listed.is_conditional is conditional
+    order_id = listed.exchange_order_id
+    view = await gateway.cancel_by_exchange_id(SYMBOL, order_id, conditional=conditional)
+    assert view is not None and view.status is OrderStatus.CANCELED, view
+    assert [o for o in await gateway.account_orders() if o.exchange_order_id == order_id] == []
+    again = await gateway.cancel_by_exchange_id(SYMBOL, order_id, conditional=conditional)
+    assert again is None or again.status is OrderStatus.CANCELED
