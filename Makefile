@@ -20,8 +20,15 @@ dev: $(STAMP)
 # slowest directories first so that no long file starts last and runs alone.
 TEST_ORDER := tests/integration tests/test_readme_examples.py tests/workers tests/workflows tests/signals_ingest \
 	tests/simulator tests/activities tests/replay tests/domain tests
+# The dashboard's browser tests (tests/workers/test_dashboard_browser*.py) drive the
+# system's Chromium through Playwright; installed here only when it is missing.
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+$(CHROMIUM):
+	$(SUDO) apt-get install -y chromium || ($(SUDO) apt-get update && $(SUDO) apt-get install -y chromium)
+
 ## Lint, type-check and run the whole test suite against real servers.
-test: $(STAMP) lint typecheck
+test: $(STAMP) $(CHROMIUM) lint typecheck
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile $(TEST_ORDER)
 
 lint: $(STAMP)

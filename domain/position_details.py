@@ -21,6 +21,24 @@ def _at(moment: datetime | None) -> str:
     return "—" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def stop_distance_pct(side: Side, stop: Decimal, mark: Decimal) -> Decimal | None:
+    """How far the mark is from the stop, in percent of the mark (to 0.01), on the
+    position's side: positive while the stop is below a long's mark (above a short's),
+    zero or negative once the mark has reached it. None without a positive mark."""
+    if mark <= 0:
+        return None
+    return (side.sign * (mark - stop) / mark * 100).quantize(Decimal("0.01"))
+
+
+def unrealised_pnl(side: Side, s: PositionSnapshot, mark: Decimal) -> Decimal | None:
+    """What the quantity held would gain (or lose, negative) if it closed at `mark`,
+    before fees; None when nothing is held or the entry price is not known yet."""
+    entry = s.avg_entry_price
+    if entry is None or s.qty <= 0:
+        return None
+    return realised_pnl(side, entry, mark, s.qty)
+
+
 def details_markdown(
     side: Side,
     symbol: str,
@@ -47,13 +65,14 @@ def details_markdown(
     price = f"entry {entry}"
     if mark is not None:
         price += f" · mark {mark} ({_at(marked_at)})"
-        if entry is not None and s.qty > 0:
-            price += f" · unrealised {realised_pnl(side, entry, mark, s.qty)}"
+        unrealised = unrealised_pnl(side, s, mark)
+        if unrealised is not None:
+            price += f" · unrealised {unrealised}"
     lines.append(price)
     if stop is not None:
         distance = ""
-        if mark is not None and mark > 0:
-            pct = (side.sign * (mark - stop) / mark * 100).quantize(Decimal("0.01"))
+        pct = None if mark is None else stop_distance_pct(side, stop, mark)
+        if pct is not None:
             distance = f" ({pct} % from the mark)"
         lines.append(f"protected: stop {stop}{distance}, where it is since {_at(s.stop_moved_at)}")
     elif s.emergency_stop is not None:

@@ -415,7 +415,7 @@ def parse_posguard_command(command: list[str]) -> argparse.Namespace:
 def test_every_posguard_service_runs_a_real_posguard_command(services: dict[str, Any]) -> None:
     ours = posguard_services(services)
     commands = {name: parse_posguard_command(s["command"]).command for name, s in ours.items()}
-    assert sorted(set(commands.values())) == ["db", "gate", "ingest", "worker"], commands
+    assert sorted(set(commands.values())) == ["db", "gate", "ingest", "web", "worker"], commands
     assert parse_posguard_command(services["migrate"]["command"]).db_command == "migrate"
     for name, service in ours.items():
         if name == "migrate":
@@ -512,6 +512,8 @@ def _health_port(service: dict[str, Any], settings: Settings) -> int:
     args = parse_posguard_command(service["command"])
     if args.command == "gate" and args.health_port is not None:
         return int(args.health_port)
+    if args.command == "web":  # the dashboard serves /health and /metrics beside its page
+        return int(args.port) if args.port is not None else settings.web_port
     offset = {"worker": 0, "gate": 1, "ingest": 2}[args.command]
     return settings.health_port + offset
 
@@ -573,6 +575,9 @@ def test_ports_agree(services: dict[str, Any], monkeypatch) -> None:
         # every interface of its own container: Prometheus' container reaches it, and so
         # does its healthcheck on 127.0.0.1
         assert settings.health_host == "0.0.0.0", name
+        if parse_posguard_command(service["command"]).command == "web":
+            assert settings.web_host == "0.0.0.0", name
+            assert f"127.0.0.1:{settings.web_port}:{settings.web_port}" in service["ports"]
         assert "network_mode" not in service, f"{name}: shares another's network"
         url = urlsplit(service["healthcheck"]["test"][-1])
         assert (url.hostname, url.port, url.path) == (

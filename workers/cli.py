@@ -93,6 +93,21 @@ async def cmd_gate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
+    from workers.dashboard.server import run_dashboard
+    from workers.metrics import sdk_metrics_runtime
+
+    if args.port is not None:
+        settings = settings.model_copy(update={"web_port": args.port})
+    if settings.web_port < 0:
+        raise pc.CommandError("web_port is -1: give the dashboard a port (--port 8704)")
+    client = await pc.temporal_client(
+        settings, runtime=sdk_metrics_runtime(settings), process="web"
+    )
+    await run_dashboard(client, settings, _stop_event())
+    return 0
+
+
 async def cmd_health(args: argparse.Namespace, settings: Settings) -> int:
     from workers.health_command import health
 
@@ -202,6 +217,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", default="0/1", help="this process's symbols as i/n (default 0/1)")
     p.add_argument("--health-port", type=int, default=None, help="default: health_port + 1")
     p.set_defaults(func=cmd_gate)
+
+    p = sub.add_parser(
+        "web",
+        help="serve the dashboard: open positions, stops, PnL, charts, events, alerts",
+        description="Serve the dashboard (docs/dashboard.md) on web_host:web_port "
+        "(default http://127.0.0.1:8704/), with its /health and /metrics. Read-only unless "
+        "web_actions and web_token are set.",
+    )
+    p.add_argument("--port", type=int, default=None, help="default: web_port (8704)")
+    p.set_defaults(func=cmd_web)
 
     p = sub.add_parser(
         "health",

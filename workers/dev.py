@@ -14,6 +14,7 @@ import secrets
 from datetime import timedelta
 
 from pydantic import SecretStr
+from temporalio.client import Client
 
 from domain.alerts import AlertChannel
 from domain.types import Severity
@@ -105,6 +106,17 @@ async def start_alert_sink(settings: Settings) -> tuple[Settings, AlertSink | No
     return settings.model_copy(update={"alert_channels": [channel]}), sink
 
 
+async def _dashboard(client: Client, settings: Settings, stop: asyncio.Event) -> None:
+    """The dashboard beside the stack; its failure (a port in use) is logged and
+    leaves the rest of the stack running."""
+    from workers.dashboard.server import run_dashboard
+
+    try:
+        await run_dashboard(client, settings, stop)
+    except Exception:
+        log.exception("the dashboard stopped; the rest of the stack runs on")
+
+
 async def run_dev_stack(settings: Settings, stop: asyncio.Event) -> int:
     """Run until `stop` is set; returns the process exit code."""
     settings.state_dir.mkdir(parents=True, exist_ok=True)
@@ -145,6 +157,11 @@ async def run_dev_stack(settings: Settings, stop: asyncio.Event) -> int:
                 if sim is not None
                 else ""
             )
+            + (
+                f"  dashboard     http://127.0.0.1:{settings.web_port}/\n"
+                if settings.web_port >= 0
+                else ""
+            )
             + f"  worker        http://127.0.0.1:{settings.health_port}/health and /metrics\n"
             + f"  price gate    http://127.0.0.1:{settings.health_port + 1}/health and /metrics\n"
             + f"  ingest        http://127.0.0.1:{settings.health_port + 2}/health and /metrics\n"
@@ -174,6 +191,8 @@ async def run_dev_stack(settings: Settings, stop: asyncio.Event) -> int:
             ),
             asyncio.create_task(run_ingest(client, settings, stop), name="ingest"),
         ]
+        if settings.web_port >= 0:
+            tasks.append(asyncio.create_task(_dashboard(client, settings, stop), name="web"))
         await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         stop.set()
         await asyncio.gather(*tasks)

@@ -484,6 +484,34 @@ class Settings(BaseSettings):
         '/metrics listen on: 127.0.0.1 (this host only), or "0.0.0.0" (every interface) in '
         "containers, where Prometheus scrapes them from another container.",
     )
+    web_port: int = Field(
+        default=8704,
+        description="Port of the dashboard (`posguard web`, and `posguard dev`; -1: none in "
+        "`posguard dev`). It also serves the dashboard process's /health and /metrics.",
+    )
+    web_host: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        description="The address the dashboard listens on: 127.0.0.1 (this host only), or "
+        '"0.0.0.0" (every interface) in containers, where the host publishes its port.',
+    )
+    web_refresh: Duration = Field(
+        default=timedelta(seconds=1),
+        description="How often the dashboard reads the positions' workflows, the store and "
+        "the mark prices (one public request per open symbol and account each time); the "
+        "page asks for the result as often.",
+    )
+    web_actions: bool = Field(
+        default=False,
+        description="The dashboard offers close and trail on open positions. Off by default "
+        "(read-only): without it, or without `web_token`, the page shows no buttons and the "
+        "action endpoints answer 403.",
+    )
+    web_token: SecretStr | None = Field(
+        default=None,
+        description="The token (a secret) a dashboard action must carry (`Authorization: "
+        "Bearer ...`) when `web_actions` is on. Choose a long random one.",
+    )
     sdk_metrics: bool = Field(
         default=True,
         description="The Temporal SDK's own metrics (temporal_*) on each process's /metrics.",
