@@ -22,6 +22,7 @@ from domain.position import CloseReason
 from domain.types import ExchangeId
 from workers import position_commands as pc
 from workers import reconcile_commands, signal_commands
+from workers.completion import COMPLETE, SCRIPTS, candidates
 from workers.settings import Settings
 from workers.temporal import UnreachableError
 
@@ -183,6 +184,12 @@ def _sim_passthrough(argv: list[str]) -> int:
     from simulator.__main__ import main as sim_main
 
     return sim_main(argv)
+
+
+async def cmd_completion(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the completion script of `args.shell` (see workers/completion.py)."""
+    print(SCRIPTS[args.shell], end="")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -378,6 +385,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=pc.cmd_position)
 
     reconcile_commands.add_commands(sub)
+
+    p = sub.add_parser(
+        "completion",
+        help='shell completion: eval "$(posguard completion bash)" (or zsh) in your shell\'s rc',
+    )
+    p.add_argument("shell", choices=sorted(SCRIPTS), help="bash or zsh")
+    p.set_defaults(func=cmd_completion)
     signal_commands.add_commands(sub)
 
     sub.add_parser(
@@ -443,6 +457,9 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str]) -> int:
     if argv[:1] == ["sim"]:
         return _sim_passthrough(argv[1:])
+    if argv[:1] == [COMPLETE]:  # the completion script asking: no settings, no logging
+        print("\n".join(candidates(build_parser(), argv[1:])))
+        return 0
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
