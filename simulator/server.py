@@ -402,9 +402,11 @@ class PaperExchange:
 
     def user_streams(self) -> int:
         """How many private (user-data) streams are connected: Binance listen-key
-        streams, or Bybit `/v5/private` connections that have authenticated."""
+        streams, or Bybit `/v5/private` connections that have authenticated and
+        subscribed to `order` (before that, an order's update reaches nobody)."""
         if self.bybit_hub is not None:
-            return sum(1 for authed in self.bybit_hub.private.values() if authed)
+            private = self.bybit_hub.private.items()
+            return sum(1 for conn, authed in private if authed and "order" in conn.streams)
         return len(self.hub.user_conns)
 
     # ---------------------------------------------------- admin operations

@@ -4,6 +4,9 @@ once, and a receiver that honours its Idempotency-Key keeps one copy.
 The world of tests/integration/test_crash.py (`crash`): worker processes of their
 own, the real dev server and PostgreSQL, and a local webhook (AlertSink) that holds
 the first delivery's answer so the kill lands mid-request.
+
+On Binance's paper exchange only: no step of this scenario involves the exchange (the
+alert is a row of the store, delivered to a webhook), so the venue changes nothing.
 """
 
 from __future__ import annotations

@@ -5,6 +5,11 @@ The position workflow raises "position unprotected" once per failed protection
 round; the worker's dispatcher hands each row to the condition's workflow, which
 sends one critical message, reminds while the condition is open, and says
 "resolved" when the stop is finally placed.
+
+On both paper venues (the module's `stack` per venue). On Bybit an entry carries its
+stop, and an exchange that refuses the stop refuses the entry with it: nothing is
+ever held unprotected. A stop that cannot be placed after the fill is one of an
+account whose stop follows the fill (`stop_with_entry = false`), the Bybit stack's.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
+import pytest
 import pytest_asyncio
 from pydantic import SecretStr
 from temporalio.testing import WorkflowEnvironment
@@ -22,6 +28,7 @@ from domain.position import PositionState
 from domain.protection import ProtectionPolicy
 from domain.types import Severity, Side
 from simulator.alert_sink import AlertSink
+from simulator.client import VENUE_EXCHANGES
 from tests.waiting import until
 from tests.workflows.harness import QUICK, Stack, live_stack
 from tests.workflows.test_position_paths import entry_count, wait_entry_filled
@@ -37,10 +44,15 @@ async def sink() -> AsyncIterator[AlertSink]:
         yield s
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
+@pytest_asyncio.fixture(scope="module", loop_scope="session", params=list(VENUE_EXCHANGES))
 async def stack(
-    temporal_env: WorkflowEnvironment, database_url: str, store: Store, sink: AlertSink
+    temporal_env: WorkflowEnvironment,
+    database_url: str,
+    store: Store,
+    sink: AlertSink,
+    request: pytest.FixtureRequest,
 ) -> AsyncIterator[Stack]:
+    venue = request.param
     channels = [
         AlertChannel(
             name="oncall-tg",
@@ -71,7 +83,12 @@ async def stack(
             "alert_channels": channels,
             "alerts": AlertSettings(remind_every=timedelta(seconds=3)),
         },
+        exchange={"venue": venue},
+        # Bybit: the stop follows the fill, so it can be refused alone (module docstring)
+        account_options={"stop_with_entry": False} if venue == "bybit" else None,
     ) as live:
+        if live.venue == "bybit":
+            live.sim.configure(rate_limit_per_s=10_000)  # as the Bybit modules' `sim`
         yield live
 
 

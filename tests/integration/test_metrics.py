@@ -6,6 +6,11 @@ get its stop (unprotected for a while, then protected). What an operator's
 Prometheus would read must match what the records say at that moment: positions
 by state, stop moves, seconds without a stop; the gate's crossings and wake-ups;
 the exchange requests; and the Temporal SDK's own metrics on the same page.
+
+On both paper venues (the module's `stack` per venue). On Bybit the account's stop
+follows the fill (`stop_with_entry = false`): an entry that carries its stop is
+refused whole with it, never held unprotected, so the unprotected position needs a
+stop placed apart; the trailing stop is then a conditional order, moved in place.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from domain.position import PositionState
 from domain.trailing import TrailingRule
 from domain.types import Side
 from signals_ingest.gate_process import GateSource, HealthServer
+from simulator.client import VENUE_EXCHANGES
 from tests.integration.test_trailing_gate import active, tick
 from tests.observability import metrics_page
 from tests.waiting import until
@@ -40,10 +46,14 @@ RULE = TrailingRule(
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
+@pytest_asyncio.fixture(scope="module", loop_scope="session", params=list(VENUE_EXCHANGES))
 async def stack(
-    temporal_env: WorkflowEnvironment, database_url: str, store: Store
+    temporal_env: WorkflowEnvironment,
+    database_url: str,
+    store: Store,
+    request: pytest.FixtureRequest,
 ) -> AsyncIterator[Stack]:
+    venue = request.param
     # A client of its own, on the runtime that exports the SDK's metrics.
     config = temporal_env.client.service_client.config
     client = await connect(
@@ -54,11 +64,15 @@ async def stack(
         database_url,
         store,
         name="metrics",
-        exchange={"mark_interval_ms": 3_600_000},  # only set_price ticks
+        exchange={"venue": venue, "mark_interval_ms": 3_600_000},  # only set_price ticks
         check_interval=timedelta(minutes=10),
         config=QUICK_ROUNDS,
         settings={"health_port": 0},
+        # Bybit: the stop follows the fill, so it can be refused alone (module docstring)
+        account_options={"stop_with_entry": False} if venue == "bybit" else None,
     ) as live:
+        if live.venue == "bybit":
+            live.sim.configure(rate_limit_per_s=10_000)  # as the Bybit modules' `sim`
         yield live
 
 
@@ -199,6 +213,9 @@ async def trail_a_stop(stack: Stack, src: GateSource, symbol: str) -> None:
         )
 
     await until(moved, "two stop moves recorded")
+    if stack.venue == "bybit":  # moved in place: one stop order from first to last
+        [stop] = stack.orders(symbol, algo=True)
+        assert stop["algoStatus"] == "NEW" and Decimal(stop["triggerPrice"]) > price
 
 
 async def check_against_records(stack: Stack, page: Samples, account: str, exchange: str) -> None:

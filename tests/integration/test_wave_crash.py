@@ -14,6 +14,13 @@ where the scenario says, not where a race happens to put it: a table lock held
 from the test (the store is slow, not broken) stops the killed process right
 after the step the scenario names, and the test waits until PostgreSQL shows it
 waiting there.
+
+Binance only, for the suite's time. The ingest's kill is the ingest's business (the
+exchange only holds the outcome); the worker's costs what Temporal's recovery after a
+SIGKILL takes (25-35 s, measured on Bybit too), whatever the wave's size, so it has no
+smaller case. What is Bybit's in them runs on Bybit elsewhere: a kill with an entry and
+the stop it carries in flight (test_crash.py, `venue_crash`), a wave on a Bybit account
+opening its positions, each with its stop (test_waves.py).
 """
 
 from __future__ import annotations

@@ -5,6 +5,12 @@ through ccxt, the signal-service simulator over WebSocket, and the ingest
 (`workers.ingest.run_ingest`) reading it, as `posguard ingest` does. Each test has
 an account and a signal service of its own. What a trader checks: the positions on
 the exchange (each with its stop), and one recorded decision for every signal.
+
+The exchange's part (its refusal of the account's key pauses entries, a clean read
+resumes them and the wave opens its positions, each with its stop) runs on both paper
+venues; on Bybit each entry carries its stop. The other scenarios are the ingest's and
+the wave's own (pauses, stoplist, duplicates, disconnects, late signals): Binance only
+(the suite's time).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from decimal import Decimal
 from typing import Any
 
 import aiohttp
+import pytest
 from pydantic import SecretStr
 from temporalio.testing import WorkflowEnvironment
 
@@ -30,6 +37,7 @@ from domain.signals import Signal
 from domain.types import ExchangeId
 from domain.waves import AccountView, FilterReason, select_wave
 from signals_ingest.signal_client import SignalClient
+from simulator.client import VENUE_EXCHANGES
 from simulator.signals import SignalService
 from tests.integration.test_reconcile import close_everything
 from tests.observability import metrics_page
@@ -98,9 +106,11 @@ async def ingesting(
     service: dict[str, Any] | None = None,
     resume: bool = True,
     wave_period: timedelta = timedelta(minutes=15),
+    venue: str = "binance",
 ) -> AsyncIterator[Ingest]:
-    """A live stack, a signal service, and the ingest reading it; at the end every
-    position of the account is closed (nothing is left on the shared server)."""
+    """A live stack on a paper exchange of `venue`, a signal service, and the ingest
+    reading it; at the end every position of the account is closed (nothing is left on
+    the shared server)."""
     async with live_stack(
         env.client,
         database_url,
@@ -108,8 +118,17 @@ async def ingesting(
         name=name,
         check_interval=timedelta(seconds=30),
         config=QUICK,
+        exchange={"venue": venue},
     ) as stack:
-        options = {"heartbeat_s": 1.0, "symbols": list(PRICES), "seed": 7, **(service or {})}
+        if stack.venue == "bybit":
+            stack.sim.configure(rate_limit_per_s=10_000)  # as the Bybit modules' `sim`
+        options = {
+            "heartbeat_s": 1.0,
+            "symbols": list(PRICES),
+            "seed": 7,
+            "exchange": venue,  # the signals name the account's exchange
+            **(service or {}),
+        }
         async with SignalService(**options) as svc:
             service_name = f"{name}-{uuid.uuid4().hex[:6]}"
             settings = stack.settings.model_copy(
@@ -179,7 +198,7 @@ def expected_selection(ingest: Ingest, sent: list[dict[str, Any]], **view: Any) 
         signals_of(ingest, sent),
         AccountView(listed=frozenset(ingest.stack.sim.engine.markets), **view),
         WAVES.rules(),
-        exchange=ExchangeId.BINANCE_USDM,
+        exchange=ExchangeId(ingest.stack.settings.accounts[0].exchange),
         now=datetime.now(UTC),
     )
     return {d.signal.symbol for d in decisions if d.selected}
@@ -292,20 +311,37 @@ async def test_a_stoplisted_symbol_is_filtered_with_its_reason(
         await protected(ingest, set())
 
 
+# The venue refuses the account's key where a wave reads the account (its balance).
+KEY_REFUSED: dict[str, dict[str, Any]] = {
+    "binance": {
+        "endpoint": "GET /fapi/v*/account",
+        "code": -2015,
+        "msg": "Invalid API-key, IP, or permissions for action.",
+        "status": 401,
+    },
+    # Bybit: retCode 10003 (ccxt: AuthenticationError), in an HTTP 200 answer
+    "bybit": {
+        "endpoint": "GET /v5/account/wallet-balance",
+        "code": 10003,
+        "msg": "API key is invalid.",
+    },
+}
+
+
+@pytest.mark.parametrize("venue", list(VENUE_EXCHANGES))
 async def test_an_invalid_key_pauses_entries_once_and_a_clean_read_resumes_them(
-    temporal_env: WorkflowEnvironment, database_url: str, store: Store
+    temporal_env: WorkflowEnvironment, database_url: str, store: Store, venue: str
 ) -> None:
     async with ingesting(
-        temporal_env, database_url, store, "keypause", wave_period=timedelta(seconds=1)
+        temporal_env,
+        database_url,
+        store,
+        "keypause",
+        wave_period=timedelta(seconds=1),
+        venue=venue,
     ) as ingest:
         sim = ingest.stack.sim
-        sim.add_fault(
-            "error",
-            endpoint="GET /fapi/v*/account",
-            code=-2015,
-            msg="Invalid API-key, IP, or permissions for action.",
-            status=401,
-        )
+        sim.add_fault("error", **KEY_REFUSED[venue])
         for n in (1, 2):  # two waves while the key is refused: one pause, one alert
             await ingest.service.emit_wave(size=5)
             decisions = await wave_settled(ingest, 5 * n)
@@ -322,7 +358,16 @@ async def test_an_invalid_key_pauses_entries_once_and_a_clean_read_resumes_them(
         await wave_settled(ingest, 16)
         assert await operator_rows.account_pauses(store, ingest.account) == []
         assert len(await events_of(store, ingest, "entries_resumed")) == 1
-        await protected(ingest, expected_selection(ingest, sent))
+        selected = expected_selection(ingest, sent)
+        assert selected  # the resumed wave opens positions
+        await protected(ingest, selected)
+        if venue == "bybit":  # each entry carried its stop: on its position, live first
+            truth = sim.ground_truth()
+            for symbol in selected:
+                [stop] = ingest.stack.open_stops(symbol)
+                assert stop["closePosition"], stop
+                episodes = [e for e in truth["episodes"] if e["symbol"] == symbol]
+                assert [e["unprotectedMs"] for e in episodes] == [0], episodes
 
 
 async def test_duplicates_store_one_row_and_get_one_decision(
