@@ -40,6 +40,8 @@ with workflow.unsafe.imports_passed_through():
         CriticalError,
         EmergencyStop,
         EventType,
+        OrderCancelFailed,
+        OrderCancelled,
         OrderFailed,
         OrderFilled,
         OrderPlaced,
@@ -117,6 +119,9 @@ _OPENING = frozenset(
 )
 # Patch id: a protection round reuses an unsure order's id only for an order of its kind.
 STOP_ID_PER_KIND = "stop-id-per-kind"
+# Patch id: an adopter, once its own stop protects the position, removes the stop a
+# workflow that is gone left on the position (Bybit's, sent with that one's entry).
+ADOPT_CLEARS_POSITION_STOP = "adopt-clears-position-stop"
 _STEP_OF_INTENT = {
     ProtectionStep.PLACE_STOP: OrderStep.STOP,
     ProtectionStep.PLACE_EMERGENCY_STOP: OrderStep.EMERGENCY_STOP,
@@ -802,6 +807,53 @@ class PositionWorkflow(Trailing):
             ),
         )
         await self._protect()
+        own = self.s.stop
+        if (
+            self.s.state is PositionState.ACTIVE
+            and own is not None
+            and not own.position_stop
+            and self._filters().entry_carries_stop
+            and workflow.patched(ADOPT_CLEARS_POSITION_STOP)
+        ):
+            await self._clear_earlier_position_stop()
+
+    async def _clear_earlier_position_stop(self) -> None:
+        """New before old, as a trailing move: this position's own stop is live, so the
+        stop-loss an earlier workflow left on the position (its entry's, no client id
+        of ours) goes, and the position keeps one stop. If it cannot go, it stays:
+        two stops protect as well as one, and the failure is recorded."""
+        request = SymbolRequest(
+            account=self.spec.account, symbol=self.spec.symbol, side=self.spec.side
+        )
+        try:
+            cleared = cast(
+                OrderView | None,
+                await self._call(
+                    ExchangeActivities.clear_position_stop,
+                    request,
+                    summary=f"remove the earlier position stop of {self.spec.symbol}",
+                ),
+            )
+        except ExchangeCallFailed as exc:
+            self._emit(
+                EventType.ORDER_CANCEL_FAILED,
+                OrderCancelFailed(
+                    client_order_id=None,
+                    exchange_order_id=None,
+                    error_type=exc.error.value,
+                    message=f"the earlier position stop stays beside this one's: {exc}"[:500],
+                ),
+            )
+            return
+        if cleared is not None:
+            self._emit(
+                EventType.ORDER_CANCELLED,
+                OrderCancelled(
+                    client_order_id=None,
+                    exchange_order_id=cleared.exchange_order_id,
+                    reason="adopted: the position's earlier stop-loss, replaced by its own",
+                ),
+            )
 
     # --- protection (the stop-loss saga) -------------------------------------------------
 

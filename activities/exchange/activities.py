@@ -724,6 +724,15 @@ class ExchangeActivities:
                 f"{req.symbol} is not listed", type="BadSymbol", non_retryable=True
             ) from None
 
+    @activity.defn(name="exchange.clear_position_stop")
+    @_exchange_call()
+    async def clear_position_stop(self, req: SymbolRequest) -> OrderView | None:
+        """Remove the position's own stop-loss (Bybit's, sent with an entry), if any:
+        called by the position's own workflow once a stop of its own protects it (an
+        adopter taking over from a workflow that is gone). Its view before it went, or
+        None when the position had none."""
+        return await self._gateway(req.account).clear_position_stop(req.symbol, req.side)
+
     @activity.defn(name="exchange.fills")
     @_exchange_call()
     async def fills(self, req: OrderRequest) -> list[Fill]:
@@ -752,4 +761,5 @@ class ExchangeActivities:
             self.candles,
             self.filters,
             self.fills,
+            self.clear_position_stop,
         ]

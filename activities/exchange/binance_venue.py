@@ -56,6 +56,12 @@ class BinanceVenue:
         """Binance cannot amend an algo order: its stops move new-first instead."""
         raise NotImplementedError("Binance stops are moved by a new stop, then a cancel")
 
+    async def clear_position_stop(
+        self, exchange: Any, unified: str, *, hedge_side: Side | None = None
+    ) -> None:
+        """Binance positions carry no stop of their own."""
+        raise NotImplementedError("Binance positions carry no stop")
+
     async def hedge_mode(self, exchange: Any, unified: str) -> bool | None:
         """`GET /fapi/v1/positionSide/dual`: one mode for every USD-M symbol."""
         mode = await exchange.fetch_position_mode(unified)

@@ -130,6 +130,25 @@ class BybitVenue:
             if not any(text in str(exc) for text in UNCHANGED):
                 raise
 
+    async def clear_position_stop(
+        self, exchange: Any, unified: str, *, hedge_side: Side | None = None
+    ) -> None:
+        """`POST /v5/position/trading-stop` with `stopLoss` "0": Bybit's way to remove a
+        position's stop-loss (tpslMode Full). Already gone counts as done."""
+        try:
+            await exchange.privatePostV5PositionTradingStop(
+                {
+                    "category": "linear",
+                    "symbol": unified_id(exchange, unified),
+                    "tpslMode": "Full",
+                    "positionIdx": POSITION_IDX[hedge_side],
+                    "stopLoss": "0",
+                }
+            )
+        except Exception as exc:
+            if not any(text in str(exc) for text in UNCHANGED):
+                raise
+
     async def hedge_mode(self, exchange: Any, unified: str) -> bool | None:
         """From the symbol's position list: Bybit lists a hedge-mode symbol as two rows,
         `positionIdx` 1 and 2 (flat ones too), a one-way symbol as one row, 0."""

@@ -416,6 +416,21 @@ class ExchangeGateway:
         fired = [v for v in done if of_position(v) and v.filled_qty > 0]
         return max(fired, key=lambda v: v.updated_at or fired_since, default=None)
 
+    async def clear_position_stop(self, symbol: str, side: Side | None) -> OrderView | None:
+        """Remove the position's own stop-loss (`OrderView.position_stop`) if it has one;
+        its view before it went, or None when there was none. Only on a venue whose
+        entries carry their stop; `side` names the position on a hedge-mode account."""
+        await self.load_markets()
+        stop = await self.position_stop(symbol, side=side)
+        if stop is None:
+            return None
+        await self.venue.clear_position_stop(
+            self.protective,
+            unified_from_canonical(symbol),
+            hedge_side=side if self.hedge_mode else None,
+        )
+        return stop
+
     async def fetch(
         self, symbol: str, exchange_order_id: str, conditional: bool
     ) -> OrderView | None:

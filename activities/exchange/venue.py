@@ -50,6 +50,13 @@ class Venue(Protocol):
         ccxt's error."""
         ...
 
+    async def clear_position_stop(
+        self, exchange: Any, unified: str, *, hedge_side: Side | None = None
+    ) -> None:
+        """Remove the position's own stop-loss (only where `market_filters` sets
+        `entry_carries_stop`); of the `hedge_side` position on a hedge-mode account."""
+        ...
+
     async def hedge_mode(self, exchange: Any, unified: str) -> bool | None:
         """Whether the exchange holds `unified` in hedge mode (True) or one-way mode
         (False); None when the venue's answer does not tell."""

@@ -169,6 +169,7 @@ def test_activity_names_unchanged() -> None:
         "exchange.candles",
         "exchange.filters",
         "exchange.fills",
+        "exchange.clear_position_stop",
     }
     # referenced by definition from a workflow: the unbound method carries it
     definition = _Definition.must_from_callable(ExchangeActivities.place_entry_with_stop)

@@ -53,16 +53,6 @@ RECONCILE = ReconcileSettings(
 
 
 VENUES = list(VENUE_EXCHANGES)  # "binance", "bybit": a test's `venue` parameter
-BYBIT_ADOPTS_BESIDE_THE_OLD_STOP = pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "product bug (Bybit): a terminated workflow's position stop-loss (sent with its "
-        "entry, no client id) is never taken over nor cancelled: the adopter "
-        "(workflows/position.py `_adopt`, had_stop=False) places a stop of its own "
-        "beside it, and domain/reconcile.py counts a position stop as its running "
-        "owner's (no finding), so the position keeps two stops for good"
-    ),
-)
 
 
 @asynccontextmanager
@@ -344,9 +334,7 @@ async def test_a_stop_left_by_a_terminated_workflow_is_cancelled(
         assert await eventually(lambda: _row_closed(stack, view.position_id))
 
 
-@pytest.mark.parametrize(
-    "venue", ["binance", pytest.param("bybit", marks=BYBIT_ADOPTS_BESIDE_THE_OLD_STOP)]
-)
+@pytest.mark.parametrize("venue", VENUES)
 async def test_a_terminated_workflows_position_is_adopted_before_its_old_stop_goes(
     temporal_env: WorkflowEnvironment, database_url: str, store: Store, venue: str
 ) -> None:
@@ -391,6 +379,9 @@ async def _bybit_handover(stack: Stack, old: dict[str, Any]) -> None:
     assert mine.position_stop or stops[0]["clientAlgoId"] == mine.client_order_id
     truth = [e for e in stack.truth()["episodes"] if e["symbol"] == "ETHUSDT"]
     assert [e["unprotectedMs"] for e in truth] == [0]  # the entry's stop was live first
+    # the adopter removed the earlier stop itself, once its own was live (new first)
+    assert [e["maxStops"] for e in truth] == [2]
+    assert await eventually(lambda: _has(stack, "order_cancelled", "ETHUSDT"))
 
 
 async def test_a_manual_limit_order_on_an_unmanaged_symbol_is_left_alone_and_reported(
