@@ -62,6 +62,10 @@ class BinanceVenue:
         """Binance positions carry no stop of their own."""
         raise NotImplementedError("Binance positions carry no stop")
 
+    def position_mode_scope(self, unified: str) -> str:
+        """One mode for the whole USD-M account (and the read costs weight 30)."""
+        return "*"
+
     async def hedge_mode(self, exchange: Any, unified: str) -> bool | None:
         """`GET /fapi/v1/positionSide/dual`: one mode for every USD-M symbol."""
         mode = await exchange.fetch_position_mode(unified)

@@ -149,6 +149,10 @@ class BybitVenue:
             if not any(text in str(exc) for text in UNCHANGED):
                 raise
 
+    def position_mode_scope(self, unified: str) -> str:
+        """Bybit sets the mode per symbol (or per coin): each symbol is read."""
+        return unified
+
     async def hedge_mode(self, exchange: Any, unified: str) -> bool | None:
         """From the symbol's position list: Bybit lists a hedge-mode symbol as two rows,
         `positionIdx` 1 and 2 (flat ones too), a one-way symbol as one row, 0."""

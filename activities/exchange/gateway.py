@@ -210,11 +210,14 @@ class ExchangeGateway:
 
     async def check_position_mode(self, symbol: str) -> None:
         """Raise `PositionModeMismatch` if the exchange holds `symbol` in another position
-        mode than the account's settings say; read once per symbol per process (the
-        exchange refuses a mode change while a position or an order is open)."""
-        if symbol in self._mode_checked:
+        mode than the account's settings say; read once per process for the scope the
+        venue sets its mode for (Binance: the account; Bybit: the symbol), since the
+        exchange refuses a mode change while a position or an order is open."""
+        unified = unified_from_canonical(symbol)
+        scope = self.venue.position_mode_scope(unified)
+        if scope in self._mode_checked:
             return
-        hedged = await self.venue.hedge_mode(self.exchange, unified_from_canonical(symbol))
+        hedged = await self.venue.hedge_mode(self.exchange, unified)
         if hedged is not None and hedged != self.hedge_mode:
             on_exchange, settings = ("hedge", "one-way") if hedged else ("one-way", "hedge")
             raise PositionModeMismatch(
@@ -222,7 +225,7 @@ class ExchangeGateway:
                 f"{self.exchange_id}, but its settings say {settings} (hedge_mode = "
                 f"{str(self.hedge_mode).lower()}): change one of them, nothing was sent"
             )
-        self._mode_checked.add(symbol)
+        self._mode_checked.add(scope)
 
     async def filters(self, symbol: str) -> MarketFilters:
         """Trading filters of a canonical symbol ("BTCUSDT"); KeyError if not listed."""

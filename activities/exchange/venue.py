@@ -62,6 +62,11 @@ class Venue(Protocol):
         (False); None when the venue's answer does not tell."""
         ...
 
+    def position_mode_scope(self, unified: str) -> str:
+        """What one answer of `hedge_mode` holds for: "*" where the mode is the whole
+        account's (read once), else the symbol (read once per symbol)."""
+        ...
+
     def attached_stop_params(self, stop: OrderIntent) -> dict[str, Any]:
         """Parameters that send `stop` with its entry (only where `market_filters` sets
         `entry_carries_stop`)."""

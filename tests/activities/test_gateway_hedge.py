@@ -109,3 +109,16 @@ async def test_a_one_way_account_on_a_hedge_exchange_sends_nothing(
         assert sim.ground_truth()["orders"] == []
     finally:
         await gw.close()
+
+
+async def test_the_mode_is_read_once_for_what_it_covers(
+    hedged: ExchangeGateway, sim: PaperExchange
+) -> None:
+    """Binance holds one mode for the whole account (its read costs weight 30): read
+    once; Bybit one per symbol: read once for each symbol, before its first order."""
+    sim.set_price("ETHUSDT", "3000")
+    endpoint = {"binance": "GET /fapi/v1/positionSide/dual", "bybit": "GET /v5/position/list"}
+    reads = sim.add_fault("latency", endpoint=endpoint[sim.venue], latency_ms=0)
+    for symbol, qty in (("BTCUSDT", QTY), ("ETHUSDT", Decimal("0.1")), ("BTCUSDT", QTY)):
+        await hedged.place(entry_intent(cid("e"), symbol, Side.LONG, qty), look_up_first=False)
+    assert reads.hits == (1 if sim.venue == "binance" else 2)
