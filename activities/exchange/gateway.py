@@ -578,8 +578,12 @@ class ExchangeGateway:
     async def position(self, symbol: str, side: Side | None = None) -> ExchangePosition:
         """The account's position in `symbol`; flat (qty 0) when there is none. On a
         hedge-mode account, the position of `side` (a long and a short are two)."""
+        if self.hedge_mode and side is None:
+            # Which of the two? Answering "flat" could let a workflow end while its
+            # side is held: a caller that names no side is a bug, said loudly.
+            raise ValueError(f"hedge-mode account {self.account}: name the side of {symbol}")
         positions = await self.positions([symbol])
-        if self.hedge_mode and side is not None:
+        if self.hedge_mode:
             key = book_key(symbol, side)
             return positions.get(key) or ExchangePosition(
                 symbol=symbol, side=side, qty=Decimal(0), hedged=True

@@ -10,7 +10,6 @@ other side is held.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
 
 import pytest
 from temporalio.testing import WorkflowEnvironment
@@ -31,21 +30,6 @@ pytestmark = pytest.mark.integration
 SYMBOL = "BTCUSDT"
 
 
-def side_amt(truth: dict[str, Any], side: Side) -> Decimal:
-    for p in truth["positions"]:
-        if p["symbol"] == SYMBOL and p.get("positionSide") == side.name:
-            return Decimal(p["positionAmt"])
-    return Decimal(0)
-
-
-def live_stops(truth: dict[str, Any], side: Side) -> list[dict[str, Any]]:
-    return [
-        a
-        for a in truth["algoOrders"]
-        if a["symbol"] == SYMBOL and a["algoStatus"] == "NEW" and a["positionSide"] == side.name
-    ]
-
-
 @pytest.mark.parametrize("venue", ["binance", "bybit"])
 async def test_a_short_opened_by_hand_beside_a_managed_long_is_adopted_alone(
     temporal_env: WorkflowEnvironment, database_url: str, store: Store, venue: str
@@ -64,7 +48,7 @@ async def test_a_short_opened_by_hand_beside_a_managed_long_is_adopted_alone(
         account, exchange = account_of(stack), stack.settings.accounts[0].exchange
         long = await stack.open(stack.on(SYMBOL, Side.LONG, hedge_mode=True))
         managed = await stack.wait_state(long, PositionState.ACTIVE)
-        [long_stop] = live_stops(stack.truth(), Side.LONG)
+        [long_stop] = stack.side_stops(SYMBOL, Side.LONG)
 
         stack.sim.open_position(SYMBOL, "SELL", "0.05")  # the short, by hand
         short_id = position_workflow_id(account, exchange, SYMBOL, Side.SHORT)
@@ -74,13 +58,12 @@ async def test_a_short_opened_by_hand_beside_a_managed_long_is_adopted_alone(
         )
         assert adopted.spec.adopt and adopted.spec.side is Side.SHORT
         assert adopted.snapshot.qty == Decimal("0.05")
-        truth = stack.truth()
-        [short_stop] = live_stops(truth, Side.SHORT)
+        [short_stop] = stack.side_stops(SYMBOL, Side.SHORT)
         assert short_stop["side"] == "BUY"
         assert Decimal(short_stop["triggerPrice"]) == adopted.snapshot.stop_price
         # The long: its workflow, its quantity, its one stop, untouched.
-        assert side_amt(truth, Side.LONG) == managed.snapshot.qty
-        assert [a["algoId"] for a in live_stops(truth, Side.LONG)] == [long_stop["algoId"]]
+        assert stack.side_amt(SYMBOL, Side.LONG) == managed.snapshot.qty
+        assert [a["algoId"] for a in stack.side_stops(SYMBOL, Side.LONG)] == [long_stop["algoId"]]
         assert (await stack.view(long)).snapshot.state is PositionState.ACTIVE
         # Nothing else was started for the symbol: one workflow per side.
         one_way = position_workflow_id(account, exchange, SYMBOL)
@@ -103,7 +86,7 @@ async def test_a_short_opened_by_hand_beside_a_managed_long_is_adopted_alone(
         short = stack.client.get_workflow_handle(short_id)
         stack.sim.close_position(SYMBOL, "SHORT")
         await short.result()
-        await until(lambda: live_stops(stack.truth(), Side.SHORT) == [], "the short's stops gone")
+        await until(lambda: stack.side_stops(SYMBOL, Side.SHORT) == [], "the short's stops gone")
         [gone] = [a for a in stack.truth()["algoOrders"] if a["algoId"] == manual.algo_id]
         assert gone["algoStatus"] == "CANCELED", gone
 
@@ -111,5 +94,5 @@ async def test_a_short_opened_by_hand_beside_a_managed_long_is_adopted_alone(
             return bool(await account_events(stack, "zombie_cancelled", SYMBOL))
 
         await until(recorded, "the zombie's cancel in the records")
-        assert side_amt(stack.truth(), Side.LONG) == managed.snapshot.qty
-        assert [a["algoId"] for a in live_stops(stack.truth(), Side.LONG)] == [long_stop["algoId"]]
+        assert stack.side_amt(SYMBOL, Side.LONG) == managed.snapshot.qty
+        assert [a["algoId"] for a in stack.side_stops(SYMBOL, Side.LONG)] == [long_stop["algoId"]]

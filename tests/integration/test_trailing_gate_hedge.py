@@ -53,18 +53,11 @@ async def world(
 
 
 def resting(world: Stack, side: Side) -> list[Decimal]:
-    return [
-        Decimal(a["triggerPrice"])
-        for a in world.orders(SYMBOL, algo=True)
-        if a["algoStatus"] == "NEW" and a["positionSide"] == side.name
-    ]
+    return [Decimal(a["triggerPrice"]) for a in world.side_stops(SYMBOL, side)]
 
 
 def held(world: Stack, side: Side) -> Decimal:
-    for p in world.truth()["positions"]:
-        if p["symbol"] == SYMBOL and p.get("positionSide") == side.name:
-            return abs(Decimal(p["positionAmt"]))
-    return Decimal(0)
+    return abs(world.side_amt(SYMBOL, side))
 
 
 async def test_both_sides_trail_apart_and_one_stop_ends_only_its_side(world: Stack) -> None:

@@ -238,6 +238,21 @@ class Stack:
                 return Decimal(p["positionAmt"])
         return Decimal(0)
 
+    def side_amt(self, symbol: str, side: Side) -> Decimal:
+        """Hedge mode: the signed quantity the exchange holds on `side` of `symbol`."""
+        for p in self.truth()["positions"]:
+            if p["symbol"] == symbol and p.get("positionSide") == side.name:
+                return Decimal(p["positionAmt"])
+        return Decimal(0)
+
+    def side_stops(self, symbol: str, side: Side) -> list[dict[str, Any]]:
+        """Hedge mode: the untriggered stops resting on `side` of `symbol`."""
+        return [
+            a
+            for a in self.orders(symbol, algo=True)
+            if a["algoStatus"] == "NEW" and a["positionSide"] == side.name
+        ]
+
     def orders(self, symbol: str, *, algo: bool) -> list[dict[str, Any]]:
         key = "algoOrders" if algo else "orders"
         return [o for o in self.truth()[key] if o["symbol"] == symbol]

@@ -55,22 +55,6 @@ def open_episode(stack: Stack, side: Side) -> dict[str, Any] | None:
     return None
 
 
-def side_amt(stack: Stack, side: Side) -> Decimal:
-    for p in stack.truth()["positions"]:
-        if p["symbol"] == SYMBOL and p.get("positionSide") == side.name:
-            return Decimal(p["positionAmt"])
-    return Decimal(0)
-
-
-def live_stops(stack: Stack, side: Side) -> list[dict[str, Any]]:
-    """Untriggered stops resting on the side's position."""
-    return [
-        a
-        for a in stack.orders(SYMBOL, algo=True)
-        if a["algoStatus"] == "NEW" and a["positionSide"] == side.name
-    ]
-
-
 async def test_a_long_and_a_short_on_one_symbol_are_two_positions(stack: Stack) -> None:
     stack.sim.set_price(SYMBOL, PRICES[SYMBOL])
     # No user stream here: the periodic look (each second) finds the stop's fill.
@@ -89,10 +73,10 @@ async def test_a_long_and_a_short_on_one_symbol_are_two_positions(stack: Stack) 
     }
     for side, view in views.items():
         assert view.snapshot.state is PositionState.ACTIVE, view
-        held = side_amt(stack, side)
+        held = stack.side_amt(SYMBOL, side)
         assert abs(held) == view.snapshot.qty > 0 and (held > 0) == (side is Side.LONG)
         # its stop rests on its own side, at its own level, and reduces that side only
-        stops = live_stops(stack, side)
+        stops = stack.side_stops(SYMBOL, side)
         assert len(stops) == 1, stops
         assert stops[0]["side"] == EXIT_SIDE[side]
         assert Decimal(stops[0]["triggerPrice"]) == view.snapshot.stop_price
@@ -102,21 +86,21 @@ async def test_a_long_and_a_short_on_one_symbol_are_two_positions(stack: Stack) 
             assert episode["unprotectedMs"] == 0
 
     # Closing the long leaves the short, its stop and its quantity untouched.
-    short_before = side_amt(stack, Side.SHORT)
+    short_before = stack.side_amt(SYMBOL, Side.SHORT)
     closed = await stack.close(handles[Side.LONG])
     assert closed.state is PositionState.CLOSED and closed.reason is CloseReason.OPERATOR
-    assert side_amt(stack, Side.LONG) == 0 and live_stops(stack, Side.LONG) == []
-    assert side_amt(stack, Side.SHORT) == short_before != 0
-    assert len(live_stops(stack, Side.SHORT)) == 1
+    assert stack.side_amt(SYMBOL, Side.LONG) == 0 and stack.side_stops(SYMBOL, Side.LONG) == []
+    assert stack.side_amt(SYMBOL, Side.SHORT) == short_before != 0
+    assert len(stack.side_stops(SYMBOL, Side.SHORT)) == 1
     assert (await stack.view(handles[Side.SHORT])).snapshot.state is PositionState.ACTIVE
 
     # The short's stop fires: only the short closes, recorded as stopped out.
-    stop = live_stops(stack, Side.SHORT)[0]
+    stop = stack.side_stops(SYMBOL, Side.SHORT)[0]
     stack.sim.set_price(SYMBOL, str(Decimal(stop["triggerPrice"]) * Decimal("1.001")))
     result = await handles[Side.SHORT].result()
     stack.sim.set_price(SYMBOL, PRICES[SYMBOL])
     assert result.state is PositionState.CLOSED and result.reason is CloseReason.STOP_FILLED
-    assert side_amt(stack, Side.SHORT) == 0
+    assert stack.side_amt(SYMBOL, Side.SHORT) == 0
     assert [a for a in stack.orders(SYMBOL, algo=True) if a["algoStatus"] == "NEW"] == []
     assert [o for o in stack.orders(SYMBOL, algo=False) if o["status"] == "NEW"] == []
 
@@ -168,11 +152,7 @@ async def test_each_side_trails_its_own_stop(stack: Stack) -> None:
     assert short_stop == first[Side.SHORT]  # the rise is against the short: unmoved
 
     def resting(side: Side) -> list[Decimal]:
-        return [
-            Decimal(a["triggerPrice"])
-            for a in stack.orders(symbol, algo=True)
-            if a["algoStatus"] == "NEW" and a["positionSide"] == side.name
-        ]
+        return [Decimal(a["triggerPrice"]) for a in stack.side_stops(symbol, side)]
 
     assert resting(Side.LONG) == [long_stop] and resting(Side.SHORT) == [short_stop]
     for side in Side:
