@@ -501,7 +501,12 @@ async def test_sigkill_of_the_worker_mid_wave_starts_each_position_once_and_deci
             await protected_exactly(crash.sim, selected)
             assert_one_entry_each(crash.sim, selected)
             [row] = await wave_rows(crash.store, crash.account)
-            wave = await operator_rows.wave(crash.store, row["id"])
+            # The decisions are recorded before the wave's own row says it is processed.
+            wave = await poll(
+                lambda: operator_rows.wave(crash.store, row["id"]),
+                lambda w: w is not None and w.status == "processed",
+                f"{row['id']} recorded as processed",
+            )
             assert wave is not None and wave.status == "processed"
             assert wave.signals_received == size and wave.positions_started == len(selected)
             assert sum(wave.outcomes.values()) == size

@@ -236,7 +236,12 @@ async def test_a_wave_of_20_signals_opens_the_selected_positions_each_with_its_s
         )
         await protected(ingest, selected)
         wave_id = next(iter(decisions.values()))["wave_id"]
-        wave = await operator_rows.wave(store, wave_id)
+        # The decisions are recorded before the wave's own row says it is processed.
+        wave = await poll(
+            lambda: operator_rows.wave(store, wave_id),
+            lambda w: w is not None and w.status == "processed",
+            f"{wave_id} recorded as processed",
+        )
         assert wave is not None and wave.status == "processed"
         assert wave.signals_received == 20 and wave.positions_started == len(selected)
         assert sum(wave.outcomes.values()) == 20
