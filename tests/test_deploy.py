@@ -21,7 +21,6 @@ happens to be importable, its reading is compared with ours.
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import tomllib
@@ -29,10 +28,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import click
 import pytest
 from pydantic import BaseModel
 
-from workers.cli import build_parser
+from workers.cli import Invocation, parse
 from workers.settings import Settings
 from workers.settings_reference import _model_of
 from workflows.search_attributes import ALL_KEYS
@@ -403,12 +403,12 @@ def test_compose_structure(compose: dict[str, Any], services: dict[str, Any]) ->
                 assert source in compose.get("volumes", {}), f"{name}: undeclared volume {source}"
 
 
-def parse_posguard_command(command: list[str]) -> argparse.Namespace:
+def parse_posguard_command(command: list[str]) -> Invocation:
     """The command as `posguard` itself parses it; fails the test if it does not."""
     assert isinstance(command, list) and all(isinstance(a, str) for a in command), command
     try:
-        return build_parser().parse_args(command)
-    except SystemExit as exc:
+        return parse(command)
+    except (click.UsageError, click.exceptions.Exit) as exc:
         raise AssertionError(f"`posguard {' '.join(command)}` does not parse") from exc
 
 
@@ -416,7 +416,7 @@ def test_every_posguard_service_runs_a_real_posguard_command(services: dict[str,
     ours = posguard_services(services)
     commands = {name: parse_posguard_command(s["command"]).command for name, s in ours.items()}
     assert sorted(set(commands.values())) == ["db", "gate", "ingest", "web", "worker"], commands
-    assert parse_posguard_command(services["migrate"]["command"]).db_command == "migrate"
+    assert parse_posguard_command(services["migrate"]["command"]).path == ("db", "migrate")
     for name, service in ours.items():
         if name == "migrate":
             continue
@@ -509,12 +509,13 @@ def test_the_environment_is_valid_settings(services: dict[str, Any], monkeypatch
 
 
 def _health_port(service: dict[str, Any], settings: Settings) -> int:
-    args = parse_posguard_command(service["command"])
-    if args.command == "gate" and args.health_port is not None:
+    parsed = parse_posguard_command(service["command"])
+    args = parsed.args
+    if parsed.command == "gate" and args.health_port is not None:
         return int(args.health_port)
-    if args.command == "web":  # the dashboard serves /health and /metrics beside its page
+    if parsed.command == "web":  # the dashboard serves /health and /metrics beside its page
         return int(args.port) if args.port is not None else settings.web_port
-    offset = {"worker": 0, "gate": 1, "ingest": 2}[args.command]
+    offset = {"worker": 0, "gate": 1, "ingest": 2}[parsed.command]
     return settings.health_port + offset
 
 

@@ -1,35 +1,51 @@
-"""The `posguard` command line.
+"""The `posguard` command line (Click for the commands, Rich for what they print).
 
 Every command reads the same settings (POSGUARD_* environment, posguard.toml).
-Exit codes: 0 success, 1 failure of the command, 2 a server could not be reached,
-141 the reader of stdout went away (`posguard positions | head -1`), quietly.
+Exit codes: 0 success, 1 failure of the command, 2 a mistyped command line or a
+server that could not be reached, 130 Ctrl-C, 141 the reader of stdout went away
+(`posguard positions | head -1`), quietly. A mistake is answered with one line on
+stderr, never a traceback.
+
+Click only parses: each command's callback returns an `Invocation` (the async
+command function and its arguments), which `main` runs. `parse(argv)` gives the
+same without running anything (the deployment test checks docker-compose's
+commands with it).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import atexit
 import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Coroutine
 from datetime import timedelta
 from typing import Any, NoReturn
 
-from domain.position import CloseReason
-from domain.types import ExchangeId
+import click
+
 from workers import position_commands as pc
-from workers import reconcile_commands, signal_commands
-from workers.completion import COMPLETE, SCRIPTS, candidates
+from workers import reconcile_commands, signal_commands, terminal
+from workers.cli_options import (
+    AMOUNT,
+    CLOSE_REASONS,
+    DURATION,
+    PERCENT,
+    SIDES,
+    STOP,
+    SYMBOL,
+    TAKE_PROFIT,
+    Invocation,
+    account_options,
+    runs,
+    side_option,
+    trailing_options,
+)
+from workers.completion import COMPLETE_VAR, SHELLS, script
+from workers.position_commands import Args
 from workers.settings import Settings
 from workers.temporal import UnreachableError
-
-Command = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
-
-EXCHANGE_NAMES = [e.value for e in ExchangeId]
-"""`--exchange` choices: ccxt's names of the exchanges posguard trades on."""
 
 
 def _stop_event() -> asyncio.Event:
@@ -41,13 +57,13 @@ def _stop_event() -> asyncio.Event:
     return stop
 
 
-async def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
+async def cmd_dev(args: Args, settings: Settings) -> int:
     from workers.dev import run_dev_stack
 
     return await run_dev_stack(settings, _stop_event())
 
 
-async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+async def cmd_worker(args: Args, settings: Settings) -> int:
     from workers.metrics import sdk_metrics_runtime
     from workers.worker import run_worker
 
@@ -58,7 +74,7 @@ async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-async def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+async def cmd_ingest(args: Args, settings: Settings) -> int:
     from workers.ingest import run_ingest
     from workers.metrics import sdk_metrics_runtime
 
@@ -69,7 +85,7 @@ async def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-async def cmd_gate(args: argparse.Namespace, settings: Settings) -> int:
+async def cmd_gate(args: Args, settings: Settings) -> int:
     from signals_ingest.gate_process import run_gate
     from signals_ingest.market_feed import Shard
     from workers.exchanges import make_market_data_client
@@ -94,7 +110,7 @@ async def cmd_gate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-async def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
+async def cmd_web(args: Args, settings: Settings) -> int:
     from workers.dashboard.server import run_dashboard
     from workers.metrics import sdk_metrics_runtime
 
@@ -109,13 +125,13 @@ async def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-async def cmd_health(args: argparse.Namespace, settings: Settings) -> int:
+async def cmd_health(args: Args, settings: Settings) -> int:
     from workers.health_command import health
 
     return await health(settings, args.url)
 
 
-async def cmd_db_migrate(args: argparse.Namespace, settings: Settings) -> int:
+async def cmd_db_migrate(args: Args, settings: Settings) -> int:
     from workers.worker import open_store
 
     store = await open_store(settings)
@@ -133,7 +149,7 @@ async def cmd_db_migrate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-async def cmd_db_retention(args: argparse.Namespace, settings: Settings) -> int:
+async def cmd_db_retention(args: Args, settings: Settings) -> int:
     from workers.worker import open_store
 
     store = await open_store(settings)
@@ -145,7 +161,7 @@ async def cmd_db_retention(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-async def cmd_events_tail(args: argparse.Namespace, settings: Settings) -> int:
+async def cmd_events_tail(args: Args, settings: Settings) -> int:
     from workers.worker import open_store
 
     store = await open_store(settings)
@@ -180,224 +196,238 @@ async def cmd_events_tail(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _sim_passthrough(argv: list[str]) -> int:
-    from simulator.__main__ import main as sim_main
+async def cmd_sim(args: Args, settings: Settings) -> int:
+    """Never run: `posguard sim ...` is handed to the simulator before Click (see
+    `_main`); this command exists so that `--help` and completion list it."""
+    raise pc.CommandError("posguard sim takes its own arguments: see `posguard sim --help`")
 
-    return sim_main(argv)
 
-
-async def cmd_completion(args: argparse.Namespace, settings: Settings) -> int:
+async def cmd_completion(args: Args, settings: Settings) -> int:
     """Print the completion script of `args.shell` (see workers/completion.py)."""
-    print(SCRIPTS[args.shell], end="")
+    print(script(cli, args.shell), end="")
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="posguard",
-        description="Crypto-futures position manager: every position a durable Temporal "
-        "workflow, always protected by a stop-loss on the exchange.",
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+# --- the command line ---------------------------------------------------------------------------
 
-    p = sub.add_parser(
-        "dev",
-        help="run the whole embedded stack (Temporal + UI, PostgreSQL, paper exchange, worker)",
-    )
-    p.set_defaults(func=cmd_dev)
+CONTEXT = {
+    "help_option_names": ["-h", "--help"],
+    "max_content_width": 100,
+    # help read from a pipe or a file is as wide as on a 100-column terminal
+    "terminal_width": None if sys.stdout.isatty() else 100,
+}
 
-    p = sub.add_parser("worker", help="run a worker against TEMPORAL_ADDRESS / DATABASE_URL")
-    p.set_defaults(func=cmd_worker)
 
-    p = sub.add_parser(
-        "ingest",
-        help="read the signal services ([[signal_services]]): store every signal, feed the waves",
-    )
-    p.set_defaults(func=cmd_ingest)
+class Commands(click.Group):
+    """A group whose command list shows each command's whole summary, wrapped (Click
+    would cut it with "..." to fit one line)."""
 
-    p = sub.add_parser(
-        "gate",
-        help="run the price gate: mark prices in, a message to a position only when it "
-        "leaves its band",
-    )
-    p.add_argument("--shard", default="0/1", help="this process's symbols as i/n (default 0/1)")
-    p.add_argument("--health-port", type=int, default=None, help="default: health_port + 1")
-    p.set_defaults(func=cmd_gate)
+    group_class = type  # its subgroups (`db`, `events`, ...) are Commands too
 
-    p = sub.add_parser(
-        "web",
-        help="serve the dashboard: open positions, stops, PnL, charts, events, alerts",
-        description="Serve the dashboard (docs/dashboard.md) on web_host:web_port "
-        "(default http://127.0.0.1:8704/), with its /health and /metrics. Read-only unless "
-        "web_actions and web_token are set.",
-    )
-    p.add_argument("--port", type=int, default=None, help="default: web_port (8704)")
-    p.set_defaults(func=cmd_web)
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=1000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
-    p = sub.add_parser(
-        "health",
-        help="every process's /health: each dependency with the age of its last answer",
-        description="Read the /health of the worker (health_port), the price gate (+1) and "
-        "the ingest (+2) on this host, or of the --url given, and print each dependency "
-        "with its age. Exit 1 if any process does not answer or is unhealthy.",
-    )
-    p.add_argument("--url", action="append", help="a /health URL to read instead (repeatable)")
-    p.set_defaults(func=cmd_health)
 
-    db = sub.add_parser("db", help="database maintenance").add_subparsers(
-        dest="db_command", required=True, metavar="DB_COMMAND"
-    )
-    p = db.add_parser("migrate", help="apply pending migrations (idempotent) and list them")
-    p.set_defaults(func=cmd_db_migrate)
-    p = db.add_parser("retention", help="drop event partitions older than N days")
-    p.add_argument("--days", type=int, default=None, help="default: settings")
-    p.set_defaults(func=cmd_db_retention)
+@click.group(
+    cls=Commands,
+    context_settings=CONTEXT,
+    help="Crypto-futures position manager: every position a durable Temporal workflow, "
+    "always protected by a stop-loss on the exchange.",
+)
+@click.option("-v", "--verbose", is_flag=True, help="debug logging")
+def cli(verbose: bool) -> None:
+    """The `posguard` group; its commands are added below and by the command modules."""
 
-    events = sub.add_parser("events", help="the recorded event log").add_subparsers(
-        dest="events_command", required=True, metavar="EVENTS_COMMAND"
-    )
-    p = events.add_parser("tail", help="print the latest events (and follow with -f)")
-    p.add_argument("-n", type=int, default=50, help="how many (default 50)")
-    p.add_argument("-f", "--follow", action="store_true", help="keep printing new events")
-    p.add_argument(
-        "--position", help="only this position id (or its short form, as the tables print it)"
-    )
-    p.add_argument("--symbol", help="only this symbol, e.g. BTCUSDT")
-    p.add_argument("--type", help="only this event type, e.g. sl_placed")
-    p.add_argument(
-        "--severity",
-        choices=["debug", "info", "warning", "error", "critical"],
-        help="at least this severity",
-    )
-    p.set_defaults(func=cmd_events_tail)
 
-    p = sub.add_parser(
-        "open",
-        help="open a position: start its workflow, wait until it is protected",
-        description="Open a position at market and protect it with a reduce-only stop. "
-        "Starts the position's workflow, then waits until it is active (or rolled back, "
-        "or failed) and prints a summary. Exit 1 if a position on that symbol is open.",
-    )
-    p.add_argument("symbol", type=pc.symbol, help="e.g. BTCUSDT")
-    p.add_argument("side", choices=["long", "short"])
-    size = p.add_mutually_exclusive_group(required=True)
-    size.add_argument(
-        "--quote", type=pc.amount, metavar="AMOUNT", help="notional in quote, e.g. 100"
-    )
-    size.add_argument(
-        "--risk", type=pc.amount, metavar="AMOUNT", help="loss at the stop in quote, e.g. 10"
-    )
-    p.add_argument(
-        "--stop",
-        type=pc.stop_rule,
-        required=True,
-        metavar="LEVEL",
-        help="2%% (from the entry) or 59000 (a price)",
-    )
-    p.add_argument(
-        "--emergency-stop",
-        type=pc.percent,
-        metavar="PCT",
-        help="used only if the stop cannot be placed; default max(2 x stop, stop + 3)%% "
-        "or 5%% for a stop price",
-    )
-    p.add_argument(
-        "--take-profit", type=pc.take_profit_rule, metavar="LEVEL", help="3%% or a price"
-    )
-    p.add_argument("--max-age", type=pc.duration, metavar="DURATION", help="close after, e.g. 4h")
-    pc.add_trailing_arguments(p)
-    p.add_argument(
-        "--no-trail", action="store_true", help="no trailing even if settings give a default"
-    )
-    p.add_argument("--account", help="configured account (default: the first one)")
-    p.add_argument(
-        "--exchange",
-        choices=EXCHANGE_NAMES,
-        help="the first account on this exchange (binanceusdm or bybit)",
-    )
-    p.add_argument("--timeout", type=float, default=30, help="seconds to wait (default 30)")
-    p.add_argument("--no-wait", action="store_true", help="print the workflow id and return")
-    p.set_defaults(func=pc.cmd_open)
+cli.command("dev", help="run the whole embedded stack (Temporal + UI, PostgreSQL, paper "
+            "exchange, worker, gate, ingest, dashboard)")(runs(cmd_dev))  # fmt: skip
+cli.command("worker", help="run a worker against TEMPORAL_ADDRESS / DATABASE_URL")(runs(cmd_worker))
+cli.command(
+    "ingest",
+    help="read the signal services ([[signal_services]]): store every signal, feed the waves",
+)(runs(cmd_ingest))
 
-    p = sub.add_parser(
-        "trail",
-        help="change a running position's trailing stop settings (never loosens the stop)",
-    )
-    p.add_argument("symbol", type=pc.symbol, help="e.g. BTCUSDT")
-    pc.add_trailing_arguments(p)
-    p.add_argument("--account", help="configured account (default: the first one)")
-    p.add_argument(
-        "--exchange",
-        choices=EXCHANGE_NAMES,
-        help="the first account on this exchange (binanceusdm or bybit)",
-    )
-    p.add_argument(
-        "--side",
-        choices=["long", "short"],
-        help="on a hedge-mode account, which of the symbol's positions (needed when both are open)",
-    )
-    p.set_defaults(func=pc.cmd_trail)
 
-    p = sub.add_parser(
-        "close",
-        help="close a position at market and cancel its orders (the `close` update)",
-    )
-    p.add_argument("symbol", type=pc.symbol, help="e.g. BTCUSDT")
-    p.add_argument("--account", help="configured account (default: the first one)")
-    p.add_argument(
-        "--exchange",
-        choices=EXCHANGE_NAMES,
-        help="the first account on this exchange (binanceusdm or bybit)",
-    )
-    p.add_argument(
-        "--reason",
-        default="operator",
-        choices=[r.value for r in CloseReason],
-        help="recorded reason (default operator)",
-    )
-    p.add_argument("--timeout", type=float, default=60, help="seconds to wait (default 60)")
-    p.add_argument(
-        "--side",
-        choices=["long", "short"],
-        help="on a hedge-mode account, which of the symbol's positions (needed when both are open)",
-    )
-    p.set_defaults(func=pc.cmd_close)
+@cli.command(
+    "gate",
+    help="run the price gate: mark prices in, a message to a position only when it leaves its band",
+)
+@click.option("--shard", default="0/1", show_default=True, help="this process's symbols as i/n")
+@click.option("--health-port", type=int, help="default: health_port + 1")
+def gate(**params: Any) -> Invocation:
+    return runs(cmd_gate)(**params)
 
-    p = sub.add_parser("positions", help="table of open positions (--all: closed ones too)")
-    p.add_argument("--all", action="store_true", help="also closed positions, from the store")
-    p.set_defaults(func=pc.cmd_positions)
 
-    p = sub.add_parser("position", help="one position: its state and its event timeline")
-    p.add_argument("symbol", type=pc.symbol, help="e.g. BTCUSDT")
-    p.add_argument("--account", help="configured account (default: the first one)")
-    p.add_argument(
-        "--exchange",
-        choices=EXCHANGE_NAMES,
-        help="the first account on this exchange (binanceusdm or bybit)",
-    )
-    p.add_argument("-n", type=int, default=50, help="how many events (default 50)")
-    p.add_argument(
-        "--side",
-        choices=["long", "short"],
-        help="on a hedge-mode account, which of the symbol's positions (needed when both are open)",
-    )
-    p.set_defaults(func=pc.cmd_position)
+@cli.command(
+    "web",
+    help="Serve the dashboard (docs/dashboard.md) on web_host:web_port (default "
+    "http://127.0.0.1:8704/), with its /health and /metrics. Read-only unless web_actions "
+    "and web_token are set.",
+    short_help="serve the dashboard: open positions, stops, PnL, charts, events, alerts",
+)
+@click.option("--port", type=int, help="default: web_port (8704)")
+def web(**params: Any) -> Invocation:
+    return runs(cmd_web)(**params)
 
-    reconcile_commands.add_commands(sub)
 
-    p = sub.add_parser(
-        "completion",
-        help='shell completion: eval "$(posguard completion bash)" (or zsh) in your shell\'s rc',
-    )
-    p.add_argument("shell", choices=sorted(SCRIPTS), help="bash or zsh")
-    p.set_defaults(func=cmd_completion)
-    signal_commands.add_commands(sub)
+@cli.command(
+    "health",
+    help="Read the /health of the worker (health_port), the price gate (+1) and the ingest "
+    "(+2) on this host, or of the --url given, and print each dependency with its age. "
+    "Exit 1 if any process does not answer or is unhealthy.",
+    short_help="every process's /health: each dependency with the age of its last answer",
+)
+@click.option("--url", multiple=True, help="a /health URL to read instead (repeatable)")
+def health(**params: Any) -> Invocation:
+    return runs(cmd_health)(**params)
 
-    sub.add_parser(
-        "sim", help="run the paper exchange standalone (see `posguard sim --help`)", add_help=False
-    )
-    return parser
+
+@cli.group("db", help="database maintenance")
+def db() -> None:
+    """`posguard db ...`."""
+
+
+db.command("migrate", help="apply pending migrations (idempotent) and list them")(
+    runs(cmd_db_migrate)
+)
+
+
+@db.command("retention", help="drop event partitions older than N days")
+@click.option("--days", type=click.IntRange(min=1), help="default: event_retention_days")
+def db_retention(**params: Any) -> Invocation:
+    return runs(cmd_db_retention)(**params)
+
+
+@cli.group("events", help="the recorded event log")
+def events() -> None:
+    """`posguard events ...`."""
+
+
+@events.command("tail", help="print the latest events (and follow with -f)")
+@click.option("-n", type=click.IntRange(min=1), default=50, show_default=True, help="how many")
+@click.option("-f", "--follow", is_flag=True, help="keep printing new events")
+@click.option(
+    "--position", help="only this position id (or its short form, as the tables print it)"
+)
+@click.option("--symbol", help="only this symbol, e.g. BTCUSDT")
+@click.option("--type", help="only this event type, e.g. sl_placed")
+@click.option(
+    "--severity",
+    type=click.Choice(["debug", "info", "warning", "error", "critical"]),
+    help="at least this severity",
+)
+def events_tail(**params: Any) -> Invocation:
+    return runs(cmd_events_tail)(**params)
+
+
+@cli.command(
+    "open",
+    help="Open a position at market and protect it with a reduce-only stop. Starts the "
+    "position's workflow, then waits until it is active (or rolled back, or failed) and "
+    "prints a summary. Refused before anything starts: an unknown symbol, a stop or "
+    "take-profit price on the wrong side of the price, a position already open on the "
+    "symbol. Exactly one of --quote and --risk sizes it.",
+    short_help="open a position: start its workflow, wait until it is protected",
+)
+@click.argument("symbol", type=SYMBOL)
+@click.argument("side", type=SIDES)
+@click.option("--quote", type=AMOUNT, help="notional in quote, e.g. 100")
+@click.option("--risk", type=AMOUNT, help="loss at the stop in quote, e.g. 10")
+@click.option("--stop", type=STOP, required=True, help="2% (from the entry) or 59000 (a price)")
+@click.option(
+    "--emergency-stop",
+    type=PERCENT,
+    help="used only if the stop cannot be placed; default max(2 x stop, stop + 3)% or 5% "
+    "for a stop price",
+)
+@click.option("--take-profit", type=TAKE_PROFIT, help="3% or a price")
+@click.option("--max-age", type=DURATION, help="close after, e.g. 4h")
+@trailing_options
+@click.option("--no-trail", is_flag=True, help="no trailing even if settings give a default")
+@account_options
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=30,
+              show_default=True, help="seconds to wait")  # fmt: skip
+@click.option("--no-wait", is_flag=True, help="print the workflow id and return")
+def open_(**params: Any) -> Invocation:
+    if (params["quote"] is None) == (params["risk"] is None):
+        raise click.UsageError("give exactly one of --quote AMOUNT or --risk AMOUNT")
+    return runs(pc.cmd_open)(**params)
+
+
+@cli.command(
+    "trail", help="change a running position's trailing stop settings (never loosens the stop)"
+)
+@click.argument("symbol", type=SYMBOL)
+@trailing_options
+@account_options
+@side_option
+def trail(**params: Any) -> Invocation:
+    return runs(pc.cmd_trail)(**params)
+
+
+@cli.command("close", help="close a position at market and cancel its orders (the `close` update)")
+@click.argument("symbol", type=SYMBOL)
+@account_options
+@click.option("--reason", type=CLOSE_REASONS, default="operator", show_default=True,
+              help="recorded reason")  # fmt: skip
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=60,
+              show_default=True, help="seconds to wait")  # fmt: skip
+@side_option
+def close(**params: Any) -> Invocation:
+    return runs(pc.cmd_close)(**params)
+
+
+@cli.command("positions", help="table of open positions (--all: closed ones too)")
+@click.option("--all", is_flag=True, help="also closed positions, from the store")
+@click.option(
+    "--watch",
+    type=click.FloatRange(min=0.5),
+    metavar="SECONDS",
+    help="redraw every SECONDS until Ctrl-C",
+)
+def positions(**params: Any) -> Invocation:
+    return runs(pc.cmd_positions)(**params)
+
+
+@cli.command("position", help="one position: its state and its event timeline")
+@click.argument("symbol", type=SYMBOL)
+@account_options
+@click.option("-n", type=click.IntRange(min=1), default=50, show_default=True,
+              help="how many events")  # fmt: skip
+@side_option
+def position(**params: Any) -> Invocation:
+    return runs(pc.cmd_position)(**params)
+
+
+reconcile_commands.add_commands(cli)
+
+
+@cli.command(
+    "completion",
+    help='Print the shell completion script: add `eval "$(posguard completion bash)"` '
+    "(or zsh, or `posguard completion fish | source`) to your shell's rc.",
+    short_help="shell completion script (bash, zsh, fish)",
+)
+@click.argument("shell", type=click.Choice(SHELLS))
+def completion(**params: Any) -> Invocation:
+    return runs(cmd_completion)(**params)
+
+
+signal_commands.add_commands(cli)
+
+cli.command(
+    "sim",
+    help="run the paper exchange standalone (see `posguard sim --help`)",
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    add_help_option=False,
+)(runs(cmd_sim))
 
 
 def _exit_now(code: int) -> NoReturn:
@@ -430,55 +460,82 @@ def _stdout_gone() -> int:
     return SIGPIPE_EXIT
 
 
+def parse(argv: list[str]) -> Invocation:
+    """The Invocation `argv` (the words after `posguard`) names, without running it.
+
+    Raises click.UsageError (a mistyped command line) or click.exceptions.Exit
+    (`--help`, which is printed)."""
+    result = cli.main(argv, prog_name="posguard", standalone_mode=False)
+    if not isinstance(result, Invocation):  # --help, or a group given no command
+        raise click.exceptions.Exit(result if isinstance(result, int) else 0)
+    return result
+
+
+def _usage_error(exc: click.UsageError) -> int:
+    """One line: the command, what is wrong, where its help is."""
+    where = exc.ctx.command_path if exc.ctx is not None else "posguard"
+    if isinstance(exc, click.exceptions.NoArgsIsHelpError):  # `posguard db`: its commands
+        click.echo(exc.ctx.get_help() if exc.ctx is not None else "", err=True)
+        return exc.exit_code
+    command = where.removeprefix("posguard").strip()
+    terminal.error(
+        f"{command + ': ' if command else ''}{exc.format_message()} (see `{where} --help`)"
+    )
+    return exc.exit_code
+
+
+def _main(argv: list[str]) -> int:
+    if argv[:1] == ["sim"]:
+        from simulator.__main__ import main as sim_main
+
+        return sim_main(argv[1:])
+    try:
+        invocation = parse(argv)
+    except click.UsageError as exc:
+        return _usage_error(exc)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        terminal.error(exc.format_message())
+        return exc.exit_code
+    logging.basicConfig(
+        level=logging.DEBUG if invocation.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    settings = Settings()
+    args = invocation.args
+    if invocation.path == ("db", "retention") and args.days is None:
+        args.days = settings.event_retention_days
+    try:
+        return asyncio.run(invocation.func(args, settings))
+    except UnreachableError as exc:
+        terminal.error(str(exc))
+        return 2
+    except pc.CommandError as exc:
+        terminal.error(str(exc))
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `posguard` console script.
 
     Run as a program (argv None) it ends the process itself once the command is
     done (see `_exit_now`), quietly with `SIGPIPE_EXIT` when its output is piped
     into a reader that stops early; called with argv (in-process) it returns the code.
+    The shell asking for completions (COMPLETE_VAR set) is answered by Click.
     """
     if argv is not None:
         return _main(argv)
+    if COMPLETE_VAR in os.environ:
+        cli.main(prog_name="posguard", complete_var=COMPLETE_VAR)  # exits
     try:
-        try:
-            code = _main(sys.argv[1:])
-        except SystemExit as exc:  # argparse: --help, a usage error
-            if exc.code is None or isinstance(exc.code, int):
-                code = exc.code or 0
-            else:
-                print(exc.code, file=sys.stderr)
-                code = 1
+        code = _main(sys.argv[1:])
         sys.stdout.flush()
     except BrokenPipeError:
         code = _stdout_gone()
     _exit_now(code)
-
-
-def _main(argv: list[str]) -> int:
-    if argv[:1] == ["sim"]:
-        return _sim_passthrough(argv[1:])
-    if argv[:1] == [COMPLETE]:  # the completion script asking: no settings, no logging
-        print("\n".join(candidates(build_parser(), argv[1:])))
-        return 0
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    settings = Settings()
-    if getattr(args, "days", "unset") is None:
-        args.days = settings.event_retention_days
-    func: Command = args.func
-    try:
-        return asyncio.run(func(args, settings))
-    except UnreachableError as exc:
-        print(f"posguard: {exc}", file=sys.stderr)
-        return 2
-    except pc.CommandError as exc:
-        print(f"posguard: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
 
 
 if __name__ == "__main__":

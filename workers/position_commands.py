@@ -12,16 +12,15 @@ Every price, quantity and amount prints exactly (Decimal, never float).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import getpass
 import json
 import re
 import socket
-import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from types import SimpleNamespace
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -44,6 +43,7 @@ from domain.sizing import LevelRule, SizingMode, SizingRequest, StopRule, TakePr
 from domain.symbols import InvalidSymbol, canonical
 from domain.trailing import TrailingRule
 from domain.types import ExchangeId, Side
+from workers import terminal
 from workers.settings import AccountSettings, Settings
 from workers.temporal import connect
 
@@ -55,6 +55,10 @@ SETTLED = frozenset(
 QUERY_TIMEOUT = timedelta(seconds=5)
 
 
+Args = SimpleNamespace
+"""A command's parsed arguments, one attribute per option (see workers/cli.py)."""
+
+
 class CommandError(RuntimeError):
     """The command could not do what was asked; the CLI prints it and exits 1."""
 
@@ -62,19 +66,20 @@ class CommandError(RuntimeError):
 # --- argument types ------------------------------------------------------------------------
 
 
-def _positive(text: str) -> Decimal:
+def positive(text: str) -> Decimal:
+    """A positive, finite number, exactly (`1_000` reads as 1000); ValueError if not."""
     try:
         value = Decimal(text.strip().replace("_", ""))
     except InvalidOperation:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        raise ValueError(f"not a number: {text!r}") from None
     if not value.is_finite() or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number: {text!r}")
+        raise ValueError(f"must be a positive number: {text!r}")
     return value
 
 
 def amount(text: str) -> Decimal:
     """A positive amount of quote currency, e.g. `100`."""
-    return _positive(text)
+    return positive(text)
 
 
 _L = TypeVar("_L", bound=LevelRule)
@@ -83,11 +88,13 @@ _L = TypeVar("_L", bound=LevelRule)
 def _level(cls: type[_L], text: str) -> _L:
     value = text.strip()
     try:
+        if value.rstrip("%").replace(".", "", 1).replace("_", "").isdigit() is False:
+            raise ValueError(f"not a level like 2% (from the entry) or 59000 (a price): {text!r}")
         if value.endswith("%"):
-            return cls(percent=_positive(value[:-1]))
-        return cls(price=_positive(value))
+            return cls(percent=positive(value[:-1]))
+        return cls(price=positive(value))
     except ValidationError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r}: {exc.errors()[0]['msg']}") from None
+        raise ValueError(f"{text!r}: {exc.errors()[0]['msg']}") from None
 
 
 def stop_rule(text: str) -> StopRule:
@@ -102,9 +109,9 @@ def take_profit_rule(text: str) -> TakeProfitRule:
 
 def percent(text: str) -> Decimal:
     """A percentage below 100, written `5%` or `5`."""
-    value = _positive(text.strip().removesuffix("%"))
+    value = positive(text.strip().removesuffix("%"))
     if value >= 100:
-        raise argparse.ArgumentTypeError(f"a percentage must be below 100: {text!r}")
+        raise ValueError(f"a percentage must be below 100: {text!r}")
     return value
 
 
@@ -117,10 +124,10 @@ def duration(text: str) -> timedelta:
     value = text.strip().lower()
     parts = _DURATION_PART.findall(value)
     if not parts or "".join(n + u for n, u in parts) != value:
-        raise argparse.ArgumentTypeError(f"not a duration like 4h, 90m or 1h30m: {text!r}")
+        raise ValueError(f"not a duration like 4h, 90m or 1h30m: {text!r}")
     total = sum((timedelta(**{_UNIT[u]: int(n)}) for n, u in parts), timedelta())
     if total <= timedelta():
-        raise argparse.ArgumentTypeError(f"must be longer than zero: {text!r}")
+        raise ValueError(f"must be longer than zero: {text!r}")
     return total
 
 
@@ -129,7 +136,7 @@ def symbol(text: str) -> str:
     try:
         return canonical(text)
     except (InvalidSymbol, ValidationError) as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        raise ValueError(str(exc)) from None
 
 
 def default_emergency_percent(stop: StopRule) -> Decimal:
@@ -229,17 +236,8 @@ def chronological(event: Any) -> tuple[datetime, str]:
     return (event.occurred_at, event.event_id)
 
 
-def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in [header, *rows]
-    )
-
-
-def _fields(pairs: Sequence[tuple[str, str]]) -> str:
-    width = max(len(k) for k, _ in pairs)
-    return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in pairs)
+table = terminal.table
+_fields = terminal.fields
 
 
 def ui_url(settings: Settings, workflow_id: str) -> str:
@@ -389,9 +387,7 @@ async def _view(handle: WorkflowHandle[Any, Any], timeout: timedelta = QUERY_TIM
 # --- open --------------------------------------------------------------------------------------
 
 
-def trailing_rule(
-    args: argparse.Namespace, default: TrailingRule | None = None
-) -> TrailingRule | None:
+def trailing_rule(args: Args, default: TrailingRule | None = None) -> TrailingRule | None:
     """The trailing settings of the command line, on top of `default` (from settings)."""
     given = {
         "callback_pct": args.trail,
@@ -432,43 +428,8 @@ def trailing_rule(
 ATR_DEFAULTS: dict[str, Any] = {"min_pct": Decimal("0.25"), "max_pct": Decimal(5)}
 
 
-def add_trailing_arguments(p: argparse.ArgumentParser) -> None:
-    """The trailing options shared by `open` and `trail`."""
-    p.add_argument("--trail", type=percent, metavar="PCT", help="callback distance, e.g. 1%%")
-    p.add_argument("--trail-activation", type=percent, metavar="PCT", help="profit that starts it")
-    p.add_argument(
-        "--breakeven", type=percent, metavar="PCT", help="profit that moves the stop to entry"
-    )
-    p.add_argument(
-        "--breakeven-fees", type=percent, metavar="PCT", help="fees the breakeven stop covers"
-    )
-    p.add_argument("--trail-step", type=percent, metavar="PCT", help="smallest move sent")
-    p.add_argument(
-        "--trail-interval", type=duration, metavar="DURATION", help="least time between moves"
-    )
-    p.add_argument(
-        "--trail-after",
-        type=duration,
-        metavar="DURATION",
-        help="start when in profit after this age",
-    )
-    p.add_argument(
-        "--trail-atr",
-        type=Decimal,
-        metavar="K",
-        help="callback = K x ATR as %% of price (--trail is then the fallback)",
-    )
-    p.add_argument("--trail-atr-timeframe", metavar="TF", help="candles of the ATR (default 5m)")
-    p.add_argument("--trail-atr-period", type=int, metavar="N", help="ATR period (default 14)")
-    p.add_argument("--trail-atr-min", type=percent, metavar="PCT", help="floor (default 0.25%%)")
-    p.add_argument("--trail-atr-max", type=percent, metavar="PCT", help="ceiling (default 5%%)")
-    p.add_argument(
-        "--trail-atr-refresh", type=duration, metavar="DURATION", help="re-measure every (15m)"
-    )
-
-
 def build_spec(
-    args: argparse.Namespace, account: AccountSettings, settings: Settings | None = None
+    args: Args, account: AccountSettings, settings: Settings | None = None
 ) -> PositionSpec:
     """The PositionSpec of `posguard open`'s arguments."""
     sizing = SizingRequest(
@@ -543,7 +504,7 @@ async def check_market(spec: PositionSpec, account: AccountSettings, settings: S
     try:
         gateway = ExchangeGateway(make_exchange(_market_account(account, settings)), account="cli")
     except ValueError as exc:
-        print(f"posguard: not checked on the exchange: {exc}", file=sys.stderr)
+        terminal.warn(f"not checked on the exchange: {exc}")
         return
     where = f"{account.exchange} (account {account.name})"
     try:
@@ -563,10 +524,9 @@ async def check_market(spec: PositionSpec, account: AccountSettings, settings: S
     except CommandError:
         raise
     except Exception as exc:  # the exchange could not be read: the workflow checks
-        print(
-            f"posguard: could not check {spec.symbol} on {where} "
-            f"({type(exc).__name__}: {str(exc)[:200]}); the workflow checks it",
-            file=sys.stderr,
+        terminal.warn(
+            f"could not check {spec.symbol} on {where} "
+            f"({type(exc).__name__}: {str(exc)[:200]}); the workflow checks it"
         )
     finally:
         await gateway.close()
@@ -588,7 +548,7 @@ async def _wait_settled(handle: WorkflowHandle[Any, Any], timeout_s: float) -> A
         await asyncio.sleep(0.2)
 
 
-async def cmd_open(args: argparse.Namespace, settings: Settings) -> int:
+async def cmd_open(args: Args, settings: Settings) -> int:
     from workers.positions import PositionAlreadyOpen, start_position
     from workflows.position_io import PositionConfig, exchange_task_queue
 
@@ -619,7 +579,8 @@ async def cmd_open(args: argparse.Namespace, settings: Settings) -> int:
     if args.no_wait:
         print(_fields([("Web UI", ui_url(settings, handle.id))]))
         return 0
-    view = await _wait_settled(handle, args.timeout)
+    with terminal.spinner(f"waiting until {spec.symbol} is protected (up to {args.timeout:g} s)"):
+        view = await _wait_settled(handle, args.timeout)
     if view is None:
         print(f"no answer from the workflow after {args.timeout:g} s: is a worker running?")
         print(_fields([("Web UI", ui_url(settings, handle.id))]))
@@ -629,7 +590,9 @@ async def cmd_open(args: argparse.Namespace, settings: Settings) -> int:
     if state is PositionState.ACTIVE:
         return 0
     if state is PositionState.FAILED:
-        print("NEEDS INTERVENTION: the stop could not be placed; an emergency stop protects it")
+        terminal.alarm(
+            "NEEDS INTERVENTION: the stop could not be placed; an emergency stop protects it"
+        )
     elif is_terminal(state):
         print(f"not opened: {state.value} ({view.snapshot.close_reason or 'no reason'})")
         if view.last_error:
@@ -730,7 +693,7 @@ async def _running_view(handle: WorkflowHandle[Any, Any], account: str, symbol: 
     return view
 
 
-async def cmd_trail(args: argparse.Namespace, settings: Settings) -> int:
+async def cmd_trail(args: Args, settings: Settings) -> int:
     """Change a running position's trailing settings (the `set_trailing` update)."""
     from workflows.position import PositionWorkflow
 
@@ -775,7 +738,7 @@ def _rule_text(rule: TrailingRule | None) -> str:
     return ", ".join(parts)
 
 
-async def cmd_close(args: argparse.Namespace, settings: Settings) -> int:
+async def cmd_close(args: Args, settings: Settings) -> int:
     from workflows.position import PositionWorkflow
     from workflows.position_io import CloseRequest
 
@@ -788,7 +751,8 @@ async def cmd_close(args: argparse.Namespace, settings: Settings) -> int:
             PositionWorkflow.close, request, wait_for_stage=WorkflowUpdateStage.ACCEPTED
         )
         print(f"close of {handle.id} accepted ({request.reason.value}); waiting", flush=True)
-        result = await asyncio.wait_for(update.result(), args.timeout)
+        with terminal.spinner(f"closing {args.symbol} (up to {args.timeout:g} s)"):
+            result = await asyncio.wait_for(update.result(), args.timeout)
     except WorkflowUpdateFailedError as exc:
         cause = exc.cause
         if isinstance(cause, ApplicationError) and cause.type in (
@@ -867,12 +831,14 @@ def _row_of_record(rec: PositionRecord) -> list[str]:
     ]
 
 
-async def cmd_positions(args: argparse.Namespace, settings: Settings) -> int:
+async def _position_rows(client: Client, settings: Settings, with_closed: bool) -> list[list[str]]:
+    """The rows of `positions`: each running workflow as its `state` query answers
+    (or as visibility knows it when no worker answers), then with `with_closed` every
+    lifecycle the store has that is not running."""
     from workers.worker import open_store
     from workflows.position import PositionWorkflow
     from workflows.search_attributes import POSITION_STATE
 
-    client = await temporal_client(settings)
     running = [wf async for wf in client.list_workflows(LIST_OPEN)]
     handles = [
         client.get_workflow_handle_for(PositionWorkflow.run, wf.id, run_id=wf.run_id)
@@ -889,24 +855,52 @@ async def cmd_positions(args: argparse.Namespace, settings: Settings) -> int:
         live_ids.add(view.position_id)
         rows.append(_row_of_view(view, wf.start_time))
     rows.sort(key=lambda r: (r[0], r[-1]))
-    if args.all:
+    if with_closed:
         store = await open_store(settings)
         try:
             records = await store.positions()
         finally:
             await store.close()
         rows += [_row_of_record(r) for r in records if r.id not in live_ids]
+    return rows
+
+
+def _positions_text(rows: list[list[str]], with_closed: bool) -> str:
     if not rows:
-        print("no positions" if args.all else "no open positions")
+        return "no positions" if with_closed else "no open positions"
+    return table(COLUMNS, rows)
+
+
+async def cmd_positions(args: Args, settings: Settings) -> int:
+    """The positions table; with `--watch S` redrawn every S seconds until Ctrl-C (in
+    place on a terminal, one timestamped table after another when piped)."""
+    client = await temporal_client(settings)
+    watch = getattr(args, "watch", None)
+    if watch is None:
+        print(_positions_text(await _position_rows(client, settings, args.all), args.all))
         return 0
-    print(table(COLUMNS, rows))
-    return 0
+    from rich.live import Live
+    from rich.text import Text
+
+    def frame(text: str) -> str:
+        return f"{datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC, every {watch:g} s (Ctrl-C ends)\n{text}"
+
+    if not terminal.on_terminal():
+        while True:
+            rows = await _position_rows(client, settings, args.all)
+            print(frame(_positions_text(rows, args.all)) + "\n", flush=True)
+            await asyncio.sleep(watch)
+    with Live(console=terminal.stdout_console(), auto_refresh=False) as live:
+        while True:
+            rows = await _position_rows(client, settings, args.all)
+            live.update(Text.from_ansi(frame(_positions_text(rows, args.all))), refresh=True)
+            await asyncio.sleep(watch)
 
 
 # --- position ------------------------------------------------------------------------------------
 
 
-async def cmd_position(args: argparse.Namespace, settings: Settings) -> int:
+async def cmd_position(args: Args, settings: Settings) -> int:
     from workers.worker import open_store
 
     account = account_of(settings, args.account, getattr(args, "exchange", None))
@@ -949,7 +943,7 @@ async def cmd_position(args: argparse.Namespace, settings: Settings) -> int:
             print("  (the workflow is running but did not answer: is a worker running?)")
         elif not is_terminal(PositionState(record.status)):
             gone = "gone" if status is None else status.name.lower()
-            print(
+            terminal.alarm(
                 f"WARNING: its workflow is {gone}: nothing manages this position or its stop; "
                 "check the exchange"
             )

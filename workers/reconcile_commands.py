@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import click
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.service import RPCError, RPCStatusCode
 
 from domain.reconcile import FindingKind
 from domain.reconcile_io import FindingOutcome, ReconcileReport, reconcile_schedule_id
 from workers import position_commands as pc
+from workers.cli_options import Invocation, runs
 from workers.settings import AccountSettings, Settings
 
 
@@ -94,7 +96,7 @@ def describe_report(report: ReconcileReport) -> str:
     return f"{head}\n{pc.table(header, rows)}{more}"
 
 
-async def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
+async def cmd_reconcile(args: pc.Args, settings: Settings) -> int:
     """One pass now: through the account's Schedule (so it remembers), or a dry run."""
     account = pc.account_of(settings, args.account)
     client = await pc.temporal_client(settings)
@@ -113,7 +115,7 @@ async def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _one_pass(
-    client: Client, settings: Settings, account: AccountSettings, args: argparse.Namespace
+    client: Client, settings: Settings, account: AccountSettings, args: pc.Args
 ) -> ReconcileReport | None:
     """A dry run on its own; else a pass of the account's Schedule (one on its own if none)."""
     from workers.schedules import run_pass, trigger_reconcile, wait_for_triggered_pass
@@ -133,7 +135,7 @@ async def _one_pass(
     return await wait_for_triggered_pass(client, account.name, known)
 
 
-async def cmd_schedules(args: argparse.Namespace, settings: Settings) -> int:
+async def cmd_schedules(args: pc.Args, settings: Settings) -> int:
     """List the reconcile Schedules with their last and next run."""
     from workers.schedules import list_schedules
 
@@ -157,7 +159,7 @@ async def cmd_schedules(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-async def cmd_schedules_apply(args: argparse.Namespace, settings: Settings) -> int:
+async def cmd_schedules_apply(args: pc.Args, settings: Settings) -> int:
     """Create or update every account's reconcile Schedule from the settings."""
     from workers.schedules import apply_schedules
 
@@ -171,18 +173,28 @@ async def cmd_schedules_apply(args: argparse.Namespace, settings: Settings) -> i
     return 0
 
 
-def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `reconcile` and `schedules` to the `posguard` parser."""
-    p = sub.add_parser(
+def add_commands(cli: click.Group) -> None:
+    """Add `reconcile` and `schedules` to the `posguard` command line."""
+
+    @cli.command(
         "reconcile", help="one reconcile pass now, its findings as a table (docs/reconcile.md)"
     )
-    p.add_argument("--account", help="configured account (default: the first one)")
-    p.add_argument("--dry-run", action="store_true", help="decide and report, change nothing")
-    p.add_argument("--timeout", type=float, default=60, help="seconds to wait (default 60)")
-    p.set_defaults(func=cmd_reconcile)
+    @click.option("--account", help="configured account (default: the first one)")
+    @click.option("--dry-run", is_flag=True, help="decide and report, change nothing")
+    @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=60,
+                  show_default=True, help="seconds to wait")  # fmt: skip
+    def reconcile(**params: Any) -> Invocation:
+        return runs(cmd_reconcile)(**params)
 
-    schedules = sub.add_parser("schedules", help="the reconcile Schedules, last and next run")
-    schedules.set_defaults(func=cmd_schedules)
-    ssub = schedules.add_subparsers(dest="schedules_command")
-    p = ssub.add_parser("apply", help="create or update each account's schedule (idempotent)")
-    p.set_defaults(func=cmd_schedules_apply)
+    @cli.group(
+        "schedules",
+        help="the reconcile Schedules, last and next run",
+        invoke_without_command=True,
+    )
+    @click.pass_context
+    def schedules(ctx: click.Context) -> Invocation | None:
+        return None if ctx.invoked_subcommand else runs(cmd_schedules)()
+
+    @schedules.command("apply", help="create or update each account's schedule (idempotent)")
+    def schedules_apply() -> Invocation:
+        return runs(cmd_schedules_apply)()

@@ -9,17 +9,20 @@ Open positions are never touched by these commands. See docs/signals_cli.md.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import getpass
 import socket
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import click
 
 from activities.store import operator_rows as rows
 from activities.store.repository import Store
 from domain.records import AccountPause, DecisionRecord, SignalRecord, StoplistEntry, WaveRecord
 from workers import position_commands as pc
+from workers.cli_options import SYMBOL, Invocation, runs
 from workers.settings import Settings
 
 POLL = timedelta(milliseconds=500)
@@ -139,7 +142,7 @@ def _decision_horizon(settings: Settings) -> timedelta:
 
 
 async def cmd_signals_tail(
-    args: argparse.Namespace, settings: Settings, stop: asyncio.Event | None = None
+    args: pc.Args, settings: Settings, stop: asyncio.Event | None = None
 ) -> int:
     """The last `-n` signals with their decisions; with `-f`, then every new signal and
     every decision made about a printed signal, until Ctrl-C (or `stop` is set)."""
@@ -226,7 +229,7 @@ def _wave_row(w: WaveRecord) -> list[str]:
     ]
 
 
-async def cmd_waves(args: argparse.Namespace, settings: Settings) -> int:
+async def cmd_waves(args: pc.Args, settings: Settings) -> int:
     """The latest waves, newest first: what each received, opened and filtered, and why."""
     store = await _open_store(settings)
     try:
@@ -314,7 +317,7 @@ def describe_wave(w: WaveRecord, entries: Sequence[rows.WaveEntry], settings: Se
     return f"{text}\n\n{pc.table(header, table)}"
 
 
-async def cmd_wave(args: argparse.Namespace, settings: Settings) -> int:
+async def cmd_wave(args: pc.Args, settings: Settings) -> int:
     """One wave: its header, then every signal with its decision (rank or reason)."""
     store = await _open_store(settings)
     try:
@@ -340,7 +343,7 @@ def _whose(account: str) -> str:
     return "every account" if account == rows.EVERY_ACCOUNT else account
 
 
-async def cmd_stoplist_add(args: argparse.Namespace, settings: Settings) -> int:
+async def cmd_stoplist_add(args: pc.Args, settings: Settings) -> int:
     """Never open `symbol` on the account (default: every account) from the next wave on."""
     account = _stoplist_account(settings, args.account)
     entry = StoplistEntry(
@@ -366,7 +369,7 @@ async def cmd_stoplist_add(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-async def cmd_stoplist_remove(args: argparse.Namespace, settings: Settings) -> int:
+async def cmd_stoplist_remove(args: pc.Args, settings: Settings) -> int:
     """Take `symbol` off the stoplist of the account (default: the every-account entry)."""
     account = args.account or rows.EVERY_ACCOUNT
     store = await _open_store(settings)
@@ -390,7 +393,7 @@ async def cmd_stoplist_remove(args: argparse.Namespace, settings: Settings) -> i
     return 1
 
 
-async def cmd_stoplist_list(args: argparse.Namespace, settings: Settings) -> int:
+async def cmd_stoplist_list(args: pc.Args, settings: Settings) -> int:
     """The stoplist: every entry, or those that apply to `--account` (its own and `*`)."""
     store = await _open_store(settings)
     try:
@@ -417,7 +420,7 @@ def _pause_text(p: AccountPause) -> str:
     return f"{p.source} pause ({p.reason}{detail}{by}, since {_time(p.since)} UTC)"
 
 
-async def cmd_pause(args: argparse.Namespace, settings: Settings) -> int:
+async def cmd_pause(args: pc.Args, settings: Settings) -> int:
     """Pause new entries of the account (open positions stay managed); an alert is raised."""
     account = pc.account_of(settings, args.account).name
     store = await _open_store(settings)
@@ -432,7 +435,7 @@ async def cmd_pause(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-async def cmd_resume(args: argparse.Namespace, settings: Settings) -> int:
+async def cmd_resume(args: pc.Args, settings: Settings) -> int:
     """Resume new entries: clears the operator's and the exchange's pause of the account."""
     account = pc.account_of(settings, args.account).name
     store = await _open_store(settings)
@@ -451,7 +454,7 @@ async def cmd_resume(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-async def cmd_paused(args: argparse.Namespace, settings: Settings) -> int:
+async def cmd_paused(args: pc.Args, settings: Settings) -> int:
     """Which accounts have new entries paused, by whom and why."""
     store = await _open_store(settings)
     try:
@@ -470,66 +473,70 @@ async def cmd_paused(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-# --- the parser ------------------------------------------------------------------------------
+# --- the command line -------------------------------------------------------------------------
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
-    return value
-
-
-def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_commands(cli: click.Group) -> None:
     """Add `signals`, `waves`, `wave`, `stoplist`, `pause`, `resume` and `paused`."""
-    signals = sub.add_parser("signals", help="the signals received").add_subparsers(
-        dest="signals_command", required=True, metavar="SIGNALS_COMMAND"
-    )
-    p = signals.add_parser(
-        "tail", help="the latest signals with their decisions (and follow with -f)"
-    )
-    p.add_argument("-n", type=_positive_int, default=50, help="how many (default 50)")
-    p.add_argument("-f", "--follow", action="store_true", help="keep printing new ones")
-    p.add_argument("--service", help="only this signal service")
-    p.set_defaults(func=cmd_signals_tail)
+    how_many = click.IntRange(min=1)
 
-    p = sub.add_parser("waves", help="the latest waves: signals, opened, filtered and why")
-    p.add_argument("--account", help="only this account (default: every account)")
-    p.add_argument("-n", type=_positive_int, default=20, help="how many (default 20)")
-    p.set_defaults(func=cmd_waves)
+    @cli.group("signals", help="the signals received")
+    def signals() -> None:
+        """`posguard signals ...`."""
 
-    p = sub.add_parser("wave", help="one wave: each signal and its decision")
-    p.add_argument("wave_id", metavar="ID", help="e.g. wave/paper/2026-12-02T04:00:00+00:00")
-    p.set_defaults(func=cmd_wave)
+    @signals.command("tail", help="the latest signals with their decisions (and follow with -f)")
+    @click.option("-n", type=how_many, default=50, show_default=True, help="how many")
+    @click.option("-f", "--follow", is_flag=True, help="keep printing new ones")
+    @click.option("--service", help="only this signal service")
+    def signals_tail(**params: Any) -> Invocation:
+        return runs(cmd_signals_tail)(**params)
 
-    stoplist = sub.add_parser(
-        "stoplist", help="symbols never to open (from the next wave on)"
-    ).add_subparsers(dest="stoplist_command", required=True, metavar="STOPLIST_COMMAND")
-    p = stoplist.add_parser("add", help="never open SYMBOL (again: replaces its reason)")
-    p.add_argument("symbol", type=pc.symbol, help="e.g. BTCUSDT")
-    p.add_argument("--account", help="configured account (default: every account, '*')")
-    p.add_argument("--reason", default="", help="why, kept with the entry")
-    p.set_defaults(func=cmd_stoplist_add)
-    p = stoplist.add_parser("remove", help="open SYMBOL again")
-    p.add_argument("symbol", type=pc.symbol, help="e.g. BTCUSDT")
-    p.add_argument("--account", help="the account's entry (default: the every-account one)")
-    p.set_defaults(func=cmd_stoplist_remove)
-    p = stoplist.add_parser("list", help="the entries (with --account: those that apply to it)")
-    p.add_argument("--account", help="its own entries and the every-account ones")
-    p.set_defaults(func=cmd_stoplist_list)
+    @cli.command("waves", help="the latest waves: signals, opened, filtered and why")
+    @click.option("--account", help="only this account (default: every account)")
+    @click.option("-n", type=how_many, default=20, show_default=True, help="how many")
+    def waves(**params: Any) -> Invocation:
+        return runs(cmd_waves)(**params)
 
-    p = sub.add_parser("pause", help="pause new entries of an account; open positions stay managed")
-    p.add_argument("--account", help="configured account (default: the first one)")
-    p.add_argument("--reason", required=True, help="why, recorded and alerted")
-    p.set_defaults(func=cmd_pause)
+    @cli.command("wave", help="one wave: each signal and its decision")
+    @click.argument("wave_id", metavar="ID")
+    def wave(**params: Any) -> Invocation:
+        """ID is e.g. wave/paper/2026-12-02T04:00:00+00:00 or its time."""
+        return runs(cmd_wave)(**params)
 
-    p = sub.add_parser("resume", help="resume new entries (clears operator and exchange pauses)")
-    p.add_argument("--account", help="configured account (default: the first one)")
-    p.set_defaults(func=cmd_resume)
+    @cli.group("stoplist", help="symbols never to open (from the next wave on)")
+    def stoplist() -> None:
+        """`posguard stoplist ...`."""
 
-    p = sub.add_parser("paused", help="which accounts have new entries paused, and why")
-    p.add_argument("--account", help="only this account")
-    p.set_defaults(func=cmd_paused)
+    @stoplist.command("add", help="never open SYMBOL (again: replaces its reason)")
+    @click.argument("symbol", type=SYMBOL)
+    @click.option("--account", help="configured account (default: every account, '*')")
+    @click.option("--reason", default="", help="why, kept with the entry")
+    def stoplist_add(**params: Any) -> Invocation:
+        return runs(cmd_stoplist_add)(**params)
+
+    @stoplist.command("remove", help="open SYMBOL again")
+    @click.argument("symbol", type=SYMBOL)
+    @click.option("--account", help="the account's entry (default: the every-account one)")
+    def stoplist_remove(**params: Any) -> Invocation:
+        return runs(cmd_stoplist_remove)(**params)
+
+    @stoplist.command("list", help="the entries (with --account: those that apply to it)")
+    @click.option("--account", help="its own entries and the every-account ones")
+    def stoplist_list(**params: Any) -> Invocation:
+        return runs(cmd_stoplist_list)(**params)
+
+    @cli.command("pause", help="pause new entries of an account; open positions stay managed")
+    @click.option("--account", help="configured account (default: the first one)")
+    @click.option("--reason", required=True, help="why, recorded and alerted")
+    def pause(**params: Any) -> Invocation:
+        return runs(cmd_pause)(**params)
+
+    @cli.command("resume", help="resume new entries (clears operator and exchange pauses)")
+    @click.option("--account", help="configured account (default: the first one)")
+    def resume(**params: Any) -> Invocation:
+        return runs(cmd_resume)(**params)
+
+    @cli.command("paused", help="which accounts have new entries paused, and why")
+    @click.option("--account", help="only this account")
+    def paused(**params: Any) -> Invocation:
+        return runs(cmd_paused)(**params)

@@ -1,4 +1,5 @@
-"""Shell completion: candidates from the parser itself, and the bash script end to end."""
+"""Shell completion: candidates from the command line itself (Click), and the bash script
+end to end."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from workers.cli import build_parser
-from workers.completion import SCRIPTS, candidates
+from workers.cli import cli
+from workers.completion import candidates, script
 
 BIN = Path(sys.executable).parent
 
@@ -25,23 +26,23 @@ BIN = Path(sys.executable).parent
         (["close", "BTCUSDT", "--reason", "op"], ["operator"]),
         (["trail", "ETHUSDT", "--exchange", "b"], ["binanceusdm", "bybit"]),
         (["db", ""], ["migrate", "retention"]),
-        (["completion", ""], ["bash", "zsh"]),
+        (["completion", ""], ["bash", "fish", "zsh"]),
+        (["open", "BTCUSDT", "long", "--account", "x", "--exch"], ["--exchange"]),
         (["close", "--ti"], ["--timeout"]),
     ],
 )
-def test_candidates_come_from_the_parser(words: list[str], expected: list[str]) -> None:
-    assert candidates(build_parser(), words) == expected
+def test_candidates_come_from_the_command_line(words: list[str], expected: list[str]) -> None:
+    assert candidates(cli, words) == expected
 
 
-def test_every_command_is_offered_and_the_hidden_one_is_not() -> None:
-    offered = candidates(build_parser(), [""])
-    assert {"open", "close", "trail", "positions", "web", "completion"} <= set(offered)
-    assert "__complete" not in offered
+def test_every_command_is_offered() -> None:
+    offered = candidates(cli, [""])
+    assert {"open", "close", "trail", "positions", "web", "completion", "sim"} <= set(offered)
 
 
 def test_an_option_s_value_is_not_taken_for_a_command() -> None:
     # `--account open` names an account called "open": the next word is close's own
-    assert "--side" in candidates(build_parser(), ["close", "--account", "open", "BTC", "--s"])
+    assert "--side" in candidates(cli, ["close", "--account", "open", "BTC", "--s"])
 
 
 def complete_in_bash(line: list[str]) -> list[str]:
@@ -51,7 +52,7 @@ def complete_in_bash(line: list[str]) -> list[str]:
     script = (
         'eval "$(posguard completion bash)"\n'
         f"COMP_WORDS=({words}); COMP_CWORD={len(line)}\n"
-        '_posguard; printf "%s\\n" "${COMPREPLY[@]}"\n'
+        '_posguard_completion posguard; printf "%s\\n" "${COMPREPLY[@]}"\n'
     )
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     done = subprocess.run(
@@ -66,6 +67,10 @@ def test_bash_completes_through_the_installed_command() -> None:
     assert complete_in_bash(["events", ""]) == ["tail"]
 
 
-def test_zsh_uses_the_same_function_through_bashcompinit() -> None:
-    assert "bashcompinit" in SCRIPTS["zsh"]
-    assert "complete -o default -F _posguard posguard" in SCRIPTS["zsh"]
+def test_zsh_and_fish_scripts_ask_the_same_command() -> None:
+    from workers.completion import COMPLETE_VAR
+
+    for shell in ("zsh", "fish"):
+        text = script(cli, shell)
+        assert COMPLETE_VAR in text and "posguard" in text, shell
+    assert "compdef _posguard_completion posguard" in script(cli, "zsh")

@@ -247,7 +247,10 @@ def test_bad_arguments_are_refused_before_anything_starts(bad: list[str]) -> Non
         text=True,
         timeout=PATIENCE_S,
     )
-    assert out.returncode == 2 and "usage: posguard open" in out.stderr, out
+    # one line naming the command and what is wrong, no traceback
+    [line] = out.stderr.splitlines()
+    assert out.returncode == 2 and line.startswith("posguard: open: "), out
+    assert line.endswith("(see `posguard open --help`)") and "Traceback" not in out.stderr
 
 
 def test_the_account_is_chosen_by_name_or_by_exchange() -> None:
@@ -666,3 +669,69 @@ async def test_open_with_a_trailing_stop_and_change_it_while_running(live: Live)
         f"posguard: no open position on ETHUSDT (account {ACCOUNT}): its last workflow "
         f"{wid('ETHUSDT')} is completed\n",
     ), closed
+
+
+async def _in_terminal(cmd: list[str], env: dict[str, str]) -> str:
+    """What `cmd` prints on a (pseudo-)terminal 160 columns wide."""
+    import pty
+
+    leader, follower = pty.openpty()
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, env={**env, "COLUMNS": "160", "TERM": "xterm-256color"}, stdout=follower,
+        stderr=follower,
+    )  # fmt: skip
+    os.close(follower)
+    chunks: list[bytes] = []
+
+    def read_all() -> None:
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the terminal's other side closed
+                return
+            if not chunk:
+                return
+            chunks.append(chunk)
+
+    try:
+        await asyncio.wait_for(asyncio.to_thread(read_all), 2 * PATIENCE_S)
+        await asyncio.wait_for(proc.wait(), PATIENCE_S)
+    finally:
+        os.close(leader)
+    assert proc.returncode == 0, b"".join(chunks)
+    return b"".join(chunks).decode()
+
+
+async def test_a_terminal_sees_colour_and_a_pipe_a_live_plain_table(live: Live) -> None:
+    import signal
+
+    live.sim.set_price("XRPUSDT", "2")
+    (await live.posguard("open", "XRPUSDT", "long", "--quote", "100", "--stop", "1.9")).ok()
+    try:
+        # On a terminal the protected position's state is green, the header bold.
+        shown = await _in_terminal([sys.executable, "-m", "workers.cli", "positions"], live.env)
+        assert "\x1b[32mactive" in shown and "\x1b[1msymbol" in shown, shown
+        assert wid("XRPUSDT") in shown
+        # `--watch` into a pipe: one plain timestamped table after another, until Ctrl-C.
+        proc = await asyncio.create_subprocess_exec(
+            *[sys.executable, "-m", "workers.cli", "positions", "--watch", "0.5"],
+            env=live.env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        assert proc.stdout is not None
+        seen = b""
+        while seen.count(b"(Ctrl-C ends)") < 3:  # two whole frames, and a third begun
+            seen += await asyncio.wait_for(proc.stdout.readline(), PATIENCE_S)
+        proc.send_signal(signal.SIGINT)
+        await asyncio.wait_for(proc.wait(), PATIENCE_S)
+        text = seen.decode()
+        assert proc.returncode == 130, text
+        assert "\x1b" not in text
+        frames = [f for f in text.split("\n\n") if "(Ctrl-C ends)" in f]
+        for frame in frames[:2]:
+            [row] = rows(frame.split("\n", 1)[1], wid("XRPUSDT"))
+            assert row[:3] == ["XRPUSDT", "long", "active"]
+    finally:
+        (await live.posguard("close", "XRPUSDT")).ok()
+    assert live.amt("XRPUSDT") == 0

@@ -35,7 +35,7 @@ from tests.activities.test_operator_rows import (
 )
 from tests.workflows.harness import eventually
 from workers import signal_commands
-from workers.cli import build_parser
+from workers.cli import main, parse
 from workers.position_commands import CommandError
 from workers.settings import AccountSettings, Settings
 
@@ -54,8 +54,8 @@ async def posguard(
 ) -> tuple[int, str]:
     """`posguard ARGV...`: its exit code and what it printed."""
     capsys.readouterr()
-    args = build_parser().parse_args(list(argv))
-    code = await args.func(args, settings)
+    invocation = parse(list(argv))
+    code = await invocation.func(invocation.args, settings)
     return code, capsys.readouterr().out
 
 
@@ -137,7 +137,7 @@ async def test_tail_follow_prints_new_signals_and_their_decisions_as_they_come(
     old = signal_row(svc, 1, "BTCUSDT", at=now)
     await store.store_signals([old])
     settings = settings_for(database_url)
-    args = build_parser().parse_args(["signals", "tail", "-f", "--service", svc])
+    args = parse(["signals", "tail", "-f", "--service", svc]).args
     stop = asyncio.Event()
     capsys.readouterr()
     printed: list[str] = []
@@ -462,9 +462,11 @@ async def test_paused_says_so_when_nothing_is_paused(
     assert (code, out.strip()) == (0, "new entries are not paused on calm")
 
 
-def test_pause_requires_a_reason() -> None:
-    with pytest.raises(SystemExit):
-        build_parser().parse_args(["pause"])
+def test_pause_requires_a_reason(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["pause"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "posguard: pause: Missing option '--reason'. (see `posguard pause --help`)"
+    )
 
 
 def test_scores_print_exactly_without_exponent() -> None:
