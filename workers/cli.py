@@ -180,7 +180,7 @@ async def cmd_events_tail(args: Args, settings: Settings) -> int:
         events = await store.events(**filters, limit=args.n, newest_first=True)
         events.sort(key=pc.chronological)
         for event in events:
-            print(pc.format_event(event))
+            terminal.event_line(pc.format_event(event), event.severity.value)
         last = events[-1].occurred_at if events else None
         stop = _stop_event() if args.follow else None
         while stop is not None and not stop.is_set():
@@ -189,7 +189,7 @@ async def cmd_events_tail(args: Args, settings: Settings) -> int:
             except TimeoutError:
                 pass
             for event in await store.events(**filters, since=last, limit=1000):
-                print(pc.format_event(event), flush=True)
+                terminal.event_line(pc.format_event(event), event.severity.value)
                 last = event.occurred_at
     finally:
         await store.close()

@@ -950,5 +950,5 @@ async def cmd_position(args: Args, settings: Settings) -> int:
     events.sort(key=chronological)
     print(f"\nevents (latest {len(events)}, oldest first)")
     for event in events:
-        print(format_event(event))
+        terminal.event_line(format_event(event), event.severity.value)
     return 0

@@ -77,7 +77,7 @@ def _console(file: TextIO | None = None, *, stderr: bool = False) -> Console:
         highlight=False,
         markup=False,
         emoji=False,
-        soft_wrap=not tty,
+        soft_wrap=True,  # lines are never broken by Rich: the terminal wraps them
     )
 
 
@@ -134,6 +134,14 @@ def error(message: str) -> None:
 def alarm(message: str) -> None:
     """A line on stdout that needs a human, in bold red on a terminal."""
     _console().print(Text(message, style=_ALARM if on_terminal() else ""))
+
+
+def event_line(line: str, severity: str) -> None:
+    """One line of an event log on stdout, coloured by its severity on a terminal
+    (see `severity_style`), flushed so that `tail -f` shows it at once."""
+    style = severity_style(severity) if on_terminal() else None
+    _console().print(Text(line, style=style or ""))
+    sys.stdout.flush()
 
 
 def warn(message: str) -> None:

@@ -69,3 +69,17 @@ def test_markup_in_a_value_prints_as_it_is(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr("sys.stdout", out)
     terminal.alarm("[bold]payload {'a': [1, 2]} :smile:")
     assert out.getvalue() == "[bold]payload {'a': [1, 2]} :smile:\n"
+
+
+def test_event_lines_are_coloured_by_severity_on_a_terminal_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tty, pipe = Tty(), io.StringIO()
+    monkeypatch.setenv("COLUMNS", "60")  # a long line is not cut or wrapped either way
+    line = "2026-12-03 10:00:00.000  error    emergency_stop_failed  " + "x" * 100
+    monkeypatch.setattr("sys.stdout", tty)
+    terminal.event_line(line, "error")
+    monkeypatch.setattr("sys.stdout", pipe)
+    terminal.event_line(line, "error")
+    assert pipe.getvalue() == line + "\n"
+    assert tty.getvalue().startswith("\x1b[31m2026-12-03") and "x" * 100 in tty.getvalue()
