@@ -12,7 +12,9 @@ import contextlib
 import json
 import signal
 import sys
+from typing import Any
 
+from simulator.harsh import PRESETS, preset
 from simulator.markets import build_markets
 from simulator.prices import SCENARIOS, make_source
 from simulator.server import PaperExchange
@@ -54,13 +56,40 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="start the account in hedge mode (a long and a short per symbol)",
     )
+    p.add_argument(
+        "--harsh",
+        nargs="?",
+        const="harsh",
+        default="calm",
+        choices=PRESETS,
+        help="harsh-market preset: 'harsh' (alone: every behaviour on) or 'calm' (default)",
+    )
+    p.add_argument(
+        "--harsh-set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="one harsh-market switch, e.g. liquidation=true or stream_cut_ms=60000 (repeatable)",
+    )
     return p
+
+
+def harsh_from_args(args: argparse.Namespace) -> Any:
+    """The HarshConfig of ``--harsh`` and ``--harsh-set`` (ValueError on a bad field)."""
+    fields: dict[str, str] = {}
+    for item in args.harsh_set:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--harsh-set wants FIELD=VALUE, got {item!r}")
+        fields[name.strip()] = value.strip()
+    return preset(args.harsh, **fields)
 
 
 async def _run(args: argparse.Namespace) -> int:
     symbols = [s.strip() for s in args.symbols.split(",") if s.strip()]
     markets = build_markets(symbols)
     source = make_source(args.price_path, markets, args.seed, args.tick_interval)
+    harsh = harsh_from_args(args)
     sim = PaperExchange(
         host=args.host,
         port=args.port,
@@ -74,6 +103,7 @@ async def _run(args: argparse.Namespace) -> int:
         weight_limit=args.weight_limit,
         venue=args.venue,
         hedge_mode=args.hedge_mode,
+        harsh=harsh,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -89,6 +119,7 @@ async def _run(args: argparse.Namespace) -> int:
             "api_secret": sim.api_secret,
             "symbols": list(markets),
             "venue": args.venue,
+            "harsh": {k: v for k, v in harsh.to_dict().items()},
         }
         print(f"paper exchange REST  {sim.rest_url}", flush=True)
         print(f"paper exchange WS    {sim.ws_url}", flush=True)

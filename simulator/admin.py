@@ -10,6 +10,9 @@ Routes:
   POST /price      {"symbol","price","pin"?}  (pins it: the price path leaves it alone
                                               until released; "pin": false sets it once)
   POST /price/release {"symbol"?}              (the price path moves it again; all if none)
+  POST /prices {"symbol","last"?,"mark"?,"index"?}   (set them exactly; harsh market)
+  POST /price/wick {"symbol","price"}          (last trades there for one update, then back)
+  GET|POST /harsh {"preset"?: "harsh"|"calm", field: value, ...}   (harsh-market switches)
   GET  /walk ; POST /walk/pause ; POST /walk/resume   (what holds prices; hold all / let go)
   POST /price/history {"symbol","points":[[time_ms, price], ...]}   (past marks, for klines)
   POST /clock/advance {"ms"}
@@ -98,6 +101,35 @@ def build_admin_app(sim: PaperExchange) -> web.Application:
             "pinned": symbol in sim.pinned,
         }
 
+    def prices(_: web.Request, b: dict[str, Any]) -> Any:
+        symbol = str(b["symbol"]).upper()
+        kw = {k: _num(b[k]) for k in ("last", "mark", "index") if b.get(k) is not None}
+        if not kw:
+            raise ValueError("give at least one of last, mark, index")
+        sim.set_prices(symbol, **kw)
+        e = sim.engine
+        return {
+            "symbol": symbol,
+            "lastPrice": F.fmt(e.last[symbol]),
+            "markPrice": F.fmt(e.mark[symbol]),
+            "indexPrice": F.fmt(e.index[symbol]),
+        }
+
+    def wick(_: web.Request, b: dict[str, Any]) -> Any:
+        symbol = str(b["symbol"]).upper()
+        sim.wick(symbol, _num(b["price"]))
+        return {"symbol": symbol, "lastPrice": F.fmt(sim.engine.last[symbol])}
+
+    def harsh(request: web.Request, b: dict[str, Any]) -> Any:
+        if request.method == "POST":
+            fields_ = dict(b)
+            name = fields_.pop("preset", None)
+            for k, v in list(fields_.items()):
+                if isinstance(v, Decimal) and isinstance(getattr(sim.harsh, k, None), bool):
+                    fields_[k] = bool(v)
+            return sim.harden(str(name) if name is not None else None, **fields_)
+        return sim.harsh.to_dict()
+
     def release(_: web.Request, b: dict[str, Any]) -> Any:
         sym = b.get("symbol")
         return {"released": sim.release_price(str(sym) if sym else None), **sim.price_holds()}
@@ -183,6 +215,10 @@ def build_admin_app(sim: PaperExchange) -> web.Application:
     app.router.add_post("/price", route(price))
     app.router.add_post("/price/history", route(history))
     app.router.add_post("/price/release", route(release))
+    app.router.add_post("/prices", route(prices))
+    app.router.add_post("/price/wick", route(wick))
+    app.router.add_get("/harsh", route(harsh))
+    app.router.add_post("/harsh", route(harsh))
     app.router.add_get("/walk", route(walk))
     app.router.add_post("/walk/pause", route(walk))
     app.router.add_post("/walk/resume", route(walk))

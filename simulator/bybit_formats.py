@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from simulator import formats as F
 from simulator.candles import Candle
 from simulator.markets import Market
-from simulator.model import ZERO, AlgoOrder, Fill, Order, Position
+from simulator.model import ZERO, AlgoOrder, Fill, Income, Order, Position
 
 if TYPE_CHECKING:
     from simulator.bybit_venue import BOrder
@@ -23,7 +23,8 @@ fmt = F.fmt
 SIDE = {"BUY": "Buy", "SELL": "Sell"}
 POSITION_IDX = {"BOTH": 0, "LONG": 1, "SHORT": 2}  # engine position side -> positionIdx
 ENGINE_SIDE = {"Buy": "BUY", "Sell": "SELL"}
-TRIGGER_BY = {"MarkPrice": "MARK_PRICE", "LastPrice": "CONTRACT_PRICE", "IndexPrice": "MARK_PRICE"}
+# IndexPrice triggers on the engine's index (the mark in the calm market)
+TRIGGER_BY = {"MarkPrice": "MARK_PRICE", "LastPrice": "CONTRACT_PRICE", "IndexPrice": "INDEX_PRICE"}
 OPEN_STATUSES = frozenset({"New", "PartiallyFilled", "Untriggered", "Triggered", "Created"})
 
 
@@ -93,7 +94,7 @@ def ticker(engine: Engine, symbol: str, stats: Any, now_ms: int) -> dict[str, An
     return {
         "symbol": symbol,
         "lastPrice": fmt(last),
-        "indexPrice": fmt(mark),
+        "indexPrice": fmt(engine.index[symbol]),
         "markPrice": fmt(mark),
         "prevPrice24h": fmt(st.open),
         "price24hPcnt": fmt(pct),
@@ -104,8 +105,8 @@ def ticker(engine: Engine, symbol: str, stats: Any, now_ms: int) -> dict[str, An
         "openInterestValue": "0",
         "turnover24h": F.fmt8(st.quote_volume),
         "volume24h": fmt(st.volume),
-        "fundingRate": "0.0001",
-        "nextFundingTime": str(F.next_funding(now_ms)),
+        "fundingRate": fmt(engine.funding_rate()),
+        "nextFundingTime": str(engine.next_funding_ms(now_ms)),
         "predictedDeliveryPrice": "",
         "basisRate": "",
         "deliveryFeeRate": "",
@@ -208,7 +209,10 @@ def position(
     im = size * mark / pos.leverage if amt else ZERO
     mm = size * mark * F.mmr(m) if amt else ZERO
     liq = ""
-    if amt and pos.leverage > 0:
+    if engine.harsh.liquidation:  # the price the engine liquidates at
+        lp = engine.liquidation_price(pos) if amt else ZERO
+        liq = fmt(lp) if lp > 0 else ""
+    elif amt and pos.leverage > 0:
         liq_p = pos.entry_price * (1 - Decimal(1) / pos.leverage + F.mmr(m)) if amt > 0 else None
         if amt < 0:
             liq_p = pos.entry_price * (1 + Decimal(1) / pos.leverage - F.mmr(m))
@@ -274,6 +278,8 @@ def _order_status(o: Order) -> str:
 def _trigger_by_name(working_type: str, preferred: str) -> str:
     if working_type == "CONTRACT_PRICE":
         return "LastPrice"
+    if working_type == "INDEX_PRICE":
+        return "IndexPrice"
     return "IndexPrice" if preferred == "IndexPrice" else "MarkPrice"
 
 
@@ -425,8 +431,44 @@ def execution(engine: Engine, f: Fill, b: BOrder | None, o: Order) -> dict[str, 
         "orderQty": fmt(o.orig_qty),
         "orderPrice": fmt(o.price) if o.price else "0",
         "execValue": F.fmt8(f.quote_qty),
-        "execType": "Trade",
+        "execType": "BustTrade" if o.source == "liquidation" else "Trade",
         "execQty": fmt(f.qty),
         "closedSize": fmt(f.qty) if f.realized_pnl != 0 or o.reduce_only else "0",
         "seq": f.trade_id,
+    }
+
+
+def funding_execution(i: Income) -> dict[str, Any]:
+    """A funding settlement as an ``execType: Funding`` execution row (harsh market).
+    ``execFee`` is what the account paid (negative: received), ``feeRate`` the rate,
+    ``execPrice``/``markPrice`` the mark, ``execQty`` the position size."""
+    size = abs(i.qty)
+    return {
+        "symbol": i.symbol,
+        "orderType": "UNKNOWN",
+        "underlyingPrice": "",
+        "orderLinkId": "",
+        "side": "Buy" if i.qty > 0 else "Sell",
+        "indexPrice": "",
+        "orderId": f"funding-{i.income_id:08d}",
+        "stopOrderType": "UNKNOWN",
+        "leavesQty": "0",
+        "execTime": str(i.time),
+        "feeCurrency": "",
+        "isMaker": False,
+        "execFee": F.fmt8(-i.amount),
+        "feeRate": fmt(i.rate),
+        "execId": f"{i.income_id:08d}-0000-4000-8000-f0000000f000",
+        "tradeIv": "",
+        "blockTradeId": "",
+        "markPrice": fmt(i.mark),
+        "execPrice": fmt(i.mark),
+        "markIv": "",
+        "orderQty": "0",
+        "orderPrice": "0",
+        "execValue": F.fmt8(size * i.mark),
+        "execType": "Funding",
+        "execQty": fmt(size),
+        "closedSize": "0",
+        "seq": i.income_id,
     }

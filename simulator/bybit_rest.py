@@ -293,9 +293,20 @@ class BybitRest:
         oid = _str(p, "orderId")
         start = _dec(p, "startTime")
         end = _dec(p, "endTime")
-        rows = []
+        exec_type = _str(p, "execType")
+        rows: list[dict[str, Any]] = []
         venue = self.venue
+        if exec_type in ("", "Funding") and not oid:
+            # harsh market: funding settlements are executions too
+            for i in reversed(self.engine.incomes):
+                if i.income_type != "FUNDING_FEE" or (sym and i.symbol != sym):
+                    continue
+                if (start is not None and i.time < start) or (end is not None and i.time > end):
+                    continue
+                rows.append(BF.funding_execution(i))
         for f in reversed(self.engine.fills):
+            if exec_type == "Funding":
+                break
             if sym and f.symbol != sym:
                 continue
             if start is not None and f.time < start:
@@ -306,7 +317,11 @@ class BybitRest:
             b = venue.record_for_order(o)
             if oid and b.order_id != oid:
                 continue
-            rows.append(BF.execution(self.engine, f, b, o))
+            row = BF.execution(self.engine, f, b, o)
+            if exec_type and row["execType"] != exec_type:
+                continue
+            rows.append(row)
+        rows.sort(key=lambda r: int(r["execTime"]), reverse=True)
         page, nxt = _page(p, rows, 50, 100)
         return {"category": "linear", "list": page, "nextPageCursor": nxt}
 

@@ -176,6 +176,8 @@ class BybitVenue:
             b = expected
         else:
             b = self._new(o.symbol, "order")  # e.g. a person in the exchange UI
+            if o.source == "liquidation":
+                b.create_type = "CreateByLiq"
         b.engine_order = o.order_id
         self._register(b)
         return b
@@ -692,7 +694,7 @@ class BybitVenue:
                     if algo_id == a.algo_id:
                         del self.position_stops[key]
                         pos = self.engine.position(a.symbol, a.position_side)
-                        if a.algo_status == "CANCELED" and pos.amt == 0:
+                        if a.algo_status in ("CANCELED", "EXPIRED") and pos.amt == 0:
                             b.cancelled_by = "CancelByTpSlTsClear"  # the position closed
             self._publish_order(b)
         elif isinstance(event, AccountEvent):
@@ -706,6 +708,11 @@ class BybitVenue:
                 rows.append(self.position_row(sym, ps))
             if rows:
                 self._publish("position", rows)
+            funding = [
+                BF.funding_execution(i) for i in event.incomes if i.income_type == "FUNDING_FEE"
+            ]
+            if funding:
+                self._publish("execution", funding)
             self._publish("wallet", [BF.wallet(self.engine)])
 
     def _publish_order(self, b: BOrder) -> None:

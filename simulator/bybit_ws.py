@@ -130,6 +130,7 @@ class BybitHub:
         ws = web.WebSocketResponse(heartbeat=None, autoping=True, max_msg_size=1 << 20)
         await ws.prepare(request)
         conn = Connection(ws, kind, False, request.transport)
+        conn.opened_ms = self.sim.clock.now_ms()
         conn.writer = asyncio.create_task(conn.run_writer())
         conn_id = secrets.token_hex(10)
         if kind == "private":

@@ -20,13 +20,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 
 from simulator import errors
 from simulator.candles import PriceHistory
 from simulator.clock import Clock
+from simulator.harsh import HarshConfig, maint_margin_ratio
 from simulator.markets import Market
-from simulator.model import ZERO, AlgoOrder, Episode, Fill, Order, Position
+from simulator.model import ZERO, AlgoOrder, Episode, Fill, Income, Order, Position
 from simulator.triggers import TriggerBook
 
 CLIENT_ID_RE = re.compile(r"^[\.A-Z\:/a-z0-9_-]{1,36}$")
@@ -34,13 +35,17 @@ EIGHT_DP = Decimal("0.00000001")
 BPS = Decimal(10000)
 STOP_TYPES = ("STOP_MARKET", "TAKE_PROFIT_MARKET")
 PROTECTIVE_TYPES = ("STOP_MARKET",)
+# INDEX_PRICE is the engine's name for Bybit's triggerBy=IndexPrice (Binance has no such
+# workingType; its REST layer only passes MARK_PRICE / CONTRACT_PRICE)
+WORKING_TYPES = ("MARK_PRICE", "CONTRACT_PRICE", "INDEX_PRICE")
 BOTH, LONG, SHORT = "BOTH", "LONG", "SHORT"
 HEDGE_SIDES = (LONG, SHORT)
 
 
 @dataclass(slots=True)
 class OrderEvent:
-    """An order changed: ``exec_type`` is NEW, TRADE, CANCELED, EXPIRED (Binance ``x``)."""
+    """An order changed: ``exec_type`` is NEW, TRADE, CANCELED, EXPIRED (Binance ``x``),
+    or CALCULATED (the fill of a liquidation order, harsh market only)."""
 
     order: Order
     exec_type: str
@@ -67,6 +72,9 @@ class AccountEvent:
     symbols: list[str]
     time: int
     sides: list[str] = field(default_factory=list)
+    # harsh market: funding / insurance-clear records behind this balance change
+    incomes: list[Income] = field(default_factory=list)
+    balance_change: Decimal = ZERO
 
     def keys(self) -> list[tuple[str, str]]:
         """``(symbol, position side)`` of every changed position."""
@@ -98,6 +106,14 @@ class EngineConfig:
     per_symbol_slippage_bps: dict[str, Decimal] = field(default_factory=dict)
 
 
+def round_tick(m: Market, price: Decimal) -> Decimal:
+    """Nearest tick, half-even, at least one tick. Unlike ``Market.round_price`` this
+    does not read the thread's decimal context (ccxt sets it to ROUND_HALF_UP in the
+    thread it runs in), so the harsh market's derived prices never depend on it."""
+    ticks = (price / m.tick_size).to_integral_value(rounding=ROUND_HALF_EVEN)
+    return (max(ticks, Decimal(1)) * m.tick_size).quantize(m.tick_size)
+
+
 def _sign(x: Decimal) -> int:
     return 1 if x > 0 else (-1 if x < 0 else 0)
 
@@ -117,14 +133,30 @@ class Engine:
     """
 
     def __init__(
-        self, markets: dict[str, Market], clock: Clock, config: EngineConfig | None = None
+        self,
+        markets: dict[str, Market],
+        clock: Clock,
+        config: EngineConfig | None = None,
+        harsh: HarshConfig | None = None,
     ):
         self.markets = markets
         self.clock = clock
         self.config = config or EngineConfig()
+        # The harsh market's switches (all off: the calm market). Shared, mutable.
+        self.harsh = harsh or HarshConfig()
         self.wallet_balance: Decimal = self.config.initial_balance
         self.mark: dict[str, Decimal] = {s: m.initial_price for s, m in markets.items()}
         self.last: dict[str, Decimal] = dict(self.mark)
+        self.index: dict[str, Decimal] = dict(self.mark)
+        # harsh market state: recent relative moves (bps), stops held by priceProtect,
+        # funding/insurance records, algos waiting in TRIGGERING
+        self._stress: dict[str, Decimal] = {}
+        self._protect_wait: dict[str, set[int]] = {}
+        self.incomes: list[Income] = []
+        self._funding_last = self.clock.now_ms()
+        self._triggering: list[tuple[int, int]] = []  # (due_ms, algo_id)
+        self._liq_seq = 0
+        self._liquidating = False
         # Every mark change, for klines. The initial marks are not points: candles
         # start at the first set_price (or loaded history), not at engine creation.
         self.history = PriceHistory()
@@ -150,7 +182,7 @@ class Engine:
         self._open_algos: dict[int, AlgoOrder] = {}
         # (symbol, position side, order side) -> open protective stops; O(1) checks
         self._protective: dict[tuple[str, str, str], int] = {}
-        # trigger books keyed by (symbol, "MARK_PRICE"|"CONTRACT_PRICE"|"LIMIT")
+        # trigger books keyed by (symbol, "MARK_PRICE"|"CONTRACT_PRICE"|"INDEX_PRICE"|"LIMIT")
         self._books: dict[tuple[str, str], TriggerBook] = {}
         self._delayed: list[tuple[int, int]] = []  # (due_ms, order_id)
         self._next_order_id = self.config.order_id_start
@@ -160,8 +192,18 @@ class Engine:
         self._listeners: list[Callable[[Event], None]] = []
         self.balance_update_time = self.clock.now_ms()
         for sym in markets:
-            for kind in ("MARK_PRICE", "CONTRACT_PRICE", "LIMIT"):
+            for kind in ("MARK_PRICE", "CONTRACT_PRICE", "INDEX_PRICE", "LIMIT"):
                 self._books[(sym, kind)] = TriggerBook()
+        # the same books per symbol, for set_price's hot path (one dict look-up)
+        self._symbol_books: dict[str, tuple[TriggerBook, TriggerBook, TriggerBook, TriggerBook]] = {
+            sym: (
+                self._books[(sym, "MARK_PRICE")],
+                self._books[(sym, "CONTRACT_PRICE")],
+                self._books[(sym, "INDEX_PRICE")],
+                self._books[(sym, "LIMIT")],
+            )
+            for sym in markets
+        }
 
     # ------------------------------------------------------------------ events
     def subscribe(self, listener: Callable[[Event], None]) -> None:
@@ -184,35 +226,158 @@ class Engine:
         return m
 
     def set_price(self, symbol: str, price: Decimal) -> None:
-        """Set mark and last price of ``symbol`` and fire crossed triggers.
+        """Set the price of ``symbol`` and fire crossed triggers.
 
-        Hot path: when nothing crosses this is two dict writes, a history append
-        and two heap peeks.
+        Calm market: mark, index and last are all ``price``. With the harsh
+        ``price_series`` switch ``price`` is the last (traded) price and the index
+        and mark follow it (see :meth:`_derive_prices`).
+
+        Hot path: when nothing crosses this is a few dict writes, a history append
+        and four heap peeks.
         """
+        harsh = self.harsh
+        if harsh.price_series:
+            self._derive_prices(symbol, price)
+            return
         self.mark[symbol] = price
         self.last[symbol] = price
+        self.index[symbol] = price
         self.history.record(symbol, self.clock.now_ms(), price)
-        books = self._books
-        mb = books[(symbol, "MARK_PRICE")]
-        cb = books[(symbol, "CONTRACT_PRICE")]
-        lb = books[(symbol, "LIMIT")]
-        if mb.would_fire(price) or cb.would_fire(price) or lb.would_fire(price):
-            self._fire(symbol, price)
+        mb, cb, ib, lb = self._symbol_books[symbol]
+        if (
+            mb.would_fire(price)
+            or cb.would_fire(price)
+            or ib.would_fire(price)
+            or lb.would_fire(price)
+        ):
+            self._fire(symbol)
+        if harsh.liquidation or self._protect_wait:
+            self._after_prices(symbol)
 
-    def _fire(self, symbol: str, price: Decimal) -> None:
+    def set_prices(
+        self,
+        symbol: str,
+        *,
+        last: Decimal | None = None,
+        mark: Decimal | None = None,
+        index: Decimal | None = None,
+    ) -> None:
+        """Set any of last, mark and index of ``symbol`` exactly (the others keep
+        their values) and fire what crossed. The history (klines) records last."""
+        if last is not None:
+            self.last[symbol] = last
+            self.history.record(symbol, self.clock.now_ms(), last)
+        if mark is not None:
+            self.mark[symbol] = mark
+        if index is not None:
+            self.index[symbol] = index
+        self._fire(symbol)
+        self._after_prices(symbol)
+
+    def _derive_prices(self, symbol: str, last: Decimal) -> None:
+        """Harsh ``price_series``: ``last`` traded; the index closes ``index_follow``
+        of its gap to last, the mark is the index plus ``basis_bps``; the stress
+        (largest recent move, bps, fading by ``stress_decay``) widens the spread."""
+        h = self.harsh
+        m = self.markets[symbol]
+        prev = self.last[symbol]
+        move = abs(last - prev) / prev * BPS if prev > 0 else ZERO
+        self._stress[symbol] = max(move, self._stress.get(symbol, ZERO) * h.stress_decay)
+        index = self.index[symbol]
+        new_index = round_tick(m, index + (last - index) * h.index_follow)
+        mark = round_tick(m, new_index * (BPS + h.basis_bps) / BPS)
+        self.set_prices(symbol, last=last, mark=mark, index=new_index)
+
+    def stress_bps(self, symbol: str) -> Decimal:
+        """Harsh market: the symbol's recent relative move in bps (0 when calm)."""
+        return self._stress.get(symbol, ZERO)
+
+    def half_spread_bps(self, symbol: str) -> Decimal:
+        h = self.harsh
+        return h.spread_bps / 2 + h.stress_spread * self.stress_bps(symbol)
+
+    def best_bid_ask(self, symbol: str) -> tuple[Decimal, Decimal]:
+        """Best bid and ask. Calm: one tick around the mark. Harsh (``price_series``
+        or ``depth_slippage``): around last, ``half_spread_bps`` each side (at least
+        a tick), wider under stress."""
+        m = self.markets[symbol]
+        tick = m.tick_size
+        if not (self.harsh.price_series or self.harsh.depth_slippage):
+            mark = self.mark[symbol]
+            return max(mark - tick, tick), mark + tick
+        last = self.last[symbol]
+        half = self.half_spread_bps(symbol)
+        bid = (last * (BPS - half) / BPS / tick).to_integral_value(rounding=ROUND_FLOOR) * tick
+        ask = (last * (BPS + half) / BPS / tick).to_integral_value(rounding=ROUND_CEILING) * tick
+        return max(min(bid, last - tick), tick), max(ask, last + tick)
+
+    def _fire(self, symbol: str) -> None:
         now = self.clock.now_ms()
-        for kind in ("MARK_PRICE", "CONTRACT_PRICE"):
-            for algo_id in self._books[(symbol, kind)].pop_crossed(price):
+        books = self._books
+        for kind, price in (
+            ("MARK_PRICE", self.mark[symbol]),
+            ("CONTRACT_PRICE", self.last[symbol]),
+            ("INDEX_PRICE", self.index[symbol]),
+        ):
+            book = books[(symbol, kind)]
+            if not book.would_fire(price):
+                continue
+            for algo_id in book.pop_crossed(price):
                 algo = self.algos[algo_id]
-                if algo.is_open:
+                if not algo.is_open:
+                    continue
+                if self._protect_holds(algo):
+                    self._protect_wait.setdefault(symbol, set()).add(algo_id)
+                    continue
+                self._trigger(algo, now)
+        lb = books[(symbol, "LIMIT")]
+        last = self.last[symbol]
+        if lb.would_fire(last):
+            for order_id in lb.pop_crossed(last):
+                order = self.orders[order_id]
+                if order.is_open:
+                    rest = order.orig_qty - order.executed_qty
+                    self._execute(order, rest, order.price, True, now)
+
+    def _protect_holds(self, algo: AlgoOrder) -> bool:
+        """Harsh ``price_protect``: a ``priceProtect`` stop does not trigger while mark
+        and last differ by more than ``trigger_protect`` (Binance triggerProtect)."""
+        h = self.harsh
+        if not (h.price_protect and algo.price_protect):
+            return False
+        mark = self.mark[algo.symbol]
+        return mark > 0 and abs(mark - self.last[algo.symbol]) / mark > h.trigger_protect
+
+    def _after_prices(self, symbol: str) -> None:
+        """Harsh checks after a price change: held priceProtect stops, liquidation."""
+        wait = self._protect_wait.get(symbol)
+        if wait:
+            now = self.clock.now_ms()
+            for algo_id in sorted(wait):
+                algo = self.algos[algo_id]
+                if not algo.is_open:
+                    wait.discard(algo_id)
+                    continue
+                price = self.working_price(symbol, algo.working_type)
+                crossed = price >= algo.trigger_price if algo.rises else price <= algo.trigger_price
+                if not crossed:  # back in the book until the price crosses again
+                    wait.discard(algo_id)
+                    book = self._books[(symbol, algo.working_type)]
+                    book.add(algo_id, algo.trigger_price, algo.rises)
+                elif not self._protect_holds(algo):
+                    wait.discard(algo_id)
                     self._trigger(algo, now)
-        for order_id in self._books[(symbol, "LIMIT")].pop_crossed(price):
-            order = self.orders[order_id]
-            if order.is_open:
-                self._execute(order, order.orig_qty - order.executed_qty, order.price, True, now)
+            if not wait:
+                self._protect_wait.pop(symbol, None)
+        if self.harsh.liquidation:
+            self._check_liquidation(symbol)
 
     def working_price(self, symbol: str, working_type: str) -> Decimal:
-        return self.mark[symbol] if working_type == "MARK_PRICE" else self.last[symbol]
+        if working_type == "MARK_PRICE":
+            return self.mark[symbol]
+        if working_type == "INDEX_PRICE":
+            return self.index[symbol]
+        return self.last[symbol]
 
     # ------------------------------------------------------------ client ids
     def _check_cid(self, cid: str | None, prefix: str) -> str:
@@ -414,13 +579,13 @@ class Engine:
                 self._execute_market(order, now)
         else:
             assert price is not None
-            mark = self.mark[symbol]
-            marketable = (side == "BUY" and price >= mark) or (side == "SELL" and price <= mark)
+            last = self.last[symbol]  # the mark in the calm market (the same number)
+            marketable = (side == "BUY" and price >= last) or (side == "SELL" and price <= last)
             if marketable:
                 if time_in_force == "GTX":
                     self._finish(order, "EXPIRED", now)
                 else:
-                    self._execute(order, quantity, mark, False, now)
+                    self._execute(order, quantity, last, False, now)
             else:
                 # buy limit fills when the price falls to it, sell limit when it rises
                 self._books[(symbol, "LIMIT")].add(order.order_id, price, side == "SELL")
@@ -473,7 +638,8 @@ class Engine:
 
     def _fill_price(self, symbol: str, side: str) -> Decimal:
         m = self.markets[symbol]
-        mark = self.mark[symbol]
+        # trades happen at last; in the calm market last is the mark
+        mark = self.last[symbol] if self.harsh.price_series else self.mark[symbol]
         bps = self.config.per_symbol_slippage_bps.get(symbol, self.config.slippage_bps)
         if bps == 0:
             return mark
@@ -482,6 +648,34 @@ class Engine:
             ticks = (raw / m.tick_size).to_integral_value(rounding=ROUND_CEILING)
         else:
             raw = mark * (BPS - bps) / BPS
+            ticks = (raw / m.tick_size).to_integral_value(rounding=ROUND_FLOOR)
+        return max(ticks, Decimal(1)) * m.tick_size
+
+    def _depth_price(self, order: Order, qty: Decimal) -> Decimal:
+        """Harsh ``depth_slippage``: the price a taker gets from a thin book.
+
+        Start at the best bid/ask (around last, spread widening with stress), then
+        move against the taker by the order's notional / ``depth_usdt_per_bps``
+        bps, plus ``slippage_bps``, plus for a triggered stop ``gap_slippage`` times
+        how far (bps) its working price went past the trigger. Rounded to the tick
+        against the taker (one tick at least)."""
+        symbol = order.symbol
+        m = self.markets[symbol]
+        h = self.harsh
+        bid, ask = self.best_bid_ask(symbol)
+        buy = order.side == "BUY"
+        base = ask if buy else bid
+        bps = qty * self.last[symbol] / h.depth_usdt_per_bps
+        bps += self.config.per_symbol_slippage_bps.get(symbol, self.config.slippage_bps)
+        if order.algo_id is not None and order.stop_price > 0:
+            past = self.working_price(symbol, order.working_type) - order.stop_price
+            gap = abs(past) / order.stop_price * BPS
+            bps += gap * h.gap_slippage
+        if buy:
+            raw = base * (BPS + bps) / BPS
+            ticks = (raw / m.tick_size).to_integral_value(rounding=ROUND_CEILING)
+        else:
+            raw = base * (BPS - bps) / BPS
             ticks = (raw / m.tick_size).to_integral_value(rounding=ROUND_FLOOR)
         return max(ticks, Decimal(1)) * m.tick_size
 
@@ -508,7 +702,10 @@ class Engine:
         if chunk <= 0:
             chunk = qty
         remaining = qty
-        price = self._fill_price(order.symbol, order.side)
+        if self.harsh.depth_slippage:
+            price = self._depth_price(order, qty)
+        else:
+            price = self._fill_price(order.symbol, order.side)
         while remaining > 0 and order.is_open:
             q = chunk if remaining - chunk >= chunk else remaining
             self._execute(order, q, price, False, now)
@@ -517,7 +714,16 @@ class Engine:
             # reduce-only clipped below orig_qty: the rest expires like on Binance
             self._finish(order, "EXPIRED", now)
 
-    def _execute(self, order: Order, qty: Decimal, price: Decimal, maker: bool, now: int) -> None:
+    def _execute(
+        self,
+        order: Order,
+        qty: Decimal,
+        price: Decimal,
+        maker: bool,
+        now: int,
+        exec_type: str = "TRADE",
+        fee_free: bool = False,
+    ) -> None:
         """Apply one execution of ``qty`` at ``price`` to order, position and wallet."""
         ps = order.position_side
         if order.reduce_only or exits(order.side, ps):
@@ -544,6 +750,8 @@ class Engine:
         pos.realized_pnl += realized
         pos.update_time = now
         rate = self.config.maker_fee if maker else self.config.taker_fee
+        if fee_free:
+            rate = ZERO
         quote = qty * price
         fee = (quote * rate).quantize(EIGHT_DP)
         self.wallet_balance += realized - fee
@@ -572,7 +780,7 @@ class Engine:
         if order.status == "FILLED":
             self._open_orders.pop(order.order_id, None)
             self._books[(order.symbol, "LIMIT")].remove(order.order_id)
-        self._emit(OrderEvent(order, "TRADE", fill, now))
+        self._emit(OrderEvent(order, exec_type, fill, now))
         sides = [ps] if ps != BOTH else []  # one-way events stay as they were
         self._emit(AccountEvent("ORDER", [order.symbol], now, sides))
         self._position_changed(order.symbol, ps, old, now)
@@ -585,7 +793,14 @@ class Engine:
         self._emit(OrderEvent(order, status, None, now))
 
     def poll(self) -> int:
-        """Execute delayed market orders that are due; returns how many ran."""
+        """Execute delayed market orders that are due; returns how many ran. Harsh
+        market: also settles funding and releases algos waiting in TRIGGERING."""
+        if self.harsh.funding:
+            self._settle_funding(self.clock.now_ms())
+        else:
+            self._funding_last = self.clock.now_ms()
+        if self._triggering:
+            self._release_due_triggering(self.clock.now_ms())
         if not self._delayed:
             return 0
         now = self.clock.now_ms()
@@ -681,7 +896,7 @@ class Engine:
         reducing = self._reducing(side, ps, reduce_only)
         if order_type not in STOP_TYPES:
             raise errors.invalid_order_type()
-        if working_type not in ("MARK_PRICE", "CONTRACT_PRICE"):
+        if working_type not in WORKING_TYPES:
             raise errors.bad_param("workingType")
         if trigger_price is None:
             raise errors.mandatory_param("triggerPrice")
@@ -774,6 +989,27 @@ class Engine:
 
     def _trigger(self, algo: AlgoOrder, now: int) -> None:
         algo.trigger_time = now
+        if self.harsh.algo_lifecycle:
+            # Binance: the algo service forwards it (TRIGGERING), the matching engine
+            # accepts it (TRIGGERED), then it fills (FINISHED)
+            self._close_algo(algo, "TRIGGERING", now)
+            if self.harsh.triggering_ms > 0:
+                self._triggering.append((now + self.harsh.triggering_ms, algo.algo_id))
+                return
+        self._release_triggered(algo, now)
+
+    def _release_due_triggering(self, now: int) -> None:
+        due = [d for d in self._triggering if d[0] <= now]
+        if not due:
+            return
+        self._triggering = [d for d in self._triggering if d[0] > now]
+        for _, algo_id in sorted(due):
+            algo = self.algos[algo_id]
+            if algo.algo_status == "TRIGGERING":
+                self._release_triggered(algo, now)
+
+    def _release_triggered(self, algo: AlgoOrder, now: int) -> None:
+        """Create and execute the triggered algo's market order."""
         ps = algo.position_side
         if algo.close_position:
             qty = self._reducible(algo.symbol, algo.side, ps)
@@ -834,7 +1070,7 @@ class Engine:
         m = self.market(algo.symbol)
         trigger = algo.trigger_price if trigger_price is None else trigger_price
         wt = algo.working_type if working_type is None else working_type
-        if wt not in ("MARK_PRICE", "CONTRACT_PRICE"):
+        if wt not in WORKING_TYPES:
             raise errors.bad_param("workingType")
         self._check_price(m, trigger)
         if quantity is not None:
@@ -930,7 +1166,9 @@ class Engine:
                     and algo.close_position
                     and algo.side != exit_side
                 ):
-                    self._close_algo(algo, "CANCELED", now)
+                    # Binance expires them (system cancel); calm market: CANCELED
+                    status = "EXPIRED" if self.harsh.algo_lifecycle else "CANCELED"
+                    self._close_algo(algo, status, now)
         ep = self._open_episode.get(key)
         if ep is not None and abs(new) > ep.max_abs_qty:
             ep.max_abs_qty = abs(new)
@@ -950,6 +1188,213 @@ class Engine:
             ep.unprotected_since = None
         elif not protected and ep.unprotected_since is None:
             ep.unprotected_since = now
+
+    # ----------------------------------------------------- harsh: liquidation
+    def _isolated_wallet(self, pos: Position) -> Decimal:
+        """The margin an isolated position holds: its initial margin at entry."""
+        return abs(pos.amt) * pos.entry_price / pos.leverage
+
+    def _maint_margin(self, pos: Position) -> Decimal:
+        return abs(pos.amt) * self.mark[pos.symbol] * maint_margin_ratio(self.markets[pos.symbol])
+
+    def _cross_wallet(self) -> Decimal:
+        """Wallet balance minus what isolated positions hold."""
+        return self.wallet_balance - sum(
+            (
+                self._isolated_wallet(p)
+                for p in self.all_positions()
+                if p.amt != 0 and p.margin_type == "ISOLATED"
+            ),
+            ZERO,
+        )
+
+    def liquidation_price(self, pos: Position) -> Decimal:
+        """Binance's formula (first bracket, cumB 0): the mark at which the
+        position's margin balance meets its maintenance margin. Isolated: the
+        position's own margin; cross: the cross wallet plus the other cross
+        positions' unrealised PnL less their maintenance margin. 0 when none
+        (a cross position the wallet can carry to zero)."""
+        if pos.amt == 0:
+            return ZERO
+        m = self.markets[pos.symbol]
+        q = abs(pos.amt)
+        side = 1 if pos.amt > 0 else -1
+        if pos.margin_type == "ISOLATED":
+            wb = self._isolated_wallet(pos)
+        else:
+            wb = self._cross_wallet()
+            for other in self.all_positions():
+                if other is pos or other.amt == 0 or other.margin_type == "ISOLATED":
+                    continue
+                wb += self.unrealized_pnl(other.symbol, other.position_side)
+                wb -= self._maint_margin(other)
+        denom = q * maint_margin_ratio(m) - side * q
+        if denom == 0:
+            return ZERO
+        lp = (wb - side * q * pos.entry_price) / denom
+        return round_tick(m, lp) if lp > 0 else ZERO
+
+    def _check_liquidation(self, symbol: str) -> None:
+        """Harsh ``liquidation``: liquidate when margin balance <= maintenance margin
+        (isolated: the position's; cross: every cross position together)."""
+        if self._liquidating:
+            return
+        for pos in self.symbol_positions(symbol):
+            if pos.amt != 0 and pos.margin_type == "ISOLATED":
+                balance = self._isolated_wallet(pos) + self.unrealized_pnl(
+                    symbol, pos.position_side
+                )
+                if balance <= self._maint_margin(pos):
+                    self._liquidate([pos])
+        cross = [p for p in self.all_positions() if p.amt != 0 and p.margin_type != "ISOLATED"]
+        if not any(p.symbol == symbol for p in cross):
+            return
+        balance = self._cross_wallet() + sum(
+            (self.unrealized_pnl(p.symbol, p.position_side) for p in cross), ZERO
+        )
+        if balance <= sum((self._maint_margin(p) for p in cross), ZERO):
+            self._liquidate(cross)
+
+    def _liquidate(self, positions: list[Position]) -> None:
+        """Close ``positions`` the way the exchange's liquidation engine does.
+
+        Open orders and algo orders of each position are EXPIRED first (Binance
+        expiry reason 5), then an order with client id ``autoclose-<ms><seq>``
+        (LIMIT IOC, source ``liquidation``) fills at the mark with no fee; its fill
+        is an OrderEvent with exec type CALCULATED. The margin is lost: whatever
+        the fill leaves of it (isolated: the position's margin; cross: the cross
+        wallet) is taken as an ``INSURANCE_CLEAR`` income (a gap beyond the
+        bankruptcy price is covered instead, the wallet never goes below zero)."""
+        self._liquidating = True
+        try:
+            now = self.clock.now_ms()
+            cross_clear = False
+            for pos in positions:
+                if pos.amt == 0:
+                    continue
+                symbol, ps = pos.symbol, pos.position_side
+                for o in list(self._open_orders.values()):
+                    if o.symbol == symbol and o.position_side == ps:
+                        self._finish(o, "EXPIRED", now)
+                for a in list(self._open_algos.values()):
+                    if a.symbol == symbol and a.position_side == ps:
+                        self._close_algo(a, "EXPIRED", now, "Liquidation")
+                isolated = pos.margin_type == "ISOLATED"
+                margin = self._isolated_wallet(pos)
+                qty = abs(pos.amt)
+                side = "SELL" if pos.amt > 0 else "BUY"
+                price = self.mark[symbol]
+                self._liq_seq += 1
+                cid = f"autoclose-{now}{self._liq_seq:06d}"
+                order = self._new_order(
+                    symbol,
+                    side,
+                    "LIMIT",
+                    "LIMIT",
+                    qty,
+                    price,
+                    ZERO,
+                    True,
+                    False,
+                    "IOC",
+                    "CONTRACT_PRICE",
+                    cid,
+                    "liquidation",
+                    now,
+                    position_side=ps,
+                )
+                self._emit(OrderEvent(order, "NEW", None, now))
+                before = self.wallet_balance
+                self._execute(order, qty, price, False, now, "CALCULATED", fee_free=True)
+                realized = self.wallet_balance - before
+                if isolated:
+                    self._insurance_clear(symbol, ps, -(margin + realized), now)
+                else:
+                    cross_clear = True
+            if cross_clear:
+                cw = self._cross_wallet()
+                if cw != 0:
+                    self._insurance_clear(positions[0].symbol, BOTH, -cw, now)
+        finally:
+            self._liquidating = False
+
+    def _insurance_clear(self, symbol: str, ps: str, amount: Decimal, now: int) -> None:
+        amount = amount.quantize(EIGHT_DP)
+        if amount == 0:
+            return
+        self.wallet_balance += amount
+        self.balance_update_time = now
+        inc = Income(len(self.incomes) + 1, symbol, "INSURANCE_CLEAR", amount, now)
+        inc.position_side = ps
+        self.incomes.append(inc)
+        self._emit(AccountEvent("INSURANCE_CLEAR", [], now, incomes=[inc], balance_change=amount))
+
+    # -------------------------------------------------------- harsh: funding
+    def _settle_funding(self, now: int) -> None:
+        """Charge funding at every ``funding_interval_ms`` boundary (epoch aligned,
+        so 00:00, 08:00, 16:00 UTC by default) passed since the last settlement."""
+        iv = self.harsh.funding_interval_ms
+        if iv <= 0:
+            return
+        nxt = (self._funding_last // iv + 1) * iv
+        runs = 0
+        while nxt <= now and runs < 1000:
+            self._fund(nxt)
+            self._funding_last = nxt
+            nxt += iv
+            runs += 1
+        if runs == 1000:
+            self._funding_last = now
+
+    def next_funding_ms(self, now: int) -> int:
+        iv = self.harsh.funding_interval_ms if self.harsh.funding else 8 * 3_600_000
+        iv = iv if iv > 0 else 8 * 3_600_000
+        return (now // iv + 1) * iv
+
+    def funding_rate(self) -> Decimal:
+        return self.harsh.funding_rate if self.harsh.funding else Decimal("0.0001")
+
+    def _fund(self, at: int) -> None:
+        """One funding settlement: every open position pays ``amt * mark * rate``
+        (a positive rate: longs pay, shorts receive)."""
+        rate = self.harsh.funding_rate
+        paid: list[Income] = []
+        symbols: list[str] = []
+        sides: list[str] = []
+        for pos in self.all_positions():
+            if pos.amt == 0:
+                continue
+            mark = self.mark[pos.symbol]
+            fee = (pos.amt * mark * rate).quantize(EIGHT_DP)
+            if fee == 0:
+                continue
+            self.wallet_balance -= fee
+            inc = Income(
+                len(self.incomes) + 1,
+                pos.symbol,
+                "FUNDING_FEE",
+                -fee,
+                at,
+                rate=rate,
+                mark=mark,
+                qty=pos.amt,
+                position_side=pos.position_side,
+            )
+            self.incomes.append(inc)
+            paid.append(inc)
+            if pos.margin_type == "ISOLATED":  # Binance lists only isolated positions
+                symbols.append(pos.symbol)
+                sides.append(pos.position_side)
+        if not paid:
+            return
+        self.balance_update_time = at
+        change = sum((i.amount for i in paid), ZERO)
+        keep_sides = sides if any(s != BOTH for s in sides) else []
+        self._emit(
+            AccountEvent(
+                "FUNDING_FEE", symbols, at, keep_sides, incomes=paid, balance_change=change
+            )
+        )
 
     def unrealized_pnl(self, symbol: str, position_side: str = BOTH) -> Decimal:
         pos = self.position(symbol, position_side)

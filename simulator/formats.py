@@ -11,8 +11,9 @@ from typing import Any
 
 from simulator.candles import Candle
 from simulator.engine import Engine
+from simulator.harsh import maint_margin_ratio
 from simulator.markets import Market
-from simulator.model import ZERO, AlgoOrder, Fill, Order, Position
+from simulator.model import ZERO, AlgoOrder, Fill, Income, Order, Position
 
 EIGHT = Decimal("0.00000001")
 FUNDING_INTERVAL_MS = 8 * 3600 * 1000
@@ -38,7 +39,7 @@ def next_funding(now_ms: int) -> int:
 
 def mmr(m: Market) -> Decimal:
     """Maintenance margin ratio of the first bracket."""
-    return Decimal("0.004") if m.symbol in ("BTCUSDT", "ETHUSDT") else Decimal("0.01")
+    return maint_margin_ratio(m)
 
 
 # ----------------------------------------------------------------- market data
@@ -141,23 +142,23 @@ def kline_row(c: Candle) -> list[Any]:
 
 def premium_index(engine: Engine, symbol: str, now_ms: int) -> dict[str, Any]:
     mark = engine.mark[symbol]
+    index = engine.index[symbol]  # the mark in the calm market
     return {
         "symbol": symbol,
         "markPrice": fmt(mark),
-        "indexPrice": fmt(mark),
-        "estimatedSettlePrice": fmt(mark),
-        "lastFundingRate": "0.00010000",
+        "indexPrice": fmt(index),
+        "estimatedSettlePrice": fmt(index),
+        "lastFundingRate": fmt8(engine.funding_rate()),
         "interestRate": "0.00010000",
-        "nextFundingTime": next_funding(now_ms),
+        "nextFundingTime": engine.next_funding_ms(now_ms),
         "time": now_ms,
     }
 
 
 def book(engine: Engine, symbol: str) -> tuple[Decimal, Decimal]:
-    """Synthetic best bid/ask one tick around the mark."""
-    m = engine.markets[symbol]
-    mark = engine.mark[symbol]
-    return max(mark - m.tick_size, m.tick_size), mark + m.tick_size
+    """Best bid/ask: one tick around the mark (calm), around last with a spread
+    that widens under stress (harsh market)."""
+    return engine.best_bid_ask(symbol)
 
 
 # --------------------------------------------------------------------- orders
@@ -282,7 +283,7 @@ def position_risk_json(engine: Engine, p: Position, *, v2: bool = False) -> dict
         "breakEvenPrice": fmt8(p.entry_price),
         "markPrice": fmt(n["mark"]),
         "unRealizedProfit": fmt8(n["upnl"]),
-        "liquidationPrice": "0",
+        "liquidationPrice": fmt8(engine.liquidation_price(p)) if engine.harsh.liquidation else "0",
         "isolatedMargin": fmt8(n["im"] + n["upnl"]) if isolated and p.amt else "0",
         "notional": fmt8(n["notional"]),
         "marginAsset": "USDT",
@@ -407,11 +408,12 @@ def balance_json(engine: Engine) -> list[dict[str, Any]]:
 
 # ------------------------------------------------------------------ ws events
 def ws_order_update(o: Order, exec_type: str, fill: Fill | None, now: int) -> dict[str, Any]:
+    liquidation = o.source == "liquidation"  # Binance pushes o/ot LIQUIDATION for it
     payload: dict[str, Any] = {
         "s": o.symbol,
         "c": o.client_order_id,
         "S": o.side,
-        "o": o.type,
+        "o": "LIQUIDATION" if liquidation else o.type,
         "f": o.time_in_force,
         "q": fmt(o.orig_qty),
         "p": fmt(o.price),
@@ -432,7 +434,7 @@ def ws_order_update(o: Order, exec_type: str, fill: Fill | None, now: int) -> di
         "m": fill.maker if fill else False,
         "R": o.reduce_only,
         "wt": o.working_type,
-        "ot": o.orig_type,
+        "ot": "LIQUIDATION" if liquidation else o.orig_type,
         "ps": o.position_side,
         "cp": o.close_position,
         "rp": fmt8(fill.realized_pnl) if fill else "0",
@@ -491,9 +493,11 @@ def ws_account_update(
     symbols: list[str],
     now: int,
     sides: list[str] | None = None,
+    balance_change: Decimal = ZERO,
 ) -> dict[str, Any]:
     """``sides`` pairs with ``symbols`` (hedge mode: the LONG/SHORT side that
-    changed); None or empty means BOTH."""
+    changed); None or empty means BOTH. ``balance_change`` is ``bc`` (funding,
+    insurance clear: the change other than trades)."""
     wallet = engine.wallet_balance
     positions = []
     keys = list(zip(symbols, sides, strict=True)) if sides else [(s, "BOTH") for s in symbols]
@@ -518,7 +522,14 @@ def ws_account_update(
         "T": now,
         "a": {
             "m": reason,
-            "B": [{"a": "USDT", "wb": fmt8(wallet), "cw": fmt8(wallet), "bc": "0"}],
+            "B": [
+                {
+                    "a": "USDT",
+                    "wb": fmt8(wallet),
+                    "cw": fmt8(wallet),
+                    "bc": fmt8(balance_change) if balance_change else "0",
+                }
+            ],
             "P": positions,
         },
     }
@@ -526,17 +537,104 @@ def ws_account_update(
 
 def ws_mark_price(engine: Engine, symbol: str, now: int) -> dict[str, Any]:
     mark = fmt(engine.mark[symbol])
+    index = fmt(engine.index[symbol])  # the mark in the calm market
     return {
         "e": "markPriceUpdate",
         "E": now,
         "s": symbol,
         "p": mark,
         "ap": mark,
-        "P": mark,
-        "i": mark,
-        "r": "0.00010000",
-        "T": next_funding(now),
+        "P": index,
+        "i": index,
+        "r": fmt8(engine.funding_rate()),
+        "T": engine.next_funding_ms(now),
     }
+
+
+def income_rows(engine: Engine) -> list[dict[str, Any]]:
+    """``GET /fapi/v1/income`` rows, oldest first: REALIZED_PNL and COMMISSION of
+    every fill, plus the harsh market's FUNDING_FEE and INSURANCE_CLEAR."""
+    rows: list[tuple[int, int, dict[str, Any]]] = []
+    for f in engine.fills:
+        if f.realized_pnl != 0:
+            rows.append(
+                (
+                    f.time,
+                    3 * f.trade_id,
+                    _income(
+                        f.symbol,
+                        "REALIZED_PNL",
+                        f.realized_pnl,
+                        f.time,
+                        f.trade_id,
+                        str(f.trade_id),
+                    ),
+                )
+            )
+        if f.commission != 0:
+            rows.append(
+                (
+                    f.time,
+                    3 * f.trade_id + 1,
+                    _income(
+                        f.symbol, "COMMISSION", -f.commission, f.time, f.trade_id, str(f.trade_id)
+                    ),
+                )
+            )
+    for i in engine.incomes:
+        info = "FUNDING_FEE" if i.income_type == "FUNDING_FEE" else "INSURANCE_CLEAR"
+        rows.append(
+            (
+                i.time,
+                3 * (10**9 + i.income_id) + 2,
+                _income(i.symbol, i.income_type, i.amount, i.time, 10**9 + i.income_id, "", info),
+            )
+        )
+    rows.sort(key=lambda r: (r[0], r[1]))
+    return [r[2] for r in rows]
+
+
+def _income(
+    symbol: str,
+    income_type: str,
+    amount: Decimal,
+    time: int,
+    tran_id: int,
+    trade_id: str,
+    info: str = "",
+) -> dict[str, Any]:
+    return {
+        "symbol": symbol,
+        "incomeType": income_type,
+        "income": fmt8(amount),
+        "asset": "USDT",
+        "info": info or income_type,
+        "time": time,
+        "tranId": tran_id,
+        "tradeId": trade_id,
+    }
+
+
+def income_json(i: Income) -> dict[str, Any]:
+    """One harsh-market income record for the ground truth."""
+    return {
+        "id": i.income_id,
+        "symbol": i.symbol,
+        "incomeType": i.income_type,
+        "income": fmt8(i.amount),
+        "time": i.time,
+        "rate": fmt8(i.rate),
+        "markPrice": fmt(i.mark),
+        "positionAmt": fmt(i.qty),
+        "positionSide": i.position_side,
+    }
+
+
+def force_order_json(o: Order) -> dict[str, Any]:
+    """A liquidation order as ``GET /fapi/v1/forceOrders`` lists it."""
+    d = order_json(o)
+    d["time"] = o.time
+    return d
 
 
 def ws_book_ticker(engine: Engine, symbol: str, update_id: int, now: int) -> dict[str, Any]:

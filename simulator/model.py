@@ -147,3 +147,20 @@ class Episode:
             return self.unprotected_ms
         end = self.closed_ms if self.closed_ms is not None else now_ms
         return self.unprotected_ms + max(0, end - self.unprotected_since)
+
+
+@dataclass(slots=True)
+class Income:
+    """A balance change that is not a trade (harsh market): a funding payment
+    (``FUNDING_FEE``) or the margin a liquidation takes (``INSURANCE_CLEAR``).
+    ``amount`` is signed: negative is paid by the account."""
+
+    income_id: int
+    symbol: str
+    income_type: str  # "FUNDING_FEE" | "INSURANCE_CLEAR"
+    amount: Decimal
+    time: int
+    rate: Decimal = ZERO  # funding rate
+    mark: Decimal = ZERO  # mark price used
+    qty: Decimal = ZERO  # signed position amount at funding time
+    position_side: str = "BOTH"

@@ -23,7 +23,7 @@ from typing import Protocol
 
 from simulator.markets import Market
 
-SCENARIOS = ("random_walk", "jumps", "flash_crash", "slow_grind", "flat")
+SCENARIOS = ("random_walk", "jumps", "flash_crash", "slow_grind", "flat", "wicks")
 
 
 class PriceSource(Protocol):
@@ -45,6 +45,10 @@ class PathParams:
     crash_steps: int = 5
     recovery_steps: int = 60
     grind: float = -0.0002  # float ok: per-step relative move of the slow grind
+    # "wicks": a random walk with gaps (jump_probability/jump_size, the walk goes on
+    # from there) and wicks (one step out by wick_size, back the next step)
+    wick_probability: float = 0.01  # float ok
+    wick_size: float = 0.03  # float ok
 
 
 class SyntheticPath:
@@ -74,6 +78,7 @@ class SyntheticPath:
         self._rngs = {s: random.Random(f"{seed}:{s}") for s in markets}
         self._price = {s: (start_prices or {}).get(s, m.initial_price) for s, m in markets.items()}
         self._anchor = dict(self._price)
+        self._wick_back: dict[str, Decimal] = {}  # "wicks": where a wick returns to
         self._step = 0
 
     def _factor(self, symbol: str) -> float:  # float ok: relative move, rounded below
@@ -81,7 +86,7 @@ class SyntheticPath:
         rng = self._rngs[symbol]
         z = rng.gauss(0.0, 1.0)
         move = p.drift + p.volatility * z
-        if self.scenario == "jumps" and rng.random() < p.jump_probability:
+        if self.scenario in ("jumps", "wicks") and rng.random() < p.jump_probability:
             move += p.jump_size if rng.random() < 0.5 else -p.jump_size
         elif self.scenario == "slow_grind":
             move = p.grind + p.volatility * 0.2 * z
@@ -100,6 +105,22 @@ class SyntheticPath:
         """Advance every symbol by one step and return the new prices."""
         out = []
         for symbol, m in self.markets.items():
+            if self.scenario == "wicks" and symbol in self._wick_back:
+                price = self._wick_back.pop(symbol)  # the wick's way back
+                self._price[symbol] = price
+                out.append((symbol, price))
+                continue
+            if (
+                self.scenario == "wicks"
+                and self._rngs[symbol].random() < self.params.wick_probability
+            ):
+                rng = self._rngs[symbol]
+                size = self.params.wick_size * (1 if rng.random() < 0.5 else -1)  # float ok
+                self._wick_back[symbol] = self._price[symbol]
+                factor = Decimal(repr(round(1 + size, 12)))  # float ok: -> Decimal
+                price = m.round_price(self._price[symbol] * factor)
+                out.append((symbol, price))  # _price stays: the walk goes on from before
+                continue
             factor = Decimal(repr(round(self._factor(symbol), 12)))  # float ok: -> Decimal
             price = m.round_price(self._price[symbol] * factor)
             self._price[symbol] = price
@@ -117,6 +138,7 @@ class SyntheticPath:
         """Go on from ``price`` for ``symbol`` (after a pinned price is released)."""
         if symbol in self._price:
             self._price[symbol] = self.markets[symbol].round_price(price)
+            self._wick_back.pop(symbol, None)
 
 
 class CsvReplay:

@@ -402,6 +402,40 @@ class RestApi:
             fills = [f for f in fills if f.trade_id >= from_id]
         return [F.trade_json(f) for f in self._window(p, fills, lambda f: f.time)]
 
+    def income(self, p: Params) -> Any:
+        """``GET /fapi/v1/income``: REALIZED_PNL, COMMISSION, and (harsh market)
+        FUNDING_FEE and INSURANCE_CLEAR rows, oldest first; ``limit`` default 100."""
+        sym = _symbol(self, p, required=False)
+        kind = p.get("incomeType")
+        rows = [
+            r
+            for r in F.income_rows(self.engine)
+            if (not sym or r["symbol"] == sym) and (not kind or r["incomeType"] == kind)
+        ]
+        start = _int(p, "startTime")
+        end = _int(p, "endTime")
+        if start is not None:
+            rows = [r for r in rows if r["time"] >= start]
+        if end is not None:
+            rows = [r for r in rows if r["time"] <= end]
+        limit = min(_int(p, "limit") or 100, 1000)
+        return rows[:limit]
+
+    def force_orders(self, p: Params) -> Any:
+        """``GET /fapi/v1/forceOrders``: the account's liquidation orders (harsh market)."""
+        sym = _symbol(self, p, required=False)
+        close_type = p.get("autoCloseType")
+        if close_type not in (None, "", "LIQUIDATION", "ADL"):
+            raise errors.bad_param("autoCloseType")
+        orders = [
+            o
+            for o in self.engine.orders.values()
+            if o.source == "liquidation" and (not sym or o.symbol == sym)
+        ]
+        if close_type == "ADL":
+            orders = []
+        return [F.force_order_json(o) for o in self._window(p, orders, lambda o: o.time)]
+
     def all_open_orders_delete(self, p: Params) -> Any:
         sym = _symbol(self, p)
         assert sym is not None
@@ -419,6 +453,9 @@ class RestApi:
         order_type = _req(p, "type").upper()
         if order_type in ("STOP", "TAKE_PROFIT", "TRAILING_STOP_MARKET"):
             raise ApiError(-1116, "Invalid orderType.")
+        working_type = p.get("workingType", "CONTRACT_PRICE").upper()
+        if working_type not in ("MARK_PRICE", "CONTRACT_PRICE"):
+            raise errors.bad_param("workingType")
         algo = self.engine.place_algo(
             sym,
             _req(p, "side").upper(),
@@ -427,7 +464,7 @@ class RestApi:
             _dec(p, "triggerPrice", required=True),
             reduce_only=_bool(p, "reduceOnly"),
             close_position=_bool(p, "closePosition"),
-            working_type=p.get("workingType", "CONTRACT_PRICE").upper(),
+            working_type=working_type,
             client_algo_id=p.get("clientAlgoId"),
             price_protect=_bool(p, "priceProtect"),
             position_side=ps,
@@ -500,6 +537,8 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("GET", "/fapi/v1/allOrders"): Route(R.all_orders, SIGNED, 5),
     ("GET", "/fapi/v1/userTrades"): Route(R.user_trades, SIGNED, 5),
     ("DELETE", "/fapi/v1/allOpenOrders"): Route(R.all_open_orders_delete, SIGNED, 1),
+    ("GET", "/fapi/v1/income"): Route(R.income, SIGNED, 30),
+    ("GET", "/fapi/v1/forceOrders"): Route(R.force_orders, SIGNED, 20, 50),
     ("POST", "/fapi/v1/algoOrder"): Route(R.algo_post, SIGNED, 1),
     ("GET", "/fapi/v1/algoOrder"): Route(R.algo_get, SIGNED, 1),
     ("DELETE", "/fapi/v1/algoOrder"): Route(R.algo_delete, SIGNED, 1),

@@ -37,6 +37,7 @@ from simulator.bybit_ws import BybitHub
 from simulator.clock import RealClock, wall_ms
 from simulator.engine import AccountEvent, AlgoEvent, Engine, EngineConfig, Event, OrderEvent
 from simulator.faults import FaultInjector, FaultRule
+from simulator.harsh import HarshConfig, preset
 from simulator.markets import Market, build_markets
 from simulator.model import ZERO, AlgoOrder, Order
 from simulator.prices import PriceSource, rebase
@@ -147,6 +148,7 @@ class PaperExchange:
         venue: str = "binance",
         bybit_config: BybitConfig | None = None,
         hedge_mode: bool = False,
+        harsh: HarshConfig | str | None = None,
     ) -> None:
         if venue not in VENUES:
             raise ValueError(f"venue must be one of {VENUES}, got {venue!r}")
@@ -158,6 +160,11 @@ class PaperExchange:
         self.markets = markets or build_markets(symbols)
         self.clock = RealClock()
         self.engine_config = engine_config or EngineConfig()
+        # The harsh market's switches (all off by default; "harsh" turns all on). One
+        # object, shared with every engine this exchange makes (reset keeps it).
+        if isinstance(harsh, str):
+            harsh = preset(harsh)
+        self.harsh: HarshConfig = harsh or HarshConfig()
         self.api_key = api_key or "sim-" + secrets.token_hex(16)
         self.api_secret = api_secret or secrets.token_hex(32)
         self.auth = Authenticator({self.api_key: self.api_secret})
@@ -185,6 +192,7 @@ class PaperExchange:
             self.bybit_hub = BybitHub(self, self.bybit)
         self.engine = self._new_engine()
         self._listen_keys: dict[str, int] = {}
+        self._listen_keys_sim: dict[str, int] = {}  # simulated time of the last keepalive
         self._ws_refuse_until = 0
         self._runner: web.AppRunner | None = None
         self._admin_runner: web.AppRunner | None = None
@@ -195,7 +203,7 @@ class PaperExchange:
 
     # ------------------------------------------------------------- lifecycle
     def _new_engine(self) -> Engine:
-        engine = Engine(self.markets, self.clock, self.engine_config)
+        engine = Engine(self.markets, self.clock, self.engine_config, self.harsh)
         if self.hedge_mode:
             engine.hedge_symbols = set(self.markets)
         engine.subscribe(self._on_event)
@@ -266,10 +274,9 @@ class PaperExchange:
             await asyncio.sleep(0.01)  # float ok: seconds
             try:
                 self.engine.poll()
-                now = wall_ms()
-                for key, seen in list(self._listen_keys.items()):
-                    if now - seen > LISTEN_KEY_TTL_MS:
-                        self.close_listen_key(key, expired=True)
+                self.expire_listen_keys()
+                if self.harsh.stream_cut_ms > 0:
+                    self.cut_streams()
             except Exception:  # keep the loop alive; an engine bug is logged
                 log.exception("housekeeping failed")
 
@@ -354,7 +361,12 @@ class PaperExchange:
         elif isinstance(event, AccountEvent) and hub.user_conns:
             hub.publish_user(
                 F.ws_account_update(
-                    self.engine, event.reason, event.symbols, event.time, event.sides
+                    self.engine,
+                    event.reason,
+                    event.symbols,
+                    event.time,
+                    event.sides,
+                    event.balance_change,
                 )
             )
 
@@ -366,7 +378,45 @@ class PaperExchange:
         else:
             key = secrets.token_urlsafe(48)[:64]
         self._listen_keys[key] = wall_ms()
+        self._listen_keys_sim[key] = self.clock.now_ms()
         return key
+
+    def expire_listen_keys(self) -> list[str]:
+        """Expire listen keys not kept alive for an hour: of host time (calm), or
+        ``listen_key_ttl_ms`` of simulated time (harsh ``listen_key_expiry``, so
+        ``advance`` expires them). Each user stream of an expired key gets the
+        ``listenKeyExpired`` event, then is cut. Returns the keys expired."""
+        if self.harsh.listen_key_expiry:
+            now, ttl, seen_at = (
+                self.clock.now_ms(),
+                self.harsh.listen_key_ttl_ms,
+                self._listen_keys_sim,
+            )
+        else:
+            now, ttl, seen_at = wall_ms(), LISTEN_KEY_TTL_MS, self._listen_keys
+        expired = [k for k, seen in list(seen_at.items()) if now - seen > ttl]
+        for key in expired:
+            self.close_listen_key(key, expired=True)
+        return expired
+
+    def cut_streams(self) -> int:
+        """Harsh ``stream_cut_ms``: cut every WS connection (market and user, both
+        venues) that has been open that long in simulated time, as Binance and
+        Bybit do at 24 hours. Returns how many were cut."""
+        limit = self.harsh.stream_cut_ms
+        if limit <= 0:
+            return 0
+        now = self.clock.now_ms()
+        conns: list[Connection] = [*self.hub.market_conns, *self.hub.user_conns]
+        if self.bybit_hub is not None:
+            conns += [*self.bybit_hub.public, *self.bybit_hub.private]
+        cut = 0
+        for c in conns:
+            if c.opened_ms is not None and now - c.opened_ms >= limit:
+                c.opened_ms = None  # once
+                c.drop()
+                cut += 1
+        return cut
 
     def current_listen_key(self) -> str | None:
         return next(iter(self._listen_keys), None)
@@ -378,16 +428,18 @@ class PaperExchange:
         if key not in self._listen_keys:
             return False
         self._listen_keys[key] = wall_ms()
+        self._listen_keys_sim[key] = self.clock.now_ms()
         return True
 
     def close_listen_key(self, key: str, expired: bool = False) -> None:
         self._listen_keys.pop(key, None)
+        self._listen_keys_sim.pop(key, None)
         if expired:
             now = self.clock.now_ms()
             for c, k in list(self.hub.user_conns.items()):
                 if k == key:
                     c.send(json.dumps({"e": "listenKeyExpired", "E": now, "listenKey": key}))
-        self.hub.drop_listen_key(key)
+        self.hub.drop_listen_key(key, graceful=expired)
 
     def auth_now_ms(self) -> int:
         """Server time for signatures/recvWindow: host clock + ``auth_skew_ms``.
@@ -418,6 +470,9 @@ class PaperExchange:
         p = m.round_price(p)
         self.engine.set_price(symbol, p)
         self.stats.on_price(symbol, p)
+        self._push_price(symbol)
+
+    def _push_price(self, symbol: str) -> None:
         hub = self.hub
         low = symbol.lower()
         now = self.clock.now_ms()
@@ -431,6 +486,54 @@ class PaperExchange:
             )
         if self.bybit_hub is not None:
             self.bybit_hub.publish_ticker(symbol)
+
+    def set_prices(
+        self,
+        symbol: str,
+        *,
+        last: Decimal | str | None = None,
+        mark: Decimal | str | None = None,
+        index: Decimal | str | None = None,
+    ) -> None:
+        """Set last, mark and/or index exactly (harsh market; the others keep their
+        values), fire what crossed and push the streams. Works in the calm market
+        too, where it makes the three differ until the next ``set_price``."""
+        symbol = symbol.upper()
+        m = self.engine.market(symbol)
+
+        def dec(v: Decimal | str | None) -> Decimal | None:
+            if v is None:
+                return None
+            return m.round_price(v if isinstance(v, Decimal) else Decimal(v))
+
+        p_last = dec(last)
+        self.engine.set_prices(symbol, last=p_last, mark=dec(mark), index=dec(index))
+        if p_last is not None:
+            self.stats.on_price(symbol, p_last)
+        self._push_price(symbol)
+
+    def wick(self, symbol: str, extreme: Decimal | str) -> None:
+        """A wick: last trades at ``extreme`` for one update, then returns to where it
+        was. With ``price_series`` the index (and mark) barely follow it, so a
+        CONTRACT_PRICE stop fires where a MARK_PRICE one survives."""
+        symbol = symbol.upper()
+        back = self.engine.last[symbol]
+        self.set_price(symbol, extreme)
+        self.set_price(symbol, back)
+
+    def harden(self, name: str | None = None, **fields_: Any) -> dict[str, Any]:
+        """Switch harsh-market behaviours at run time: ``name`` "harsh" (all on) or
+        "calm" (all off) first, then single fields (``liquidation=True``...).
+        Returns the switches (see :class:`simulator.harsh.HarshConfig`)."""
+        if name is not None:
+            fresh = preset(name)
+            for f in fields(fresh):
+                setattr(self.harsh, f.name, getattr(fresh, f.name))
+        was_funding = self.harsh.funding
+        self.harsh.update(**fields_)
+        if self.harsh.funding and not was_funding:
+            self.engine._funding_last = self.clock.now_ms()  # no back pay
+        return self.harsh.to_dict()
 
     def pin_price(self, symbol: str, price: Decimal | str) -> None:
         """`set_price`, then hold it: the price source no longer moves ``symbol``
@@ -447,7 +550,7 @@ class PaperExchange:
         for sym in released:
             self.pinned.discard(sym)
             if not self.walk_paused:
-                rebase(self.price_source, sym, self.engine.mark[sym])
+                rebase(self.price_source, sym, self.engine.last[sym])
         return released
 
     def pause_walk(self, paused: bool = True) -> None:
@@ -456,7 +559,7 @@ class PaperExchange:
         if self.walk_paused and not paused:
             for sym in self.markets:
                 if sym not in self.pinned:
-                    rebase(self.price_source, sym, self.engine.mark[sym])
+                    rebase(self.price_source, sym, self.engine.last[sym])
         self.walk_paused = paused
 
     def price_holds(self) -> dict[str, Any]:
@@ -538,6 +641,10 @@ class PaperExchange:
         ``market_fill_delay_ms``, ``taker_fee``); returns the new config."""
         cfg = self.engine.config
         names = {f.name: f for f in fields(cfg)}
+        harsh_names = {f.name for f in fields(self.harsh)}
+        harsh_changes = {k: changes.pop(k) for k in [k for k in changes if k in harsh_names]}
+        if harsh_changes:
+            self.harden(**harsh_changes)
         if self.bybit is not None:
             # Bybit switches (traps, retCode as string, rate limit) share this call
             bcfg = self.bybit.config
@@ -581,7 +688,7 @@ class PaperExchange:
         self.pinned.clear()
         self.walk_paused = False
         for sym in self.markets:
-            rebase(self.price_source, sym, self.engine.mark[sym])
+            rebase(self.price_source, sym, self.engine.last[sym])
         self.faults.clear()
         self.limiter.reset()
         if self.bybit is not None:
@@ -666,6 +773,34 @@ class PaperExchange:
             # hedge mode only, so one-way ground truth keeps its shape
             truth["hedgeSymbols"] = sorted(e.hedge_symbols)
             truth["unprotectedMsBySide"] = by_side
+        if self.harsh.any_on or e.incomes:
+            # harsh market only, so calm ground truth keeps its shape
+            truth["harsh"] = {
+                "config": self.harsh.to_dict(),
+                "prices": {
+                    s: {
+                        "last": F.fmt(e.last[s]),
+                        "mark": F.fmt(e.mark[s]),
+                        "index": F.fmt(e.index[s]),
+                    }
+                    for s in e.markets
+                },
+                "incomes": [F.income_json(i) for i in e.incomes],
+                "liquidations": [
+                    {
+                        "clientOrderId": o.client_order_id,
+                        "orderId": o.order_id,
+                        "symbol": o.symbol,
+                        "positionSide": o.position_side,
+                        "side": o.side,
+                        "qty": F.fmt(o.executed_qty),
+                        "price": F.fmt8(o.avg_price),
+                        "time": o.time,
+                    }
+                    for o in e.orders.values()
+                    if o.source == "liquidation"
+                ],
+            }
         if self.bybit is not None:
             truth["venue"] = "bybit"
             truth["bybit"] = self.bybit.truth()

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 QUEUE_LIMIT = 10_000
+CLOSE = "\x00close"  # queue marker: close the socket once what was queued before is sent
 
 
 class Connection:
@@ -49,6 +50,8 @@ class Connection:
         self.streams: set[str] = set()
         self.queue: asyncio.Queue[str | None] = asyncio.Queue(QUEUE_LIMIT)
         self.writer: asyncio.Task[None] | None = None
+        # simulated time the connection opened (harsh stream_cut_ms); None: not cut
+        self.opened_ms: int | None = None
 
     def send(self, text: str) -> None:
         try:
@@ -62,6 +65,11 @@ class Connection:
         else:
             self.send(json.dumps(payload, separators=(",", ":")))
 
+    def close_after_sent(self) -> None:
+        """Close the socket (a close frame) once everything queued so far is sent."""
+        with contextlib.suppress(asyncio.QueueFull):
+            self.queue.put_nowait(CLOSE)
+
     def drop(self) -> None:
         """Abort the TCP connection without a close frame (a network drop)."""
         if self.transport is not None:
@@ -73,6 +81,10 @@ class Connection:
         while True:
             text = await self.queue.get()
             if text is None or self.ws.closed:
+                return
+            if text is CLOSE:
+                with contextlib.suppress(Exception):
+                    await self.ws.close()
                 return
             try:
                 await self.ws.send_str(text)
@@ -147,10 +159,15 @@ class StreamHub:
             c.drop()
         return len(conns)
 
-    def drop_listen_key(self, key: str) -> None:
+    def drop_listen_key(self, key: str, graceful: bool = False) -> None:
+        """Cut the streams of ``key``: abort them, or (``graceful``) close them once
+        what is queued (e.g. ``listenKeyExpired``) has been sent."""
         for c, k in list(self.user_conns.items()):
             if k == key:
-                c.drop()
+                if graceful:
+                    c.close_after_sent()
+                else:
+                    c.drop()
 
     async def close_all(self) -> None:
         conns = list(self.market_conns) + list(self.user_conns)
@@ -196,6 +213,7 @@ class StreamHub:
             return web.Response(status=503, text="Service Unavailable")
         ws = await self._prepare(request)
         conn = Connection(ws, "market", combined, request.transport)
+        conn.opened_ms = self.sim.clock.now_ms()
         conn.writer = asyncio.create_task(conn.run_writer())
         self.market_conns.add(conn)
         try:
@@ -238,6 +256,7 @@ class StreamHub:
             return ws
         ws = await self._prepare(request)
         conn = Connection(ws, "user", False, request.transport)
+        conn.opened_ms = self.sim.clock.now_ms()
         conn.writer = asyncio.create_task(conn.run_writer())
         self.user_conns[conn] = listen_key
         try:
