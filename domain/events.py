@@ -71,6 +71,10 @@ class EventType(StrEnum):
     TAKE_PROFIT_PLACED = "take_profit_placed"
     TAKE_PROFIT_FILLED = "take_profit_filled"
     POSITION_CLOSED = "position_closed"
+    # What closed a position outside posguard: the exchange's liquidation, or an
+    # order placed by hand (each execution of it, as the exchange booked it).
+    POSITION_LIQUIDATED = "position_liquidated"
+    OUTSIDE_CLOSE_FILLED = "outside_close_filled"
     # Synchronisation (reconciliation)
     SYNC_STARTED = "sync_started"
     PHANTOM_DETECTED = "phantom_detected"
@@ -342,6 +346,20 @@ class PositionClosed(Payload):
     quantity: Decimal
     realized_pnl: Decimal
     fees: Decimal
+    funding: Decimal = Decimal(0)  # received (+) or paid (-) while held
+
+
+class OutsideFill(Payload):
+    """One execution of an order posguard did not place that reduced its position
+    (`position_liquidated`: the exchange's liquidation; `outside_close_filled`: an
+    order placed by hand)."""
+
+    exchange_order_id: str
+    client_order_id: str | None
+    trade_id: str
+    price: Decimal
+    quantity: Decimal
+    fee: Decimal
 
 
 # --- synchronisation and zombies ----------------------------------------------------
@@ -554,6 +572,8 @@ PAYLOADS: dict[EventType, type[Payload]] = {
     EventType.TAKE_PROFIT_PLACED: OrderPlaced,
     EventType.TAKE_PROFIT_FILLED: OrderFilled,
     EventType.POSITION_CLOSED: PositionClosed,
+    EventType.POSITION_LIQUIDATED: OutsideFill,
+    EventType.OUTSIDE_CLOSE_FILLED: OutsideFill,
     EventType.SYNC_STARTED: SyncStarted,
     EventType.PHANTOM_DETECTED: PhantomDetected,
     EventType.PHANTOM_CLOSED: PhantomClosed,
@@ -597,6 +617,8 @@ DEFAULT_SEVERITY: dict[EventType, Severity] = {
     EventType.STOP_MISSING_DETECTED: Severity.ERROR,
     EventType.PROTECTION_STOP_FAILED: Severity.CRITICAL,
     EventType.ORDER_CANCEL_FAILED: Severity.WARNING,
+    EventType.POSITION_LIQUIDATED: Severity.CRITICAL,
+    EventType.OUTSIDE_CLOSE_FILLED: Severity.WARNING,
     EventType.PHANTOM_DETECTED: Severity.WARNING,
     EventType.UNTRACKED_DETECTED: Severity.WARNING,
     EventType.QUANTITY_MISMATCH: Severity.WARNING,

@@ -280,3 +280,42 @@ class Fill(BaseModel):
     price: Price
     fee: Amount = Decimal(0)
     at: AwareDatetime | None = None
+
+
+class OutsideOrder(BaseModel):
+    """An order posguard did not place that reduced one of its positions: a close by
+    hand on the exchange, or the exchange's own liquidation (`liquidation`), with its
+    executions. `client_order_id` is the exchange's (Binance names a liquidation
+    `autoclose-...`), or None when the exchange gives none."""
+
+    model_config = ConfigDict(frozen=True)
+
+    exchange_order_id: str = Field(min_length=1)
+    client_order_id: str | None = None
+    side: OrderSide
+    liquidation: bool = False
+    fills: tuple[Fill, ...] = ()
+
+    @property
+    def record_id(self) -> str:
+        """Its key in the `orders` table: the exchange's client id, else one made of
+        its exchange id (never one of posguard's own ids, which carry its prefix)."""
+        return self.client_order_id or f"outside-{self.exchange_order_id}"
+
+
+class OutsideExit(BaseModel):
+    """What closed a position outside posguard, as the exchange's trade history shows
+    it: the outside orders on the exit side since the position opened."""
+
+    model_config = ConfigDict(frozen=True)
+
+    orders: tuple[OutsideOrder, ...] = ()
+
+    @property
+    def liquidation(self) -> bool:
+        """True when the exchange liquidated the position (any of it)."""
+        return any(o.liquidation for o in self.orders)
+
+    @property
+    def fills(self) -> list[Fill]:
+        return [f for o in self.orders for f in o.fills]

@@ -271,6 +271,8 @@ class PositionSnapshot(BaseModel):
     take_profit: OrderRef | None = None
     realised_pnl: Amount = Decimal(0)
     fees: Amount = Decimal(0)
+    # Funding received (+) or paid (-) while the position was held, booked at its close.
+    funding: Amount = Decimal(0)
     close_reason: CloseReason | None = None
     order_seq: int = Field(default=0, ge=0)
     event_seq: int = Field(default=0, ge=0)
@@ -289,8 +291,8 @@ class PositionSnapshot(BaseModel):
 
     @property
     def net_pnl(self) -> Decimal:
-        """Realised PnL after fees."""
-        return self.realised_pnl - self.fees
+        """Realised PnL after fees and funding."""
+        return self.realised_pnl - self.fees + self.funding
 
     def advance(self, to: PositionState, at: datetime) -> PositionSnapshot:
         """Snapshot in state `to` (IllegalTransition if not allowed), stamped `at`."""
@@ -387,6 +389,10 @@ class PositionSnapshot(BaseModel):
                 "updated_at": at,
             }
         )
+
+    def with_funding(self, funding: Decimal) -> PositionSnapshot:
+        """Snapshot with the funding received (+) or paid (-) while it was held."""
+        return self.model_copy(update={"funding": funding})
 
     def adopt(self, qty: Decimal, entry_price: Decimal, at: datetime) -> PositionSnapshot:
         """Snapshot of a position found on the exchange: `qty` held at `entry_price`."""

@@ -28,7 +28,9 @@ PositionStatus = Literal[
     "rolled_back",
     "failed",
 ]
-OrderKindName = Literal["entry", "stop", "emergency_stop", "close", "take_profit"]
+OrderKindName = Literal[
+    "entry", "stop", "emergency_stop", "close", "take_profit", "outside", "liquidation"
+]
 OrderStatusName = Literal[
     "pending", "open", "partially_filled", "filled", "canceled", "expired", "rejected", "unknown"
 ]
@@ -62,6 +64,7 @@ class PositionRecord(Record):
     exit_price: Decimal | None = None
     realized_pnl: Decimal = Decimal(0)
     fees: Decimal = Decimal(0)
+    funding: Decimal = Decimal(0)
     exit_reason: str | None = None
     opened_at: datetime | None = None
     closed_at: datetime | None = None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from domain.journal import JournalEntry
 from domain.market import MarketFilters, Price
@@ -81,6 +81,20 @@ class SymbolRequest(_Request):
 
     symbol: str
     side: Side | None = None
+
+
+class OutsideExitRequest(SymbolRequest):
+    """What closed a `position_side` position outside posguard since `since` (the
+    position's open): by hand on the exchange, or by liquidation."""
+
+    position_side: Side
+    since: AwareDatetime
+
+
+class FundingRequest(SymbolRequest):
+    """Funding received or paid on the symbol since `since` (the position's open)."""
+
+    since: AwareDatetime
 
 
 class CandlesRequest(SymbolRequest):

@@ -44,7 +44,7 @@ from signals_ingest.temporal_waker import (
     parse_position_workflow_id,
     sync_gate,
 )
-from signals_ingest.user_stream import Notify, UserStream
+from signals_ingest.user_stream import CatchUp, Notify, UserStream
 from workers.dependency_alerts import DependencyAlerts, alert_on_reports
 from workers.metrics import MetricsPage
 from workers.settings import EMBEDDED_PAPER, AccountSettings, Settings
@@ -275,6 +275,36 @@ def _position_notifier(
     return notify
 
 
+def _account_catch_up(client: Client, acct: AccountSettings, shard: Shard | None) -> CatchUp:
+    """Tell every running position workflow of `acct` (of this gate's shard) to look:
+    the user stream was down (or not yet watched) and its messages are lost. What no
+    workflow owns is left to the reconciler's schedule."""
+
+    async def catch_up() -> int:
+        # the Account search attribute a position workflow carries (workflows/)
+        query = (
+            f'WorkflowType="{WORKFLOW_TYPE}" AND ExecutionStatus="Running" '
+            f'AND Account="{acct.name}"'
+        )
+        told = 0
+        async for wf in client.list_workflows(query):
+            key = parse_position_workflow_id(wf.id)
+            if shard is not None and key is not None and not shard.owns(key.symbol):
+                continue
+            try:
+                await client.get_workflow_handle(wf.id, run_id=wf.run_id).signal(
+                    EXCHANGE_UPDATE_SIGNAL,
+                    ExchangeUpdate(source="user_stream", detail="user stream (re)connected"),
+                )
+                told += 1
+            except RPCError as err:
+                if err.status is not RPCStatusCode.NOT_FOUND:
+                    raise
+        return told
+
+    return catch_up
+
+
 async def _sync_loop(
     source: GateSource,
     client: Client,
@@ -382,7 +412,15 @@ async def run_gate(
         )
         triggers.append(trigger)
         notify = _position_notifier(client, acct, shard, trigger)
-        streams.append((UserStream(private, notify, account=acct.name, events=events), private))
+        catch_up = _account_catch_up(client, acct, shard)
+        streams.append(
+            (
+                UserStream(
+                    private, notify, account=acct.name, events=events, on_reconnect=catch_up
+                ),
+                private,
+            )
+        )
     port = settings.health_port + 1 if health_port is None else health_port
     health = (
         HealthServer(

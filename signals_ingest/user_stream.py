@@ -8,6 +8,12 @@ and position itself, so the message's content is never trusted and a duplicated
 or late message costs one look. A lost message costs nothing either: the
 workflow's periodic look is the fallback.
 
+Messages are lost while the stream is down (a cut, an expired listen key, a gate
+restarted): at every (re)connection every running position of the account is told
+to look (`on_reconnect`), so a fill made meanwhile is seen at once, not at the next
+periodic look. An expired Binance listen key is asked for again at once (see
+`forget_listen_key`).
+
 ccxt.pro returns from `watch_orders` on the first message of a burst and keeps
 the rest in its order cache, so after every wake-up the whole cache is compared
 with what was seen before: no update is lost to a burst.
@@ -96,6 +102,26 @@ def changed_symbols(
     return changed
 
 
+OPEN_POLL_S = 0.1  # float ok: seconds
+SUBSCRIBE_GRACE_S = 0.3  # float ok: seconds from the socket open to the subscription live
+
+CatchUp = Callable[[], Awaitable[int]]
+"""Tell every position of the account to look; how many were told."""
+
+
+def forget_listen_key(exchange: Any) -> None:
+    """Make ccxt.pro ask the exchange for a listen key again at its next connection.
+
+    ccxt.pro re-uses its cached Binance listen key for up to 20 minutes; a key that
+    expired (`listenKeyExpired`: no keepalive reached the exchange for an hour) would
+    have every reconnection refused until then. Asking again costs one request (an
+    existing key is returned and extended). Exchanges without listen keys: nothing.
+    """
+    for value in (getattr(exchange, "options", None) or {}).values():
+        if isinstance(value, dict) and "lastAuthenticatedTime" in value:
+            value["lastAuthenticatedTime"] = 0
+
+
 class UserStream:
     """Watch one account's private order stream and notify the positions it concerns."""
 
@@ -106,11 +132,13 @@ class UserStream:
         *,
         account: str,
         events: EventSink | None = None,
+        on_reconnect: CatchUp | None = None,
         backoff_initial_s: float = 0.5,  # float ok: seconds
         backoff_max_s: float = 30,  # float ok: seconds
     ) -> None:
         self.exchange = exchange
         self.notify = notify
+        self.on_reconnect = on_reconnect
         self.account = account
         self.events = events
         self.backoff_initial_s = backoff_initial_s
@@ -131,9 +159,12 @@ class UserStream:
         """Watch until `stop` is set, reconnecting with exponential backoff."""
         attempt = 0
         stopper = asyncio.ensure_future(stop.wait())
+        opened: asyncio.Task[None] | None = None
         try:
             while not stop.is_set():
                 watch = asyncio.ensure_future(self.exchange.watch_orders())
+                if not self.connected and (opened is None or opened.done()):
+                    opened = asyncio.create_task(self._when_open(watch, attempt))
                 await asyncio.wait({watch, stopper}, return_when=asyncio.FIRST_COMPLETED)
                 if not watch.done():
                     watch.cancel()
@@ -144,6 +175,7 @@ class UserStream:
                     fresh = watch.result()
                 except Exception as exc:
                     attempt += 1
+                    forget_listen_key(self.exchange)
                     await self._disconnected(exc, attempt)
                     delay = min(self.backoff_max_s, self.backoff_initial_s * 2 ** (attempt - 1))
                     with contextlib.suppress(TimeoutError):
@@ -155,6 +187,8 @@ class UserStream:
                 await self._dispatch([*list(self.exchange.orders or []), *fresh])
         finally:
             stopper.cancel()
+            if opened is not None:
+                opened.cancel()
             self.connected = False
 
     async def _dispatch(self, orders: list[dict[str, Any]]) -> None:
@@ -165,6 +199,46 @@ class UserStream:
                 self.notifications += 1
             except Exception:  # a failed signal must not stop the stream
                 log.exception("could not notify the position of %s", symbol)
+
+    def _stream_open(self) -> bool:
+        """Is a connection of this stream's ccxt client open? (ccxt.pro says nothing
+        when it reconnects; its `watch_orders` returns only with a message.)"""
+        for client in (getattr(self.exchange, "clients", None) or {}).values():
+            connected = getattr(client, "connected", None)
+            if connected is None or not connected.done() or connected.cancelled():
+                continue
+            if connected.exception() is None and not client.closed():
+                return True
+        return False
+
+    async def _when_open(self, watch: asyncio.Future[Any], attempt: int) -> None:
+        """Once the stream's connection is open again (or first opens), record it and
+        tell every position to look (`_catch_up`): what happened while it was down
+        reached no one. Gives up if this watch fails first."""
+        while not watch.done():
+            if self._stream_open():
+                await asyncio.sleep(SUBSCRIBE_GRACE_S)  # Bybit: authenticated, subscribed
+                if watch.done() and watch.exception() is not None:
+                    return
+                if not self.connected:
+                    await self._connected(attempt)
+                if self.on_reconnect is not None:
+                    await self._catch_up()
+                return
+            await asyncio.sleep(OPEN_POLL_S)
+        if not watch.cancelled() and watch.exception() is None and self.on_reconnect is not None:
+            await self._catch_up()  # a message came before the poll saw the connection
+
+    async def _catch_up(self) -> None:
+        """What changed while the stream was down (or before this process watched it:
+        a gate restarted) came in no message: every position of the account is told
+        to look (`on_reconnect`)."""
+        assert self.on_reconnect is not None
+        try:
+            told = await self.on_reconnect()
+            log.info("user stream of %s back: %d position(s) told to look", self.account, told)
+        except Exception:  # the periodic look and the reconciler still catch up
+            log.exception("could not tell the positions of %s to look", self.account)
 
     def down_for(self) -> timedelta | None:
         """How long it has been down (None while up, or before its first failure)."""

@@ -26,6 +26,7 @@ from typing import Any, NoReturn
 import click
 
 from workers import position_commands as pc
+from workers import position_text as ptext
 from workers import reconcile_commands, signal_commands, terminal
 from workers.cli_options import (
     AMOUNT,
@@ -117,7 +118,7 @@ async def cmd_web(args: Args, settings: Settings) -> int:
     if args.port is not None:
         settings = settings.model_copy(update={"web_port": args.port})
     if settings.web_port < 0:
-        raise pc.CommandError("web_port is -1: give the dashboard a port (--port 8704)")
+        raise ptext.CommandError("web_port is -1: give the dashboard a port (--port 8704)")
     client = await pc.temporal_client(
         settings, runtime=sdk_metrics_runtime(settings), process="web"
     )
@@ -168,7 +169,7 @@ async def cmd_events_tail(args: Args, settings: Settings) -> int:
     try:
         position = args.position
         if position is not None and "/" not in position:  # the short id tables print
-            position = pc.resolve_position_id(
+            position = ptext.resolve_position_id(
                 position, [r.id for r in await store.positions(symbol=args.symbol)]
             )
         filters: dict[str, Any] = {
@@ -178,9 +179,9 @@ async def cmd_events_tail(args: Args, settings: Settings) -> int:
             "min_severity": args.severity,
         }
         events = await store.events(**filters, limit=args.n, newest_first=True)
-        events.sort(key=pc.chronological)
+        events.sort(key=ptext.chronological)
         for event in events:
-            terminal.event_line(pc.format_event(event), event.severity.value)
+            terminal.event_line(ptext.format_event(event), event.severity.value)
         last = events[-1].occurred_at if events else None
         stop = _stop_event() if args.follow else None
         while stop is not None and not stop.is_set():
@@ -189,7 +190,7 @@ async def cmd_events_tail(args: Args, settings: Settings) -> int:
             except TimeoutError:
                 pass
             for event in await store.events(**filters, since=last, limit=1000):
-                terminal.event_line(pc.format_event(event), event.severity.value)
+                terminal.event_line(ptext.format_event(event), event.severity.value)
                 last = event.occurred_at
     finally:
         await store.close()
@@ -199,7 +200,7 @@ async def cmd_events_tail(args: Args, settings: Settings) -> int:
 async def cmd_sim(args: Args, settings: Settings) -> int:
     """Never run: `posguard sim ...` is handed to the simulator before Click (see
     `_main`); this command exists so that `--help` and completion list it."""
-    raise pc.CommandError("posguard sim takes its own arguments: see `posguard sim --help`")
+    raise ptext.CommandError("posguard sim takes its own arguments: see `posguard sim --help`")
 
 
 async def cmd_completion(args: Args, settings: Settings) -> int:
@@ -511,7 +512,7 @@ def _main(argv: list[str]) -> int:
     except UnreachableError as exc:
         terminal.error(str(exc))
         return 2
-    except pc.CommandError as exc:
+    except ptext.CommandError as exc:
         terminal.error(str(exc))
         return 1
     except KeyboardInterrupt:

@@ -16,7 +16,7 @@ import click
 
 from domain.position import CloseReason
 from domain.types import ExchangeId, Side
-from workers import position_commands as pc
+from workers import cli_values as values
 from workers.position_commands import Args
 from workers.settings import Settings
 
@@ -81,14 +81,14 @@ class Parsed(click.ParamType, Generic[T]):  # type: ignore[type-arg]  # generic 
             self.fail(str(exc), param, ctx)
 
 
-AMOUNT = Parsed("AMOUNT", pc.amount)
-STOP = Parsed("LEVEL", pc.stop_rule)
-TAKE_PROFIT = Parsed("LEVEL", pc.take_profit_rule)
-PERCENT = Parsed("PCT", pc.percent)
-DURATION = Parsed("DURATION", pc.duration)
-SYMBOL = Parsed("SYMBOL", pc.symbol)
+AMOUNT = Parsed("AMOUNT", values.amount)
+STOP = Parsed("LEVEL", values.stop_rule)
+TAKE_PROFIT = Parsed("LEVEL", values.take_profit_rule)
+PERCENT = Parsed("PCT", values.percent)
+DURATION = Parsed("DURATION", values.duration)
+SYMBOL = Parsed("SYMBOL", values.symbol)
 POSITIVE_INT = click.IntRange(min=1)
-MULTIPLE = Parsed("K", pc.positive)
+MULTIPLE = Parsed("K", values.positive)
 
 SIDES = click.Choice([s.value for s in Side])
 EXCHANGES = click.Choice([e.value for e in ExchangeId])

@@ -1,7 +1,8 @@
 """`posguard health`: every posguard process's `/health`, printed for an operator.
 
 It reads the worker (`health_port`), the price gate (`+ 1`) and the ingest (`+ 2`) on
-this host (127.0.0.1, or `health_host` when that is one address), or the `--url`s
+this host (127.0.0.1, or `health_host` when that is one address), and the dashboard
+(`web_port` on `web_host`; not when `web_port` is -1), or the `--url`s
 given, and prints each process with each part it depends on and the age of that
 part's last answer. Exit 0 when every process answers and all are healthy, 1 otherwise
 (a process that does not answer is named).
@@ -22,12 +23,16 @@ PROCESSES = (("worker", 0), ("gate", 1), ("ingest", 2))
 
 
 def default_urls(settings: Settings) -> list[tuple[str, str]]:
-    """(process, URL) of each process's `/health` on this host."""
+    """(process, URL) of each process's `/health` on this host: the worker, the gate,
+    the ingest, and the dashboard unless its `web_port` is -1."""
     host = url_host(settings.health_host)
-    return [
+    urls = [
         (name, f"http://{host}:{settings.health_port + offset}/health")
         for name, offset in PROCESSES
     ]
+    if settings.web_port >= 0:
+        urls.append(("web", f"http://{url_host(settings.web_host)}:{settings.web_port}/health"))
+    return urls
 
 
 async def fetch(

@@ -14,15 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import getpass
-import json
-import re
 import socket
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from types import SimpleNamespace
-from typing import Any, TypeVar
-from urllib.parse import quote
+from typing import Any
 
 from pydantic import ValidationError
 from temporalio.client import (
@@ -39,13 +35,29 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from domain.position import CloseReason, PositionSpec, PositionState, is_terminal
 from domain.records import PositionRecord
-from domain.sizing import LevelRule, SizingMode, SizingRequest, StopRule, TakeProfitRule
-from domain.symbols import InvalidSymbol, canonical
+from domain.sizing import LevelRule, SizingMode, SizingRequest
 from domain.trailing import TrailingRule
 from domain.types import ExchangeId, Side
 from workers import terminal
+from workers.cli_values import (
+    default_emergency_percent,
+)
+from workers.position_text import (
+    CommandError,
+    age,
+    chronological,
+    dec,
+    describe_record,
+    describe_view,
+    format_event,
+    level,
+    rule_text,
+    short_position_id,
+    ui_url,
+)
 from workers.settings import AccountSettings, Settings
 from workers.temporal import connect
+from workers.terminal import fields, table
 
 LIST_OPEN = 'WorkflowType="PositionWorkflow" AND ExecutionStatus="Running"'
 # Where `open` stops waiting: protected, or over, or needing a human.
@@ -57,259 +69,6 @@ QUERY_TIMEOUT = timedelta(seconds=5)
 
 Args = SimpleNamespace
 """A command's parsed arguments, one attribute per option (see workers/cli.py)."""
-
-
-class CommandError(RuntimeError):
-    """The command could not do what was asked; the CLI prints it and exits 1."""
-
-
-# --- argument types ------------------------------------------------------------------------
-
-
-def positive(text: str) -> Decimal:
-    """A positive, finite number, exactly (`1_000` reads as 1000); ValueError if not."""
-    try:
-        value = Decimal(text.strip().replace("_", ""))
-    except InvalidOperation:
-        raise ValueError(f"not a number: {text!r}") from None
-    if not value.is_finite() or value <= 0:
-        raise ValueError(f"must be a positive number: {text!r}")
-    return value
-
-
-def amount(text: str) -> Decimal:
-    """A positive amount of quote currency, e.g. `100`."""
-    return positive(text)
-
-
-_L = TypeVar("_L", bound=LevelRule)
-
-
-def _level(cls: type[_L], text: str) -> _L:
-    value = text.strip()
-    try:
-        if value.rstrip("%").replace(".", "", 1).replace("_", "").isdigit() is False:
-            raise ValueError(f"not a level like 2% (from the entry) or 59000 (a price): {text!r}")
-        if value.endswith("%"):
-            return cls(percent=positive(value[:-1]))
-        return cls(price=positive(value))
-    except ValidationError as exc:
-        raise ValueError(f"{text!r}: {exc.errors()[0]['msg']}") from None
-
-
-def stop_rule(text: str) -> StopRule:
-    """`2%` is 2 percent from the entry, `59000` is that price."""
-    return _level(StopRule, text)
-
-
-def take_profit_rule(text: str) -> TakeProfitRule:
-    """`3%` is 3 percent from the entry, `63000` is that price."""
-    return _level(TakeProfitRule, text)
-
-
-def percent(text: str) -> Decimal:
-    """A percentage below 100, written `5%` or `5`."""
-    value = positive(text.strip().removesuffix("%"))
-    if value >= 100:
-        raise ValueError(f"a percentage must be below 100: {text!r}")
-    return value
-
-
-_DURATION_PART = re.compile(r"(\d+)([dhms])")
-_UNIT = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
-
-
-def duration(text: str) -> timedelta:
-    """`4h`, `90m`, `1h30m`, `2d`, `45s`."""
-    value = text.strip().lower()
-    parts = _DURATION_PART.findall(value)
-    if not parts or "".join(n + u for n, u in parts) != value:
-        raise ValueError(f"not a duration like 4h, 90m or 1h30m: {text!r}")
-    total = sum((timedelta(**{_UNIT[u]: int(n)}) for n, u in parts), timedelta())
-    if total <= timedelta():
-        raise ValueError(f"must be longer than zero: {text!r}")
-    return total
-
-
-def symbol(text: str) -> str:
-    """`BTCUSDT`, `btcusdt` or `BTC/USDT:USDT`, as posguard's canonical `BTCUSDT`."""
-    try:
-        return canonical(text)
-    except (InvalidSymbol, ValidationError) as exc:
-        raise ValueError(str(exc)) from None
-
-
-def default_emergency_percent(stop: StopRule) -> Decimal:
-    """max(2 x stop %, stop % + 3) for a percent stop; 5 % for a stop at a price."""
-    if stop.percent is None:
-        return Decimal(5)
-    return max(2 * stop.percent, stop.percent + 3)
-
-
-# --- formatting ----------------------------------------------------------------------------
-
-
-def dec(value: Decimal | None) -> str:
-    """Exact decimal text without exponent or trailing zeros; `-` for None."""
-    if value is None:
-        return "-"
-    text = format(value, "f")
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return "0" if text in ("", "-0") else text
-
-
-def level(rule: LevelRule | None) -> str:
-    if rule is None:
-        return "-"
-    return f"{dec(rule.percent)}%" if rule.percent is not None else dec(rule.price)
-
-
-def age(delta: timedelta | None) -> str:
-    """`3d4h`, `4h`, `4h12m`, `12m5s`, `42s` (two units at most); `-` when unknown."""
-    if delta is None:
-        return "-"
-    seconds = max(int(delta.total_seconds()), 0)
-    units: list[tuple[int, str]] = []
-    for size, unit in ((86400, "d"), (3600, "h"), (60, "m"), (1, "s")):
-        count, seconds = divmod(seconds, size)
-        if count or units:
-            units.append((count, unit))
-    shown = "".join(f"{n}{u}" for n, u in units[:2] if n)
-    return shown or "0s"
-
-
-SHORT_ID_LEN = 8
-
-
-def short_position_id(position_id: str | None) -> str:
-    """A position id as the tables print it: the last 8 characters of its run.
-
-    A position id is `{workflow id}/{first run id}`; the workflow id is shown beside
-    it (or, in `events tail`, its exchange and symbol), so the run's random tail is
-    what tells two lifecycles of one workflow id apart (the head of a UUIDv7 run id
-    is its start time, the same for runs a minute apart). `-` for None.
-    """
-    if not position_id:
-        return "-"
-    run = position_id.rsplit("/", 1)[-1]
-    return run[-SHORT_ID_LEN:]
-
-
-def format_event(event: Any) -> str:
-    """One recorded event as a line of `events tail`: time, severity, type, where,
-    whose (the short position id, see `short_position_id`), payload."""
-    payload = json.dumps(event.payload, separators=(",", ":"))
-    where = " ".join(x for x in (event.exchange, event.symbol) if x)
-    whose = short_position_id(event.position_id)
-    return (
-        f"{event.occurred_at:%Y-%m-%d %H:%M:%S.%f}"[:-3]
-        + f"  {event.severity.value:<8} {event.type.value:<28} {where:<22} "
-        + f"{whose:<{SHORT_ID_LEN}} {payload}"
-    )
-
-
-def resolve_position_id(given: str, position_ids: Sequence[str]) -> str:
-    """`--position` as typed: a full position id, or the short one the tables print.
-
-    A full id (it contains `/`) is returned as given; a short one must end exactly
-    one of `position_ids` (CommandError when none or several do).
-    """
-    if "/" in given:
-        return given
-    found = [pid for pid in position_ids if pid.endswith(given)]
-    if len(found) == 1:
-        return found[0]
-    if not found:
-        raise CommandError(f"no recorded position id ends in {given!r}")
-    raise CommandError(
-        f"{given!r} ends {len(found)} position ids; give more of it: " + ", ".join(found[:5])
-    )
-
-
-def chronological(event: Any) -> tuple[datetime, str]:
-    """Sort key: time, then event id (a position's ids end in a zero-padded sequence).
-
-    The store's newest-first order breaks ties by ascending id, so a reversed
-    page would show same-millisecond events of one transition backwards.
-    """
-    return (event.occurred_at, event.event_id)
-
-
-table = terminal.table
-_fields = terminal.fields
-
-
-def ui_url(settings: Settings, workflow_id: str) -> str:
-    """The workflow's page in the Temporal Web UI (it opens the latest run)."""
-    return (
-        f"http://127.0.0.1:{settings.ui_port}/namespaces/"
-        f"{quote(settings.temporal_namespace, safe='')}/workflows/{quote(workflow_id, safe='')}"
-    )
-
-
-def describe_view(view: Any, settings: Settings) -> str:
-    """A PositionView as the block `open` and `position` print."""
-    spec, s = view.spec, view.snapshot
-    pairs = [
-        (
-            "position",
-            f"{spec.side.value} {dec(s.qty)} {spec.symbol} on {spec.account} "
-            f"({spec.exchange.value})",
-        ),
-        ("entry", dec(s.avg_entry_price)),
-        ("stop", f"{dec(s.stop_price)}  (rule {level(spec.stop)})"),
-    ]
-    if s.emergency_stop is not None and s.emergency_stop.trigger_price is not None:
-        pairs.append(("emergency stop", dec(s.emergency_stop.trigger_price)))
-    else:
-        pairs.append(("emergency stop", f"{dec(spec.emergency_stop_percent)}% if ever needed"))
-    rule = getattr(view, "trailing_rule", None)
-    if rule is not None:
-        text = _rule_text(rule)
-        measured = getattr(view, "measured_callback_pct", None)
-        if rule.volatility is not None:
-            now = "not measured yet" if measured is None else f"now {dec(measured)}%"
-            text += f" ({now})"
-        trail = getattr(view, "trailing", None)
-        if trail is not None:
-            text += f"; {trail.phase.value}, best {dec(trail.best_price)}"
-        pairs.append(("trailing", text))
-    if spec.take_profit is not None:
-        pairs.append(("take-profit", level(spec.take_profit)))
-    if spec.max_age is not None:
-        pairs.append(("max age", age(spec.max_age)))
-    if s.avg_exit_price is not None:
-        pairs.append(("exit", dec(s.avg_exit_price)))
-    pairs += [("realised pnl", dec(s.realised_pnl)), ("fees", dec(s.fees))]
-    if s.close_reason is not None:
-        pairs.append(("reason", s.close_reason.value))
-    if s.opened_at is not None:
-        opened = f"{s.opened_at:%Y-%m-%d %H:%M:%S} UTC ({age(datetime.now(UTC) - s.opened_at)} ago)"
-        pairs.append(("opened", opened))
-    pairs += [("position id", view.position_id), ("Web UI", ui_url(settings, view.workflow_id))]
-    return f"{view.workflow_id}  {s.state.value}\n{_fields(pairs)}"
-
-
-def describe_record(rec: PositionRecord, settings: Settings) -> str:
-    """A store row (a position whose workflow is no longer running)."""
-    pairs = [
-        (
-            "position",
-            f"{rec.side} {dec(rec.quantity)} {rec.symbol} on {rec.account} ({rec.exchange})",
-        ),
-        ("entry", dec(rec.entry_price)),
-        ("stop", dec(rec.stop_price)),
-        ("exit", dec(rec.exit_price)),
-        ("realised pnl", dec(rec.realized_pnl)),
-        ("fees", dec(rec.fees)),
-        ("reason", rec.exit_reason or "-"),
-        ("opened", "-" if rec.opened_at is None else f"{rec.opened_at:%Y-%m-%d %H:%M:%S} UTC"),
-        ("closed", "-" if rec.closed_at is None else f"{rec.closed_at:%Y-%m-%d %H:%M:%S} UTC"),
-        ("position id", rec.id),
-        ("Web UI", ui_url(settings, rec.workflow_id)),
-    ]
-    return f"{rec.workflow_id}  {rec.status}\n{_fields(pairs)}"
 
 
 # --- connections -----------------------------------------------------------------------------
@@ -577,13 +336,13 @@ async def cmd_open(args: Args, settings: Settings) -> int:
         flush=True,
     )
     if args.no_wait:
-        print(_fields([("Web UI", ui_url(settings, handle.id))]))
+        print(fields([("Web UI", ui_url(settings, handle.id))]))
         return 0
     with terminal.spinner(f"waiting until {spec.symbol} is protected (up to {args.timeout:g} s)"):
         view = await _wait_settled(handle, args.timeout)
     if view is None:
         print(f"no answer from the workflow after {args.timeout:g} s: is a worker running?")
-        print(_fields([("Web UI", ui_url(settings, handle.id))]))
+        print(fields([("Web UI", ui_url(settings, handle.id))]))
         return 1
     print(describe_view(view, settings))
     state = view.snapshot.state
@@ -715,27 +474,9 @@ async def cmd_trail(args: Args, settings: Settings) -> int:
                 f"{handle.id} ended meanwhile"
             ) from None
         raise
-    print(f"{handle.id}: trailing {_rule_text(previous)} -> {_rule_text(rule)}")
+    print(f"{handle.id}: trailing {rule_text(previous)} -> {rule_text(rule)}")
     print("the live stop never loosens: a looser setting only changes future moves")
     return 0
-
-
-def _rule_text(rule: TrailingRule | None) -> str:
-    if rule is None:
-        return "off"
-    parts = [f"callback {dec(rule.callback_pct)}%"]
-    vol = rule.volatility
-    if vol is not None:
-        parts = [
-            f"callback {dec(vol.multiple)} x ATR({vol.period}, {vol.timeframe}) "
-            f"in [{dec(vol.min_pct)}%, {dec(vol.max_pct)}%], "
-            f"{dec(rule.callback_pct)}% until measured"
-        ]
-    if rule.activation_pct is not None:
-        parts.append(f"from +{dec(rule.activation_pct)}%")
-    if rule.breakeven_trigger_pct is not None:
-        parts.append(f"breakeven at +{dec(rule.breakeven_trigger_pct)}%")
-    return ", ".join(parts)
 
 
 async def cmd_close(args: Args, settings: Settings) -> int:
@@ -770,14 +511,15 @@ async def cmd_close(args: Args, settings: Settings) -> int:
         ) from None
     print(
         f"{handle.id}  {result.state.value}\n"
-        + _fields(
+        + fields(
             [
                 ("state", result.state.value),
                 ("reason", result.reason.value if result.reason else "-"),
                 ("exit price", dec(result.exit_price)),
                 ("realised pnl", dec(result.realised_pnl)),
                 ("fees", dec(result.fees)),
-                ("net pnl", dec(result.realised_pnl - result.fees)),
+                ("funding", dec(result.funding)),
+                ("net pnl", dec(result.realised_pnl - result.fees + result.funding)),
             ]
         )
     )

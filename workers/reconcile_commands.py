@@ -13,6 +13,8 @@ from temporalio.service import RPCError, RPCStatusCode
 from domain.reconcile import FindingKind
 from domain.reconcile_io import FindingOutcome, ReconcileReport, reconcile_schedule_id
 from workers import position_commands as pc
+from workers import position_text as ptext
+from workers import terminal
 from workers.cli_options import Invocation, runs
 from workers.settings import AccountSettings, Settings
 
@@ -48,14 +50,14 @@ def _what(o: FindingOutcome) -> str:
         order = f.order
         side = order.side.value if order.side is not None else "?"
         kind = "stop" if order.is_conditional else "order"
-        trigger = f" @ {pc.dec(order.trigger_price)}" if order.trigger_price else ""
+        trigger = f" @ {ptext.dec(order.trigger_price)}" if order.trigger_price else ""
         ident = order.client_order_id or f"#{order.exchange_order_id}"
-        return f"{kind} {side} {pc.dec(order.qty)}{trigger} {ident}"
+        return f"{kind} {side} {ptext.dec(order.qty)}{trigger} {ident}"
     side = f.side.value if f.side is not None else "?"
     if f.kind is FindingKind.UNTRACKED:
-        return f"{side} {pc.dec(f.exchange_qty)} @ {pc.dec(f.entry_price)}"
+        return f"{side} {ptext.dec(f.exchange_qty)} @ {ptext.dec(f.entry_price)}"
     if f.exchange_qty is not None or f.expected_qty is not None:
-        return f"{side} expected {pc.dec(f.expected_qty)} exchange {pc.dec(f.exchange_qty)}"
+        return f"{side} expected {ptext.dec(f.expected_qty)} exchange {ptext.dec(f.exchange_qty)}"
     return "-"
 
 
@@ -93,7 +95,7 @@ def describe_report(report: ReconcileReport) -> str:
         if report.findings_omitted
         else ""
     )
-    return f"{head}\n{pc.table(header, rows)}{more}"
+    return f"{head}\n{terminal.table(header, rows)}{more}"
 
 
 async def cmd_reconcile(args: pc.Args, settings: Settings) -> int:
@@ -155,7 +157,9 @@ async def cmd_schedules(args: pc.Args, settings: Settings) -> int:
         ]
         for r in rows
     ]
-    print(pc.table(["schedule", "state", "every", "last run", "last pass", "next run"], table))
+    print(
+        terminal.table(["schedule", "state", "every", "last run", "last pass", "next run"], table)
+    )
     return 0
 
 

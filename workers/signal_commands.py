@@ -22,6 +22,8 @@ from activities.store import operator_rows as rows
 from activities.store.repository import Store
 from domain.records import AccountPause, DecisionRecord, SignalRecord, StoplistEntry, WaveRecord
 from workers import position_commands as pc
+from workers import position_text as ptext
+from workers import terminal
 from workers.cli_options import SYMBOL, Invocation, runs
 from workers.settings import Settings
 
@@ -75,7 +77,7 @@ def _ident(s: SignalRecord) -> str:
 def _scores(s: SignalRecord) -> str:
     if s.score_week is None and s.score_month is None:
         return "-"
-    return f"week {pc.dec(s.score_week)} month {pc.dec(s.score_month)}"
+    return f"week {ptext.dec(s.score_week)} month {ptext.dec(s.score_month)}"
 
 
 def _status(s: SignalRecord) -> str:
@@ -241,7 +243,7 @@ async def cmd_waves(args: pc.Args, settings: Settings) -> int:
         print(f"no waves{whose} recorded yet")
         return 0
     header = ["period", "account", "status", "signals", "opened", "filtered", "took", "wave"]
-    print(pc.table(header, [_wave_row(w) for w in found]))
+    print(terminal.table(header, [_wave_row(w) for w in found]))
     return 0
 
 
@@ -266,7 +268,7 @@ async def _find_wave(store: Store, text: str) -> WaveRecord:
         if known
         else "; no wave is recorded yet"
     )
-    raise pc.CommandError(
+    raise ptext.CommandError(
         f"no wave {wave_id!r} (a wave id is wave/ACCOUNT/PERIOD-START, see `posguard waves`)" + hint
     )
 
@@ -288,7 +290,7 @@ def describe_wave(w: WaveRecord, entries: Sequence[rows.WaveEntry], settings: Se
     if w.processed_at is not None:
         pairs.append(("processed", f"{_time(w.processed_at)} UTC in {_took(w.duration_ms)}"))
     if w.workflow_id:
-        pairs.append(("Web UI", pc.ui_url(settings, w.workflow_id)))
+        pairs.append(("Web UI", ptext.ui_url(settings, w.workflow_id)))
     text = f"{w.id}  {w.status}\n{_fields(pairs)}"
     if not entries:
         return f"{text}\n\nno signals recorded for this wave"
@@ -307,14 +309,14 @@ def describe_wave(w: WaveRecord, entries: Sequence[rows.WaveEntry], settings: Se
                 _ident(s),
                 s.symbol or "-",
                 s.action or "-",
-                pc.dec(s.score_week),
-                pc.dec(s.score_month),
+                ptext.dec(s.score_week),
+                ptext.dec(s.score_month),
                 decision,
                 detail,
             ]
         )
     header = ["rank", "signal", "symbol", "action", "week", "month", "decision", "detail"]
-    return f"{text}\n\n{pc.table(header, table)}"
+    return f"{text}\n\n{terminal.table(header, table)}"
 
 
 async def cmd_wave(args: pc.Args, settings: Settings) -> int:
@@ -407,7 +409,7 @@ async def cmd_stoplist_list(args: pc.Args, settings: Settings) -> int:
         [e.symbol, _whose(e.account), e.reason or "-", e.added_by or "-", _time(e.added_at)]
         for e in entries
     ]
-    print(pc.table(["symbol", "account", "reason", "added by", "added (UTC)"], table))
+    print(terminal.table(["symbol", "account", "reason", "added by", "added (UTC)"], table))
     return 0
 
 
@@ -469,7 +471,7 @@ async def cmd_paused(args: pc.Args, settings: Settings) -> int:
         [p.account, p.source, p.reason, p.detail or "-", p.paused_by or "-", _time(p.since)]
         for p in pauses
     ]
-    print(pc.table(["account", "source", "reason", "detail", "by", "since (UTC)"], table))
+    print(terminal.table(["account", "source", "reason", "detail", "by", "since (UTC)"], table))
     return 0
 
 

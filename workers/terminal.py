@@ -66,10 +66,18 @@ COLUMN_STYLES: dict[str, Callable[[str], Style | None]] = {
 """Cells of these columns are coloured by their text (on a terminal only)."""
 
 
+class _Console(Console):
+    """A Rich console that leaves a reader gone away (`| head -1`) to the command
+    line's own handling (quietly, exit 141) instead of Rich's SystemExit(1)."""
+
+    def on_broken_pipe(self) -> None:
+        raise BrokenPipeError
+
+
 def _console(file: TextIO | None = None, *, stderr: bool = False) -> Console:
     target = file if file is not None else (sys.stderr if stderr else sys.stdout)
     tty = target.isatty()
-    return Console(
+    return _Console(
         file=target,
         width=None if tty else PIPED_WIDTH,
         color_system="auto" if tty else None,

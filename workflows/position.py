@@ -22,7 +22,7 @@ with the `close` update or by cancelling the workflow.
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
 
@@ -45,6 +45,7 @@ with workflow.unsafe.imports_passed_through():
         OrderFailed,
         OrderFilled,
         OrderPlaced,
+        OutsideFill,
         PositionActive,
         PositionAdopted,
         PositionClosed,
@@ -110,6 +111,7 @@ with workflow.unsafe.imports_passed_through():
         PositionView,
         PriceTick,
     )
+    from workflows.position_records import outside_order_record
 
 from workflows.position_orders import ExchangeCallFailed
 from workflows.position_trailing import Trailing
@@ -122,6 +124,13 @@ STOP_ID_PER_KIND = "stop-id-per-kind"
 # Patch id: an adopter, once its own stop protects the position, removes the stop a
 # workflow that is gone left on the position (Bybit's, sent with that one's entry).
 ADOPT_CLEARS_POSITION_STOP = "adopt-clears-position-stop"
+# Patch id: a close outside posguard (liquidation, by hand) is read from the exchange's
+# trade history and booked (exit price, PnL, fees, its orders and fills), instead of
+# being booked as flat with no exit.
+PATCH_BOOK_OUTSIDE_EXIT = "book-outside-exit"
+OUTSIDE_EXIT_LOOKBACK = timedelta(days=6)
+# Patch id: at its close a position books the funding received or paid while held.
+PATCH_BOOK_FUNDING = "book-funding"
 _STEP_OF_INTENT = {
     ProtectionStep.PLACE_STOP: OrderStep.STOP,
     ProtectionStep.PLACE_EMERGENCY_STOP: OrderStep.EMERGENCY_STOP,
@@ -174,6 +183,8 @@ class PositionWorkflow(Trailing):
         # Client ids whose "open" / "cancelled" echo from the user stream needs no look.
         self.placing = set()
         self.cancelling = []
+        # A stale exit order that executed and left nothing held: how the look ends it.
+        self.stale_exit: CloseReason | None = None
         self.outbox = []
         self.order_rows = []
         self.fill_rows = []
@@ -1160,6 +1171,12 @@ class PositionWorkflow(Trailing):
         was lost) are cancelled; executions not yet read are read.
         """
         await self._cancel_stale()
+        if self.stale_exit is not None:  # a stale stop closed it: end as that stop's close
+            reason, self.stale_exit = self.stale_exit, None
+            open_ = self.s.state in (PositionState.ACTIVE, PositionState.PENDING_SL)
+            if open_ and (await self._position()).is_flat:
+                await self._finish_close(reason)
+                return
         await self._cancel_unknown_own_orders()
         await self._settle_fills_due(until_known=False)
         pos = await self._position()
@@ -1266,6 +1283,38 @@ class PositionWorkflow(Trailing):
             reason = CloseReason.EMERGENCY_STOP_FILLED if emergency else CloseReason.STOP_FILLED
         await self._finish_close(reason)
 
+    async def _stale_executed(self, ref: OrderRef, view: OrderView) -> None:
+        """A stale order of ours (its placement's outcome unknown, or its cancel failed)
+        executed before its cancel reached it: an exit of this position, booked as the
+        fill it was (its row, fills, fees and PnL, the event naming it). If nothing is
+        held any more, the next step of the look ends the position with its reason."""
+        intent = self._intent_of_ref(ref)
+        fills = await self._fills_until_known(ref.client_order_id)
+        if intent is not None:
+            self._record_order(intent, view, status=OrderStatus.FILLED)
+        self._record_fills(ref.client_order_id, fills)
+        if fills:
+            self._book_exit(fills)
+        kind = intent.kind if intent is not None else OrderKind.STOP
+        self._emit(
+            EventType.TAKE_PROFIT_FILLED
+            if kind is OrderKind.TAKE_PROFIT
+            else EventType.STOP_TRIGGERED,
+            OrderFilled(
+                client_order_id=ref.client_order_id,
+                exchange_order_id=view.exchange_order_id or ref.exchange_order_id,
+                filled_quantity=sum((f.qty for f in fills), Decimal(0)),
+                average_price=self.s.avg_exit_price or ref.trigger_price or Decimal(0),
+                fee=sum((f.fee for f in fills), Decimal(0)),
+            ),
+            order_id=ref.client_order_id,
+        )
+        if self.s.qty == 0 and self.s.exited_qty > 0:
+            self.stale_exit = {
+                OrderKind.TAKE_PROFIT: CloseReason.TAKE_PROFIT,
+                OrderKind.EMERGENCY_STOP: CloseReason.EMERGENCY_STOP_FILLED,
+            }.get(kind, CloseReason.STOP_FILLED)
+
     def _book_exit(self, fills: list[Fill]) -> None:
         """Book exit executions; more than we thought we held means our qty was stale."""
         total = sum((f.qty for f in fills), Decimal(0))
@@ -1280,10 +1329,70 @@ class PositionWorkflow(Trailing):
         self._snap(self.s.apply_exit_fills(self.spec.side, fills, workflow.now()))
 
     async def _record_external_close(self, reason: CloseReason) -> None:
+        """The position went flat without one of our exit orders: find what closed
+        it (the exchange's liquidation, or an order placed by hand), book its
+        executions (exit price, PnL, fees, rows of their own), then finish the close
+        (cancel our orders, settle)."""
+        if workflow.patched(PATCH_BOOK_OUTSIDE_EXIT):
+            reason = await self._book_outside_exit(reason)
         self._emit(
             EventType.CLOSE_TRIGGERED, CloseTriggered(reason=reason.value, requested_by="exchange")
         )
         await self._finish_close(reason)
+
+    async def _book_outside_exit(self, reason: CloseReason) -> CloseReason:
+        """Book what closed the position outside posguard; the close's reason
+        (LIQUIDATION when the exchange liquidated it)."""
+        if self.s.avg_entry_price is None:  # nothing entered: nothing to book against
+            return reason
+        # Binance answers at most 7 days of trades from a start time: what closed the
+        # position happened since it was last seen held, minutes ago, not days.
+        since = max(
+            self.s.opened_at or workflow.info().start_time,
+            workflow.now() - OUTSIDE_EXIT_LOOKBACK,
+        )
+        outside = await self._outside_exit(since)
+        if outside is None:
+            self._alert(
+                Severity.ERROR,
+                "close not booked",
+                f"{self.spec.symbol}: the position closed outside posguard and the exchange "
+                "did not tell by what; its exit price and PnL are left out",
+            )
+            return reason
+        for order in outside.orders:
+            fills = [f for f in order.fills if f.trade_id not in self.s.fill_ids]
+            if not fills:
+                continue
+            self.order_rows.append(
+                outside_order_record(self.position_id, self.spec, order, self.s.event_seq)
+            )
+            self._record_fills(order.record_id, fills)
+            kind = EventType.OUTSIDE_CLOSE_FILLED
+            if order.liquidation:
+                kind = EventType.POSITION_LIQUIDATED
+            for fill in fills:
+                self._emit(
+                    kind,
+                    OutsideFill(
+                        exchange_order_id=order.exchange_order_id,
+                        client_order_id=order.client_order_id,
+                        trade_id=fill.trade_id,
+                        price=fill.price,
+                        quantity=fill.qty,
+                        fee=fill.fee,
+                    ),
+                )
+            self._book_exit(fills)
+        if outside.liquidation:
+            self._alert(
+                Severity.CRITICAL,
+                "position liquidated",
+                f"{self.spec.symbol}: the exchange liquidated the {self.spec.side.value} "
+                f"position; realised pnl {self.s.realised_pnl}, fees {self.s.fees}",
+            )
+            return CloseReason.LIQUIDATION
+        return reason
 
     async def _replace_stop_for_qty(self) -> None:
         """New stop for the current quantity first, then the old one cancelled.
@@ -1459,6 +1568,8 @@ class PositionWorkflow(Trailing):
             self._snap(self.s.with_exchange_qty(Decimal(0), workflow.now()))
         await self._until_no_own_order_open()
         await self._settle_fills_due(until_known=True)
+        if self.s.opened_at is not None and workflow.patched(PATCH_BOOK_FUNDING):
+            await self._book_funding(self.s.opened_at)
         self._snap(self.s.with_close_reason(reason))
         if self.trail is not None:
             self._emit(EventType.TRAILING_REMOVED, TrailingRemoved(reason=reason.value))
@@ -1490,9 +1601,24 @@ class PositionWorkflow(Trailing):
                 quantity=self.s.exited_qty,
                 realized_pnl=self.s.realised_pnl,
                 fees=self.s.fees,
+                funding=self.s.funding,
             ),
         )
         self._transition(target)
+
+    async def _book_funding(self, since: datetime) -> None:
+        """Book the funding received or paid while the position was held (its net PnL
+        counts it); an alert when the exchange cannot tell."""
+        funding = await self._funding(since)
+        if funding is None:
+            self._alert(
+                Severity.WARNING,
+                "funding not booked",
+                f"{self.spec.symbol}: the exchange did not tell the funding since "
+                f"{since:%Y-%m-%d %H:%M} UTC; the net PnL leaves it out",
+            )
+            return
+        self._snap(self.s.with_funding(funding))
 
     async def _until_no_own_order_open(self) -> None:
         """Cancel until the exchange lists no open order of this position (verified)."""
@@ -1569,4 +1695,5 @@ class PositionWorkflow(Trailing):
             exit_price=self.s.avg_exit_price,
             realised_pnl=self.s.realised_pnl,
             fees=self.s.fees,
+            funding=self.s.funding,
         )

@@ -89,6 +89,8 @@ class CloseResult(BaseModel):
     exit_price: Decimal | None
     realised_pnl: Decimal
     fees: Decimal
+    # received (+) or paid (-) while held; absent from results of runs before it
+    funding: Decimal = Decimal(0)
 
 
 class PositionView(BaseModel):

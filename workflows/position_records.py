@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from domain.orders import OrderIntent, OrderStatus, OrderView
+from decimal import Decimal
+
+from domain.orders import OrderIntent, OrderStatus, OrderView, OutsideOrder
 from domain.position import PositionSnapshot, PositionSpec, PositionState
 from domain.records import OrderRecord, OrderStatusName, PositionRecord
 
@@ -40,6 +42,7 @@ def position_record(
         exit_price=snap.avg_exit_price,
         realized_pnl=snap.realised_pnl,
         fees=snap.fees,
+        funding=snap.funding,
         exit_reason=None if snap.close_reason is None else snap.close_reason.value,
         opened_at=snap.opened_at,
         closed_at=snap.closed_at
@@ -76,4 +79,30 @@ def order_record(
         trigger_price=intent.trigger_price,
         average_price=None if view is None else view.average_price,
         reduce_only=intent.reduce_only,
+    )
+
+
+def outside_order_record(
+    position_id: str, spec: PositionSpec, order: OutsideOrder, revision: int
+) -> OrderRecord:
+    """The `orders` row of an order posguard did not place that closed the position
+    (kind `liquidation` or `outside`), filled by its executions."""
+    qty = sum((f.qty for f in order.fills), Decimal(0))
+    value = sum((f.qty * f.price for f in order.fills), Decimal(0))
+    return OrderRecord(
+        client_order_id=order.record_id,
+        position_id=position_id,
+        account=spec.account,
+        exchange=spec.exchange.value,
+        symbol=spec.symbol,
+        kind="liquidation" if order.liquidation else "outside",
+        side=order.side.value,
+        order_type="market",
+        status="filled",
+        quantity=qty,
+        revision=revision,
+        exchange_order_id=order.exchange_order_id,
+        filled_quantity=qty,
+        average_price=value / qty if qty > 0 else None,
+        reduce_only=True,
     )

@@ -34,7 +34,7 @@ from domain.errors import ErrorClass, ErrorType, classify_exception, scrub, scru
 from domain.events import Event, EventType, RateLimitHit, make_event
 from domain.journal import PROTECTIVE_KINDS, JournalEntry, journal_entry
 from domain.market import MarketFilters
-from domain.orders import Fill, OrderIntent, OrderView, stop_intent
+from domain.orders import Fill, OrderIntent, OrderView, OutsideExit, stop_intent
 from domain.requests import (
     AccountRequest,
     AccountSnapshot,
@@ -44,7 +44,9 @@ from domain.requests import (
     EntryWithStopResult,
     ExchangeOrderRequest,
     ExchangePosition,
+    FundingRequest,
     OrderRequest,
+    OutsideExitRequest,
     PlaceOrderRequest,
     SymbolRequest,
 )
@@ -744,6 +746,23 @@ class ExchangeActivities:
             exchange_order_id=req.exchange_order_id,
         )
 
+    @activity.defn(name="exchange.funding")
+    @_exchange_call()
+    async def funding(self, req: FundingRequest) -> Decimal:
+        """Funding the account received (+) or paid (-) on the symbol since the
+        position opened: booked into the position's PnL at its close."""
+        return await self._gateway(req.account).funding(req.symbol, req.since)
+
+    @activity.defn(name="exchange.outside_exit")
+    @_exchange_call()
+    async def outside_exit(self, req: OutsideExitRequest) -> OutsideExit:
+        """The orders posguard did not place that closed the position (by hand, or the
+        exchange's liquidation), with their executions: the workflow books them when
+        its position is found flat without one of its own exit orders filling."""
+        return await self._gateway(req.account).outside_exit(
+            req.symbol, req.position_side, req.since
+        )
+
     def all(self) -> list[object]:
         """Every activity method, for registration on a worker."""
         return [
@@ -758,6 +777,8 @@ class ExchangeActivities:
             self.account_snapshot,
             self.entry_readiness,
             self.mark_price,
+            self.outside_exit,
+            self.funding,
             self.candles,
             self.filters,
             self.fills,

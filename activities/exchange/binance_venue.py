@@ -132,6 +132,27 @@ class BinanceVenue:
             data.get("markPrice")
         )
 
+    trade_history_params: tuple[dict[str, Any], ...] = ({},)  # userTrades lists them all
+    funding_page = 1000  # 3 settlements a day: most of a year
+
+    def funding_amount(self, income: Mapping[str, Any]) -> Decimal:
+        """`/fapi/v1/income` FUNDING_FEE: `income` is signed as the account sees it."""
+        return to_decimal(first(income, "income")) or Decimal(0)
+
+    async def trade_origin(
+        self, exchange: Any, unified: str, trade: Mapping[str, Any]
+    ) -> tuple[str | None, bool]:
+        """A trade of `/fapi/v1/userTrades` names only its `orderId`: the order
+        (`GET /fapi/v1/order`) tells its client id; Binance's liquidation order is
+        type LIQUIDATION with client id `autoclose-...` (`adl_autoclose-...` is
+        auto-deleveraging, not a liquidation of this position's margin)."""
+        order = await exchange.fetch_order(str(trade["order"]), unified)
+        info = order.get("info") or {}
+        cid = first(info, "clientOrderId") or order.get("clientOrderId")
+        kind = str(first(info, "type", "origType") or "").upper()
+        liquidation = kind == "LIQUIDATION" or str(cid or "").startswith("autoclose-")
+        return (None if cid in (None, "") else str(cid)), liquidation
+
     async def klines(
         self, exchange: Any, symbol: str, timeframe: str, limit: int
     ) -> list[list[Any]]:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from activities.exchange.raw import to_decimal
+from activities.exchange.raw import first, to_decimal
 from domain.market import MarketFilters
 from domain.orders import OrderIntent, WorkingType
 from domain.symbols import canonical_from_unified
@@ -246,6 +246,29 @@ class BybitVenue:
         return to_decimal((ticker.get("info") or {}).get("markPrice")) or to_decimal(
             ticker.get("markPrice")
         )
+
+    # ccxt asks for execType Trade; liquidations (BustTrade) and auto-deleveraging
+    # (AdlTrade) are executions of their own type, one type per call
+    trade_history_params: tuple[dict[str, Any], ...] = (
+        {"execType": "Trade"},
+        {"execType": "BustTrade"},
+        {"execType": "AdlTrade"},
+    )
+    funding_page = 100  # /v5/execution/list's most
+
+    def funding_amount(self, income: Mapping[str, Any]) -> Decimal:
+        """`/v5/execution/list` execType Funding: `execFee` is what the account paid."""
+        return -(to_decimal(first(income, "execFee")) or Decimal(0))
+
+    async def trade_origin(
+        self, exchange: Any, unified: str, trade: Mapping[str, Any]
+    ) -> tuple[str | None, bool]:
+        """An execution of `/v5/execution/list` carries its `orderLinkId` and its
+        `execType`: `BustTrade` is the exchange's liquidation (takeover)."""
+        info = trade.get("info") or {}
+        cid = first(info, "orderLinkId")
+        liquidation = str(first(info, "execType") or "") == "BustTrade"
+        return (None if cid in (None, "") else str(cid)), liquidation
 
     async def klines(
         self, exchange: Any, symbol: str, timeframe: str, limit: int

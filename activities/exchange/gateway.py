@@ -24,9 +24,19 @@ from activities.exchange.raw import flag as _flag
 from activities.exchange.raw import to_decimal
 from activities.exchange.request_metrics import instrument
 from activities.exchange.venue import Venue, venue_for
+from domain.client_ids import parse_client_id
 from domain.errors import classify_exception
 from domain.market import MarketFilters
-from domain.orders import Fill, OrderIntent, OrderStatus, OrderType, OrderView, status_from_ccxt
+from domain.orders import (
+    Fill,
+    OrderIntent,
+    OrderStatus,
+    OrderType,
+    OrderView,
+    OutsideExit,
+    OutsideOrder,
+    status_from_ccxt,
+)
 from domain.position import book_key
 from domain.requests import AccountSnapshot, ExchangePosition
 from domain.symbols import canonical_from_unified, unified_from_canonical
@@ -34,6 +44,9 @@ from domain.types import OrderSide, Side
 from domain.volatility import Candle
 from domain.wave_io import EntryReadiness
 
+# Executions that traded the position (Bybit's execType; Binance gives none): not
+# funding or delivery settlements.
+TRADE_EXECUTIONS = frozenset({"Trade", "BustTrade", "AdlTrade", "BlockTrade"})
 # How old the market list may be when a wave asks which symbols trade.
 MARKETS_MAX_AGE_S = 600
 # ccxt's recvWindow when a client sets none (its Binance default; Bybit's is 5000).
@@ -554,24 +567,67 @@ class ExchangeGateway:
         trades = await self.exchange.fetch_my_trades(
             unified_from_canonical(symbol), None, None, {"orderId": exchange_order_id}
         )
-        result: list[Fill] = []
+        return [_fill_of(t, client_order_id or t.get("clientOrderId")) for t in trades]
+
+    async def funding(self, symbol: str, since: datetime) -> Decimal:
+        """Funding the account received (+) or paid (-) on `symbol` since `since`
+        (Binance `/fapi/v1/income` FUNDING_FEE, Bybit executions of type Funding)."""
+        rows = await self.exchange.fetch_funding_history(
+            unified_from_canonical(symbol),
+            int(since.timestamp() * 1000),
+            None,
+            {"limit": self.venue.funding_page},
+        )
+        return sum((self.venue.funding_amount(r.get("info") or {}) for r in rows), Decimal(0))
+
+    async def outside_exit(self, symbol: str, position_side: Side, since: datetime) -> OutsideExit:
+        """The orders posguard did not place that traded on the exit side of a
+        `position_side` position in `symbol` since `since`, with their executions:
+        what closed it by hand or by liquidation (see `Venue.trade_origin`).
+
+        Trades of posguard's own orders (client ids it makes, `domain.client_ids`)
+        are left out: the workflow books those from its own orders. On a hedge-mode
+        account a trade of the other side's position is left out too.
+        """
+        unified = unified_from_canonical(symbol)
+        exit_side = "sell" if position_side is Side.LONG else "buy"
+        since_ms = int(since.timestamp() * 1000)
+        trades = [
+            t
+            for params in self.venue.trade_history_params
+            for t in await self.exchange.fetch_my_trades(unified, since_ms, None, params)
+        ]
+        origins: dict[str, tuple[str | None, bool]] = {}
+        fills: dict[str, list[Fill]] = {}
         for t in trades:
             info = t.get("info") or {}
-            fee = t.get("fee") or {}
-            at = t.get("timestamp")
-            result.append(
-                Fill(
-                    trade_id=str(t["id"]),
-                    client_order_id=client_order_id or t.get("clientOrderId"),
-                    qty=to_decimal(_first(info, "qty")) or to_decimal(t["amount"]) or Decimal(0),
-                    price=to_decimal(_first(info, "price")) or to_decimal(t["price"]) or Decimal(0),
-                    fee=to_decimal(_first(info, "commission"))
-                    or to_decimal(fee.get("cost"))
-                    or Decimal(0),
-                    at=datetime.fromtimestamp(at / 1000, UTC) if at else None,
+            order_id = t.get("order")
+            if t.get("side") != exit_side or order_id in (None, ""):
+                continue
+            if str(_first(info, "execType") or "Trade") not in TRADE_EXECUTIONS:
+                continue  # Bybit lists funding and settlements among executions
+            hedge_side = str(_first(info, "positionSide") or "").upper()
+            if self.hedge_mode and hedge_side in ("LONG", "SHORT"):
+                if hedge_side != position_side.value.upper():
+                    continue
+            order_id = str(order_id)
+            if order_id not in origins:
+                origins[order_id] = await self.venue.trade_origin(self.exchange, unified, t)
+            if parse_client_id(origins[order_id][0]) is not None:
+                continue  # one of posguard's own orders
+            fills.setdefault(order_id, []).append(_fill_of(t, origins[order_id][0]))
+        return OutsideExit(
+            orders=tuple(
+                OutsideOrder(
+                    exchange_order_id=order_id,
+                    client_order_id=origins[order_id][0],
+                    side=OrderSide(exit_side),
+                    liquidation=origins[order_id][1],
+                    fills=tuple(order_fills),
                 )
+                for order_id, order_fills in fills.items()
             )
-        return result
+        )
 
     # --- positions and prices -----------------------------------------------------------
 
@@ -651,6 +707,25 @@ class ExchangeGateway:
 # GET /fapi/v1/openOrders and GET /fapi/v1/openAlgoOrders without a symbol, 40
 # each. ccxt's one-off reads (exchangeInfo, leverageBracket) are not counted.
 SNAPSHOT_WEIGHT = 5 + 40 + 40
+
+
+def _fill_of(trade: Mapping[str, Any], client_order_id: str | None) -> Fill:
+    """One ccxt trade as a Fill: quantity, price and fee from the exchange's strings."""
+    info = trade.get("info") or {}
+    fee = trade.get("fee") or {}
+    at = trade.get("timestamp")
+    return Fill(
+        trade_id=str(trade["id"]),
+        client_order_id=client_order_id,
+        qty=to_decimal(_first(info, "qty", "execQty")) or to_decimal(trade["amount"]) or Decimal(0),
+        price=to_decimal(_first(info, "price", "execPrice"))
+        or to_decimal(trade["price"])
+        or Decimal(0),
+        fee=to_decimal(_first(info, "commission", "execFee"))
+        or to_decimal(fee.get("cost"))
+        or Decimal(0),
+        at=datetime.fromtimestamp(at / 1000, UTC) if at else None,
+    )
 
 
 def _listed_view(order: Mapping[str, Any], conditional: bool, symbol: str) -> OrderView:

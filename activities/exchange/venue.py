@@ -116,6 +116,26 @@ class Venue(Protocol):
         """The mark price of one symbol, exact; None if the venue gave none."""
         ...
 
+    trade_history_params: tuple[dict[str, Any], ...]
+    """`fetch_my_trades` params, one call each, that together list every execution
+    that traded a position (ccxt's Bybit asks for `execType` Trade only)."""
+
+    funding_page: int
+    """Funding rows read in one call at a close (the venue's most)."""
+
+    def funding_amount(self, income: Mapping[str, Any]) -> Decimal:
+        """One funding settlement of ccxt's `fetch_funding_history` (its `info`), as
+        the account received it: positive received, negative paid."""
+        ...
+
+    async def trade_origin(
+        self, exchange: Any, unified: str, trade: Mapping[str, Any]
+    ) -> tuple[str | None, bool]:
+        """Who placed the order of one of the account's trades (a ccxt trade): its
+        client order id (None if the exchange gives none) and whether it is the
+        exchange's liquidation of the position."""
+        ...
+
     async def klines(
         self, exchange: Any, symbol: str, timeframe: str, limit: int
     ) -> list[list[Any]]:

@@ -170,6 +170,8 @@ def test_activity_names_unchanged() -> None:
         "exchange.filters",
         "exchange.fills",
         "exchange.clear_position_stop",
+        "exchange.outside_exit",
+        "exchange.funding",
     }
     # referenced by definition from a workflow: the unbound method carries it
     definition = _Definition.must_from_callable(ExchangeActivities.place_entry_with_stop)

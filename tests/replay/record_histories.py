@@ -223,6 +223,19 @@ async def rollback_stop_unplaceable(stack: Stack) -> list[tuple[str, Handle]]:
     return [("rollback_stop_unplaceable", handle)]
 
 
+async def closed_by_hand(stack: Stack) -> list[tuple[str, Handle]]:
+    """A long closed by hand on the exchange: the workflow reads what closed it and
+    books that order's fill (patch `book-outside-exit`), then the funding while held
+    (patch `book-funding`)."""
+    symbol = "XRPUSDT"
+    handle = await stack.open(spec(symbol, Side.LONG))
+    await _active(stack, handle)
+    stack.sim.close_position(symbol)
+    await handle.signal(PositionWorkflow.exchange_update, ExchangeUpdate(detail="ACCOUNT_UPDATE"))
+    await handle.result()
+    return [("closed_by_hand", handle)]
+
+
 async def operator_close(stack: Stack) -> list[tuple[str, Handle]]:
     """Entry, stop, then the operator's `close` update at once."""
     handle = await stack.open(spec("XRPUSDT", Side.LONG))
@@ -438,6 +451,7 @@ SCENARIOS: dict[str, Scenario] = {
         unprotected_alerted,
         trailing_long_bybit,
         operator_close_ended_with_reason,
+        closed_by_hand,
     )
 }
 BYBIT = frozenset({"trailing_long_bybit"})

@@ -67,6 +67,10 @@ def test_posguard_health_reads_this_host() -> None:
     assert dict(default_urls(Settings(health_host="10.1.2.3", health_port=8081)))["worker"] == (
         "http://10.1.2.3:8081/health"
     )
+    # the dashboard too, on its own port and host, unless it is turned off
+    urls = dict(default_urls(Settings(web_host="0.0.0.0", web_port=8704)))
+    assert urls["web"] == "http://127.0.0.1:8704/health"
+    assert "web" not in dict(default_urls(Settings(web_port=-1)))
 
 
 async def test_the_default_endpoint_answers_on_loopback_only() -> None:

@@ -34,7 +34,9 @@ from domain.types import ExchangeId, Side
 from simulator.server import PaperExchange
 from tests.waiting import PATIENCE_S
 from tests.workflows.harness import eventually, live_stack
+from workers import cli_values as values
 from workers import position_commands as pc
+from workers import position_text as ptext
 from workers.embedded import find_binary
 from workers.positions import start_position
 from workers.settings import AccountSettings, Settings
@@ -200,25 +202,25 @@ def rows(output: str, workflow_id: str) -> list[list[str]]:
 
 
 def test_levels_percentages_and_durations_parse_exactly() -> None:
-    assert pc.stop_rule("2%") == StopRule(percent=Decimal(2))
-    assert pc.stop_rule("59000") == StopRule(price=Decimal(59000))
-    assert pc.stop_rule("0.1%").percent == Decimal("0.1")
-    assert pc.take_profit_rule("63000.5").price == Decimal("63000.5")
-    assert pc.default_emergency_percent(StopRule(percent=Decimal(2))) == 5  # 2 + 3
-    assert pc.default_emergency_percent(StopRule(percent=Decimal(4))) == 8  # 2 x 4
-    assert pc.default_emergency_percent(StopRule(price=Decimal(59000))) == 5
-    assert pc.percent("5%") == pc.percent("5") == 5
-    assert pc.duration("4h") == timedelta(hours=4)
-    assert pc.duration("1h30m") == timedelta(minutes=90)
-    assert pc.age(timedelta(hours=4)) == "4h"
-    assert pc.age(pc.duration("1d2h3m")) == "1d2h"
-    assert pc.symbol("btc/usdt:usdt") == "BTCUSDT"
-    assert pc.dec(Decimal("0E-8")) == "0"
-    assert pc.dec(Decimal("60000.00000000")) == "60000"
-    assert pc.dec(Decimal("-12.3400")) == "-12.34"
-    assert pc.dec(Decimal("1E+3")) == "1000"
+    assert values.stop_rule("2%") == StopRule(percent=Decimal(2))
+    assert values.stop_rule("59000") == StopRule(price=Decimal(59000))
+    assert values.stop_rule("0.1%").percent == Decimal("0.1")
+    assert values.take_profit_rule("63000.5").price == Decimal("63000.5")
+    assert values.default_emergency_percent(StopRule(percent=Decimal(2))) == 5  # 2 + 3
+    assert values.default_emergency_percent(StopRule(percent=Decimal(4))) == 8  # 2 x 4
+    assert values.default_emergency_percent(StopRule(price=Decimal(59000))) == 5
+    assert values.percent("5%") == values.percent("5") == 5
+    assert values.duration("4h") == timedelta(hours=4)
+    assert values.duration("1h30m") == timedelta(minutes=90)
+    assert ptext.age(timedelta(hours=4)) == "4h"
+    assert ptext.age(values.duration("1d2h3m")) == "1d2h"
+    assert values.symbol("btc/usdt:usdt") == "BTCUSDT"
+    assert ptext.dec(Decimal("0E-8")) == "0"
+    assert ptext.dec(Decimal("60000.00000000")) == "60000"
+    assert ptext.dec(Decimal("-12.3400")) == "-12.34"
+    assert ptext.dec(Decimal("1E+3")) == "1000"
     settings = Settings(ui_port=8233)
-    assert pc.ui_url(settings, wid("BTCUSDT")) == (
+    assert ptext.ui_url(settings, wid("BTCUSDT")) == (
         "http://127.0.0.1:8233/namespaces/default/workflows/"
         f"position%2F{ACCOUNT}%2Fbinanceusdm%2FBTCUSDT"
     )
@@ -264,9 +266,9 @@ def test_the_account_is_chosen_by_name_or_by_exchange() -> None:
     assert pc.account_of(settings, None).name == "main"
     assert pc.account_of(settings, None, "bybit").name == "by"  # the first on bybit
     assert pc.account_of(settings, "by2", "bybit").name == "by2"
-    with pytest.raises(pc.CommandError, match="is on bybit, not binanceusdm"):
+    with pytest.raises(ptext.CommandError, match="is on bybit, not binanceusdm"):
         pc.account_of(settings, "by", "binanceusdm")
-    with pytest.raises(pc.CommandError, match="on bybit"):
+    with pytest.raises(ptext.CommandError, match="on bybit"):
         pc.account_of(Settings(accounts=[AccountSettings(name="main")]), None, "bybit")
 
 
@@ -278,9 +280,9 @@ def test_a_stop_or_take_profit_price_must_be_on_its_side_of_the_price() -> None:
             symbol="ETHUSDT",
             side=Side(side),
             sizing=SizingRequest(mode=SizingMode.RISK, amount=Decimal(10)),
-            stop=pc.stop_rule(stop),
+            stop=values.stop_rule(stop),
             emergency_stop_percent=Decimal(5),
-            take_profit=None if take_profit is None else pc.take_profit_rule(take_profit),
+            take_profit=None if take_profit is None else values.take_profit_rule(take_profit),
         )
 
     price = Decimal(3150)
@@ -370,9 +372,9 @@ async def test_open_watch_close(live: Live, side: str, stop: str, exit_side: str
     rec = await live.store.get_position(position_id)
     assert rec is not None
     # Exactly what the store holds, printed without float.
-    assert field(closed.stdout, "exit price") == pc.dec(rec.exit_price)
-    assert field(closed.stdout, "realised pnl") == pc.dec(rec.realized_pnl)
-    assert field(closed.stdout, "fees") == pc.dec(rec.fees) != "0"
+    assert field(closed.stdout, "exit price") == ptext.dec(rec.exit_price)
+    assert field(closed.stdout, "realised pnl") == ptext.dec(rec.realized_pnl)
+    assert field(closed.stdout, "fees") == ptext.dec(rec.fees) != "0"
 
     twice = await live.posguard("close", "BTCUSDT")
     assert twice.returncode == 1, twice

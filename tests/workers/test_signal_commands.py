@@ -36,7 +36,7 @@ from tests.activities.test_operator_rows import (
 from tests.workflows.harness import eventually
 from workers import signal_commands
 from workers.cli import main, parse
-from workers.position_commands import CommandError
+from workers.position_text import CommandError
 from workers.settings import AccountSettings, Settings
 
 

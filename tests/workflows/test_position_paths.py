@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from temporalio.api.sdk.v1 import WorkflowMetadata
@@ -315,17 +316,51 @@ async def test_a_second_position_on_the_same_key_is_refused(stack: Stack) -> Non
     assert stack.position_amt("BNBUSDT") == 0
 
 
-async def test_position_closed_outside_posguard_is_recorded_and_its_stop_cancelled(
-    stack: Stack,
+@pytest.mark.parametrize("side", list(Side))
+async def test_position_closed_outside_posguard_is_booked_and_its_stop_cancelled(
+    stack: Stack, side: Side
 ) -> None:
+    """A person closes the position in the exchange's UI: the workflow books that
+    close at its own fill (exit price, PnL, fee, its order and fill rows), records
+    it as external, and cancels its stop."""
     symbol = "XRPUSDT"
-    handle = await stack.open(stack.on(symbol, Side.LONG))
-    await stack.wait_state(handle, PositionState.ACTIVE)
-    stack.sim.close_position(symbol)  # a person closes it in the exchange UI
+    stack.sim.set_price(symbol, "2")
+    handle = await stack.open(stack.on(symbol, side))
+    view = await stack.wait_state(handle, PositionState.ACTIVE)
+    entry = view.snapshot.avg_entry_price
+    assert entry is not None
+    moved = Decimal("2.02") if side is Side.LONG else Decimal("1.99")  # in profit
+    stack.sim.set_price(symbol, moved)
+    by_hand = stack.sim.close_position(symbol)  # a person closes it in the exchange UI
+    assert by_hand is not None
     await handle.signal(PositionWorkflow.exchange_update, ExchangeUpdate(detail="ACCOUNT_UPDATE"))
     result = await handle.result()
+    stack.sim.set_price(symbol, "2")
     assert result.state is PositionState.CLOSED and result.reason is CloseReason.EXTERNAL
     assert stack.open_stops(symbol) == []
+    # Booked at the exchange's own execution of the close by hand.
+    [fill] = [f for f in stack.sim.engine.fills if f.order_id == by_hand.order_id]
+    assert result.exit_price == fill.price == moved
+    sign = 1 if side is Side.LONG else -1
+    qty = view.snapshot.qty
+    assert result.realised_pnl == sign * (fill.price - entry) * qty > 0
+    entry_fee = await stack.store.pool.fetchval(
+        "SELECT sum(f.fee) FROM orders o JOIN fills f USING (client_order_id) "
+        "WHERE o.position_id = $1 AND o.kind = 'entry'",
+        view.position_id,
+    )
+    assert result.fees == entry_fee + fill.commission
+    events = await stack.event_types(view.position_id)
+    assert events.count("outside_close_filled") == 1 and "position_closed" in events
+    rows = await stack.store.pool.fetch(
+        "SELECT o.kind, o.status, o.quantity, f.price, f.quantity AS filled, f.fee "
+        "FROM orders o JOIN fills f USING (client_order_id) "
+        "WHERE o.position_id = $1 AND o.kind = 'outside'",
+        view.position_id,
+    )
+    assert [tuple(r) for r in rows] == [
+        ("outside", "filled", qty, fill.price, qty, fill.commission)
+    ]
 
 
 @pytest.mark.parametrize("side", list(Side))
@@ -363,3 +398,136 @@ async def test_a_rate_limit_is_retried_and_recorded(stack: Stack) -> None:
     hits = await stack.store.events(event_type="rate_limit_hit", limit=100)
     assert any(e.correlation_id == view.workflow_id for e in hits)
     await stack.close(handle)
+
+
+@pytest.mark.parametrize("side", list(Side))
+async def test_the_funding_paid_or_received_while_held_is_in_the_close(
+    stack: Stack, side: Side
+) -> None:
+    """Funding settles on the exchange while the position is held (a positive rate:
+    longs pay, shorts receive): the close books exactly what the exchange charged."""
+    symbol = "BNBUSDT"
+    stack.sim.set_price(symbol, "600")
+    handle = await stack.open(stack.on(symbol, side))
+    view = await stack.wait_state(handle, PositionState.ACTIVE)
+    stack.sim.harden(funding=True, funding_interval_ms=500, funding_rate=Decimal("0.001"))
+    try:
+
+        def charged() -> list[Decimal]:
+            return [
+                i.amount
+                for i in stack.sim.engine.incomes
+                if i.symbol == symbol and i.income_type == "FUNDING_FEE"
+            ]
+
+        earlier = len(charged())  # of an earlier position on the symbol
+
+        async def settled_twice() -> bool:
+            return len(charged()) >= earlier + 2
+
+        assert await eventually(settled_twice)
+        result = await stack.close(handle)
+    finally:
+        stack.sim.harden(funding=False)
+    paid = sum(charged()[earlier:], Decimal(0))
+    assert result.funding == paid
+    assert (paid < 0) if side is Side.LONG else (paid > 0)
+    record = await stack.store.get_position(view.position_id)
+    assert record is not None and record.funding == paid
+    [closed] = [
+        e
+        for e in await stack.store.events(position_id=view.position_id, limit=100)
+        if e.type.value == "position_closed"
+    ]
+    assert Decimal(closed.payload["funding"]) == paid
+
+
+@pytest.mark.parametrize("side", list(Side))
+async def test_a_liquidation_is_booked_as_one_and_the_stop_cleaned_up(
+    stack: Stack, side: Side
+) -> None:
+    """An isolated 20x position whose stop lies beyond its liquidation price, and the
+    price gaps through both: the exchange liquidates it. The workflow books the
+    liquidation's own fill (exit price, PnL), ends with reason `liquidation`, records
+    `position_liquidated` and a critical alert, and leaves no order behind."""
+    symbol = "SOLUSDT"
+
+    def liquidations() -> list[dict[str, Any]]:
+        return [
+            o
+            for o in stack.truth()["orders"]
+            if o["symbol"] == symbol and o["source"] == "liquidation"
+        ]
+
+    earlier = len(liquidations())  # of an earlier test's position
+    stack.sim.set_price(symbol, "150")
+    stack.sim.engine.set_margin_type(symbol, "ISOLATED")
+    stack.sim.harden(liquidation=True)
+    try:
+        handle = await stack.open(stack.on(symbol, side, stop_pct="20", emergency_pct="25"))
+        view = await stack.wait_state(handle, PositionState.ACTIVE)
+        entry = view.snapshot.avg_entry_price
+        assert entry is not None
+        stack.sim.set_price(symbol, "138" if side is Side.LONG else "162")  # 8 % through
+        await handle.signal(
+            PositionWorkflow.exchange_update, ExchangeUpdate(detail="ACCOUNT_UPDATE")
+        )
+        result = await handle.result()
+    finally:
+        stack.sim.harden(liquidation=False)
+        stack.sim.engine.set_margin_type(symbol, "CROSSED")
+        stack.sim.set_price(symbol, "150")
+    assert result.state is PositionState.CLOSED and result.reason is CloseReason.LIQUIDATION
+    assert stack.position_amt(symbol) == 0 and stack.open_stops(symbol) == []
+    liquidated = liquidations()[earlier:]
+    assert len(liquidated) == 1
+    [fill] = [f for f in stack.sim.engine.fills if str(f.order_id) == str(liquidated[0]["orderId"])]
+    sign = 1 if side is Side.LONG else -1
+    assert result.exit_price == fill.price
+    assert result.realised_pnl == sign * (fill.price - entry) * view.snapshot.qty < 0
+    events = await stack.event_types(view.position_id)
+    assert events.count("position_liquidated") == 1
+    # its stop, EXPIRED by the liquidation, is not taken for a missing stop to replace
+    assert "stop_missing_detected" not in events and "sl_placement_started" in events
+    assert events.count("sl_placement_started") == 1
+    kinds = await stack.store.pool.fetch(
+        "SELECT kind FROM orders WHERE position_id = $1 ORDER BY kind", view.position_id
+    )
+    assert "liquidation" in [r["kind"] for r in kinds]
+    alerts = await stack.store.pool.fetch(
+        "SELECT severity, title FROM alerts WHERE position_id = $1", view.position_id
+    )
+    assert ("critical", "position liquidated") in [tuple(a) for a in alerts]
+
+
+@pytest.mark.parametrize("side", list(Side))
+async def test_a_stop_the_price_gaps_through_is_booked_at_its_fill_not_its_trigger(
+    stack: Stack, side: Side
+) -> None:
+    """The price jumps 10 % past a 2 % stop and the book is thin (the harsh market's
+    depth slippage): the stop fills well beyond its trigger, and that fill is what the
+    position books, its exit price and PnL."""
+    symbol = "ETHUSDT"
+    stack.sim.set_price(symbol, "3000")
+    handle = await stack.open(stack.on(symbol, side))
+    view = await stack.wait_state(handle, PositionState.ACTIVE)
+    trigger, entry, qty = view.snapshot.stop_price, view.snapshot.avg_entry_price, view.snapshot.qty
+    assert trigger is not None and entry is not None
+    stack.sim.harden(depth_slippage=True)
+    try:
+        stack.sim.set_price(symbol, "2700" if side is Side.LONG else "3300")
+        await handle.signal(PositionWorkflow.exchange_update, ExchangeUpdate(detail="gap"))
+        result = await handle.result()
+    finally:
+        stack.sim.harden(depth_slippage=False)
+        stack.sim.set_price(symbol, "3000")
+    assert result.state is PositionState.CLOSED and result.reason is CloseReason.STOP_FILLED
+    [fill] = [f for f in stack.sim.engine.fills if f.symbol == symbol][-1:]
+    assert fill.qty == qty
+    assert result.exit_price == fill.price
+    if side is Side.LONG:  # filled below the gap's price, far below the trigger
+        assert fill.price < 2700 < trigger
+    else:
+        assert fill.price > 3300 > trigger
+    sign = 1 if side is Side.LONG else -1
+    assert result.realised_pnl == sign * (fill.price - entry) * qty

@@ -39,7 +39,7 @@ from workers.dashboard.models import (
     TimelineEvent,
     WaveRow,
 )
-from workers.position_commands import dec, short_position_id, ui_url
+from workers.position_text import dec, short_position_id, ui_url
 from workers.settings import Settings
 from workflows.position_io import PositionView
 
@@ -373,7 +373,8 @@ class AccountReader:
             exit=row.exit_price,
             realised_pnl=row.realized_pnl,
             fees=row.fees,
-            net_pnl=row.realized_pnl - row.fees,
+            funding=row.funding,
+            net_pnl=row.realized_pnl - row.fees + row.funding,
             reason=row.exit_reason,
             opened_at=row.opened_at,
             closed_at=row.closed_at,

@@ -75,7 +75,8 @@ class ClosedPosition(_Model):
     exit: Decimal | None = None
     realised_pnl: Decimal
     fees: Decimal
-    net_pnl: Decimal
+    funding: Decimal = Decimal(0)  # received (+) or paid (-) while held
+    net_pnl: Decimal  # realised - fees + funding
     reason: str | None = None
     opened_at: datetime | None = None
     closed_at: datetime | None = None

@@ -127,6 +127,7 @@ function renderClosed(state) {
       cell(p.exit, "num", "exit"),
       cell(p.realised_pnl, `num ${signClass(p.realised_pnl)}`, "realised"),
       cell(p.fees, "num", "fees"),
+      cell(p.funding, `num ${signClass(p.funding)}`, "funding"),
       cell(p.net_pnl, `num ${signClass(p.net_pnl)}`, "net"),
       cell(p.reason, "", "reason"),
       cell(p.short_id, "muted", "position"),
@@ -284,7 +285,8 @@ function renderSummary(detail) {
     if (o.warning) pairs.push(["warning", o.warning]);
   } else if (c) {
     pairs.push(["status", c.status], ["reason", c.reason], ["entry", c.entry], ["exit", c.exit],
-      ["realised", c.realised_pnl], ["fees", c.fees], ["net", c.net_pnl],
+      ["realised", c.realised_pnl], ["fees", c.fees], ["funding", c.funding],
+      ["net", c.net_pnl],
       ["opened", time(c.opened_at)], ["closed", time(c.closed_at)]);
   }
   box.replaceChildren(...pairs.map(([k, v]) => {
