@@ -39,10 +39,10 @@ def state_style(text: str) -> Style | None:
         for alarm in ("failed", "unprotected", "not running", "no answer", "emergency")
     ):
         return _ALARM
-    if words.startswith("active"):
+    if words.startswith(("active", "ok", "running")):
         return _GOOD
-    if words.startswith(("closed", "rolled_back", "processed", "ok", "applied", "running")):
-        return _QUIET if not words.startswith(("ok", "running")) else _GOOD
+    if words.startswith(("closed", "rolled_back", "processed", "applied")):
+        return _QUIET
     if words.startswith(("opening", "closing", "pending", "open")):
         return _WARN
     return None
