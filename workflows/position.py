@@ -113,7 +113,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.position_records import outside_order_record
 
-from workflows.position_orders import ExchangeCallFailed
+from workflows.position_orders import CANCEL_FILL_BOOKED, ExchangeCallFailed, executed
 from workflows.position_trailing import Trailing
 
 _OPENING = frozenset(
@@ -148,11 +148,6 @@ _PROTECTION_ENDS = {
     ActionKind.CLOSED: "the position was closed",
     ActionKind.EMERGENCY_PROTECTED: "the emergency stop is placed; the position needs a look",
 }
-
-
-def _executed(view: OrderView) -> bool:
-    """Whether an order executed at all (a triggered algo stop may report no quantity)."""
-    return view.status is OrderStatus.FILLED or view.filled_qty > 0
 
 
 @workflow.defn(name="PositionWorkflow")
@@ -1171,13 +1166,11 @@ class PositionWorkflow(Trailing):
         was lost) are cancelled; executions not yet read are read.
         """
         await self._cancel_stale()
-        if self.stale_exit is not None:  # a stale stop closed it: end as that stop's close
-            reason, self.stale_exit = self.stale_exit, None
-            open_ = self.s.state in (PositionState.ACTIVE, PositionState.PENDING_SL)
-            if open_ and (await self._position()).is_flat:
-                await self._finish_close(reason)
-                return
+        if await self._ended_by_stale_exit():
+            return
         await self._cancel_unknown_own_orders()
+        if await self._ended_by_stale_exit():
+            return
         await self._settle_fills_due(until_known=False)
         pos = await self._position()
         for ref in self.s.exit_orders:
@@ -1219,6 +1212,18 @@ class PositionWorkflow(Trailing):
         if self.s.state is PositionState.ACTIVE and self.m.take_profit_retry is not None:
             await self._place_take_profit()
 
+    async def _ended_by_stale_exit(self) -> bool:
+        """An order of ours that filled on its way to a cancel closed the position:
+        end it as that order's close (True), not as a close outside posguard."""
+        if self.stale_exit is None:
+            return False
+        reason, self.stale_exit = self.stale_exit, None
+        open_ = self.s.state in (PositionState.ACTIVE, PositionState.PENDING_SL)
+        if open_ and (await self._position()).is_flat:
+            await self._finish_close(reason)
+            return True
+        return False
+
     async def _cancel_unknown_own_orders(self) -> None:
         """Cancel open orders of this position that the workflow does not know of."""
         known = {r.client_order_id for r in self.s.exit_orders}
@@ -1242,7 +1247,7 @@ class PositionWorkflow(Trailing):
                 severity=Severity.WARNING,
             )
             self.m = self.m.stale_added(ref)
-            await self._cancel(ref)
+            await self._cancel_booked(ref)
 
     async def _exit_order_filled(self, ref: OrderRef) -> None:
         """Our stop, emergency stop or take-profit filled: book it; close or re-protect."""
@@ -1284,10 +1289,16 @@ class PositionWorkflow(Trailing):
         await self._finish_close(reason)
 
     async def _stale_executed(self, ref: OrderRef, view: OrderView) -> None:
-        """A stale order of ours (its placement's outcome unknown, or its cancel failed)
-        executed before its cancel reached it: an exit of this position, booked as the
-        fill it was (its row, fills, fees and PnL, the event naming it). If nothing is
-        held any more, the next step of the look ends the position with its reason."""
+        """An order of ours executed before its cancel reached it (its placement's
+        outcome was unknown, its cancel failed, or it filled on the way): an exit of
+        this position, booked as the fill it was (its row, fills, fees and PnL, the
+        event naming it). If nothing is held any more, the next step of the look ends
+        the position with its reason. An entry is not an exit: the entry's own step
+        books it."""
+        by_id = workflow.patched(CANCEL_FILL_BOOKED)
+        kind = self._kind_of(ref) if by_id else None
+        if kind is OrderKind.ENTRY:
+            return
         intent = self._intent_of_ref(ref)
         fills = await self._fills_until_known(ref.client_order_id)
         if intent is not None:
@@ -1295,11 +1306,12 @@ class PositionWorkflow(Trailing):
         self._record_fills(ref.client_order_id, fills)
         if fills:
             self._book_exit(fills)
-        kind = intent.kind if intent is not None else OrderKind.STOP
+        kind = kind or (intent.kind if intent is not None else OrderKind.STOP)
         self._emit(
-            EventType.TAKE_PROFIT_FILLED
-            if kind is OrderKind.TAKE_PROFIT
-            else EventType.STOP_TRIGGERED,
+            {
+                OrderKind.TAKE_PROFIT: EventType.TAKE_PROFIT_FILLED,
+                OrderKind.CLOSE: EventType.CLOSE_ORDER_FILLED,
+            }.get(kind, EventType.STOP_TRIGGERED),
             OrderFilled(
                 client_order_id=ref.client_order_id,
                 exchange_order_id=view.exchange_order_id or ref.exchange_order_id,
@@ -1310,10 +1322,25 @@ class PositionWorkflow(Trailing):
             order_id=ref.client_order_id,
         )
         if self.s.qty == 0 and self.s.exited_qty > 0:
+            if by_id:
+                self.m = self.m.look_wanted()  # end it at once, not at the next look
             self.stale_exit = {
                 OrderKind.TAKE_PROFIT: CloseReason.TAKE_PROFIT,
                 OrderKind.EMERGENCY_STOP: CloseReason.EMERGENCY_STOP_FILLED,
+                OrderKind.CLOSE: self.s.close_reason or CloseReason.OPERATOR,
             }.get(kind, CloseReason.STOP_FILLED)
+
+    @staticmethod
+    def _kind_of(ref: OrderRef) -> OrderKind:
+        """What one of our orders is, from the step its client id names."""
+        parsed = parse_client_id(ref.client_order_id)
+        step = parsed.step if parsed is not None else OrderStep.STOP
+        return {
+            OrderStep.ENTRY: OrderKind.ENTRY,
+            OrderStep.CLOSE: OrderKind.CLOSE,
+            OrderStep.EMERGENCY_STOP: OrderKind.EMERGENCY_STOP,
+            OrderStep.TAKE_PROFIT: OrderKind.TAKE_PROFIT,
+        }.get(step, OrderKind.STOP)
 
     def _book_exit(self, fills: list[Fill]) -> None:
         """Book exit executions; more than we thought we held means our qty was stale."""
@@ -1410,7 +1437,7 @@ class PositionWorkflow(Trailing):
                 self._transition(PositionState.PENDING_SL)
             return  # the old stop still protects (it can only over-protect)
         if old is not None:
-            await self._cancel(old)
+            await self._cancel_booked(old)
 
     async def _reconcile_qty(self) -> bool:
         """Adopt the exchange's quantity; False when the position turned out flat."""
@@ -1432,7 +1459,7 @@ class PositionWorkflow(Trailing):
         """Did one of our exit orders fill? If so it is booked (and the close with it)."""
         for ref in self.s.exit_orders:
             view = await self._find(self._intent_of(ref))
-            if view is not None and _executed(view):
+            if view is not None and executed(view):
                 await self._exit_order_filled(ref)
                 return True
         return False
@@ -1557,7 +1584,7 @@ class PositionWorkflow(Trailing):
         """
         for ref in self.s.exit_orders:
             _, final = await self._cancel(ref)
-            if final is not None and _executed(final):
+            if final is not None and executed(final):
                 fills = await self._fills_until_known(ref.client_order_id)
                 self._record_order(self._intent_of(ref), final)
                 self._record_fills(ref.client_order_id, fills)
@@ -1637,7 +1664,7 @@ class PositionWorkflow(Trailing):
                     qty=view.qty if view.qty and view.qty > 0 else Decimal(1),
                     trigger_price=view.trigger_price,
                 )
-                await self._cancel(ref)
+                await self._cancel_booked(ref)
             attempt += 1
             if attempt >= 2:
                 self._cannot_progress(

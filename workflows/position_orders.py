@@ -67,6 +67,10 @@ by ending; its PnL is then incomplete and an alert says so."""
 # Patch id: a stale order that executed before its cancel reached it is booked as the
 # exit it was (fills, fees, PnL, its row and a fill event), no longer dropped.
 STALE_EXIT_BOOKED = "stale-exit-booked"
+# Patch id: the same for every cancel of ours (a trailing move's old stop, an order of
+# a lost workflow task, a last order at the close), and a stale order is booked as
+# what its client id says it was (a close order as the close, an entry not as an exit).
+CANCEL_FILL_BOOKED = "cancel-fill-booked"
 _CONDITIONAL_STEPS = frozenset(
     {OrderStep.STOP, OrderStep.EMERGENCY_STOP, OrderStep.TAKE_PROFIT, OrderStep.MOVE}
 )
@@ -106,6 +110,11 @@ def _failure_of(err: FailureError) -> tuple[ErrorType, tuple[Any, ...]]:
     if isinstance(cause, TemporalTimeoutError):
         return ErrorType.REQUEST_TIMEOUT, ()
     return ErrorType.UNEXPECTED, ()
+
+
+def executed(view: OrderView) -> bool:
+    """Whether an order executed at all (a triggered algo stop may report no quantity)."""
+    return view.status is OrderStatus.FILLED or view.filled_qty > 0
 
 
 def is_conditional_cid(client_order_id: str) -> bool:
@@ -171,15 +180,26 @@ class ExchangeCalls(Recording):
         ended "external" without the fill, fees and PnL of the stop that closed it)."""
         for ref in list(self.m.stale_orders):
             _, final = await self._cancel(ref)
-            executed = final is not None and (
-                final.status is OrderStatus.FILLED or final.filled_qty > 0
-            )
-            if executed and workflow.patched(STALE_EXIT_BOOKED):
-                assert final is not None
+            if final is not None and executed(final) and workflow.patched(STALE_EXIT_BOOKED):
                 await self._stale_executed(ref, final)
 
+    async def _cancel_booked(self, ref: OrderRef) -> bool:
+        """Cancel one of our orders; one that executed before the cancel reached it is
+        booked as the exit it was (`_stale_executed`). Whether the cancel is done (on
+        failure the order stays on the stale list, see `_cancel`).
+
+        A trailing move's old stop can fill while the new one is on its way; an order
+        of a lost workflow task can fill between the listing and its cancel. Their
+        executions were dropped before (the position then ended "external" without
+        that stop's fill, fee and PnL)."""
+        done, final = await self._cancel(ref)
+        if final is not None and executed(final) and workflow.patched(CANCEL_FILL_BOOKED):
+            await self._stale_executed(ref, final)
+        return done
+
     async def _stale_executed(self, ref: OrderRef, view: OrderView) -> None:
-        """Book a stale order of ours that executed (the position workflow does)."""
+        """Book an order of ours that executed before its cancel (the position
+        workflow does)."""
         raise NotImplementedError
 
     async def _place(

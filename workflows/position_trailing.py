@@ -217,7 +217,7 @@ class Trailing(ExchangeCalls):
             ref, _ = self._resting(intent, view)
             self._move_done(intent, view, ref)
             if old is not None:
-                await self._cancel(old)  # on failure: kept in stale
+                await self._cancel_booked(old)  # on failure: kept in stale
         self.pending_move = None
 
     def _move_failed(self, error: ErrorType, message: str) -> None:

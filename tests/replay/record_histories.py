@@ -236,6 +236,32 @@ async def closed_by_hand(stack: Stack) -> list[tuple[str, Handle]]:
     return [("closed_by_hand", handle)]
 
 
+async def cancel_found_filled(stack: Stack) -> list[tuple[str, Handle]]:
+    """A stop of ours the workflow does not know (as a lost workflow task leaves one)
+    is cancelled at a look, but fills while the cancel is held at the exchange: the
+    cancel's answer is booked as that stop's fill and close (patch
+    `cancel-fill-booked`)."""
+    symbol = "LINKUSDT"
+    handle = await stack.open(spec(symbol, Side.LONG))
+    await _active(stack, handle)
+    view = await stack.view(handle)
+    stop = view.snapshot.stop
+    assert stop is not None and stop.trigger_price is not None
+    level = (stop.trigger_price * Decimal("1.01")).quantize(Decimal("0.001"))
+    stack.place_lost_stop(view, level)
+    held = stack.sim.add_fault(
+        "latency", endpoint="DELETE /fapi/v1/algoOrder", latency_ms=2500, count=1
+    )
+    await handle.signal(PositionWorkflow.exchange_update, ExchangeUpdate(detail="test"))
+    for _ in range(100):
+        if held.hits:
+            break
+        await asyncio.sleep(0.05)
+    stack.sim.set_price(symbol, ((level + stop.trigger_price) / 2).quantize(Decimal("0.001")))
+    await handle.result()
+    return [("cancel_found_filled", handle)]
+
+
 async def operator_close(stack: Stack) -> list[tuple[str, Handle]]:
     """Entry, stop, then the operator's `close` update at once."""
     handle = await stack.open(spec("XRPUSDT", Side.LONG))
@@ -452,6 +478,7 @@ SCENARIOS: dict[str, Scenario] = {
         trailing_long_bybit,
         operator_close_ended_with_reason,
         closed_by_hand,
+        cancel_found_filled,
     )
 }
 BYBIT = frozenset({"trailing_long_bybit"})

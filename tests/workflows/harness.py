@@ -26,7 +26,7 @@ from pydantic import SecretStr
 from temporalio.client import Client, WorkflowHandle
 
 from activities.store.repository import Store
-from domain.client_ids import belongs_to
+from domain.client_ids import OrderStep, belongs_to, client_order_id
 from domain.position import PositionSpec, PositionState
 from domain.protection import ProtectionPolicy
 from domain.sizing import SizingMode, SizingRequest, StopRule
@@ -298,6 +298,58 @@ class Stack:
             for a in self.orders(symbol, algo=True)
             if a["algoStatus"] == "NEW" and a["orderType"] == "STOP_MARKET"
         ]
+
+    def fills_of(self, view: PositionView) -> list[tuple[str, dict[str, Any]]]:
+        """The exchange's executions of this position's orders, each with the client
+        id of its order (an algo stop's execution is named by the stop's id)."""
+        truth = self.truth()
+        symbol = view.spec.symbol
+        chain = view.position_id.rsplit("/", 1)[1]
+        algo_cid = {a["algoId"]: a["clientAlgoId"] for a in truth["algoOrders"]}
+        cid_of = {
+            o["orderId"]: algo_cid.get(o.get("algoId")) or o["clientOrderId"]
+            for o in truth["orders"]
+            if o["symbol"] == symbol
+        }
+        return [
+            (cid_of[f["orderId"]], f)
+            for f in truth["fills"]
+            if f["symbol"] == symbol
+            and belongs_to(cid_of.get(f["orderId"]), view.workflow_id, chain)
+        ]
+
+    async def books_match(self, view: PositionView, result: CloseResult) -> None:
+        """The result's fees and PnL and the store's fills are the exchange's,
+        execution by execution."""
+        ours = self.fills_of(view)
+        assert result.fees == sum((Decimal(f["commission"]) for _, f in ours), Decimal(0))
+        pnl = sum((Decimal(f["realizedPnl"]) for _, f in ours), Decimal(0))
+        assert abs(result.realised_pnl - pnl) <= Decimal("0.0001") * max(abs(pnl), Decimal(1))
+
+        async def written() -> bool:
+            rows = await self.store.fills(view.position_id)
+            return sorted((r.client_order_id, r.quantity) for r in rows) == sorted(
+                (cid, Decimal(f["qty"])) for cid, f in ours
+            )
+
+        assert await eventually(written)
+
+    def place_lost_stop(self, view: PositionView, trigger: Decimal) -> str:
+        """A stop of this position placed behind the workflow's back, under one of its
+        client ids, as a workflow task that was lost leaves one; its client id."""
+        chain = view.position_id.rsplit("/", 1)[1]
+        cid = client_order_id(view.workflow_id, chain, OrderStep.STOP, 40)
+        self.sim.engine.place_algo(
+            view.spec.symbol,
+            "SELL" if view.spec.side is Side.LONG else "BUY",
+            "STOP_MARKET",
+            view.snapshot.qty,
+            trigger,
+            reduce_only=True,
+            working_type="MARK_PRICE",
+            client_algo_id=cid,
+        )
+        return cid
 
     async def event_types(self, position_id: str) -> list[str]:
         # Store writes are asynchronous to the workflow; the result waits for them.

@@ -18,7 +18,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from domain.client_ids import belongs_to
 from domain.position import CloseReason, PositionState
 from domain.trailing import TrailingRule
 from domain.types import Side
@@ -59,34 +58,12 @@ async def test_a_stale_stop_that_closed_the_position_is_booked_as_its_fill(stack
     result = await handle.result()
     assert result.state is PositionState.CLOSED
     assert result.reason is CloseReason.STOP_FILLED, result
-    truth = stack.truth()
-    chain = view.position_id.rsplit("/", 1)[1]
-    algo_cid = {a["algoId"]: a["clientAlgoId"] for a in truth["algoOrders"]}
-    cid_of = {
-        o["orderId"]: algo_cid.get(o.get("algoId")) or o["clientOrderId"]
-        for o in truth["orders"]
-        if o["symbol"] == symbol
-    }
-    ours = [
-        f
-        for f in truth["fills"]
-        if f["symbol"] == symbol and belongs_to(cid_of.get(f["orderId"]), view.workflow_id, chain)
-    ]
-    assert {cid_of[f["orderId"]] for f in ours} == {
+    ours = stack.fills_of(view)
+    assert {cid for cid, _ in ours} == {
         view.snapshot.entry_order.client_order_id if view.snapshot.entry_order else "",
         new["clientAlgoId"],
     }
-    assert result.fees == sum((Decimal(f["commission"]) for f in ours), Decimal(0))
-    pnl = sum((Decimal(f["realizedPnl"]) for f in ours), Decimal(0))
-    assert abs(result.realised_pnl - pnl) <= Decimal("0.0001") * max(abs(pnl), Decimal(1))
-
-    async def books_written() -> bool:
-        rows = await stack.store.fills(view.position_id)
-        return sorted((r.client_order_id, r.quantity) for r in rows) == sorted(
-            (cid_of[f["orderId"]], Decimal(f["qty"])) for f in ours
-        )
-
-    assert await eventually(books_written)
+    await stack.books_match(view, result)
     events = await stack.store.events(position_id=view.position_id, limit=1000)
     assert any(
         e.type.value == "stop_triggered" and e.payload.get("client_order_id") == new["clientAlgoId"]
