@@ -12,7 +12,8 @@ definition.
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from temporalio import activity
 
@@ -100,6 +101,6 @@ class ReconcileActivities:
         """Start a PositionWorkflow in adopt mode (id conflict: fail, so never twice)."""
         return await self._directory.adopt(req.spec)
 
-    def all(self) -> list[object]:
+    def all(self) -> list[Callable[..., Any]]:
         """Every activity method, for registration on a worker."""
         return [self.listed, self.owners, self.signal_owner, self.adopt]

@@ -6,8 +6,9 @@ them freely; a database outage only delays a wave's records.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from temporalio import activity
 
@@ -46,6 +47,6 @@ class WaveActivities:
 
         return await set_exchange_pause(self._store, req)
 
-    def all(self) -> list[object]:
+    def all(self) -> list[Callable[..., Any]]:
         """Every activity method, for registration on a worker."""
         return [self.write, self.account, self.exchange_pause]

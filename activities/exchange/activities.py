@@ -763,7 +763,7 @@ class ExchangeActivities:
             req.symbol, req.position_side, req.since
         )
 
-    def all(self) -> list[object]:
+    def all(self) -> list[Callable[..., Any]]:
         """Every activity method, for registration on a worker."""
         return [
             self.place_order,

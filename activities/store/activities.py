@@ -6,7 +6,8 @@ so Temporal may retry any of them freely; a database outage only delays them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from temporalio import activity
 
@@ -58,6 +59,6 @@ class StoreActivities:
         """Close a row as phantom unless it changed since the reconciler read it."""
         return await self._store.close_phantom(req.position_id, req.revision, req.reason, req.at)
 
-    def all(self) -> list[object]:
+    def all(self) -> list[Callable[..., Any]]:
         """Every store activity, for registration on a worker."""
         return [self.apply, self.append_event, self.open_positions, self.close_phantom]
