@@ -257,18 +257,9 @@ def _position_notifier(
             for c in changes
         ):
             trigger.request(f"{symbol}: {detail[:100]} (not {' or '.join(workflow_ids)}'s)")
-        told = 0
-        for workflow_id in workflow_ids:
-            try:
-                await client.get_workflow_handle(workflow_id).signal(
-                    EXCHANGE_UPDATE_SIGNAL,
-                    ExchangeUpdate(source="user_stream", detail=detail, orders=tuple(changes)),
-                )
-                told += 1
-            except RPCError as err:
-                if err.status is not RPCStatusCode.NOT_FOUND:
-                    raise
-        if told == 0 and trigger is not None:
+        update = ExchangeUpdate(source="user_stream", detail=detail, orders=tuple(changes))
+        told = [await _tell(client, update, workflow_id) for workflow_id in workflow_ids]
+        if not any(told) and trigger is not None:
             # No running position for it: the reconciler's business.
             trigger.request(f"{symbol}: {detail[:100]} (no workflow)")
 
@@ -286,23 +277,32 @@ def _account_catch_up(client: Client, acct: AccountSettings, shard: Shard | None
             f'WorkflowType="{WORKFLOW_TYPE}" AND ExecutionStatus="Running" '
             f'AND Account="{acct.name}"'
         )
+        update = ExchangeUpdate(source="user_stream", detail="user stream (re)connected")
         told = 0
         async for wf in client.list_workflows(query):
             key = parse_position_workflow_id(wf.id)
             if shard is not None and key is not None and not shard.owns(key.symbol):
                 continue
-            try:
-                await client.get_workflow_handle(wf.id, run_id=wf.run_id).signal(
-                    EXCHANGE_UPDATE_SIGNAL,
-                    ExchangeUpdate(source="user_stream", detail="user stream (re)connected"),
-                )
-                told += 1
-            except RPCError as err:
-                if err.status is not RPCStatusCode.NOT_FOUND:
-                    raise
+            told += await _tell(client, update, wf.id, wf.run_id)
         return told
 
     return catch_up
+
+
+async def _tell(
+    client: Client, update: ExchangeUpdate, workflow_id: str, run_id: str | None = None
+) -> bool:
+    """Signal one position workflow to look; False when it is not running (any other
+    failure of the server is raised)."""
+    try:
+        await client.get_workflow_handle(workflow_id, run_id=run_id).signal(
+            EXCHANGE_UPDATE_SIGNAL, update
+        )
+    except RPCError as err:
+        if err.status is not RPCStatusCode.NOT_FOUND:
+            raise
+        return False
+    return True
 
 
 async def _sync_loop(
