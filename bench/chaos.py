@@ -14,7 +14,10 @@ judged (tests/chaos_world.py, `judge`).
 
 Flags: `--kills N` disruptions of processes and servers (default 50), `--positions
 N` (default 8), `--minutes M` of chaos (default: 2.2 s per kill), `--seed S`,
-`--workers N` (default 2), `--pg-down-max S` seconds (default 30).
+`--workers N` (default 2), `--pg-down-max S` seconds (default 30), `--harsh`
+(the harsh paper market on top: mark, index and last apart, price protection,
+slippage, liquidation, funding every minute, Binance's algo lifecycle, listen keys
+that expire after 10 min and streams cut every 5 min).
 
 Prints progress on stderr and, as the last line of stdout, one JSON object:
 `entries_per_position` (every position exactly 1), `positions_left_open` (0),
@@ -65,6 +68,7 @@ def plan_of(argv: list[str] | None = None) -> ChaosPlan:
     parser.add_argument("--pg-down-max", type=float, default=30.0)  # float ok: seconds
     parser.add_argument("--no-reconcile", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the world's directory")
+    parser.add_argument("--harsh", action="store_true", help="the harsh paper market on top")
     args = parser.parse_args(argv)
     seconds = args.minutes * 60 if args.minutes is not None else args.kills * SECONDS_PER_KILL
     return ChaosPlan(
@@ -77,6 +81,7 @@ def plan_of(argv: list[str] | None = None) -> ChaosPlan:
         reconcile_every_s=0 if args.no_reconcile else 15,
         heal_timeout_s=max(420.0, seconds),
         keep_dir=args.keep,
+        harsh=args.harsh,
     )
 
 

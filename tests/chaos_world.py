@@ -158,6 +158,17 @@ class ChaosPlan:
     volatility: float = 0.0008  # float ok: per-step relative move of the walk
     step_ms: int = 250
     keep_dir: bool = False
+    # The harsh paper market on top (simulator/harsh.py, every switch), its clocks
+    # compressed: funding every minute, listen keys that live 10 min, streams cut
+    # every 5 min.
+    harsh: bool = False
+
+
+HARSH_CHAOS = {
+    "funding_interval_ms": 60_000,
+    "listen_key_ttl_ms": 600_000,
+    "stream_cut_ms": 300_000,
+}
 
 
 @dataclass
@@ -894,6 +905,13 @@ async def judge(world: World, store: Store) -> dict[str, Any]:
         cid_of = {
             o["orderId"]: algo_cid.get(o.get("algoId")) or o.get("clientOrderId") for o in orders
         }
+        # The exchange's own liquidation order closed a position of ours: the
+        # workflow books its executions too (harsh market).
+        liquidations = {o.get("clientOrderId") for o in orders if o["source"] == "liquidation"}
+
+        def booked(cid: str | None, wid: str = wid, liq: set[Any] = liquidations) -> bool:
+            return belongs_to_workflow(cid, wid) or cid in liq
+
         entries = [
             o
             for o in orders
@@ -948,7 +966,7 @@ async def judge(world: World, store: Store) -> dict[str, Any]:
         exchange_fills: Counter[str] = Counter()
         for f in truth["fills"]:
             cid = cid_of.get(f["orderId"])
-            if f["symbol"] == symbol and ours(cid):
+            if f["symbol"] == symbol and booked(cid):
                 assert cid is not None
                 exchange_fills[cid] += Decimal(f["qty"])  # type: ignore[assignment]
         rows = await store.fills(position_id)
@@ -964,7 +982,7 @@ async def judge(world: World, store: Store) -> dict[str, Any]:
             (
                 Decimal(f["commission"])
                 for f in truth["fills"]
-                if ours(cid_of.get(f["orderId"])) and f["symbol"] == symbol
+                if booked(cid_of.get(f["orderId"])) and f["symbol"] == symbol
             ),
             Decimal(0),
         )
@@ -1193,6 +1211,8 @@ async def run_chaos(plan: ChaosPlan) -> dict[str, Any]:
             SignalService(heartbeat_s=1.0, symbols=symbols, seed=plan.seed) as svc,
         ):
             sim.deposit("1000000")
+            if plan.harsh:
+                sim.harden("harsh", **HARSH_CHAOS)
             service_name = f"chaos-{uuid.uuid4().hex[:6]}"
             task_queue = f"chaos-{uuid.uuid4().hex[:6]}"
             config = parent / "posguard.toml"
