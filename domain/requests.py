@@ -92,9 +92,15 @@ class OutsideExitRequest(SymbolRequest):
 
 
 class FundingRequest(SymbolRequest):
-    """Funding received or paid on the symbol since `since` (the position's open)."""
+    """Funding received or paid on the symbol since `since` (the position's open).
+
+    `position_side`: on a hedge-mode account, the position's side; only that side's
+    funding is summed (the long and the short of a symbol each pay their own). None
+    (one-way mode): every funding payment of the symbol counts.
+    """
 
     since: AwareDatetime
+    position_side: Side | None = None
 
 
 class CandlesRequest(SymbolRequest):

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from simulator import formats as F
 from simulator.candles import Candle
 from simulator.markets import Market
-from simulator.model import ZERO, AlgoOrder, Fill, Income, Order, Position
+from simulator.model import ZERO, AlgoOrder, Fill, FundingSettlement, Income, Order, Position
 
 if TYPE_CHECKING:
     from simulator.bybit_venue import BOrder
@@ -440,8 +440,16 @@ def execution(engine: Engine, f: Fill, b: BOrder | None, o: Order) -> dict[str, 
 
 def funding_execution(i: Income) -> dict[str, Any]:
     """A funding settlement as an ``execType: Funding`` execution row (harsh market).
-    ``execFee`` is what the account paid (negative: received), ``feeRate`` the rate,
-    ``execPrice``/``markPrice`` the mark, ``execQty`` the position size."""
+
+    ``execFee`` is what the account paid (negative: received), ``execPrice`` and
+    ``markPrice`` the mark, ``execQty`` the position size, ``side`` the position's
+    direction (Buy long, Sell short). ``feeRate`` is the rate as the position saw it,
+    signed like ``execFee`` (``execFee = execValue × feeRate``): the market's rate for
+    a long, its negation for a short. So it is in the real Funding executions on
+    record (Bybit's example on its pre-upgrade execution page, the one in ccxt's
+    ``bybit.parse_income``): ``feeRate`` has ``execFee``'s sign whatever the side.
+    The market's rate is in ``/v5/market/funding/history``, never here.
+    """
     size = abs(i.qty)
     return {
         "symbol": i.symbol,
@@ -457,7 +465,7 @@ def funding_execution(i: Income) -> dict[str, Any]:
         "feeCurrency": "",
         "isMaker": False,
         "execFee": F.fmt8(-i.amount),
-        "feeRate": fmt(i.rate),
+        "feeRate": fmt(i.rate if i.qty > 0 else -i.rate),
         "execId": f"{i.income_id:08d}-0000-4000-8000-f0000000f000",
         "tradeIv": "",
         "blockTradeId": "",
@@ -472,3 +480,8 @@ def funding_execution(i: Income) -> dict[str, Any]:
         "closedSize": "0",
         "seq": i.income_id,
     }
+
+
+def funding_history_row(symbol: str, s: FundingSettlement) -> dict[str, Any]:
+    """One ``GET /v5/market/funding/history`` row: the market's rate of a settlement."""
+    return {"symbol": symbol, "fundingRate": fmt(s.rate), "fundingRateTimestamp": str(s.time)}

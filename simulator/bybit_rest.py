@@ -158,6 +158,26 @@ class BybitRest:
         rows = [BF.kline_row(c) for c in reversed(candles)]
         return {"category": "linear", "symbol": sym, "list": rows}
 
+    def funding_history(self, p: Params) -> Any:
+        """``GET /v5/market/funding/history``: the symbol's funding settlements
+        (harsh market; none in the calm one), **newest first**, as Bybit pages them:
+        the last ``limit`` (≤ 200, default 200) up to ``endTime`` (now when absent),
+        from ``startTime`` on; ``startTime`` without ``endTime`` is refused."""
+        sym = self.venue.symbol(p)
+        assert sym is not None  # required: a missing symbol was refused
+        start = _dec(p, "startTime")
+        end = _dec(p, "endTime")
+        if start is not None and end is None:
+            raise E.params_error("params error: endTime is required when startTime is given")
+        limit = _limit(p, 200, 200)
+        until = int(end) if end is not None else self.now()
+        rows = [
+            BF.funding_history_row(sym, s)
+            for s in reversed(self.engine.settlements)
+            if s.time <= until and (start is None or s.time >= start)
+        ]
+        return {"category": "linear", "list": rows[:limit]}
+
     def _category_symbol(self, p: Params) -> str | None:
         return self.venue.symbol(p, required=False)
 
@@ -333,6 +353,7 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("GET", "/v5/market/tickers"): Route(R.tickers, False),
     ("GET", "/v5/market/kline"): Route(R.kline, False),
     ("GET", "/v5/market/mark-price-kline"): Route(R.kline, False),
+    ("GET", "/v5/market/funding/history"): Route(R.funding_history, False),
     ("GET", "/v5/account/wallet-balance"): Route(R.wallet_balance, True),
     ("GET", "/v5/account/info"): Route(R.account_info, True),
     ("GET", "/v5/user/query-api"): Route(R.query_api, True),

@@ -27,7 +27,16 @@ from simulator.candles import PriceHistory
 from simulator.clock import Clock
 from simulator.harsh import HarshConfig, maint_margin_ratio
 from simulator.markets import Market
-from simulator.model import ZERO, AlgoOrder, Episode, Fill, Income, Order, Position
+from simulator.model import (
+    ZERO,
+    AlgoOrder,
+    Episode,
+    Fill,
+    FundingSettlement,
+    Income,
+    Order,
+    Position,
+)
 from simulator.triggers import TriggerBook
 
 CLIENT_ID_RE = re.compile(r"^[\.A-Z\:/a-z0-9_-]{1,36}$")
@@ -153,6 +162,7 @@ class Engine:
         self._stress: dict[str, Decimal] = {}
         self._protect_wait: dict[str, set[int]] = {}
         self.incomes: list[Income] = []
+        self.settlements: list[FundingSettlement] = []  # oldest first
         self._funding_last = self.clock.now_ms()
         self._triggering: list[tuple[int, int]] = []  # (due_ms, algo_id)
         self._liq_seq = 0
@@ -1356,8 +1366,10 @@ class Engine:
 
     def _fund(self, at: int) -> None:
         """One funding settlement: every open position pays ``amt * mark * rate``
-        (a positive rate: longs pay, shorts receive)."""
+        (a positive rate: longs pay, shorts receive). The settlement is recorded
+        whether or not a position paid: it is the market's rate history."""
         rate = self.harsh.funding_rate
+        self.settlements.append(FundingSettlement(at, rate, dict(self.mark)))
         paid: list[Income] = []
         symbols: list[str] = []
         sides: list[str] = []

@@ -13,7 +13,7 @@ from simulator.candles import Candle
 from simulator.engine import Engine
 from simulator.harsh import maint_margin_ratio
 from simulator.markets import Market
-from simulator.model import ZERO, AlgoOrder, Fill, Income, Order, Position
+from simulator.model import ZERO, AlgoOrder, Fill, FundingSettlement, Income, Order, Position
 
 EIGHT = Decimal("0.00000001")
 FUNDING_INTERVAL_MS = 8 * 3600 * 1000
@@ -152,6 +152,17 @@ def premium_index(engine: Engine, symbol: str, now_ms: int) -> dict[str, Any]:
         "interestRate": "0.00010000",
         "nextFundingTime": engine.next_funding_ms(now_ms),
         "time": now_ms,
+    }
+
+
+def funding_rate_row(symbol: str, s: FundingSettlement) -> dict[str, Any]:
+    """One ``GET /fapi/v1/fundingRate`` row: a symbol's settlement, rate and mark
+    with eight decimals as Binance writes them."""
+    return {
+        "symbol": symbol,
+        "fundingRate": f"{s.rate.quantize(EIGHT):f}",
+        "fundingTime": s.time,
+        "markPrice": f"{s.marks[symbol].quantize(EIGHT):f}",
     }
 
 

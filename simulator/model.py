@@ -164,3 +164,15 @@ class Income:
     mark: Decimal = ZERO  # mark price used
     qty: Decimal = ZERO  # signed position amount at funding time
     position_side: str = "BOTH"
+
+
+@dataclass(frozen=True, slots=True)
+class FundingSettlement:
+    """One funding settlement (harsh market): every symbol settled at ``time`` at the
+    funding ``rate`` (one rate for all symbols), ``marks`` each symbol's mark price
+    then. The market's funding-rate history (Binance ``GET /fapi/v1/fundingRate``,
+    Bybit ``GET /v5/market/funding/history``), kept whether or not a position paid."""
+
+    time: int
+    rate: Decimal
+    marks: dict[str, Decimal]

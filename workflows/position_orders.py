@@ -392,7 +392,13 @@ class ExchangeCalls(Recording):
                 Decimal,
                 await self._read(
                     ExchangeActivities.funding,
-                    FundingRequest(account=self.spec.account, symbol=self.spec.symbol, since=since),
+                    FundingRequest(
+                        account=self.spec.account,
+                        symbol=self.spec.symbol,
+                        since=since,
+                        # hedge mode: the long and the short of the symbol each pay their own
+                        position_side=self.spec.side if self.spec.hedge_mode else None,
+                    ),
                     summary=f"funding {self.spec.symbol}",
                     rounds=OUTSIDE_EXIT_ROUNDS,
                 ),

@@ -750,8 +750,11 @@ class ExchangeActivities:
     @_exchange_call()
     async def funding(self, req: FundingRequest) -> Decimal:
         """Funding the account received (+) or paid (-) on the symbol since the
-        position opened: booked into the position's PnL at its close."""
-        return await self._gateway(req.account).funding(req.symbol, req.since)
+        position opened: booked into the position's PnL at its close. With the
+        request's `position_side` (a hedge-mode position), that side's funding only."""
+        return await self._gateway(req.account).funding(
+            req.symbol, req.since, side=req.position_side
+        )
 
     @activity.defn(name="exchange.outside_exit")
     @_exchange_call()

@@ -134,6 +134,7 @@ class BinanceVenue:
 
     trade_history_params: tuple[dict[str, Any], ...] = ({},)  # userTrades lists them all
     funding_page = 1000  # 3 settlements a day: most of a year
+    funding_rate_page = 1000  # /fapi/v1/fundingRate's most
 
     def funding_amount(self, income: Mapping[str, Any]) -> Decimal:
         """`/fapi/v1/income` FUNDING_FEE: `income` is signed as the account sees it."""

@@ -255,9 +255,12 @@ class BybitVenue:
         {"execType": "AdlTrade"},
     )
     funding_page = 100  # /v5/execution/list's most
+    funding_rate_page = 200  # /v5/market/funding/history's most
 
     def funding_amount(self, income: Mapping[str, Any]) -> Decimal:
-        """`/v5/execution/list` execType Funding: `execFee` is what the account paid."""
+        """`/v5/execution/list` execType Funding: `execFee` is what the account paid
+        (Bybit's transaction-log page: its `funding`, positive when received, "is
+        opposite to the execFee from Get Trade History")."""
         return -(to_decimal(first(income, "execFee")) or Decimal(0))
 
     async def trade_origin(

@@ -13,6 +13,7 @@ only a fallback, converted through their shortest repr.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -26,6 +27,7 @@ from activities.exchange.request_metrics import instrument
 from activities.exchange.venue import Venue, venue_for
 from domain.client_ids import parse_client_id
 from domain.errors import classify_exception
+from domain.funding import funding_side
 from domain.market import MarketFilters
 from domain.orders import (
     Fill,
@@ -569,16 +571,66 @@ class ExchangeGateway:
         )
         return [_fill_of(t, client_order_id or t.get("clientOrderId")) for t in trades]
 
-    async def funding(self, symbol: str, since: datetime) -> Decimal:
+    async def funding(self, symbol: str, since: datetime, side: Side | None = None) -> Decimal:
         """Funding the account received (+) or paid (-) on `symbol` since `since`
-        (Binance `/fapi/v1/income` FUNDING_FEE, Bybit executions of type Funding)."""
+        (Binance `/fapi/v1/income` FUNDING_FEE, Bybit executions of type Funding).
+
+        `side` (a hedge-mode position's): only what that side received or paid. The
+        venues' funding rows do not name the position, so each payment is given to a
+        side by the sign of its settlement's market funding rate (`funding_side`),
+        read from the funding-rate history (`_settlement_rates`). Raises
+        `FundingUnattributed` when a payment has no settlement rate to tell by.
+        None: every payment counts (one-way mode), and no rate is read.
+        """
+        unified = unified_from_canonical(symbol)
         rows = await self.exchange.fetch_funding_history(
-            unified_from_canonical(symbol),
+            unified,
             int(since.timestamp() * 1000),
             None,
             {"limit": self.venue.funding_page},
         )
-        return sum((self.venue.funding_amount(r.get("info") or {}) for r in rows), Decimal(0))
+        received = [(row, self.venue.funding_amount(row.get("info") or {})) for row in rows]
+        if side is None:
+            return sum((amount for _, amount in received), Decimal(0))
+        payments = [(_settled_at(row), amount) for row, amount in received if amount != 0]
+        rates = await self._settlement_rates(unified, [at for at, _ in payments])
+        total = Decimal(0)
+        for at, amount in payments:
+            rate = rates.at(at)
+            owner = funding_side(amount, rate) if rate is not None else None
+            if owner is None:
+                raise FundingUnattributed(
+                    f"{symbol}: the funding of {amount} settled at {at} ms has no non-zero "
+                    f"rate in the funding-rate history within {FUNDING_MATCH_MS} ms "
+                    f"(found {rate}): its side cannot be told"
+                )
+            if owner is side:
+                total += amount
+        return total
+
+    async def _settlement_rates(self, unified: str, times: list[int]) -> _SettlementRates:
+        """The market's funding rate of the settlement nearest each of `times` (ms).
+
+        Read from ccxt `fetch_funding_rate_history` (Binance `/fapi/v1/fundingRate`,
+        Bybit `/v5/market/funding/history`) over the window the times span. A full
+        page is cut at one end (Binance keeps the oldest, Bybit the newest), so the
+        window narrows to the times still unmatched and is read again, until all
+        match or a read brings nothing new (the caller then finds a time unmatched).
+        """
+        rates = _SettlementRates()
+        for _ in range(MAX_RATE_PAGES):
+            missing = [t for t in times if rates.at(t) is None]
+            if not missing:
+                break
+            page = await self.exchange.fetch_funding_rate_history(
+                unified,
+                min(missing) - FUNDING_MATCH_MS,
+                self.venue.funding_rate_page,
+                {"until": max(missing) + FUNDING_MATCH_MS},
+            )
+            if not rates.add(page):
+                break
+        return rates
 
     async def outside_exit(self, symbol: str, position_side: Side, since: datetime) -> OutsideExit:
         """The orders posguard did not place that traded on the exit side of a
@@ -700,6 +752,62 @@ class ExchangeGateway:
             )
             for row in rows
         ]
+
+
+class FundingUnattributed(Exception):
+    """A hedge-mode position's funding payment could not be given to a side: its
+    settlement's funding rate is not in the exchange's history (or is zero while
+    money moved). Retryable (the history may lag): nothing is guessed."""
+
+
+# A funding payment and its settlement's rate row are matched by time: the two
+# differ (Binance's `fundingTime` carries a few ms past the hour, and income `time`
+# has been seen a second past it), so the nearest row within this margin is the
+# payment's settlement. Settlements are an hour or more apart on both venues, so a
+# neighbour is never within it, even when the payment's own row is missing.
+FUNDING_MATCH_MS = 30_000
+# Reads of the funding-rate history for one close (each narrows the window).
+MAX_RATE_PAGES = 10
+
+
+class _SettlementRates:
+    """Funding-rate history rows by settlement time (ms), looked up by nearest time."""
+
+    def __init__(self) -> None:
+        self._times: list[int] = []  # sorted
+        self._rates: dict[int, Decimal] = {}
+
+    def add(self, rows: list[Mapping[str, Any]]) -> bool:
+        """Add ccxt funding-rate history rows (rate from the raw `fundingRate` string);
+        True if any was new."""
+        added = False
+        for row in rows:
+            at = row.get("timestamp")
+            rate = to_decimal(_first(row.get("info") or {}, "fundingRate")) or to_decimal(
+                row.get("fundingRate")
+            )
+            if at is None or rate is None or int(at) in self._rates:
+                continue
+            self._rates[int(at)] = rate
+            bisect.insort(self._times, int(at))
+            added = True
+        return added
+
+    def at(self, ms: int) -> Decimal | None:
+        """The rate of the settlement nearest `ms`, if one is within `FUNDING_MATCH_MS`."""
+        i = bisect.bisect_left(self._times, ms)
+        near = [t for t in self._times[max(i - 1, 0) : i + 1] if abs(t - ms) <= FUNDING_MATCH_MS]
+        if not near:
+            return None
+        return self._rates[min(near, key=lambda t: abs(t - ms))]
+
+
+def _settled_at(row: Mapping[str, Any]) -> int:
+    """When a ccxt funding-history row was settled (ms; Binance `time`, Bybit `execTime`)."""
+    at = row.get("timestamp")
+    if at is None:
+        raise FundingUnattributed(f"a funding row without a time: {row.get('info')}")
+    return int(at)
 
 
 # Binance USD-M's request weight for one `account_snapshot` (a per-minute budget

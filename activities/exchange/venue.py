@@ -123,6 +123,10 @@ class Venue(Protocol):
     funding_page: int
     """Funding rows read in one call at a close (the venue's most)."""
 
+    funding_rate_page: int
+    """Rows of the market's funding-rate history (ccxt `fetch_funding_rate_history`)
+    read in one call (the venue's most)."""
+
     def funding_amount(self, income: Mapping[str, Any]) -> Decimal:
         """One funding settlement of ccxt's `fetch_funding_history` (its `info`), as
         the account received it: positive received, negative paid."""

@@ -22,7 +22,7 @@ from domain.position import CloseReason, PositionState, position_workflow_id
 from domain.trailing import TrailingRule
 from domain.types import Side
 from simulator.server import PaperExchange
-from tests.workflows.harness import PRICES, Stack
+from tests.workflows.harness import PRICES, Stack, eventually
 from workflows.position import PositionWorkflow
 from workflows.position_io import PriceTick
 
@@ -167,3 +167,38 @@ async def test_each_side_trails_its_own_stop(stack: Stack) -> None:
     for handle in handles.values():
         assert (await stack.close(handle)).state is PositionState.CLOSED
     assert [a for a in stack.orders(symbol, algo=True) if a["algoStatus"] == "NEW"] == []
+
+
+async def test_each_side_books_only_its_own_funding(stack: Stack) -> None:
+    """Funding settles while a long and a short of one symbol are held: each side's
+    close books what that side was charged or paid, not the symbol's sum."""
+    symbol = "ETHUSDT"
+    stack.sim.set_price(symbol, PRICES[symbol])
+    handles = {side: await stack.open(stack.on(symbol, side, hedge_mode=True)) for side in Side}
+    for handle in handles.values():
+        await stack.wait_state(handle, PositionState.ACTIVE)
+
+    def charged(side: Side) -> list[Decimal]:
+        return [
+            i.amount
+            for i in stack.sim.engine.incomes
+            if i.symbol == symbol
+            and i.income_type == "FUNDING_FEE"
+            and i.position_side == side.name
+        ]
+
+    earlier = {side: len(charged(side)) for side in Side}
+    stack.sim.harden(funding=True, funding_interval_ms=500, funding_rate=Decimal("0.001"))
+    try:
+
+        async def settled_twice() -> bool:
+            return all(len(charged(side)) >= earlier[side] + 2 for side in Side)
+
+        assert await eventually(settled_twice)
+        results = {side: await stack.close(handle) for side, handle in handles.items()}
+    finally:
+        stack.sim.harden(funding=False)
+    for side, result in results.items():
+        own = sum(charged(side)[earlier[side] :], Decimal(0))
+        assert result.funding == own, (side, result.funding, own)
+        assert (own < 0) if side is Side.LONG else (own > 0)  # a positive rate: longs pay
