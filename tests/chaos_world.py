@@ -164,6 +164,10 @@ class ChaosPlan:
     harsh: bool = False
 
 
+# An episode held longer than this before its first stop is named in the figures
+# (not a violation: a position opened in the middle of an outage waits for it).
+SLOW_FIRST_STOP_MS = 10_000
+
 HARSH_CHAOS = {
     "funding_interval_ms": 60_000,
     "listen_key_ttl_ms": 600_000,
@@ -842,6 +846,7 @@ async def judge(world: World, store: Store) -> dict[str, Any]:
     closed_by: Counter[str] = Counter()
     unprotected_after: dict[str, int] = {}
     fill_to_stop: list[int] = []
+    slow_first_stops: list[dict[str, Any]] = []
     stuck = failed = task_failures = 0
     fills_mismatch = events_dup = events_missing = unrecorded = 0
     positions = 0
@@ -954,10 +959,23 @@ async def judge(world: World, store: Store) -> dict[str, Any]:
                 if ep["unprotectedMs"] > 0:
                     unprotected_after.setdefault(symbol, 0)
                     fill_to_stop.append(ep["unprotectedMs"])
+                    if ep["unprotectedMs"] > SLOW_FIRST_STOP_MS:
+                        slow_first_stops.append(
+                            {
+                                "workflow_id": wid,
+                                "opened_ms": ep["openedMs"],
+                                "unprotected_ms": ep["unprotectedMs"],
+                                "no_stop": True,
+                            }
+                        )
                 continue
             first = min(created)
             window = max(0, first - ep["openedMs"])
             fill_to_stop.append(window)
+            if window > SLOW_FIRST_STOP_MS:  # held without a stop that long: say where
+                slow_first_stops.append(
+                    {"workflow_id": wid, "opened_ms": ep["openedMs"], "unprotected_ms": window}
+                )
             after = max(0, ep["unprotectedMs"] - window)
             unprotected_after[symbol] = unprotected_after.get(symbol, 0) + after
             if after > 0:
@@ -1067,6 +1085,7 @@ async def judge(world: World, store: Store) -> dict[str, Any]:
         "entry_fill_to_first_stop_ms": {
             "max": max(fill_to_stop, default=0),
             "median": sorted(fill_to_stop)[len(fill_to_stop) // 2] if fill_to_stop else 0,
+            "slow": slow_first_stops,
         },
         "orders_left_open": sum(1 for v in violations if "order left open" in v),
         "fills_mismatched": fills_mismatch,
