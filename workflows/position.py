@@ -131,6 +131,9 @@ PATCH_BOOK_OUTSIDE_EXIT = "book-outside-exit"
 OUTSIDE_EXIT_LOOKBACK = timedelta(days=6)
 # Patch id: at its close a position books the funding received or paid while held.
 PATCH_BOOK_FUNDING = "book-funding"
+# Patch id: an emergency stop left from a bad round is cancelled at once once the
+# real stop protects (a look right away), not at the next periodic look.
+EMERGENCY_STOP_GOES_AT_ONCE = "emergency-stop-goes-at-once"
 _STEP_OF_INTENT = {
     ProtectionStep.PLACE_STOP: OrderStep.STOP,
     ProtectionStep.PLACE_EMERGENCY_STOP: OrderStep.EMERGENCY_STOP,
@@ -1078,10 +1081,14 @@ class PositionWorkflow(Trailing):
             EventType.POSITION_ACTIVE,
             PositionActive(quantity=self.s.qty, entry_price=entry, stop_price=stop.trigger_price),
         )
-        # A real stop now protects: an emergency stop left from a bad round goes.
+        # A real stop now protects: an emergency stop left from a bad round goes. Left
+        # until the periodic look, it would close the position at its wider level if
+        # the real stop were cancelled by hand, and it holds margin meanwhile.
         if self.s.emergency_stop is not None:
             self.m = self.m.stale_added(self.s.emergency_stop)
             self._snap(self.s.with_emergency_stop(None))
+            if workflow.patched(EMERGENCY_STOP_GOES_AT_ONCE):
+                self.m = self.m.look_wanted()
 
     # --- watching --------------------------------------------------------------------------
 

@@ -460,6 +460,39 @@ async def unprotected_alerted(stack: Stack) -> list[tuple[str, Handle]]:
     return [("unprotected_alerted", handle), ("alert_condition", alert)]
 
 
+async def emergency_stop_replaced(stack: Stack) -> list[tuple[str, Handle]]:
+    """The stop is refused and so is the close: an emergency stop protects. The
+    exchange recovers, the real stop is placed, and the emergency stop is cancelled at
+    once (patch `emergency-stop-goes-at-once`); operator close."""
+    symbol = "SOLUSDT"
+    stack.fault("latency", "stop", latency_ms=1500, count=1)
+    stack.refuse("stop", "invalid_order", count=1)
+    handle = await stack.open(
+        spec(symbol, Side.LONG), exchange_attempts=1, check_interval=timedelta(hours=6)
+    )
+    for _ in range(200):  # the entry filled: now the close is refused too
+        if any(o["status"] == "FILLED" for o in stack.orders(symbol, algo=False)):
+            break
+        await asyncio.sleep(0.02)
+    close = stack.refuse("order", "server_error")
+    try:
+        await _settled(stack, handle, lambda v: v.snapshot.emergency_stop is not None)
+    finally:
+        stack.sim.faults.remove(close.id)
+    await handle.signal(PositionWorkflow.exchange_update, ExchangeUpdate(detail="test"))
+    await _active(stack, handle)
+    for _ in range(200):
+        if len(stack.open_stops(symbol)) == 1:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise RuntimeError("the emergency stop was not cancelled")
+    await _quiet(handle)
+    await handle.execute_update(PositionWorkflow.close, CloseRequest(requested_by="operator"))
+    await handle.result()
+    return [("emergency_stop_replaced", handle)]
+
+
 SCENARIOS: dict[str, Scenario] = {
     f.__name__: f
     for f in (
@@ -479,6 +512,7 @@ SCENARIOS: dict[str, Scenario] = {
         operator_close_ended_with_reason,
         closed_by_hand,
         cancel_found_filled,
+        emergency_stop_replaced,
     )
 }
 BYBIT = frozenset({"trailing_long_bybit"})

@@ -143,7 +143,9 @@ async def test_rollback_close_fails_then_emergency_stop_protects(stack: Stack) -
     # A slow, permanent refusal of the stop gives the test time to break the close too.
     stack.fault("latency", "stop", latency_ms=1500, count=1)
     stack.refuse("stop", "invalid_order", count=1)
-    handle = await stack.open(stack.on(symbol, side), exchange_attempts=1)
+    handle = await stack.open(
+        stack.on(symbol, side), exchange_attempts=1, check_interval=timedelta(hours=6)
+    )
     await wait_entry_filled(stack, symbol, before)
     close_fault = stack.refuse("order", "server_error")
     try:
@@ -163,10 +165,18 @@ async def test_rollback_close_fails_then_emergency_stop_protects(stack: Stack) -
         return "emergency_stop_placed" in await stack.event_types(view.position_id)
 
     assert await eventually(emergency_recorded)
-    # The exchange works again: the next look puts the real stop back.
+    # The exchange works again: the next look puts the real stop back, and the
+    # emergency stop goes at once (not at the periodic look, hours away here).
     await handle.signal(PositionWorkflow.exchange_update, ExchangeUpdate(detail="test"))
     view = await stack.wait_state(handle, PositionState.ACTIVE)
     assert view.snapshot.state is PositionState.ACTIVE
+    assert view.snapshot.stop is not None and view.snapshot.emergency_stop is None
+
+    async def only_the_stop_left() -> bool:
+        stops = stack.open_stops(symbol)
+        return [s["clientAlgoId"] for s in stops] == [view.snapshot.stop.client_order_id]
+
+    assert await eventually(only_the_stop_left), stack.open_stops(symbol)
     await stack.close(handle)
     assert stack.position_amt(symbol) == 0 and stack.open_stops(symbol) == []
 
