@@ -26,6 +26,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from domain.orders import OrderKind
+
 PREFIX = "pg"
 WORKFLOW_TAG_LENGTH = 8
 CHAIN_TAG_LENGTH = 6
@@ -136,3 +138,21 @@ def belongs_to(cid: str | None, workflow_id: str, chain: str) -> bool:
         and parsed.workflow_tag == workflow_tag(workflow_id)
         and parsed.chain_tag == chain_tag(chain)
     )
+
+
+_KIND_OF_STEP = {
+    OrderStep.ENTRY: OrderKind.ENTRY,
+    OrderStep.STOP: OrderKind.STOP,
+    OrderStep.MOVE: OrderKind.STOP,  # a trailing move's new stop is the stop
+    OrderStep.CLOSE: OrderKind.CLOSE,
+    OrderStep.EMERGENCY_STOP: OrderKind.EMERGENCY_STOP,
+    OrderStep.TAKE_PROFIT: OrderKind.TAKE_PROFIT,
+}
+
+
+def kind_of_client_id(cid: str | None) -> OrderKind:
+    """The role of one of our orders, from the step its client id names. An id that is
+    not ours (or not parseable) counts as a stop: the order a position most often
+    finds executed on its way to a cancel."""
+    parsed = parse_client_id(cid)
+    return OrderKind.STOP if parsed is None else _KIND_OF_STEP[parsed.step]

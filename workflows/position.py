@@ -33,7 +33,7 @@ from temporalio.workflow import ActivityCancellationType
 with workflow.unsafe.imports_passed_through():
     from activities.exchange.activities import ExchangeActivities
     from domain.band import band_for
-    from domain.client_ids import OrderStep, client_order_id, parse_client_id
+    from domain.client_ids import OrderStep, client_order_id, kind_of_client_id, parse_client_id
     from domain.errors import ErrorType
     from domain.events import (
         CloseTriggered,
@@ -1303,7 +1303,7 @@ class PositionWorkflow(Trailing):
         the position with its reason. An entry is not an exit: the entry's own step
         books it."""
         by_id = workflow.patched(CANCEL_FILL_BOOKED)
-        kind = self._kind_of(ref) if by_id else None
+        kind = kind_of_client_id(ref.client_order_id) if by_id else None
         if kind is OrderKind.ENTRY:
             return
         intent = self._intent_of_ref(ref)
@@ -1336,18 +1336,6 @@ class PositionWorkflow(Trailing):
                 OrderKind.EMERGENCY_STOP: CloseReason.EMERGENCY_STOP_FILLED,
                 OrderKind.CLOSE: self.s.close_reason or CloseReason.OPERATOR,
             }.get(kind, CloseReason.STOP_FILLED)
-
-    @staticmethod
-    def _kind_of(ref: OrderRef) -> OrderKind:
-        """What one of our orders is, from the step its client id names."""
-        parsed = parse_client_id(ref.client_order_id)
-        step = parsed.step if parsed is not None else OrderStep.STOP
-        return {
-            OrderStep.ENTRY: OrderKind.ENTRY,
-            OrderStep.CLOSE: OrderKind.CLOSE,
-            OrderStep.EMERGENCY_STOP: OrderKind.EMERGENCY_STOP,
-            OrderStep.TAKE_PROFIT: OrderKind.TAKE_PROFIT,
-        }.get(step, OrderKind.STOP)
 
     def _book_exit(self, fills: list[Fill]) -> None:
         """Book exit executions; more than we thought we held means our qty was stale."""

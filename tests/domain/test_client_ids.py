@@ -15,8 +15,10 @@ from domain.client_ids import (
     belongs_to,
     belongs_to_workflow,
     client_order_id,
+    kind_of_client_id,
     parse_client_id,
 )
+from domain.orders import OrderKind
 
 BINANCE = re.compile(r"^[\.A-Z\:/a-z0-9_-]{1,36}$")
 BYBIT = re.compile(r"^[A-Za-z0-9_-]{1,36}$")
@@ -117,3 +119,26 @@ def test_separator_prevents_concatenation_collisions() -> None:
     a = client_order_id("ab", "c", OrderStep.STOP, 0)
     b = client_order_id("a", "bc", OrderStep.STOP, 0)
     assert a != b
+
+
+@pytest.mark.parametrize(
+    ("step", "kind"),
+    [
+        (OrderStep.ENTRY, OrderKind.ENTRY),
+        (OrderStep.STOP, OrderKind.STOP),
+        (OrderStep.MOVE, OrderKind.STOP),
+        (OrderStep.CLOSE, OrderKind.CLOSE),
+        (OrderStep.EMERGENCY_STOP, OrderKind.EMERGENCY_STOP),
+        (OrderStep.TAKE_PROFIT, OrderKind.TAKE_PROFIT),
+    ],
+)
+def test_an_order_found_executed_is_booked_as_what_its_id_names(
+    step: OrderStep, kind: OrderKind
+) -> None:
+    cid = client_order_id(WF, CHAIN, step, 7)
+    assert kind_of_client_id(cid) is kind
+
+
+def test_an_id_not_ours_counts_as_a_stop() -> None:
+    assert kind_of_client_id("web_12345") is OrderKind.STOP
+    assert kind_of_client_id(None) is OrderKind.STOP
