@@ -17,7 +17,10 @@ N` (default 8), `--minutes M` of chaos (default: 2.2 s per kill), `--seed S`,
 `--workers N` (default 2), `--pg-down-max S` seconds (default 30), `--harsh`
 (the harsh paper market on top: mark, index and last apart, price protection,
 slippage, liquidation, funding every minute, Binance's algo lifecycle, listen keys
-that expire after 10 min and streams cut every 5 min).
+that expire after 10 min and streams cut every 5 min), `--venue bybit` (the paper
+exchange's Bybit v5 venue and a `bybit` account instead of Binance USD-M: the
+faults on Bybit's endpoints, its rate limit answered with retCode 10006 then an
+HTTP 403 ban, each entry sent with its stop attached, stops moved in place).
 
 Prints progress on stderr and, as the last line of stdout, one JSON object:
 `entries_per_position` (every position exactly 1), `positions_left_open` (0),
@@ -52,6 +55,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from simulator.client import VENUE_EXCHANGES  # noqa: E402
 from tests.chaos_world import ChaosPlan, run_chaos  # noqa: E402
 
 SECONDS_PER_KILL = 2.2  # float ok: the default pace of the disruptions
@@ -69,6 +73,12 @@ def plan_of(argv: list[str] | None = None) -> ChaosPlan:
     parser.add_argument("--no-reconcile", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the world's directory")
     parser.add_argument("--harsh", action="store_true", help="the harsh paper market on top")
+    parser.add_argument(
+        "--venue",
+        choices=sorted(VENUE_EXCHANGES),
+        default="binance",
+        help="the paper exchange's venue (and the account's exchange)",
+    )
     args = parser.parse_args(argv)
     seconds = args.minutes * 60 if args.minutes is not None else args.kills * SECONDS_PER_KILL
     return ChaosPlan(
@@ -82,6 +92,7 @@ def plan_of(argv: list[str] | None = None) -> ChaosPlan:
         heal_timeout_s=max(420.0, seconds),
         keep_dir=args.keep,
         harsh=args.harsh,
+        venue=args.venue,
     )
 
 

@@ -9,11 +9,13 @@ servers):
   that file (SIGTERM, then started again);
 - an embedded PostgreSQL in a data directory of its own, stopped (`pg_ctl stop`, fast
   or immediate) for up to `plan.pg_down_max_s` seconds and started again;
-- the paper exchange (this process) on a random walk (`SyntheticPath`) with gaps
+- the paper exchange (this process), Binance USD-M or Bybit v5 (`plan.venue`; the
+  account's exchange follows it), on a random walk (`SyntheticPath`) with gaps
   through the admin price API (`pin_price` + `release_price`: the walk goes on from
-  the gapped price), and fault rules (5xx, 429 then 418, slow answers, answers
-  dropped or delayed past the client's timeout after the order was executed,
-  WebSocket cuts);
+  the gapped price), and fault rules on the venue's own endpoints (5xx, rate limits
+  then the ban that follows them: Binance's 429 then 418, Bybit's retCode 10006 then
+  HTTP 403; slow answers, answers dropped or delayed past the client's timeout after
+  the order was executed, WebSocket cuts);
 - the signal-service simulator (this process), whose waves open the positions;
 - posguard's own processes, each `python -m workers.cli <command>` with one
   configuration file: `plan.workers` workers, the price gate (`gate`) and the ingest
@@ -58,6 +60,7 @@ from activities.store.repository import Store
 from domain.client_ids import belongs_to_workflow
 from domain.position import PositionState, position_workflow_id
 from domain.trailing import TrailingRule
+from simulator.client import VENUE_EXCHANGES
 from simulator.markets import build_markets, generic_market
 from simulator.prices import PathParams, SyntheticPath
 from simulator.server import PaperExchange
@@ -71,7 +74,6 @@ from workflows.position_io import CloseRequest, CloseResult, PositionView
 from workflows.registry import ALL_WORKFLOWS
 
 ACCOUNT = "chaos"
-EXCHANGE = "binanceusdm"
 NOTIONAL = Decimal(100)
 STOP_PCT = Decimal(2)
 TAKE_PROFIT_PCT = Decimal(3)
@@ -87,24 +89,58 @@ KILL_WEIGHTS: dict[str, int] = {
     "postgres": 10,
     "both_workers": 5,
 }
-# Endpoints a fault rule aims at (a glob on "METHOD /path"): the orders, the reads a
-# position needs, and everything at once.
-FAULT_ENDPOINTS = (
-    "POST /fapi/v1/order",
-    "POST /fapi/v1/algoOrder",
-    "DELETE /fapi/v1/algoOrder",
-    "DELETE /fapi/v1/order",
-    "GET /fapi/v1/algoOrder",
-    "GET /fapi/v1/order",
-    "GET /fapi/v1/openOrders",
-    "GET /fapi/v1/openAlgoOrders",
-    "GET /fapi/v*/positionRisk",
-    "GET /fapi/v1/userTrades",
-    "GET /fapi/v1/premiumIndex",
-    "*",
-)
+# Endpoints a fault rule aims at (a glob on "METHOD /path"), per venue: the orders,
+# the reads a position needs, and everything at once.
+FAULT_ENDPOINTS: dict[str, tuple[str, ...]] = {
+    "binance": (
+        "POST /fapi/v1/order",
+        "POST /fapi/v1/algoOrder",
+        "DELETE /fapi/v1/algoOrder",
+        "DELETE /fapi/v1/order",
+        "GET /fapi/v1/algoOrder",
+        "GET /fapi/v1/order",
+        "GET /fapi/v1/openOrders",
+        "GET /fapi/v1/openAlgoOrders",
+        "GET /fapi/v*/positionRisk",
+        "GET /fapi/v1/userTrades",
+        "GET /fapi/v1/premiumIndex",
+        "*",
+    ),
+    # Bybit v5 (simulator/bybit_rest.py): one endpoint creates every kind of order
+    # (an entry with its stop attached, a close, a stop, a take-profit); a stop moves
+    # in place (amend; the position's own stop through trading-stop).
+    "bybit": (
+        "POST /v5/order/create",
+        "POST /v5/order/amend",
+        "POST /v5/order/cancel",
+        "POST /v5/position/trading-stop",
+        "GET /v5/order/realtime",
+        "GET /v5/order/history",
+        "GET /v5/position/list",
+        "GET /v5/execution/list",
+        "GET /v5/market/tickers",
+        "*",
+    ),
+}
 # Where an order is executed: a dropped or late answer there leaves its outcome unknown.
-EXECUTING = ("POST /fapi/v1/order", "POST /fapi/v1/algoOrder", "DELETE /fapi/v1/algoOrder")
+EXECUTING: dict[str, tuple[str, ...]] = {
+    "binance": ("POST /fapi/v1/order", "POST /fapi/v1/algoOrder", "DELETE /fapi/v1/algoOrder"),
+    "bybit": (
+        "POST /v5/order/create",
+        "POST /v5/order/amend",
+        "POST /v5/order/cancel",
+        "POST /v5/position/trading-stop",
+    ),
+}
+# The venue's own answer to an internal error ("error" fault): Binance -1000 with HTTP
+# 500, Bybit retCode 10016 in an HTTP 200 answer.
+SERVER_ERROR: dict[str, dict[str, Any]] = {
+    "binance": {"code": -1000, "status": 500},
+    "bybit": {"code": 10016, "msg": "System error, try again"},
+}
+# The rate-limit fault's name in the counts: Binance answers 429s, then bans with 418;
+# Bybit answers retCode 10006, then HTTP 403 (its IP ban, ccxt RateLimitExceeded).
+RATE_LIMIT_FAULT = {"binance": "429_418", "bybit": "10006_403"}
 # Orders whose lifecycle events must name them once (a second is a duplicate record).
 PLACED_EVENTS = frozenset(
     {
@@ -162,6 +198,18 @@ class ChaosPlan:
     # compressed: funding every minute, listen keys that live 10 min, streams cut
     # every 5 min.
     harsh: bool = False
+    # The paper exchange's venue: "binance" (USD-M) or "bybit" (v5 linear); the
+    # account, the signals, the fault rules and the judge follow it.
+    venue: str = "binance"
+
+    def __post_init__(self) -> None:
+        if self.venue not in VENUE_EXCHANGES:
+            raise ValueError(f"venue must be one of {sorted(VENUE_EXCHANGES)}: {self.venue!r}")
+
+    @property
+    def exchange(self) -> str:
+        """The account's exchange (ccxt id), as in its workflow ids."""
+        return VENUE_EXCHANGES[self.venue]
 
 
 # An episode held longer than this before its first stop is named in the figures
@@ -357,7 +405,7 @@ def config_toml(
             "",
             "[[accounts]]",
             f"name = {q(ACCOUNT)}",
-            f"exchange = {q(EXCHANGE)}",
+            f"exchange = {q(plan.exchange)}",
             f"api_key = {q(sim.api_key)}",
             f"secret = {q(sim.api_secret)}",
             f"paper_url = {q(sim.rest_url)}",
@@ -575,11 +623,12 @@ class World:
     # --- the exchange's faults -------------------------------------------------------
 
     def one_fault(self) -> None:
-        """One short-lived exchange fault of a random kind."""
+        """One short-lived exchange fault of a random kind, in the venue's own words."""
         rng = self.fault_rng
         sim = self.sim
+        venue = self.plan.venue
         kind = rng.choice(["5xx", "429_418", "slow", "dropped", "late", "ws_drop"])
-        endpoint = rng.choice(FAULT_ENDPOINTS)
+        endpoint = rng.choice(FAULT_ENDPOINTS[venue])
         life = {"count": rng.randint(1, 4), "duration_ms": rng.randint(500, 4000)}
         if kind == "5xx":
             if rng.random() < 0.5:
@@ -590,25 +639,29 @@ class World:
                     **life,
                 )
             else:
-                sim.add_fault("error", endpoint=endpoint, code=-1000, status=500, **life)
+                sim.add_fault("error", endpoint=endpoint, **SERVER_ERROR[venue], **life)
         elif kind == "429_418":
-            # a burst of 429s, then the ban (418 with Retry-After) that follows them
+            # a burst of rate-limit answers, then the ban that follows them: Binance's
+            # 429s then 418 (with Retry-After); Bybit's retCode 10006 then HTTP 403
+            kind = RATE_LIMIT_FAULT[venue]
             burst = rng.randint(1, 4)
+            ban_ms = rng.randint(500, 3000)
             sim.add_fault("rate_limit", endpoint="*", count=burst, duration_ms=3000)
-            sim.add_fault(
-                "rate_limit", endpoint="*", status=418, duration_ms=rng.randint(500, 3000)
-            )
+            if venue == "bybit":
+                sim.add_fault("http_status", endpoint="*", status=403, duration_ms=ban_ms)
+            else:
+                sim.add_fault("rate_limit", endpoint="*", status=418, duration_ms=ban_ms)
         elif kind == "slow":
             sim.add_fault(
                 "latency", endpoint=endpoint, latency_ms=rng.choice([300, 1500, 4000]), **life
             )
         elif kind == "dropped":
-            sim.add_fault("drop_response", endpoint=rng.choice(EXECUTING), **life)
+            sim.add_fault("drop_response", endpoint=rng.choice(EXECUTING[venue]), **life)
         elif kind == "late":
             # executed, answered after the client gave up (ccxt's timeout is 10 s)
             sim.add_fault(
                 "delay_response",
-                endpoint=rng.choice(EXECUTING),
+                endpoint=rng.choice(EXECUTING[venue]),
                 latency_ms=12_000,
                 count=1,
                 duration_ms=4000,
@@ -733,7 +786,7 @@ class World:
 
         async def trail(symbol: str) -> None:
             handle = self.client.get_workflow_handle(
-                position_workflow_id(ACCOUNT, EXCHANGE, symbol)
+                position_workflow_id(ACCOUNT, self.plan.exchange, symbol)
             )
             try:
                 view = await asyncio.wait_for(handle.query("state", result_type=PositionView), 3)
@@ -778,7 +831,7 @@ async def heal(world: World) -> None:
 async def running_position_ids(world: World) -> set[str]:
     """Every position workflow id of the account: the waves' and any other (an
     adopted position), as Temporal's visibility lists them."""
-    ids = {position_workflow_id(ACCOUNT, EXCHANGE, s) for s in world.symbols}
+    ids = {position_workflow_id(ACCOUNT, world.plan.exchange, s) for s in world.symbols}
     query = f'WorkflowType="PositionWorkflow" AND Account="{ACCOUNT}"'
     async for wf in world.client.list_workflows(query):
         ids.add(wf.id)
@@ -822,6 +875,76 @@ async def close_all(world: World, deadline_s: float) -> None:  # float ok
 # --- the judge -----------------------------------------------------------------------
 
 
+def booked_name(
+    o: dict[str, Any], stop_names: dict[int, str], algo_cid: dict[int, str], venue: VenueTruth
+) -> str | None:
+    """The client id an exchange order's executions are booked under: a position
+    stop's name (`stop_names`, by algo id), else its algo order's client id (a
+    triggered stop), else its own; a Bybit liquidation has none of ours, and posguard
+    books it under `outside-` and the exchange's order id (`OutsideOrder.record_id`)."""
+    algo_id: Any = o.get("algoId")
+    if algo_id in stop_names:
+        return stop_names[algo_id]
+    if o["source"] == "liquidation" and venue.bybit:
+        return f"outside-{venue.order_id(o['orderId'])}"
+    return algo_cid.get(algo_id) or o.get("clientOrderId")
+
+
+@dataclass(frozen=True)
+class VenueTruth:
+    """What the ground truth says beyond the engine's (Binance-shaped) orders and algo
+    orders, which both venues share: on Bybit (`truth["bybit"]`), each order's own id
+    (`orderId`, a string) and the positions' own stop-losses (kind `tpsl`, sent with
+    an entry or set through trading-stop: a `closePosition` algo order whose client
+    id is the engine's, never ours)."""
+
+    bybit: bool
+    records: tuple[dict[str, Any], ...]
+    algos: dict[int, dict[str, Any]]
+
+    @classmethod
+    def of(cls, truth: dict[str, Any]) -> VenueTruth:
+        bybit = truth.get("venue") == "bybit"
+        records = tuple(truth["bybit"]["orders"]) if bybit else ()
+        return cls(bybit, records, {a["algoId"]: a for a in truth["algoOrders"]})
+
+    def position_stops(self, symbol: str) -> dict[str, dict[str, Any]]:
+        """The position stop-losses of `symbol` by their Bybit `orderId`: their algo
+        orders (none on Binance)."""
+        return {
+            r["orderId"]: self.algos[r["engineAlgoId"]]
+            for r in self.records
+            if r["symbol"] == symbol
+            and r["kind"] == "tpsl"
+            and r["stopOrderType"] == "StopLoss"
+            and r["engineAlgoId"] in self.algos
+        }
+
+    def order_id(self, engine_order_id: int) -> str:
+        """The Bybit `orderId` of an engine order (its own, not a triggered stop's)."""
+        for r in self.records:
+            if r["engineOrderId"] == engine_order_id:
+                return str(r["orderId"])
+        return f"engine-{engine_order_id}"
+
+    def algo_order_id(self, algo_id: int) -> str:
+        """The Bybit `orderId` of an engine algo order."""
+        for r in self.records:
+            if r["engineAlgoId"] == algo_id:
+                return str(r["orderId"])
+        return f"algo-{algo_id}"
+
+    def lines(self, symbol: str) -> list[str]:
+        """The symbol's Bybit order records, for a timeline."""
+        return [
+            f"  {r['orderId']} {r['orderLinkId'] or '-'} {r['kind']} "
+            f"{r['stopOrderType'] or '-'} {r['orderStatus']} "
+            f"order {r['engineOrderId']} algo {r['engineAlgoId']}"
+            for r in self.records
+            if r["symbol"] == symbol
+        ]
+
+
 BENIGN_TASK_FAILURES = {
     # the server refused a completion because new events had arrived: the SDK retries
     "WORKFLOW_TASK_FAILED_CAUSE_UNHANDLED_COMMAND",
@@ -842,6 +965,7 @@ async def judge(world: World, store: Store) -> dict[str, Any]:
     truth = world.sim.ground_truth()
     ids = sorted(await running_position_ids(world))
     algo_cid = {a["algoId"]: a["clientAlgoId"] for a in truth["algoOrders"]}
+    venue = VenueTruth.of(truth)
     entries_hist: Counter[int] = Counter()
     closed_by: Counter[str] = Counter()
     unprotected_after: dict[str, int] = {}
@@ -907,12 +1031,28 @@ async def judge(world: World, store: Store) -> dict[str, Any]:
 
         orders = [o for o in truth["orders"] if o["symbol"] == symbol]
         algos = [a for a in truth["algoOrders"] if a["symbol"] == symbol]
-        cid_of = {
-            o["orderId"]: algo_cid.get(o.get("algoId")) or o.get("clientOrderId") for o in orders
+        events = await store.events(position_id=position_id, limit=100_000)
+        # Bybit: the position's own stop-loss (sent with the entry) has no client id
+        # of ours; the workflow names it with one, in the events that give its
+        # exchange id (its placement, its fill). Its fills are booked under that name;
+        # one no event names is booked under none of ours (then a violation below).
+        position_stops = venue.position_stops(symbol)
+        named: dict[int, str] = {}
+        for e in events:
+            oid, cid = e.payload.get("exchange_order_id"), e.payload.get("client_order_id")
+            if oid in position_stops and cid and ours(cid):
+                named[position_stops[oid]["algoId"]] = str(cid)
+        unnamed = {
+            a["algoId"]: f"position-stop:{oid}"
+            for oid, a in position_stops.items()
+            if a["algoId"] not in named
         }
+        stop_names = {**unnamed, **named}
+        cid_of = {o["orderId"]: booked_name(o, stop_names, algo_cid, venue) for o in orders}
         # The exchange's own liquidation order closed a position of ours: the
         # workflow books its executions too (harsh market).
-        liquidations = {o.get("clientOrderId") for o in orders if o["source"] == "liquidation"}
+        liquidations = {cid_of[o["orderId"]] for o in orders if o["source"] == "liquidation"}
+        liquidations |= set(unnamed.values())  # to be booked, though no name says so
 
         def booked(cid: str | None, wid: str = wid, liq: set[Any] = liquidations) -> bool:
             return belongs_to_workflow(cid, wid) or cid in liq
@@ -943,7 +1083,9 @@ async def judge(world: World, store: Store) -> dict[str, Any]:
             violations.append(
                 f"{wid}: order left open {o.get('clientOrderId') or o.get('clientAlgoId')}"
             )
-        # Protection: no moment without a stop after the first stop.
+        # Protection: no moment without a stop after the first stop. A stop is one of
+        # ours, or (Bybit) the position's own, sent with the entry, live before the
+        # fill: an episode counts the ones that lived during it.
         exit_side = "SELL" if side == "long" else "BUY"
         stops = [
             a
@@ -952,9 +1094,18 @@ async def judge(world: World, store: Store) -> dict[str, Any]:
             and a["side"] == exit_side
             and ours(a["clientAlgoId"])
         ]
+        on_position = [a for a in position_stops.values() if a["side"] == exit_side]
+        covering: dict[int, dict[str, Any]] = {}  # position stops that held a position
         for ep in (e for e in truth["episodes"] if e["symbol"] == symbol):
             end = ep["closedMs"] if ep["closedMs"] is not None else truth["timeMs"]
-            created = [a["createTime"] for a in stops if a["createTime"] <= end]
+            lived = [
+                a
+                for a in on_position
+                if a["createTime"] <= end
+                and (a["algoStatus"] == "NEW" or a["updateTime"] >= ep["openedMs"])
+            ]
+            covering.update((a["algoId"], a) for a in lived)
+            created = [a["createTime"] for a in stops + lived if a["createTime"] <= end]
             if not created:
                 if ep["unprotectedMs"] > 0:
                     unprotected_after.setdefault(symbol, 0)
@@ -1008,8 +1159,7 @@ async def judge(world: World, store: Store) -> dict[str, Any]:
             violations.append(f"{wid}: fees {result.fees} != exchange {fees}")
         # Events: each once-only lifecycle event at most once, and the ones its life
         # implies there; each of our orders the exchange saw named by an event, and
-        # placed once.
-        events = await store.events(position_id=position_id, limit=100_000)
+        # placed once (a stop moved in place, Bybit: each move recorded once).
         kinds = Counter(e.type.value for e in events)
         for kind in ONCE_EVENTS:
             if kinds[kind] > 1:
@@ -1024,7 +1174,7 @@ async def judge(world: World, store: Store) -> dict[str, Any]:
             wanted.append("entry_order_failed")
         if filled_entry:
             wanted += ["entry_order_placed", "entry_order_filled"]
-        if stops:
+        if stops or covering:
             wanted.append("sl_placed")
         for kind in wanted:
             if kinds[kind] == 0:
@@ -1032,14 +1182,32 @@ async def judge(world: World, store: Store) -> dict[str, Any]:
                 violations.append(f"{wid}: no {kind} event")
         text = [json.dumps(e.payload) + " " + (e.order_id or "") for e in events]
         placed: Counter[str] = Counter()
+        moved: Counter[tuple[str, str]] = Counter()
         for e in events:
             if e.type.value in PLACED_EVENTS:
                 cid = e.payload.get("client_order_id")
-                if cid:
+                if not cid:
+                    continue
+                if venue.bybit and e.type.value == "trailing_stop_moved" and placed[cid]:
+                    moved[(cid, str(e.payload.get("new_stop")))] += 1  # amended in place
+                else:
                     placed[cid] += 1
-        our_cids = {c for c in cid_of.values() if ours(c)} | {
-            a["clientAlgoId"] for a in algos if ours(a["clientAlgoId"])
-        }
+        for (cid, level), n in sorted(moved.items()):
+            if n > 1:
+                events_dup += 1
+                violations.append(f"{wid}: stop {cid} recorded moved to {level} {n} times")
+        for algo_id, a in sorted(covering.items()):
+            if algo_id not in named:
+                events_missing += 1
+                violations.append(
+                    f"{wid}: its position's own stop {venue.algo_order_id(algo_id)} "
+                    f"(trigger {a['triggerPrice']}, {a['algoStatus']}) in no event"
+                )
+        our_cids = (
+            {c for c in cid_of.values() if c is not None and ours(c)}
+            | {a["clientAlgoId"] for a in algos if ours(a["clientAlgoId"])}
+            | set(named.values())
+        )
         for cid in sorted(our_cids):
             if not any(cid in t for t in text):
                 events_missing += 1
@@ -1058,7 +1226,7 @@ async def judge(world: World, store: Store) -> dict[str, Any]:
                 f"{wid}: store row {None if row is None else row.status}, not {terminal}"
             )
         if len(violations) > before:
-            say(timeline(wid, events, orders, algos, truth))
+            say(timeline(wid, events, orders, algos, truth, named))
     # The account as a whole: nothing held, nothing resting, on any symbol.
     judged = {wid.rsplit("/", 1)[-1] for wid in ids}
     for p in truth["positions"]:
@@ -1116,9 +1284,11 @@ def timeline(
     orders: list[dict[str, Any]],
     algos: list[dict[str, Any]],
     truth: dict[str, Any],
+    named: dict[int, str] | None = None,
 ) -> str:
     """A violating position's story, for the reproduction: its events and the
-    exchange's orders, algo orders, fills and episodes of its symbol."""
+    exchange's orders, algo orders, fills and episodes of its symbol (on Bybit, its
+    order records too; `named`: the client id the workflow gave each position stop)."""
     symbol = wid.rsplit("/", 1)[-1]
     lines = [f"=== {wid}: events"]
     for e in events:
@@ -1136,7 +1306,13 @@ def timeline(
             f"  created {_ms(a['createTime'])} updated {_ms(a['updateTime'])} "
             f"{a['clientAlgoId']} {a['orderType']} {a['side']} {a['algoStatus']} "
             f"trigger {a.get('triggerPrice')} qty {a.get('quantity')}"
+            + (" position stop" if a["closePosition"] else "")
+            + (f" named {named[a['algoId']]}" if named and a["algoId"] in named else "")
         )
+    venue = VenueTruth.of(truth)
+    if venue.bybit:
+        lines.append("=== bybit order records")
+        lines += venue.lines(symbol)
     lines.append("=== episodes")
     for ep in truth["episodes"]:
         if ep["symbol"] == symbol:
@@ -1226,10 +1402,15 @@ async def run_chaos(plan: ChaosPlan) -> dict[str, Any]:
                 admin_port=None,
                 weight_limit=10**9,
                 seed=plan.seed,
+                venue=plan.venue,
             ) as sim,
-            SignalService(heartbeat_s=1.0, symbols=symbols, seed=plan.seed) as svc,
+            SignalService(
+                heartbeat_s=1.0, symbols=symbols, seed=plan.seed, exchange=plan.venue
+            ) as svc,
         ):
             sim.deposit("1000000")
+            if plan.venue == "bybit":  # its request limit lifted, as Binance's weight
+                sim.configure(rate_limit_per_s=10_000)
             if plan.harsh:
                 sim.harden("harsh", **HARSH_CHAOS)
             service_name = f"chaos-{uuid.uuid4().hex[:6]}"
@@ -1324,6 +1505,7 @@ async def run_chaos(plan: ChaosPlan) -> dict[str, Any]:
                         "workers": plan.workers,
                         "pg_down_max_s": plan.pg_down_max_s,
                         "reconcile_every_s": plan.reconcile_every_s,
+                        "venue": plan.venue,
                     },
                     seed=plan.seed,
                     chaos_s=round(chaos_s, 1),
