@@ -845,6 +845,27 @@ async def describe(handle: WorkflowHandle[Any, Any]) -> Any:
         return None
 
 
+async def settle_waves(world: World, deadline_s: float) -> int:  # float ok
+    """Wait until no wave workflow runs any more (or `deadline_s` passes); how many
+    still ran at the start. A wave held up by the chaos (its workflow tasks timing
+    out while workers die, Temporal's back-off between attempts growing) decides
+    after the heal: its decisions, and the positions it opens, are judged too."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + deadline_s
+    query = 'WorkflowType="WaveWorkflow" AND ExecutionStatus="Running"'
+    first: int | None = None
+    while loop.time() < deadline:
+        try:
+            running = [wf.id async for wf in world.client.list_workflows(query)]
+        except RPCError:
+            running = ["?"]  # visibility not answering yet: look again
+        first = len(running) if first is None else first
+        if not running:
+            break
+        await asyncio.sleep(1.0)
+    return first or 0
+
+
 async def close_all(world: World, deadline_s: float) -> None:  # float ok
     """Close every position still open through its `close` update, and wait until
     every position workflow has ended (or `deadline_s` passes)."""
@@ -1485,8 +1506,9 @@ async def run_chaos(plan: ChaosPlan) -> dict[str, Any]:
                 chaos_s = time.monotonic() - chaos_began
                 say(f"chaos over after {chaos_s:.0f} s: {dict(counts.kills)} {dict(counts.faults)}")
                 await heal(world)
-                say("healed; closing every position")
                 healed_at = time.monotonic()
+                late = await settle_waves(world, plan.heal_timeout_s)
+                say(f"healed; {late} waves still deciding then; closing every position")
                 await close_all(world, plan.heal_timeout_s)
                 close_s = time.monotonic() - healed_at
                 say(f"closed in {close_s:.0f} s; judging")
