@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from datetime import timedelta
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
@@ -216,6 +217,40 @@ def classify(mro: Sequence[str], message: str, *, placement: bool = False) -> Er
             kind = found[1]
     ambiguous = placement and kind.retryable and kind not in _REJECTED_UNPROCESSED
     return ErrorClass(type=kind, ambiguous=ambiguous, code=code)
+
+
+# Binance's 418: "Way too many requests; IP(...) banned until 1700000000000." (epoch ms).
+_BANNED_UNTIL = re.compile(r"banned until (\d{12,14})(?!\d)")
+
+BAN_WAIT_MAX = timedelta(seconds=60)
+"""The longest one wait for a ban to end: a longer ban (Binance's last from 2 minutes
+to 3 days) is waited out a minute at a time, so the caller keeps control between."""
+BAN_WAIT_MARGIN = timedelta(milliseconds=250)
+"""Waited beyond the ban's end: the exchange's clock and ours are not one."""
+
+
+def ban_end_ms(message: str) -> int | None:
+    """When the IP ban that `message` reports ends (epoch ms), if it names the end."""
+    found = _BANNED_UNTIL.search(message)
+    return None if found is None else int(found.group(1))
+
+
+def rate_limit_wait(
+    message: str, now_ms: int, *, cap: timedelta = BAN_WAIT_MAX
+) -> timedelta | None:
+    """How long to wait before the next try after a rate-limit refusal whose text
+    names the ban's end: until that end plus `BAN_WAIT_MARGIN`, at most `cap`.
+
+    None when the text names no end (a plain 429, Bybit's 10006): the caller's own
+    back-off applies. Trying again before a known end only spends attempts (and on
+    Binance lengthens the ban), which is what left positions without their first
+    stop for minutes under the chaos suite (issue 16, finding B).
+    """
+    end = ban_end_ms(message)
+    if end is None:
+        return None
+    wait = timedelta(milliseconds=max(end - now_ms, 0)) + BAN_WAIT_MARGIN
+    return min(wait, cap)
 
 
 # A URL's query string: a signed GET or DELETE carries its signature there (ccxt

@@ -6,7 +6,9 @@ symbol, and applies one effect:
 * ``latency``        sleep ``latency_ms`` before handling
 * ``error``          reply ``{"code": code, "msg": msg}`` with HTTP ``status`` (default 400)
 * ``http_status``    reply a bare HTTP ``status`` (5xx) with a text body
-* ``rate_limit``     reply 429 -1003 (or 418 when ``status=418``) with ``Retry-After``
+* ``rate_limit``     reply 429 -1003 (or 418 when ``status=418``) with ``Retry-After``;
+  the 418's "banned until" and ``Retry-After`` say when the rule ends (60 s when
+  it has no ``duration_ms``)
 * ``maintenance``    reply 503 ``System is under maintenance.``
 * ``drop_response``  execute the request, then close the connection without a reply
 * ``delay_response`` execute the request, then wait ``latency_ms`` before replying
@@ -62,6 +64,13 @@ class FaultRule:
         if self.count is not None and self.count <= 0:
             return True
         return self.duration_ms is not None and now_ms >= self.created_ms + self.duration_ms
+
+    def left_ms(self, now_ms: int) -> int | None:
+        """How long a fault bounded by `duration_ms` lasts from `now_ms`; None if unbounded
+        in time."""
+        if self.duration_ms is None:
+            return None
+        return max(self.created_ms + self.duration_ms - now_ms, 0)
 
     def matches(
         self,

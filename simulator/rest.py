@@ -22,6 +22,7 @@ from aiohttp import web
 from simulator import errors
 from simulator import formats as F
 from simulator.candles import INTERVALS, add_fills
+from simulator.clock import wall_ms
 from simulator.errors import ApiError
 from simulator.faults import POST_KINDS, PRE_KINDS
 from simulator.ratelimit import RateLimitError
@@ -629,12 +630,15 @@ def build_app(sim: PaperExchange) -> web.Application:
                 elif rule.kind == "maintenance":
                     raise errors.maintenance()
                 elif rule.kind == "rate_limit":
+                    # The ban ends when the fault does (60 s for one bounded by a count).
+                    left = rule.left_ms(wall_ms())
+                    left_ms = 60_000 if left is None else left
                     base = (
-                        errors.banned(sim.auth_now_ms() + 60_000)
+                        errors.banned(sim.auth_now_ms() + left_ms)
                         if rule.status == 418
                         else errors.too_many_requests(sim.limiter.limit)
                     )
-                    raise RateLimitError(base, 60)
+                    raise RateLimitError(base, max(1, (left_ms + 999) // 1000))
                 elif rule.kind == "http_status":
                     return web.Response(
                         status=rule.status, text=_HTTP_TEXT.get(rule.status, "Server Error")

@@ -215,6 +215,11 @@ class ChaosPlan:
 # An episode held longer than this before its first stop is named in the figures
 # (not a violation: a position opened in the middle of an outage waits for it).
 SLOW_FIRST_STOP_MS = 10_000
+# Longer than this between an entry's fill and its first stop is a violation: the
+# stop goes with or right after the fill, a ban is waited out, and a dead worker's
+# attempt is taken over within its heartbeat timeout; a minute covers all of those
+# at once (a restart of Temporal, PostgreSQL stopped for 30 s) on a loaded machine.
+FIRST_STOP_BOUND_MS = 60_000
 
 HARSH_CHAOS = {
     "funding_interval_ms": 60_000,
@@ -1140,6 +1145,11 @@ async def judge(world: World, store: Store) -> dict[str, Any]:
                                 "no_stop": True,
                             }
                         )
+                    if ep["unprotectedMs"] > FIRST_STOP_BOUND_MS:
+                        violations.append(
+                            f"{wid}: held {ep['unprotectedMs']} ms from the entry's fill "
+                            "without any stop"
+                        )
                 continue
             first = min(created)
             window = max(0, first - ep["openedMs"])
@@ -1148,6 +1158,8 @@ async def judge(world: World, store: Store) -> dict[str, Any]:
                 slow_first_stops.append(
                     {"workflow_id": wid, "opened_ms": ep["openedMs"], "unprotected_ms": window}
                 )
+            if window > FIRST_STOP_BOUND_MS:
+                violations.append(f"{wid}: first stop {window} ms after the entry's fill")
             after = max(0, ep["unprotectedMs"] - window)
             unprotected_after[symbol] = unprotected_after.get(symbol, 0) + after
             if after > 0:

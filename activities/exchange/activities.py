@@ -22,6 +22,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -30,7 +32,16 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from domain.errors import ErrorClass, ErrorType, classify_exception, scrub, scrubbed
+from domain.errors import (
+    BAN_WAIT_MAX,
+    ErrorClass,
+    ErrorType,
+    ban_end_ms,
+    classify_exception,
+    rate_limit_wait,
+    scrub,
+    scrubbed,
+)
 from domain.events import Event, EventType, RateLimitHit, make_event
 from domain.journal import PROTECTIVE_KINDS, JournalEntry, journal_entry
 from domain.market import MarketFilters
@@ -85,14 +96,37 @@ class OrderJournal(Protocol):
     def journal_order(self, entry: JournalEntry) -> Awaitable[JournalEntry]: ...
 
 
+# Spread over the retries that a ban's end releases at once, so they do not meet the
+# exchange's limit again together.
+BAN_RETRY_SPREAD_S = 0.5  # float ok: seconds
+
+
+def ban_wait(exc: BaseException, kind: ErrorClass) -> timedelta | None:
+    """How long to wait before trying `exc`'s request again: until the ban it reports
+    ends (plus a random spread), at most `BAN_WAIT_MAX`; None for anything else."""
+    if kind.type is not ErrorType.RATE_LIMITED:
+        return None
+    wait = rate_limit_wait(str(exc), int(time.time() * 1000))
+    if wait is None:
+        return None
+    spread = timedelta(seconds=random.uniform(0, BAN_RETRY_SPREAD_S))  # float ok: seconds
+    return min(wait + spread, BAN_WAIT_MAX)
+
+
 def to_application_error(exc: BaseException, *, placement: bool = False) -> ApplicationError:
-    """The `ApplicationError` Temporal should see for an exchange exception."""
+    """The `ApplicationError` Temporal should see for an exchange exception.
+
+    A ban with a known end sets `next_retry_delay`, so Temporal's next attempt (run
+    by the server, with no workflow task between) comes once the ban has lifted, not
+    within it; the retry policy's back-off applies otherwise.
+    """
     kind = classify_exception(exc, placement=placement)
     return ApplicationError(
         scrubbed(exc)[:2000],
         {"code": kind.code, "ambiguous": kind.ambiguous},
         type=kind.type.value,
         non_retryable=not kind.retryable,
+        next_retry_delay=ban_wait(exc, kind),
     )
 
 
@@ -193,9 +227,14 @@ class ExchangeActivities:
         if kind.type is not ErrorType.RATE_LIMITED or self._events is None:
             return
         info = activity.info()
+        end = ban_end_ms(str(exc))
         event = make_event(
             EventType.RATE_LIMIT_HIT,
-            RateLimitHit(exchange=info.activity_type, endpoint=None, retry_after_ms=None),
+            RateLimitHit(
+                exchange=info.activity_type,
+                endpoint=None,
+                retry_after_ms=None if end is None else max(end - int(time.time() * 1000), 0),
+            ),
             event_id=f"rate-limit/{info.workflow_id}/{info.activity_id}/{info.attempt}",
             occurred_at=datetime.now(UTC),
             correlation_id=info.workflow_id,
@@ -578,10 +617,17 @@ class ExchangeActivities:
         *,
         look_up_first: bool,
     ) -> EntryWithStopResult:
-        """Place the entry's stop, retrying transient failures for `stop_retry_for_s`."""
+        """Place the entry's stop, retrying transient failures for `stop_retry_for_s`.
+
+        A ban with a known end is waited out here (up to `BAN_WAIT_MAX` beyond
+        `stop_retry_for_s`): every order is refused until it ends, so giving the
+        failure back to the workflow would only spend its saga's steps within the ban
+        and make the next try wait for a workflow task.
+        """
         price = intent.trigger_price
         loop = asyncio.get_running_loop()
         deadline = loop.time() + req.stop_retry_for_s
+        ban_deadline = deadline + BAN_WAIT_MAX.total_seconds()
         delay = STOP_RETRY_FIRST_S
         look_up = look_up_first
         ambiguous = False
@@ -598,7 +644,11 @@ class ExchangeActivities:
                 # exchange's position view lags our fill (Bybit's "no position"
                 # for a stop sent right after the entry), not that there is none.
                 lagging = kind.type is ErrorType.REDUCE_ONLY_REJECTED
-                if not (kind.retryable or lagging) or loop.time() + delay > deadline:
+                ban = ban_wait(exc, kind)
+                wait = delay if ban is None else ban.total_seconds()
+                if ban is not None and loop.time() + wait <= ban_deadline:
+                    deadline = max(deadline, loop.time() + wait + STOP_RETRY_MAX_S)
+                if not (kind.retryable or lagging) or loop.time() + wait > deadline:
                     return EntryWithStopResult(
                         entry=entry,
                         stop_price=price,
@@ -609,10 +659,10 @@ class ExchangeActivities:
                     "stop %s failed (%s), retrying in %.1f s",
                     intent.client_order_id,
                     scrubbed(exc),
-                    delay,
+                    wait,
                 )
                 look_up = look_up or ambiguous
-                await asyncio.sleep(delay)
+                await asyncio.sleep(wait)
                 delay = min(delay * 2, STOP_RETRY_MAX_S)
                 continue
             return EntryWithStopResult(entry=entry, stop=stop, stop_price=price)

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -597,6 +598,67 @@ async def test_stop_retries_are_bounded(
     assert result.stop_error == ErrorType.EXCHANGE_UNAVAILABLE.value
     assert result.stop_ambiguous  # the exchange may have taken it: the workflow looks first
     assert result.stop_price is not None
+
+
+# --- a ban with a known end: waited out, not spent -------------------------------------------
+
+
+async def test_a_ban_is_waited_out_and_the_filled_entry_gets_its_stop(
+    acts: ExchangeActivities, sim: PaperExchange, gateway: ExchangeGateway
+) -> None:
+    """Binance bans the stop's endpoint for longer than the activity's own stop retries
+    last: the ban's end is waited for, so the entry's stop goes in this very activity,
+    with one refusal, instead of going back to the workflow unplaced."""
+    ban = sim.add_fault(
+        "rate_limit", endpoint="POST /fapi/v1/algoOrder", status=418, duration_ms=2500
+    )
+    req = entry_request(await filters(gateway), stop_retry_for_s=1.0)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    result: EntryWithStopResult = await run(acts.place_entry_with_stop, req)
+    assert result.stop_error is None and result.stop is not None
+    assert result.stop.status is OrderStatus.OPEN
+    assert ban.hits == 1  # not hammered within the ban
+    assert loop.time() - t0 >= 2.0
+    [stop] = orders_with(sim, req.stop_client_order_id)
+    assert stop["algoStatus"] == "NEW"
+
+
+async def test_a_ban_longer_than_the_longest_wait_goes_back_to_the_workflow(
+    acts: ExchangeActivities,
+    sim: PaperExchange,
+    gateway: ExchangeGateway,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("activities.exchange.activities.BAN_WAIT_MAX", timedelta(seconds=1))
+    sim.add_fault("rate_limit", endpoint="POST /fapi/v1/algoOrder", status=418, duration_ms=30_000)
+    req = entry_request(await filters(gateway), stop_retry_for_s=0.5)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    result: EntryWithStopResult = await run(acts.place_entry_with_stop, req)
+    assert loop.time() - t0 < 5
+    assert result.stop is None and result.stop_error == ErrorType.RATE_LIMITED.value
+    assert not result.stop_ambiguous  # refused before anything was done
+
+
+async def test_a_ban_tells_temporal_when_to_try_again(
+    acts: ExchangeActivities, sim: PaperExchange, sink: Sink
+) -> None:
+    """The activity's failure carries the ban's end as `next_retry_delay`, so the
+    server's next attempt comes after it; a 429 leaves the retry policy's back-off."""
+    sim.add_fault("rate_limit", endpoint="POST /fapi/v1/order", status=418, duration_ms=3000)
+    intent = entry_intent(cid(), SYMBOL, Side.LONG, QTY)
+    err = await app_error(run(acts.place_order, PlaceOrderRequest(account=ACCOUNT, intent=intent)))
+    assert err.type == ErrorType.RATE_LIMITED.value and not err.non_retryable
+    assert err.next_retry_delay is not None
+    assert timedelta(seconds=2) < err.next_retry_delay < timedelta(seconds=4)
+    [hit] = sink.events
+    assert hit.type is EventType.RATE_LIMIT_HIT
+    assert 2000 < hit.payload["retry_after_ms"] <= 3000
+    sim.clear_faults()
+    sim.add_fault("rate_limit", endpoint="POST /fapi/v1/order", count=1)
+    err = await app_error(run(acts.place_order, PlaceOrderRequest(account=ACCOUNT, intent=intent)))
+    assert err.type == ErrorType.RATE_LIMITED.value and err.next_retry_delay is None
 
 
 async def test_entry_still_new_is_waited_for(

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import importlib
+from datetime import timedelta
 
 import pytest
 
 from domain.errors import (
+    BAN_WAIT_MARGIN,
+    BAN_WAIT_MAX,
     NON_RETRYABLE_ERROR_TYPES,
     ErrorClass,
     ErrorType,
+    ban_end_ms,
     cancel_counts_as_done,
     classify,
     classify_exception,
     error_code,
+    rate_limit_wait,
     scrub,
     scrubbed,
 )
@@ -385,3 +390,38 @@ def test_scrub_keeps_an_exchange_answer_whole() -> None:
 def test_scrubbed_names_the_exception_class() -> None:
     exc = TimeoutError("GET http://h/fapi/v1/order?signature=abc")
     assert scrubbed(exc) == "TimeoutError: GET http://h/fapi/v1/order?<redacted>"
+
+
+# --- a ban's end: waited out, not spent ----------------------------------------------------
+
+BANNED = (
+    'binance 418 I\'m a teapot {"code":-1003,"msg":"Way too many requests; IP(1.2.3.4) '
+    'banned until 1700000060000. Please use the websocket for live updates to avoid bans."}'
+)
+
+
+def test_the_end_of_a_binance_ban_is_read_from_its_text() -> None:
+    assert ban_end_ms(BANNED) == 1_700_000_060_000
+    assert ban_end_ms('binance 429 {"code":-1003,"msg":"Too many requests; current limit"}') is None
+    assert ban_end_ms('bybit {"retCode":10006,"retMsg":"Too many visits!"}') is None
+
+
+@pytest.mark.parametrize(
+    ("now_ms", "expected"),
+    [
+        (1_700_000_058_000, timedelta(seconds=2) + BAN_WAIT_MARGIN),  # 2 s left
+        (1_700_000_060_000, BAN_WAIT_MARGIN),  # ends now
+        (1_700_000_070_000, BAN_WAIT_MARGIN),  # ended (clocks differ): try soon
+        (1_699_999_000_000, BAN_WAIT_MAX),  # over a minute left: a minute at a time
+    ],
+)
+def test_a_ban_is_waited_until_its_end_at_most_a_minute(now_ms: int, expected: timedelta) -> None:
+    assert rate_limit_wait(BANNED, now_ms) == expected
+
+
+def test_a_rate_limit_without_an_end_leaves_the_back_off_to_the_caller() -> None:
+    assert rate_limit_wait("binance 429 Too many requests", 0) is None
+    assert (
+        rate_limit_wait(BANNED, 1_699_999_000_000, cap=timedelta.max)
+        == timedelta(seconds=1060) + BAN_WAIT_MARGIN
+    )
