@@ -45,6 +45,9 @@ class JournalEntry(BaseModel):
     trigger_price: Decimal | None = None
     reduce_only: bool
     recorded_at: AwareDatetime | None = None
+    # Set by the journal on the row it returns when that row was there before the
+    # call (the order may have been sent already); never stored.
+    earlier: bool = Field(default=False, exclude=True)
 
     @property
     def is_conditional(self) -> bool:

@@ -258,10 +258,16 @@ class ExchangeActivities:
         gateway: ExchangeGateway,
         *,
         may_exist: bool,
-    ) -> JournalEntry | None:
-        """Journal `intent` before it is sent; the conflicting journaled order, if any.
+    ) -> tuple[JournalEntry | None, bool]:
+        """Journal `intent` before it is sent; the conflicting journaled order, if any,
+        and whether the very same order was journaled before this call.
 
-        Returns None when the order may be sent: it is journaled now, or was
+        The second is True when an earlier execution journaled this order and so may
+        have sent it (a retry, or a workflow reset or replayed from before the
+        order's outcome was recorded): the caller then looks the order up by its
+        client id before sending it, whatever its own attempt number says.
+
+        The conflict is None when the order may be sent: it is journaled now, or was
         journaled before with the same intent (a retry), or there is nothing to
         journal (no `position_id`, no journal), or - for a protective order only -
         the journal could not be written within `journal_wait_s` (the order is
@@ -273,7 +279,7 @@ class ExchangeActivities:
         a filled entry's stop never waits for the database.
         """
         if position_id is None or self._journal is None:
-            return None
+            return None, False
         info = activity.info()
         entry = journal_entry(
             intent,
@@ -295,7 +301,7 @@ class ExchangeActivities:
                     intent.kind.value,
                     intent.client_order_id,
                 )
-                return None
+                return None, True  # unknown whether an earlier attempt sent it
             raise ApplicationError(
                 f"order journal unavailable, {intent.client_order_id} not sent: {scrubbed(exc)}"[
                     :2000
@@ -304,7 +310,9 @@ class ExchangeActivities:
                 type=ErrorType.JOURNAL_UNAVAILABLE.value,
                 non_retryable=False,
             ) from None
-        return None if stored.same_intent(entry) else stored
+        if not stored.same_intent(entry):
+            return stored, True
+        return None, stored.earlier
 
     @staticmethod
     async def _on_exchange(gateway: ExchangeGateway, intent: OrderIntent) -> bool:
@@ -368,10 +376,12 @@ class ExchangeActivities:
         gateway = self._gateway(req.account)
         gateway.check_position_spec(req.hedge_mode)
         look_up = req.look_up_first or activity.info().attempt > 1
-        conflict = await self._journaled(req.intent, req.position_id, gateway, may_exist=look_up)
+        conflict, earlier = await self._journaled(
+            req.intent, req.position_id, gateway, may_exist=look_up
+        )
         if conflict is not None:
             raise client_id_reused(conflict, req.intent)
-        return await gateway.place(req.intent, look_up_first=look_up)
+        return await gateway.place(req.intent, look_up_first=look_up or earlier)
 
     @activity.defn(name="exchange.place_entry_with_stop")
     @_exchange_call(placement=True)
@@ -430,9 +440,12 @@ class ExchangeActivities:
         self, gateway: ExchangeGateway, req: EntryWithStopRequest, phase: list[str]
     ) -> EntryWithStopResult:
         retry = req.look_up_first or activity.info().attempt > 1
-        conflict = await self._journaled(req.entry, req.position_id, gateway, may_exist=retry)
+        conflict, earlier = await self._journaled(
+            req.entry, req.position_id, gateway, may_exist=retry
+        )
         if conflict is not None:
             raise client_id_reused(conflict, req.entry)
+        retry = retry or earlier  # sent before, maybe: both orders are looked up first
         side = Side.LONG if req.entry.side is OrderSide.BUY else Side.SHORT
         attached = None
         if req.filters.entry_carries_stop:
@@ -461,7 +474,8 @@ class ExchangeActivities:
         )
         price = intent.trigger_price or price
         phase[0] = "stop"
-        conflict = await self._journaled(intent, req.position_id, gateway, may_exist=retry)
+        conflict, earlier = await self._journaled(intent, req.position_id, gateway, may_exist=retry)
+        retry = retry or earlier
         if conflict is not None:
             return EntryWithStopResult(
                 entry=entry,
@@ -496,7 +510,7 @@ class ExchangeActivities:
         except InvalidStop:
             return None
         intent = stop_intent(req.stop_client_order_id, req.entry.symbol, side, req.entry.qty, price)
-        conflict = await self._journaled(intent, req.position_id, gateway, may_exist=retry)
+        conflict, _ = await self._journaled(intent, req.position_id, gateway, may_exist=retry)
         if conflict is None:
             return intent
         same_order = (

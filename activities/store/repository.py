@@ -678,8 +678,8 @@ class Store:
 
         Inserts `entry` unless its client id is journaled already, and returns
         the stored row either way: `entry` itself (with `recorded_at`) when it is
-        new, else the earlier row, whose intent the caller compares with its own
-        (`JournalEntry.same_intent`). A concurrent insert of the same id is
+        new, else the earlier row (`earlier` set), whose intent the caller compares
+        with its own (`JournalEntry.same_intent`). A concurrent insert of the same id is
         waited for by PostgreSQL, so the row returned is always the committed one.
         """
         data = entry.model_dump(exclude={"recorded_at"}, mode="python")
@@ -693,14 +693,15 @@ class Store:
                 "ON CONFLICT (client_order_id) DO NOTHING RETURNING *",
                 *[data[c] for c in cols],
             )
-            if row is None:
+            earlier = row is None
+            if earlier:
                 row = await conn.fetchrow(
                     "SELECT * FROM order_journal WHERE client_order_id = $1",
                     entry.client_order_id,
                 )
         if row is None:  # only if a row were deleted in between; journal rows never are
             raise RuntimeError(f"order journal lost {entry.client_order_id!r}")
-        return JournalEntry.model_validate(dict(row))
+        return JournalEntry.model_validate({**dict(row), "earlier": earlier})
 
     async def journaled_order(self, client_order_id: str) -> JournalEntry | None:
         """The journal row of one client order id, or None."""

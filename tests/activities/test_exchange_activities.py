@@ -367,6 +367,30 @@ async def test_identical_retry_proceeds_and_places_once(
     assert len(orders_with(sim, intent.client_order_id)) == 1
 
 
+async def test_an_order_journaled_before_is_looked_up_whatever_the_attempt(
+    acts: ExchangeActivities, sim: PaperExchange, gateway: ExchangeGateway
+) -> None:
+    """A workflow reset (by hand, or of a frozen workflow) replays from before an
+    order's outcome was recorded and asks for it again as a first attempt, with no
+    look-up asked for: the journal knows it was journaled, so it is looked up and
+    found, not sent twice. An entry fills on arrival and leaves no open order for
+    the exchange to refuse a second one by its client id."""
+    req = entry_request(await filters(gateway))
+    first: EntryWithStopResult = await run(acts.place_entry_with_stop, req)
+    assert first.stop is not None and first.entry.filled_qty == QTY
+    again: EntryWithStopResult = await run(acts.place_entry_with_stop, req)  # attempt 1
+    assert again.entry.exchange_order_id == first.entry.exchange_order_id
+    assert again.stop is not None
+    assert again.stop.exchange_order_id == first.stop.exchange_order_id
+    assert len(orders_with(sim, req.entry.client_order_id)) == 1
+    assert len(orders_with(sim, req.stop_client_order_id)) == 1
+    close = entry_intent(cid("c"), SYMBOL, Side.SHORT, QTY)
+    order = PlaceOrderRequest(account=ACCOUNT, intent=close, position_id="wf-test/run-1")
+    closed = await run(acts.place_order, order)
+    assert (await run(acts.place_order, order)).exchange_order_id == closed.exchange_order_id
+    assert len(orders_with(sim, close.client_order_id)) == 1
+
+
 class DeadJournal:
     """A journal whose database does not answer (hangs) or refuses at once."""
 

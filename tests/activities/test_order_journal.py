@@ -33,7 +33,7 @@ def _stop(
 async def test_journal_inserts_and_returns_the_row(store: Store) -> None:
     entry = _stop(_cid())
     stored = await store.journal_order(entry)
-    assert stored.recorded_at is not None
+    assert stored.recorded_at is not None and not stored.earlier
     assert stored.same_intent(entry)
     assert stored.model_dump(exclude={"recorded_at"}) == entry.model_dump(exclude={"recorded_at"})
     assert stored.kind is OrderKind.STOP and stored.side is OrderSide.SELL
@@ -45,7 +45,9 @@ async def test_the_first_intent_stays(store: Store) -> None:
     cid = _cid()
     first = await store.journal_order(_stop(cid))
     second = await store.journal_order(_stop(cid, qty="0.7", position="wf-2/run-9"))
-    assert second == first  # the earlier row comes back, nothing overwritten
+    # the earlier row comes back, nothing overwritten, and says it was there before
+    assert not first.earlier and second.earlier
+    assert second.model_copy(update={"earlier": False}) == first
     assert not second.same_intent(_stop(cid, qty="0.7"))
     assert second.same_intent(_stop(cid, qty="0.50"))  # numbers compare by value
 
