@@ -386,6 +386,18 @@ class HealthSettings(BaseModel):
         description="A dependency is down once it has not answered for this long; "
         "`/health` then answers 503 naming it.",
     )
+    frozen_after: Duration = Field(
+        default=timedelta(minutes=5),
+        gt=timedelta(0),
+        description="A workflow whose task Temporal has held as started for this long "
+        "(past any task timeout) is frozen: alerted, and reset when `reset_frozen`. The "
+        "worker looks for them every fifth of this.",
+    )
+    reset_frozen: bool = Field(
+        default=True,
+        description="Reset a frozen workflow to its last completed task (as `temporal "
+        "workflow reset --type LastWorkflowTask`); false: the alert only.",
+    )
 
 
 class AlertSettings(BaseModel):

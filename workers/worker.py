@@ -33,6 +33,7 @@ from workers.alert_dispatch import run_alert_dispatch
 from workers.dependency_alerts import DatabaseAlerts, DependencyAlerts
 from workers.embedded import start_postgres
 from workers.exchanges import make_gateways
+from workers.frozen_workflows import FrozenWorkflows
 from workers.health import DatabaseWatch, WorkerHealth
 from workers.metrics import MetricsPage, RecordsCollector
 from workers.position_directory import TemporalPositionDirectory
@@ -215,6 +216,13 @@ async def run_worker(
         await store.append_event(_lifecycle(EventType.PROCESS_STARTED, settings.task_queue))
         database = DatabaseWatch(store, interval_s=settings.health.probe_every.total_seconds())
         stuck = StuckWorkflowAlerts(client, store, settings.task_queue)
+        frozen = FrozenWorkflows(
+            client,
+            store,
+            settings.task_queue,
+            frozen_after=settings.health.frozen_after,
+            reset=settings.health.reset_frozen,
+        )
         metrics = MetricsPage([RecordsCollector(store.pool), StuckCollector(stuck)])
         health = WorkerHealth(
             client,
@@ -233,6 +241,7 @@ async def run_worker(
                 health_out.append(health)
         watch = asyncio.create_task(health.run(stop))
         watch_stuck = asyncio.create_task(stuck.run(stop, settings.health.probe_every))
+        watch_frozen = asyncio.create_task(frozen.run(stop))
         async with contextlib.AsyncExitStack() as running:
             for worker in workers:
                 await running.enter_async_context(worker)
@@ -246,6 +255,7 @@ async def run_worker(
             await dispatch
         await watch
         await watch_stuck
+        await watch_frozen
         await alert_activities.close()
         await health.stop()
         await store.append_event(_lifecycle(EventType.PROCESS_STOPPED))

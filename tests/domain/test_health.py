@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from domain.health import PartState, assess, part_view, stream_part
+from domain.health import PartState, assess, part_view, stream_part, task_frozen
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 AGE = timedelta(seconds=30)
@@ -66,3 +66,12 @@ def test_a_stream_is_up_while_connected_and_down_after_the_threshold() -> None:
     long = stream_part("s", False, timedelta(seconds=45), NOW, AGE)
     view = part_view(long, NOW)
     assert view.status == "down" and view.error == "disconnected" and view.age_s == 45
+
+
+def test_a_task_is_frozen_only_when_started_longer_ago_than_the_bound() -> None:
+    now = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+    after = timedelta(minutes=5)
+    assert not task_frozen(None, now, after)  # none started (scheduled, or no task)
+    assert not task_frozen(now - timedelta(seconds=9), now, after)  # within its timeout
+    assert not task_frozen(now - after, now, after)
+    assert task_frozen(now - after - timedelta(seconds=1), now, after)
