@@ -56,6 +56,7 @@ from domain.health import task_frozen
 from domain.position import parse_position_workflow_id
 from domain.types import Severity
 from workers.dependency_alerts import RAISE_AGAIN_EVERY, record_watch_alert
+from workers.stuck_workflows import position_id_of
 
 log = logging.getLogger("posguard.frozen")
 
@@ -235,23 +236,12 @@ class FrozenWorkflows:
         self.resets += 1
         return Reset(to_event=to_event, new_run_id=response.run_id)
 
-    async def _position_id(self, workflow_id: str) -> str | None:
-        if parse_position_workflow_id(workflow_id) is None:
-            return None
-        with contextlib.suppress(Exception):  # the alert goes out without it
-            found = await self.store.pool.fetchval(
-                "SELECT id FROM positions WHERE workflow_id = $1 ORDER BY created_at DESC LIMIT 1",
-                workflow_id,
-            )
-            return None if found is None else str(found)
-        return None
-
     async def _write(
         self, workflow_id: str, run: FrozenRun | None, reset: Reset | None, *, raised: bool
     ) -> None:
         now = datetime.now(UTC)
         title = frozen_title(workflow_id)
-        position_id = await self._position_id(workflow_id)
+        position_id = await position_id_of(self.store, workflow_id)
         payload: CriticalError | AlertResolved
         if raised:
             assert run is not None

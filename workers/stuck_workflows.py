@@ -54,6 +54,20 @@ def stuck_query(task_queue: str) -> str:
     return f"{PROBLEMS} IS NOT NULL AND ExecutionStatus = 'Running' AND TaskQueue = '{task_queue}'"
 
 
+async def position_id_of(store: Store, workflow_id: str) -> str | None:
+    """The latest position row of a position workflow, for an alert about it; None for
+    another workflow, or when the store cannot say (the alert goes out without it)."""
+    if parse_position_workflow_id(workflow_id) is None:
+        return None
+    with contextlib.suppress(Exception):
+        found = await store.pool.fetchval(
+            "SELECT id FROM positions WHERE workflow_id = $1 ORDER BY created_at DESC LIMIT 1",
+            workflow_id,
+        )
+        return None if found is None else str(found)
+    return None
+
+
 class StuckWorkflowAlerts:
     """Raises and resolves "workflow task keeps failing" for one task queue."""
 
@@ -116,15 +130,7 @@ class StuckWorkflowAlerts:
         return None
 
     async def _position_id(self, workflow_id: str) -> str | None:
-        if parse_position_workflow_id(workflow_id) is None:
-            return None
-        with contextlib.suppress(Exception):  # the alert goes out without it
-            found = await self.store.pool.fetchval(
-                "SELECT id FROM positions WHERE workflow_id = $1 ORDER BY created_at DESC LIMIT 1",
-                workflow_id,
-            )
-            return None if found is None else str(found)
-        return None
+        return await position_id_of(self.store, workflow_id)
 
     async def _write(self, workflow_id: str, problems: list[str], *, raised: bool) -> None:
         now = datetime.now(UTC)
