@@ -262,6 +262,39 @@ async def cancel_found_filled(stack: Stack) -> list[tuple[str, Handle]]:
     return [("cancel_found_filled", handle)]
 
 
+async def stale_stop_filled(stack: Stack) -> list[tuple[str, Handle]]:
+    """A trailing move's new stop is executed with its answer lost and cannot be looked
+    up: it goes on the stale list; the look's cancel of it is held at the exchange
+    while the price falls through it, so the cancel finds it executed and the close is
+    booked as that stop's fill (patch `stale-exit-booked`)."""
+    symbol = "SOLUSDT"
+    stack.sim.set_price(symbol, "150")
+    rule = TrailingRule(callback_pct=Decimal(1), activation_pct=Decimal("0.5"))
+    handle = await stack.open(
+        spec(symbol, Side.LONG, trailing=rule), check_interval=timedelta(hours=6)
+    )
+    await _active(stack, handle)
+    view = await stack.view(handle)
+    entry, first = view.snapshot.avg_entry_price, view.snapshot.stop_price
+    assert entry is not None and first is not None
+    stack.sim.add_fault("drop_response", endpoint="POST /fapi/v1/algoOrder", count=1)
+    stack.sim.add_fault("http_status", endpoint="GET /fapi/v1/algoOrder", status=502, count=4)
+    held = stack.sim.add_fault("latency", endpoint="DELETE /fapi/v1/algoOrder", latency_ms=3000)
+    up = (entry * Decimal("1.02")).quantize(Decimal("0.01"))
+    stack.sim.set_price(symbol, up)
+    await handle.execute_update(PositionWorkflow.price, PriceTick(price=up, at=datetime.now(UTC)))
+    mine = [a for a in stack.orders_of(view, algo=True) if a["algoStatus"] == "NEW"]
+    new = max(mine, key=lambda a: Decimal(a["triggerPrice"]))
+    for _ in range(200):
+        if held.hits:
+            break
+        await asyncio.sleep(0.05)
+    stack.sim.set_price(symbol, (Decimal(new["triggerPrice"]) + first) / 2)
+    stack.sim.clear_faults()
+    await handle.result()
+    return [("stale_stop_filled", handle)]
+
+
 async def operator_close(stack: Stack) -> list[tuple[str, Handle]]:
     """Entry, stop, then the operator's `close` update at once."""
     handle = await stack.open(spec("XRPUSDT", Side.LONG))
@@ -513,6 +546,7 @@ SCENARIOS: dict[str, Scenario] = {
         closed_by_hand,
         cancel_found_filled,
         emergency_stop_replaced,
+        stale_stop_filled,
     )
 }
 BYBIT = frozenset({"trailing_long_bybit"})
