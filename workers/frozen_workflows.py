@@ -87,10 +87,12 @@ class FrozenRun:
 
 @dataclass(frozen=True)
 class Reset:
-    """What a reset did: the event it went back to and the new run."""
+    """What a reset did: the event it went back to and the new run. `by_other`: the
+    run was no longer current (another worker reset it; its alert says so)."""
 
     to_event: int
     new_run_id: str
+    by_other: bool = False
 
 
 class FrozenWorkflows:
@@ -112,6 +114,8 @@ class FrozenWorkflows:
         self.reset = reset
         self.raised: dict[str, tuple[datetime, datetime]] = {}  # id -> (first, latest raise)
         self.resets = 0
+        # raises whose write failed (the database down): written at the next look
+        self._unwritten: dict[str, tuple[FrozenRun, Reset | None]] = {}
         self._tag = f"worker/{socket.gethostname()}/{os.getpid()}"
 
     @property
@@ -122,8 +126,12 @@ class FrozenWorkflows:
     async def look(self) -> list[FrozenRun]:
         """Describe the queue's running workflows once; alert on (and reset) the frozen
         ones, resolve the ones seen running again. Returns the frozen runs found.
-        Temporal unreachable: nothing changes; a write that fails is tried again at
-        the next look."""
+        A frozen run is reset at every look that finds it (a reset Temporal refused is
+        tried again). Temporal unreachable: nothing changes; a write that fails is
+        tried again at the next look."""
+        for wid, (run, reset) in list(self._unwritten.items()):
+            del self._unwritten[wid]
+            await self._write(wid, run, reset, raised=True)
         try:
             ids = [
                 run.id async for run in self.client.list_workflows(running_query(self.task_queue))
@@ -143,18 +151,23 @@ class FrozenWorkflows:
         # False: seen and not frozen; None: could not be described (changes nothing)
         fine = [i for i, f in zip(ids, found, strict=True) if f is False]
         gone = [i for i in self.raised if i not in ids]  # ended, or not running here
+        by_id = {f.workflow_id: f for f in frozen}
+        resets: dict[str, Reset] = {}
+        for run in frozen if self.reset else []:
+            reset = await self._reset(run)
+            if reset is not None and reset.by_other:
+                del by_id[run.workflow_id]  # the worker that reset it says so
+            elif reset is not None:
+                resets[run.workflow_id] = reset
         to_raise, to_resolve = watch_turns(
             {wid: latest for wid, (_, latest) in self.raised.items()},
-            down=[f.workflow_id for f in frozen],
+            down=list(by_id),
             back=fine + gone,
             now=now,
             again_every=RAISE_AGAIN_EVERY,
         )
-        by_id = {f.workflow_id: f for f in frozen}
-        for wid in to_raise:
-            run = by_id[wid]
-            reset = await self._reset(run) if self.reset else None
-            await self._write(wid, run, reset, raised=True)
+        for wid in sorted({*to_raise, *resets}):  # every reset is written when made
+            await self._write(wid, by_id[wid], resets.get(wid), raised=True)
         for wid in to_resolve:
             await self._write(wid, None, None, raised=False)
         return frozen
@@ -206,11 +219,12 @@ class FrozenWorkflows:
 
     async def _reset(self, run: FrozenRun) -> Reset | None:
         """Reset `run` to its last completed task; None if it could not be (no task
-        ever completed, no longer the current run, Temporal refused)."""
+        ever completed, Temporal refused); `by_other` if it is no longer the current
+        run (reset by another worker, or continued as new)."""
         try:
             current = await self.client.get_workflow_handle(run.workflow_id).describe()
             if current.run_id != run.run_id:
-                return None  # reset already (by another worker), or continued as new
+                return Reset(to_event=0, new_run_id=current.run_id, by_other=True)
             to_event = await self._last_completed_task(run)
             if to_event is None:
                 return None
@@ -297,7 +311,10 @@ class FrozenWorkflows:
                 self.store, event, title, body, raised=raised, position_id=position_id
             )
         except Exception as exc:  # the database may be down: next look
-            log.warning("alert on %s not written yet: %r", workflow_id, exc)
+            log.warning("alert on %s not written yet: %r (%s)", workflow_id, exc, body)
+            if raised:
+                assert run is not None
+                self._unwritten[workflow_id] = (run, reset)
             return
         if raised:
             first = self.raised.get(workflow_id, (now, now))[0]

@@ -388,7 +388,7 @@ class HealthSettings(BaseModel):
     )
     frozen_after: Duration = Field(
         default=timedelta(minutes=5),
-        gt=timedelta(0),
+        ge=timedelta(minutes=1),  # well past any workflow task timeout (10 s)
         description="A workflow whose task Temporal has held as started for this long "
         "(past any task timeout) is frozen: alerted, and reset when `reset_frozen`. The "
         "worker looks for them every fifth of this.",

@@ -113,6 +113,24 @@ def ban_wait(exc: BaseException, kind: ErrorClass) -> timedelta | None:
     return min(wait + spread, BAN_WAIT_MAX)
 
 
+# Kept between the end of a ban's wait and the attempt's start-to-close timeout: the
+# stop's send and its answer (a ccxt timeout), and the activity's own reply.
+ATTEMPT_END_MARGIN_S = 20.0  # float ok: seconds
+
+
+def _attempt_end() -> float:  # float ok: event-loop time
+    """When this activity attempt must have ended by (its start-to-close timeout less
+    `ATTEMPT_END_MARGIN_S`), on the event loop's clock; infinity without a timeout.
+    A wait beyond it would let Temporal start the next attempt beside this one."""
+    info = activity.info()
+    timeout = info.start_to_close_timeout
+    loop_now = asyncio.get_running_loop().time()
+    if timeout is None:
+        return float("inf")  # float ok: no bound
+    ends = info.started_time + timeout - timedelta(seconds=ATTEMPT_END_MARGIN_S)
+    return loop_now + (ends - datetime.now(UTC)).total_seconds()
+
+
 def to_application_error(exc: BaseException, *, placement: bool = False) -> ApplicationError:
     """The `ApplicationError` Temporal should see for an exchange exception.
 
@@ -641,7 +659,7 @@ class ExchangeActivities:
         price = intent.trigger_price
         loop = asyncio.get_running_loop()
         deadline = loop.time() + req.stop_retry_for_s
-        ban_deadline = deadline + BAN_WAIT_MAX.total_seconds()
+        ban_deadline = max(deadline, min(deadline + BAN_WAIT_MAX.total_seconds(), _attempt_end()))
         delay = STOP_RETRY_FIRST_S
         look_up = look_up_first
         ambiguous = False

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -90,7 +90,13 @@ def acts(gateway: ExchangeGateway, store: Store, sink: Sink) -> ExchangeActiviti
 
 def env(attempt: int = 1, beats: list[Any] | None = None) -> ActivityEnvironment:
     e = ActivityEnvironment()
-    e.info = dataclasses.replace(e.info, attempt=attempt, workflow_id="wf-test")
+    e.info = dataclasses.replace(
+        e.info,
+        attempt=attempt,
+        workflow_id="wf-test",
+        started_time=datetime.now(UTC),
+        start_to_close_timeout=timedelta(seconds=120),  # the entry activity's
+    )
     if beats is not None:
         e.on_heartbeat = lambda *details: beats.append(details)
     return e
@@ -663,6 +669,23 @@ async def test_a_ban_longer_than_the_longest_wait_goes_back_to_the_workflow(
     assert loop.time() - t0 < 5
     assert result.stop is None and result.stop_error == ErrorType.RATE_LIMITED.value
     assert not result.stop_ambiguous  # refused before anything was done
+
+
+async def test_a_ban_is_not_waited_past_the_attempt_s_timeout(
+    acts: ExchangeActivities, sim: PaperExchange, gateway: ExchangeGateway
+) -> None:
+    """A wait for the ban's end that would outlast the attempt's start-to-close
+    timeout is cut short: the stop goes back to the workflow unplaced rather than
+    Temporal starting the next attempt beside this one."""
+    sim.add_fault("rate_limit", endpoint="POST /fapi/v1/algoOrder", status=418, duration_ms=10_000)
+    req = entry_request(await filters(gateway), stop_retry_for_s=0.5)
+    e = env()
+    e.info = dataclasses.replace(e.info, start_to_close_timeout=timedelta(seconds=22))
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    result: EntryWithStopResult = await e.run(acts.place_entry_with_stop, req)
+    assert loop.time() - t0 < 5
+    assert result.stop is None and result.stop_error == ErrorType.RATE_LIMITED.value
 
 
 async def test_a_ban_tells_temporal_when_to_try_again(
