@@ -8,6 +8,8 @@ the key and the signature. Binance reports the request weight used in the curren
 minute in `X-MBX-USED-WEIGHT-1M`; it is kept as a gauge per account. Each request
 is also a span (`activities.tracing`) named by method and path, and its outcome
 tells `/health` when the account's exchange last answered (`REACHABILITY`).
+A ban the exchange reports is kept (`BANS`): until it ends, requests are refused
+here without being sent.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from activities.exchange.ccxt_logs import scrub_ccxt_logs
 from activities.tracing import tracer
-from domain.errors import classify_exception
+from domain.errors import ErrorType, ban_end_ms, classify_exception
 
 REQUESTS = Counter(
     "posguard_exchange_requests_total",
@@ -68,6 +70,40 @@ REACHABILITY: dict[str, Reachability] = {}
 """Per account, across every client of the process (read by `/health`)."""
 
 
+class KnownBan:
+    """An IP ban the exchange reported (Binance's 418 "banned until <ms>"), shared by
+    every client of an account on one exchange host: until it ends, a request is
+    refused here, unsent, with the same words. Every order is refused during a ban
+    anyway, and requests sent into one lengthen it on Binance; the refusal names the
+    ban's end, so the activity's retry waits for it (`ban_wait`)."""
+
+    __slots__ = ("until_ms",)
+
+    def __init__(self) -> None:
+        self.until_ms = 0
+
+    def check(self, exchange: str, endpoint: str) -> None:
+        """Raise DDoSProtection, unsent, while the ban lasts."""
+        if self.until_ms > time.time() * 1000:  # float ok: epoch ms
+            import ccxt  # the gateway's dependency; not imported by workflow code
+
+            raise ccxt.DDoSProtection(
+                f"{exchange} {endpoint} not sent: IP banned until {self.until_ms} "
+                "(a ban the exchange reported)"
+            )
+
+    def note(self, exc: BaseException) -> None:
+        """Remember the end of the ban `exc` reports, if it names one."""
+        if classify_exception(exc).type is ErrorType.RATE_LIMITED:
+            end = ban_end_ms(str(exc))
+            if end is not None:
+                self.until_ms = max(self.until_ms, end)
+
+
+BANS: dict[tuple[str, str], KnownBan] = {}
+"""Per (account, exchange host), across every client of the process."""
+
+
 def instrument(client: Any, *, account: str, lane: str) -> None:
     """Count, time and classify every request `client` sends; idempotent per client.
     ccxt's own request log is scrubbed from then on (`scrub_ccxt_logs`)."""
@@ -81,8 +117,10 @@ def instrument(client: Any, *, account: str, lane: str) -> None:
     reach = REACHABILITY.setdefault(account, Reachability())
 
     async def fetch(url: str, method: str = "GET", headers: Any = None, body: Any = None) -> Any:
-        path = urlsplit(url).path
+        parts = urlsplit(url)
+        path = parts.path
         endpoint = f"{method} {path}"
+        ban = BANS.setdefault((account, parts.netloc), KnownBan())
         REQUESTS.labels(account, exchange, lane, endpoint).inc()
         with tracer().start_as_current_span(
             f"exchange {endpoint}",
@@ -99,8 +137,10 @@ def instrument(client: Any, *, account: str, lane: str) -> None:
         ) as span:
             began = time.perf_counter()  # float ok: timing
             try:
+                ban.check(exchange, endpoint)
                 answer = await original(url, method, headers, body)
             except Exception as exc:
+                ban.note(exc)
                 error = classify_exception(exc).type.value
                 ERRORS.labels(account, exchange, endpoint, error).inc()
                 span.set_attribute("error.type", error)

@@ -688,6 +688,35 @@ async def test_a_ban_is_not_waited_past_the_attempt_s_timeout(
     assert result.stop is None and result.stop_error == ErrorType.RATE_LIMITED.value
 
 
+async def test_a_reported_ban_holds_every_request_of_the_account_until_it_ends(
+    acts: ExchangeActivities, sim: PaperExchange
+) -> None:
+    """Binance's ban is on the IP: once one request is answered 418 "banned until",
+    the account's other requests are refused without being sent (requests sent into
+    a ban lengthen it), in the same words, until it ends; then they go."""
+    ban = sim.add_fault("rate_limit", endpoint="POST /fapi/v1/order", status=418, duration_ms=3000)
+    sent_before = sim.stats.requests
+
+    def order() -> PlaceOrderRequest:
+        return PlaceOrderRequest(
+            account=ACCOUNT, intent=entry_intent(cid(), SYMBOL, Side.LONG, QTY)
+        )
+
+    first = await app_error(run(acts.place_order, order()))
+    assert first.type == ErrorType.RATE_LIMITED.value and ban.hits == 1
+    sent = sim.stats.requests
+    held = await app_error(run(acts.place_order, order()))
+    read = await app_error(run(acts.mark_price, SymbolRequest(account=ACCOUNT, symbol=SYMBOL)))
+    for err in (held, read):
+        assert err.type == ErrorType.RATE_LIMITED.value and "not sent" in err.message
+        assert err.next_retry_delay is not None
+        assert err.next_retry_delay <= timedelta(seconds=3.8)
+    assert sim.stats.requests == sent and ban.hits == 1  # nothing reached the exchange
+    assert sent > sent_before
+    await asyncio.sleep(first.next_retry_delay.total_seconds() if first.next_retry_delay else 3.5)
+    assert (await run(acts.place_order, order())).filled_qty == QTY
+
+
 async def test_a_ban_tells_temporal_when_to_try_again(
     acts: ExchangeActivities, sim: PaperExchange, sink: Sink
 ) -> None:
@@ -703,6 +732,7 @@ async def test_a_ban_tells_temporal_when_to_try_again(
     assert hit.type is EventType.RATE_LIMIT_HIT
     assert 2000 < hit.payload["retry_after_ms"] <= 3000
     sim.clear_faults()
+    await asyncio.sleep(err.next_retry_delay.total_seconds())  # the ban is over
     sim.add_fault("rate_limit", endpoint="POST /fapi/v1/order", count=1)
     err = await app_error(run(acts.place_order, PlaceOrderRequest(account=ACCOUNT, intent=intent)))
     assert err.type == ErrorType.RATE_LIMITED.value and err.next_retry_delay is None
