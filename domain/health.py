@@ -94,7 +94,7 @@ def assess(process: str, parts: list[PartState], now: datetime) -> HealthReport:
 
 def task_frozen(started: datetime | None, now: datetime, after: timedelta) -> bool:
     """Whether a workflow task Temporal holds as started since `started` (None: no
-    task started) is frozen: started more than `after` ago. A healthy server times a
-    task out within the run's task timeout (10 s) and schedules it again, so a task
-    started that long ago has lost its timeout (docs/alerts.md)."""
+    task started) is frozen: started more than `after` ago. No worker takes minutes
+    over one task, so the one holding it is gone or stuck while Temporal waits out a
+    timeout it lengthened, or lost (docs/alerts.md)."""
     return started is not None and now - started > after

@@ -7,6 +7,7 @@ exit is reduce-only. An `OrderView` is the gateway's normalised answer.
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 
@@ -310,6 +311,19 @@ class OutsideExit(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     orders: tuple[OutsideOrder, ...] = ()
+    # posguard's own orders (its client ids) that traded on the exit side since: the
+    # workflow books those of its own position it has not booked (an order whose
+    # placement's outcome it never learned, then filled)
+    own: tuple[OutsideOrder, ...] = ()
+
+    def since(self, at: datetime) -> OutsideExit:
+        """The same, with the outside orders' fills before `at` left out (a fill
+        without a time is kept)."""
+        kept = (
+            o.model_copy(update={"fills": tuple(f for f in o.fills if f.at is None or f.at >= at)})
+            for o in self.orders
+        )
+        return self.model_copy(update={"orders": tuple(o for o in kept if o.fills)})
 
     @property
     def liquidation(self) -> bool:

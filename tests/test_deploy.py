@@ -33,6 +33,7 @@ import pytest
 from pydantic import BaseModel
 
 from workers.cli import Invocation, parse
+from workers.embedded import TIMER_PRECISION_ARGS
 from workers.settings import Settings
 from workers.settings_reference import _model_of
 from workflows.search_attributes import ALL_KEYS
@@ -644,6 +645,17 @@ def test_temporal_gets_posguards_search_attributes() -> None:
     assert set(declared.group(1).split()) == {key.name for key in ALL_KEYS}
     dynamic = load_yaml(DEPLOY / "temporal" / "dynamicconfig.yaml")
     assert dynamic["history.timerProcessorMaxTimeShift"][0]["value"] == "20ms"
+
+
+def test_the_deployed_temporal_has_the_embedded_servers_dynamic_config() -> None:
+    """docker-compose's Temporal gets every value `make dev` gives its dev server."""
+    dynamic = load_yaml(DEPLOY / "temporal" / "dynamicconfig.yaml")
+    embedded = dict(
+        arg.split("=", 1) for arg in TIMER_PRECISION_ARGS if arg != "--dynamic-config-value"
+    )
+    deployed = {key: str(rows[0]["value"]) for key, rows in dynamic.items()}
+    assert {k: v.strip('"') for k, v in embedded.items()} == deployed
+    assert deployed["history.workflowTaskRetryMaxInterval"] == "10s"
 
 
 # --------------------------------------------------------------------------- metrics

@@ -37,6 +37,13 @@ TIMER_PRECISION_ARGS = [
     # for the worker's stuck-workflow alert (workers/stuck_workflows.py); default 5.
     "--dynamic-config-value",
     "system.numConsecutiveWorkflowTaskProblemsToTriggerSearchAttribute=2",
+    # From its 4th attempt a workflow task's start-to-close timeout is lengthened by a
+    # growing back-off, up to this (the server's default: 10 minutes). A worker that
+    # dies holding such a task then leaves its workflow unrun that long: positions
+    # waited up to 26 minutes for their first stop in the chaos suite. posguard's
+    # tasks time out because workers die, not because they are slow: 10 s at most.
+    "--dynamic-config-value",
+    'history.workflowTaskRetryMaxInterval="10s"',
 ]
 
 

@@ -1,17 +1,19 @@
 """Frees workflows whose task Temporal holds as started past any timeout (docs/alerts.md).
 
 A workflow task that its worker does not complete within the run's task timeout
-(10 s) is timed out by Temporal and scheduled again. The dev server has been seen to
-lose that timeout across its restarts (issue 16, finding A; Cadence had the same,
-cadence#451): the task then stays STARTED for ever, signals queue behind it, and the
-workflow runs none of its code. For a position that means its stop stays where it is
+(10 s) is timed out by Temporal and scheduled again. From its 4th attempt that
+timeout is lengthened by a back-off (up to `history.workflowTaskRetryMaxInterval`,
+10 minutes on a server left at its default), and the dev server has been seen to
+keep a task started past its timeout across its restarts (issue 16, finding A).
+Meanwhile the task stays STARTED, signals queue behind it, and the workflow runs
+none of its code. For a position that means its stop stays where it is
 on the exchange, but nothing trails, replaces or closes it, and an operator's close
 waits for ever.
 
 The worker lists the running workflows of its task queue every fifth of
 `[health] frozen_after` (1 minute by default) and describes each. One whose pending
-task has been STARTED for longer than `frozen_after` (5 minutes: thirty task
-timeouts) is frozen. Then:
+task has been STARTED for longer than `frozen_after` (5 minutes: no worker takes that
+long over one task, so its holder is gone or stuck) is frozen. Then:
 - a resolvable alert "workflow task frozen: <id>" (critical for a position, an error
   otherwise) with its CRITICAL_ERROR event;
 - with `[health] reset_frozen` (the default), the run is reset to its last completed

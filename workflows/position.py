@@ -33,7 +33,13 @@ from temporalio.workflow import ActivityCancellationType
 with workflow.unsafe.imports_passed_through():
     from activities.exchange.activities import ExchangeActivities
     from domain.band import band_for
-    from domain.client_ids import OrderStep, client_order_id, kind_of_client_id, parse_client_id
+    from domain.client_ids import (
+        OrderStep,
+        belongs_to,
+        client_order_id,
+        kind_of_client_id,
+        parse_client_id,
+    )
     from domain.errors import ErrorType
     from domain.events import (
         CloseTriggered,
@@ -70,6 +76,7 @@ with workflow.unsafe.imports_passed_through():
         OrderRef,
         OrderStatus,
         OrderView,
+        OutsideOrder,
         close_intent,
         entry_intent,
         stop_intent,
@@ -128,6 +135,12 @@ ADOPT_CLEARS_POSITION_STOP = "adopt-clears-position-stop"
 # trade history and booked (exit price, PnL, fees, its orders and fills), instead of
 # being booked as flat with no exit.
 PATCH_BOOK_OUTSIDE_EXIT = "book-outside-exit"
+# Patch id: an order of this position whose placement's outcome the workflow never
+# learned (a stop or take-profit answered with a timeout, the stop an entry's activity
+# placed before it died), found in the trade history of a position gone flat, is
+# booked as the exit it was, no longer as a close outside posguard.
+OWN_EXIT_BOOKED = "own-exit-booked"
+OWN_EXIT_SLACK = timedelta(minutes=10)
 OUTSIDE_EXIT_LOOKBACK = timedelta(days=6)
 # Patch id: at its close a position books the funding received or paid while held.
 PATCH_BOOK_FUNDING = "book-funding"
@@ -1373,7 +1386,19 @@ class PositionWorkflow(Trailing):
             self.s.opened_at or workflow.info().start_time,
             workflow.now() - OUTSIDE_EXIT_LOOKBACK,
         )
-        outside = await self._outside_exit(since)
+        lookback = since
+        if workflow.patched(OWN_EXIT_BOOKED):
+            # `since` is when the workflow learned of the fill; an order of its own may
+            # have traded before that (the entry's stop, filled while the entry's
+            # activity still ran). Its own ids make an earlier trade safe to take.
+            lookback = since - OWN_EXIT_SLACK
+        outside = await self._outside_exit(lookback)
+        if outside is not None and lookback < since:
+            for order in outside.own:
+                await self._own_exit_found(order)
+            if self.stale_exit is not None:  # one of them closed it
+                reason = self.stale_exit
+            outside = outside.since(since)  # other orders: only this position's time
         if outside is None:
             self._alert(
                 Severity.ERROR,
@@ -1415,6 +1440,47 @@ class PositionWorkflow(Trailing):
             )
             return CloseReason.LIQUIDATION
         return reason
+
+    async def _own_exit_found(self, order: OutsideOrder) -> None:
+        """An order of this position that traded on the exit side and is not booked:
+        its placement's outcome was never learned (found in the trade history when the
+        position went flat). Booked as the exit its client id says it was, its fills
+        read back by that id; a stop the workflow never knew placed is recorded placed
+        first. Orders of other positions, entries and booked fills are left alone."""
+        cid = order.client_order_id
+        if cid is None or not belongs_to(cid, self.workflow_id, self.chain):
+            return
+        kind = kind_of_client_id(cid)
+        if kind is OrderKind.ENTRY or all(f.trade_id in self.s.fill_ids for f in order.fills):
+            return
+        qty = sum((f.qty for f in order.fills), Decimal(0))
+        if qty <= 0:
+            return
+        value = sum((f.qty * f.price for f in order.fills), Decimal(0))
+        view = OrderView(
+            exchange_order_id=order.exchange_order_id,
+            client_order_id=cid,
+            symbol=self.spec.symbol,
+            side=order.side,
+            status=OrderStatus.FILLED,
+            qty=qty,
+            filled_qty=qty,
+            average_price=value / qty,
+        )
+        ref = OrderRef(client_order_id=cid, exchange_order_id=order.exchange_order_id, qty=qty)
+        if kind is OrderKind.STOP and self.s.stop is None:
+            self._emit(
+                EventType.SL_PLACED,
+                OrderPlaced(
+                    client_order_id=cid,
+                    exchange_order_id=order.exchange_order_id,
+                    side=order.side.value,
+                    quantity=qty,
+                    reduce_only=True,
+                ),
+                order_id=cid,
+            )
+        await self._stale_executed(ref, view)
 
     async def _replace_stop_for_qty(self) -> None:
         """New stop for the current quantity first, then the old one cancelled.
@@ -1559,13 +1625,18 @@ class PositionWorkflow(Trailing):
         return None
 
     async def _flat_without_our_close(self) -> None:
-        """Flat, and neither our close nor an exit order of ours did it: closed outside."""
+        """Flat, and neither our close nor an exit order of ours we knew of did it: the
+        exchange's trade history says what did (an order of ours whose placement's
+        outcome was never learned, booked as what it was; one placed by hand; the
+        exchange's liquidation), else it is booked as closed outside."""
         if self.s.exited_qty == 0 or self.s.qty > 0:
+            reason = CloseReason.EXTERNAL
+            if workflow.patched(OWN_EXIT_BOOKED):
+                reason = await self._book_outside_exit(reason)
             self._emit(
                 EventType.CLOSE_TRIGGERED,
-                CloseTriggered(reason=CloseReason.EXTERNAL.value, requested_by="exchange"),
+                CloseTriggered(reason=reason.value, requested_by="exchange"),
             )
-            reason = CloseReason.EXTERNAL
         else:
             reason = self.s.close_reason or CloseReason.OPERATOR
         await self._finish_close(reason)

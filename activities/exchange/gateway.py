@@ -638,8 +638,9 @@ class ExchangeGateway:
         what closed it by hand or by liquidation (see `Venue.trade_origin`).
 
         Trades of posguard's own orders (client ids it makes, `domain.client_ids`)
-        are left out: the workflow books those from its own orders. On a hedge-mode
-        account a trade of the other side's position is left out too.
+        are given apart (`own`): the workflow books from its own orders those it
+        knows, and from here those it never learned were placed. On a hedge-mode
+        account a trade of the other side's position is left out.
         """
         unified = unified_from_canonical(symbol)
         exit_side = "sell" if position_side is Side.LONG else "buy"
@@ -651,6 +652,7 @@ class ExchangeGateway:
         ]
         origins: dict[str, tuple[str | None, bool]] = {}
         fills: dict[str, list[Fill]] = {}
+        own: dict[str, list[Fill]] = {}
         for t in trades:
             info = t.get("info") or {}
             order_id = t.get("order")
@@ -665,11 +667,13 @@ class ExchangeGateway:
             order_id = str(order_id)
             if order_id not in origins:
                 origins[order_id] = await self.venue.trade_origin(self.exchange, unified, t)
-            if parse_client_id(origins[order_id][0]) is not None:
-                continue  # one of posguard's own orders
-            fills.setdefault(order_id, []).append(_fill_of(t, origins[order_id][0]))
-        return OutsideExit(
-            orders=tuple(
+            ours = parse_client_id(origins[order_id][0]) is not None
+            (own if ours else fills).setdefault(order_id, []).append(
+                _fill_of(t, origins[order_id][0])
+            )
+
+        def listed(by_order: dict[str, list[Fill]]) -> tuple[OutsideOrder, ...]:
+            return tuple(
                 OutsideOrder(
                     exchange_order_id=order_id,
                     client_order_id=origins[order_id][0],
@@ -677,9 +681,10 @@ class ExchangeGateway:
                     liquidation=origins[order_id][1],
                     fills=tuple(order_fills),
                 )
-                for order_id, order_fills in fills.items()
+                for order_id, order_fills in by_order.items()
             )
-        )
+
+        return OutsideExit(orders=listed(fills), own=listed(own))
 
     # --- positions and prices -----------------------------------------------------------
 
