@@ -295,6 +295,28 @@ async def stale_stop_filled(stack: Stack) -> list[tuple[str, Handle]]:
     return [("stale_stop_filled", handle)]
 
 
+async def own_stop_filled(stack: Stack) -> list[tuple[str, Handle]]:
+    """The entry's stop is executed with its answer lost and its look-ups failing; the
+    saga retries it, fails, and closes at market, but the price went through the stop
+    first: the flat position's trade history names the stop, booked as `stop_filled`
+    (patch `own-exit-booked`)."""
+    symbol = "BNBUSDT"
+    stack.sim.set_price(symbol, "600")
+    lost = stack.fault("drop_response", "stop", count=1)
+    stack.sim.add_fault(
+        "http_status", endpoint="GET /fapi/v1/algoOrder", status=502, duration_ms=6000
+    )
+    handle = await stack.open(spec(symbol, Side.LONG), check_interval=timedelta(hours=6))
+    for _ in range(200):
+        if lost.hits:
+            break
+        await asyncio.sleep(0.05)
+    stack.sim.set_price(symbol, "540")
+    await handle.result()
+    stack.sim.set_price(symbol, "600")
+    return [("own_stop_filled", handle)]
+
+
 async def operator_close(stack: Stack) -> list[tuple[str, Handle]]:
     """Entry, stop, then the operator's `close` update at once."""
     handle = await stack.open(spec("XRPUSDT", Side.LONG))
@@ -547,6 +569,7 @@ SCENARIOS: dict[str, Scenario] = {
         cancel_found_filled,
         emergency_stop_replaced,
         stale_stop_filled,
+        own_stop_filled,
     )
 }
 BYBIT = frozenset({"trailing_long_bybit"})
