@@ -1467,7 +1467,23 @@ class PositionWorkflow(Trailing):
             filled_qty=qty,
             average_price=value / qty,
         )
-        ref = OrderRef(client_order_id=cid, exchange_order_id=order.exchange_order_id, qty=qty)
+        # Its level, for its row in `orders` (its fills reference it): the exchange
+        # knows it; at worst the price it filled at stands in.
+        found = cast(
+            "OrderView | None",
+            await self._read(
+                ExchangeActivities.find_order,
+                self._cid_request(cid),
+                summary=f"find {cid}",
+            ),
+        )
+        trigger = (found.trigger_price if found is not None else None) or view.average_price
+        ref = OrderRef(
+            client_order_id=cid,
+            exchange_order_id=order.exchange_order_id,
+            qty=qty,
+            trigger_price=trigger,
+        )
         if kind is OrderKind.STOP and self.s.stop is None:
             self._emit(
                 EventType.SL_PLACED,
