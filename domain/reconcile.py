@@ -813,26 +813,34 @@ def with_owners(
 AGAINST_THE_OWNER = frozenset(
     {FindingKind.PHANTOM, FindingKind.QUANTITY_MISMATCH, FindingKind.STOP_MISSING}
 )
+# ...and a position no owner is found for: its workflow may have closed it and ended
+# after the first read (the owners, read later, show none), so it is adopted only if
+# a read made after the owners still shows it; else a position posguard itself just
+# closed would be adopted (a second lifecycle, a "nothing to adopt" warning).
+READ_AGAIN = AGAINST_THE_OWNER | {FindingKind.UNTRACKED}
 
 
-def to_read_again(findings: Iterable[Finding]) -> set[str]:
-    """Symbols whose exchange position and orders must be read again (see above)."""
-    return {f.symbol for f in findings if f.kind in AGAINST_THE_OWNER}
+def to_read_again(findings: Iterable[Finding], *, untracked: bool = True) -> set[str]:
+    """Symbols whose exchange position and orders must be read again (see above);
+    `untracked=False`: not for an untracked position (passes recorded before it was)."""
+    kinds = READ_AGAIN if untracked else AGAINST_THE_OWNER
+    return {f.symbol for f in findings if f.kind in kinds}
 
 
 def slots_to_read_again(
-    state: AccountState, findings: Iterable[Finding]
+    state: AccountState, findings: Iterable[Finding], *, untracked: bool = True
 ) -> list[tuple[str, Side | None]]:
     """The position slots to read again (see above), in a stable order: each symbol of
     `to_read_again` (side None) in one-way mode; in hedge mode each (symbol, side) of
     the workflow such a finding is about (one whose workflow id names no side keeps
     the first read: reading a hedge symbol without a side could lose a position)."""
     if not state.hedge_mode:
-        return [(symbol, None) for symbol in sorted(to_read_again(findings))]
+        return [(symbol, None) for symbol in sorted(to_read_again(findings, untracked=untracked))]
+    kinds = READ_AGAIN if untracked else AGAINST_THE_OWNER
     slots: set[tuple[str, Side]] = set()
     for f in findings:
         key = parse_position_workflow_id(f.workflow_id or "")
-        if f.kind in AGAINST_THE_OWNER and key is not None and key.hedge_side is not None:
+        if f.kind in kinds and key is not None and key.hedge_side is not None:
             slots.add((f.symbol, key.hedge_side))
     return [(symbol, side) for symbol, side in sorted(slots)]
 

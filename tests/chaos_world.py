@@ -1051,14 +1051,20 @@ async def judge(world: World, store: Store) -> dict[str, Any]:
                 f"{wid}: its history does not replay ({replayed.replay_failure!r}); "
                 f"history in {saved}"
             )
-        row = await store.pool.fetchrow(
-            "SELECT id, side FROM positions WHERE workflow_id = $1 ORDER BY created_at DESC",
+        lives = await store.pool.fetch(
+            "SELECT id, side, status, adopted FROM positions WHERE workflow_id = $1 "
+            "ORDER BY created_at DESC",
             wid,
         )
-        if row is None:
+        if not lives:
             violations.append(f"{wid}: no position row in the store")
             continue
-        position_id, side = row["id"], row["side"]
+        if len(lives) > 1:  # one signal opens a symbol once; nothing here is adopted
+            violations.append(
+                f"{wid}: {len(lives)} lifecycles in the store "
+                f"{[(r['status'], 'adopted' if r['adopted'] else 'opened') for r in lives]}"
+            )
+        position_id, side = lives[0]["id"], lives[0]["side"]
 
         def ours(cid: str | None, wid: str = wid) -> bool:
             return belongs_to_workflow(cid, wid)

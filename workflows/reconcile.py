@@ -95,6 +95,9 @@ with workflow.unsafe.imports_passed_through():
 
 _ATTEMPTS = 3
 _EVENTS_PER_WRITE = 200
+# Patch id: an untracked position is read again after the owners, and adopted only
+# if still held (a pass recorded before read it once).
+UNTRACKED_READ_AGAIN = "untracked-read-again"
 _READ_FAILED = "pass:read_failed"  # memory key: consecutive passes that could not read
 # A report lists at most this many findings (the others are counted): a pass's
 # result stays far below Temporal's payload limit on an account full of orders.
@@ -317,9 +320,13 @@ class ReconcileWorkflow:
         findings = reconcile(state, inp.policy)
         # The owners were asked after the exchange was read: where a finding compares
         # the two (a position opened or resized in between would look like a phantom
-        # or a mismatch), the exchange is read again, after the owners.
+        # or a mismatch; one its workflow closed before ending, like an untracked
+        # one, which would be adopted), the exchange is read again, after the owners.
         # In hedge mode a slot is one side of a symbol: read with its side.
-        recheck = slots_to_read_again(state, findings)
+        untracked = any(f.kind is FindingKind.UNTRACKED for f in findings)
+        recheck = slots_to_read_again(
+            state, findings, untracked=untracked and workflow.patched(UNTRACKED_READ_AGAIN)
+        )
         if not recheck:
             return state, findings
         for symbol, side in recheck:

@@ -1455,6 +1455,36 @@ def test_hedge_phantoms_are_per_side(side: Side) -> None:
 
 
 @pytest.mark.parametrize("side", list(Side))
+def test_a_position_its_workflow_closed_after_the_first_read_is_not_adopted(
+    side: Side,
+) -> None:
+    """The exchange was read holding the position and its stop; then its workflow
+    closed it and ended, so the owners read next show none: untracked on the first
+    read (to adopt), nothing once the symbol is read again, flat. Found by the chaos
+    suite: the adopter found nothing, and the position had a second lifecycle."""
+    first = account((position(side),), (stop(side, client_id=cid(OrderStep.STOP)),))
+    findings = reconcile(first)
+    assert [f.action for f in of_kind(findings, K.UNTRACKED)] == [Action.ADOPT]
+    assert to_read_again(findings) == {BTC}
+    assert slots_to_read_again(first, findings) == [(BTC, None)]
+    assert slots_to_read_again(first, findings, untracked=False) == []  # before the patch
+    assert reconcile(with_exchange(first, BTC, None, [])) == []
+    # Still held on the read after the owners: adopted.
+    again = with_exchange(first, BTC, position(side), [])
+    assert [(f.kind, f.action) for f in reconcile(again)] == [(K.UNTRACKED, Action.ADOPT)]
+
+
+@pytest.mark.parametrize("side", list(Side))
+def test_hedge_an_untracked_side_is_read_again_on_that_side(side: Side) -> None:
+    first = hedged((hedge_position(side),))
+    findings = reconcile(first)
+    assert [f.kind for f in findings] == [K.UNTRACKED]
+    assert slots_to_read_again(first, findings) == [(BTC, side)]
+    flat = ExchangePosition(symbol=BTC, side=side, qty=D(0), hedged=True)
+    assert reconcile(with_exchange(first, BTC, flat, [], side)) == []
+
+
+@pytest.mark.parametrize("side", list(Side))
 def test_hedge_a_phantom_is_read_again_on_its_side_only(side: Side) -> None:
     other = other_side(side)
     other_stop = hedge_stop(other, "o", hedge_cid(other))

@@ -513,6 +513,38 @@ async def test_a_pass_during_twenty_openings_finds_no_phantom_and_adopts_nothing
             assert not (await stack.view(handle)).spec.adopt
 
 
+async def test_a_position_its_workflow_closes_while_a_pass_reads_is_not_adopted(
+    temporal_env: WorkflowEnvironment, database_url: str, store: Store
+) -> None:
+    """A pass reads the account while it holds a position; the position's workflow
+    then closes it and ends, before the pass reads the owners (it finds none). The
+    pass reads the exchange again and adopts nothing: no second lifecycle, no
+    "untracked" finding. (Found by the chaos suite: the adopter found nothing to
+    adopt, and the position's id had a run the judge took for the position.)"""
+    delay_ms = 8000  # under ccxt's 10 s timeout: the pass gets its (stale) answer
+    async with reconciled(temporal_env, database_url, store, "closedmidpass") as stack:
+        handle = await stack.open(stack.on("SOLUSDT", Side.LONG))
+        await stack.wait_state(handle, PositionState.ACTIVE)
+        await _passes_after(stack, 1)
+        loop = asyncio.get_running_loop()
+        # The next account-wide read of the positions is answered late, as it was read.
+        late = stack.sim.add_fault(
+            "delay_response", endpoint="GET /fapi/*/positionRisk", latency_ms=delay_ms, count=1
+        )
+        await until(lambda: late.hits == 1, "a pass's read of the positions")
+        read_at = loop.time()
+        await stack.close(handle)
+        # The race is real only if the workflow ended before the pass got its answer.
+        assert loop.time() - read_at < delay_ms / 1000 - 1, "closed too late to race the pass"
+        await _passes_after(stack, 2)
+        runs = [wf async for wf in stack.client.list_workflows(f'WorkflowId="{handle.id}"')]
+        assert len(runs) == 1, [r.run_id for r in runs]
+        assert await account_events(stack, "untracked_detected", "SOLUSDT") == []
+        assert not stack.sim.engine.positions.get("SOLUSDT") or (
+            stack.sim.engine.positions["SOLUSDT"].amt == 0
+        )
+
+
 # --- helpers ----------------------------------------------------------------------------------
 
 

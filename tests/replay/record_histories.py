@@ -409,7 +409,8 @@ async def reconcile_pass(stack: Stack) -> list[tuple[str, Handle]]:
     await adopter.execute_update(PositionWorkflow.close, CloseRequest(requested_by="recorder"))
     await adopter.result()
     stack.sim.cancel_order(order.order_id)
-    return [("reconcile_pass", handle)]
+    # Written beside `reconcile_pass`, the shape from before patch untracked-read-again.
+    return [("reconcile_pass_read_again", handle)]
 
 
 async def wave(stack: Stack) -> list[tuple[str, Handle]]:
