@@ -19,6 +19,10 @@ from domain.orders import OrderRef
 from domain.position import CloseReason, PositionSnapshot, PositionState, initial_state
 from domain.trailing import TrailingRule, TrailingState
 
+# Room for this many store writes in one millisecond of workflow time before the
+# revisions run ahead of the clock (they stay increasing either way).
+REVISIONS_PER_MS = 1000
+
 
 class ManagedPosition(BaseModel):
     """Snapshot of the position plus everything its workflow must remember.
@@ -132,9 +136,15 @@ class ManagedPosition(BaseModel):
 
     # --- runs and store revisions ---------------------------------------------------------------
 
-    def next_revision(self) -> tuple[int, ManagedPosition]:
-        """The revision for the next store write, and the state that has used it."""
-        revision = self.revision + 1
+    def next_revision(self, now: datetime) -> tuple[int, ManagedPosition]:
+        """The revision for the next store write at workflow time `now`, and the state
+        that has used it: greater than every earlier one, and time-based (`now`'s Unix
+        milliseconds times `REVISIONS_PER_MS`, or the last plus one when that is not
+        greater). A run reset to an earlier point of its history writes again from a
+        revision the dropped branch had used; every write of the new branch happens
+        after the reset, so after every write of the old, and must win over them (the
+        rows are upserted only by a revision not older than the stored one)."""
+        revision = max(self.revision + 1, int(now.timestamp() * 1000) * REVISIONS_PER_MS)
         return revision, self.model_copy(update={"revision": revision})
 
     def next_run(self) -> ManagedPosition:

@@ -197,7 +197,7 @@ class Recording(PositionBase):
         pending = self.outbox or self.order_rows or self.fill_rows or self.alerts
         if not pending and self.flushed is not None and self.s is self.flushed.snapshot:
             return
-        revision, self.m = self.m.next_revision()
+        revision, self.m = self.m.next_revision(workflow.now())
         self.flushed = self.m
         batch = StoreBatch(
             events=self.outbox,

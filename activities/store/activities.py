@@ -29,8 +29,10 @@ class StoreActivities:
 
     @activity.defn(name="store.apply")
     async def apply(self, batch: StoreBatch) -> int:
-        """Write one workflow transition (events + rows) atomically; returns new events."""
-        return await self._store.apply(batch)
+        """Write one workflow transition (events + rows) atomically; returns new events.
+        An event whose id the store holds as another fact (a reset run numbers its
+        events again) is kept too, its id marked with this run's branch."""
+        return await self._store.apply(batch, activity.info().workflow_run_id)
 
     @activity.defn(name="store.append_event")
     async def append_event(self, event: Event) -> bool:

@@ -8,6 +8,7 @@ the money path ever passes through float.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 from collections.abc import AsyncIterator, Sequence
 from contextvars import ContextVar
@@ -145,6 +146,11 @@ SIGNAL_ROW_EVENTS: Final = frozenset(
 """The event types `append_signal_events` writes (and only it)."""
 
 
+def branch_mark(run_id: str) -> str:
+    """The short, stable mark of a run's branch in the ids of its renamed events."""
+    return hashlib.sha256(run_id.encode()).hexdigest()[:12]
+
+
 class _Committing:
     """What a transaction wrote that metrics count once it has committed."""
 
@@ -245,8 +251,14 @@ class Store:
         return await Store._append_events(conn, [e]) == 1
 
     @staticmethod
-    async def _append_events(conn: asyncpg.Connection, events: Sequence[Event]) -> int:
+    async def _append_events(
+        conn: asyncpg.Connection, events: Sequence[Event], branch: str | None = None
+    ) -> int:
         """Insert the events whose ids are not stored yet, in one statement; how many.
+
+        `branch` (the writing workflow's run id): an event whose id is stored with
+        another type, payload or order is a different fact (a run reset to an earlier
+        point numbers its events again from there), stored as `<id>~<branch mark>`.
 
         An id is claimed in `event_ids` (global uniqueness; the partitioned table's
         own key must include the time) and only claimed ids reach `events`; one
@@ -293,7 +305,34 @@ class Store:
         )
         new = {r["event_id"] for r in inserted}
         _committed_later([e for e in batch if e.event_id in new], [])
-        return len(inserted)
+        if branch is None or len(new) == len(batch):
+            return len(inserted)
+        # Not new: the same fact again (a retried write: nothing to do), or, after a
+        # reset of the run, another fact the new branch numbered as the dropped branch
+        # had numbered one of its own: kept under the id and its branch's mark.
+        taken = [e for e in batch if e.event_id not in new]
+        differ = await conn.fetch(
+            """SELECT b.event_id
+               FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::text[])
+                   AS b(event_id, type, payload, order_id)
+               JOIN events e USING (event_id)
+               WHERE e.type <> b.type OR e.payload <> b.payload
+                   OR e.order_id IS DISTINCT FROM b.order_id""",
+            [e.event_id for e in taken],
+            [e.type.value for e in taken],
+            [e.payload for e in taken],
+            [e.order_id for e in taken],
+        )
+        if not differ:
+            return len(inserted)
+        ids = {r["event_id"] for r in differ}
+        mark = branch_mark(branch)
+        renamed = [
+            e.model_copy(update={"event_id": f"{e.event_id}~{mark}"})
+            for e in taken
+            if e.event_id in ids
+        ]
+        return len(inserted) + await Store._append_events(conn, renamed)
 
     async def events(
         self,
@@ -353,10 +392,11 @@ class Store:
 
     # --- rows -------------------------------------------------------------------------
 
-    async def apply(self, batch: StoreBatch) -> int:
-        """Apply one workflow transition atomically; returns how many events were new."""
+    async def apply(self, batch: StoreBatch, branch: str | None = None) -> int:
+        """Apply one workflow transition atomically; returns how many events were new.
+        `branch`: the writing run's id (see `_append_events`)."""
         async with self.transaction() as conn:
-            new_events = await self._append_events(conn, batch.events)
+            new_events = await self._append_events(conn, batch.events, branch)
             if batch.position is not None:
                 await self._upsert_position(conn, batch.position)
             for order in batch.orders:

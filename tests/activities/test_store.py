@@ -9,12 +9,13 @@ import asyncpg
 import pytest
 
 from activities.store.migrate import apply_migrations, load_migrations
-from activities.store.repository import Store
+from activities.store.repository import Store, branch_mark
 from domain.events import (
     CriticalError,
     EventType,
     OrderFilled,
     PositionClosed,
+    StopMoved,
     event_id,
     make_event,
 )
@@ -105,6 +106,54 @@ async def test_same_event_id_twice_stores_one_row(store: Store) -> None:
     stored = (await store.events(position_id="p-ev"))[0]
     assert stored.payload["filled_quantity"] == str(EIGHTEEN)
     assert Decimal(stored.payload["average_price"]) == BIG
+
+
+async def test_a_reset_branchs_other_fact_under_a_taken_id_is_kept_under_its_mark(
+    store: Store,
+) -> None:
+    """A run reset to an earlier point numbers its events again from there: a write of
+    the new branch whose event id the dropped branch used for another fact keeps both
+    (the new one under the id and the branch's mark), and a retry adds nothing; the
+    same fact again (a retried or re-run write) stays one row."""
+    pid = "p-reset"
+    await store.apply(StoreBatch(position=position(pid)))
+    eid = event_id(f"wf-{pid}/run1", 9)
+    moved = make_event(
+        EventType.TRAILING_STOP_MOVED,
+        StopMoved(
+            old_stop=Decimal(147),
+            new_stop=Decimal("151.47"),
+            reason="activated",
+            client_order_id="mv-2",
+        ),
+        event_id=eid,
+        occurred_at=T0,
+        position_id=pid,
+    )
+    assert await store.apply(StoreBatch(events=[moved]), "old-run") == 1
+    triggered = make_event(
+        EventType.STOP_TRIGGERED,
+        OrderFilled(
+            client_order_id="mv-2",
+            exchange_order_id="9",
+            filled_quantity=Decimal(8),
+            average_price=Decimal("149.24"),
+        ),
+        event_id=eid,
+        occurred_at=T0 + timedelta(minutes=3),
+        position_id=pid,
+    )
+    again = moved.model_copy(update={"occurred_at": T0 + timedelta(minutes=3)})
+    batch = StoreBatch(events=[triggered])
+    assert await store.apply(batch, "new-run") == 1
+    assert await store.apply(batch, "new-run") == 0  # its retry
+    assert await store.apply(StoreBatch(events=[again]), "new-run") == 0  # the same fact
+    assert await store.apply(StoreBatch(events=[triggered])) == 0  # no branch: as before
+    stored = await store.events(position_id=pid)
+    assert sorted((e.event_id, e.type.value) for e in stored) == [
+        (eid, "trailing_stop_moved"),
+        (f"{eid}~{branch_mark('new-run')}", "stop_triggered"),
+    ]
 
 
 async def test_foreign_key_violation_is_refused(store: Store) -> None:

@@ -51,7 +51,7 @@ def busy_state() -> ManagedPosition:
     m = m.fills_unknown("e1").close_accepted(CloseReason.OPERATOR, "alice").look_wanted()
     m = m.error_noted("ExchangeNotAvailable: 503").take_profit_pending("tp1")
     m = m.measurement_started(T0 + timedelta(minutes=5)).callback_measured(Decimal("1.25"))
-    _, m = m.next_revision()
+    _, m = m.next_revision(T0)
     return m.next_run()
 
 
@@ -100,3 +100,20 @@ def test_a_new_volatility_rule_drops_the_old_measurement() -> None:
     assert same.measured_callback_pct == Decimal("1.25")
     other = m.with_trailing_rule(TrailingRule(callback_pct=Decimal(1)))
     assert other.measured_callback_pct is None and other.measured_at is None
+
+
+def test_store_revisions_increase_and_a_later_branch_outranks_an_earlier_one() -> None:
+    """Within a run each write's revision is greater than the last, however many share
+    one instant; a run reset to an earlier point writes after the reset, and its
+    revisions outrank every one the dropped branch used, though it numbers its writes
+    again from the reset point."""
+    start = ManagedPosition.opening(adopt=False, trailing_rule=None)
+    revisions, m = [], start
+    for at in [T0, T0, T0, T0 + timedelta(milliseconds=1), T0 + timedelta(seconds=5)]:
+        r, m = m.next_revision(at)
+        revisions.append(r)
+    assert revisions == sorted(set(revisions))
+    dropped = revisions[-1]  # the old branch's last write, 5 s in
+    # The new branch starts from the state before those writes, 2 minutes later.
+    first, _ = start.next_revision(T0 + timedelta(minutes=2))
+    assert first > dropped
