@@ -1030,10 +1030,10 @@ async def judge(world: World, store: Store) -> dict[str, Any]:
         # A reset by the worker's frozen-workflow watch is posguard's answer to a
         # task Temporal lost the timeout of (workers/frozen_workflows.py), counted
         # apart; any other reset (by hand) stays a violation.
-        ours = [f for f in failures if RESET_REASON in f.failure.message]
-        if ours:
+        by_watch = [f for f in failures if RESET_REASON in f.failure.message]
+        if by_watch:
             frozen_resets.append(wid)
-        bad = [WorkflowTaskFailedCause.Name(f.cause) for f in failures if f not in ours]
+        bad = [WorkflowTaskFailedCause.Name(f.cause) for f in failures if f not in by_watch]
         bad = [c for c in bad if c not in BENIGN_TASK_FAILURES]
         if bad:
             task_failures += len(bad)
@@ -1207,7 +1207,13 @@ async def judge(world: World, store: Store) -> dict[str, Any]:
         # Events: each once-only lifecycle event at most once, and the ones its life
         # implies there; each of our orders the exchange saw named by an event, and
         # placed once (a stop moved in place, Bybit: each move recorded once).
-        kinds = Counter(e.type.value for e in events)
+        # A run reset by the frozen-workflow watch records again, from the reset point,
+        # facts the dropped branch had recorded (under the branch's mark, `~`, where the
+        # numbers clash): those are the new branch's, not a second lifecycle event.
+        reset = wid in frozen_resets
+        kinds = Counter(e.type.value for e in events if not (reset and "~" in e.event_id))
+        if not reset and any("~" in e.event_id for e in events):
+            violations.append(f"{wid}: events of a reset branch, and no reset by the watch")
         for kind in ONCE_EVENTS:
             if kinds[kind] > 1:
                 events_dup += 1
