@@ -14,6 +14,8 @@ from datetime import datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict
 
+from domain.errors import RETRYABLE_TYPES, ErrorType
+
 
 class PartState(BaseModel):
     """What a process knows of one dependency."""
@@ -98,3 +100,40 @@ def task_frozen(started: datetime | None, now: datetime, after: timedelta) -> bo
     over one task, so the one holding it is gone or stuck while Temporal waits out a
     timeout it lengthened, or lost (docs/alerts.md)."""
     return started is not None and now - started > after
+
+
+# A pending activity failing alike past this many attempts keeps failing
+# (workers/failing_activities.py): with posguard's retry policies, a minute and more.
+FAILING_AFTER_ATTEMPTS = 10
+
+# Failures that say a dependency is away (the exchange, PostgreSQL, Temporal): every
+# workflow's activities fail so while it lasts, and the dependency's own alert says
+# so once (docs/alerts.md); the activity goes through when it is back.
+OUTAGE_FAILURES = frozenset(
+    {t.value for t in RETRYABLE_TYPES if t is not ErrorType.UNEXPECTED}
+    | {
+        "StoreUnavailable",
+        "ConnectionError",
+        "ConnectionRefusedError",
+        "ConnectionResetError",
+        "ConnectionDoesNotExistError",
+        "CannotConnectNowError",
+        "TooManyConnectionsError",
+        "InterfaceError",
+        "OSError",
+        "TimeoutError",
+        "CancelledError",
+    }
+)
+
+
+def activity_failing(attempt: int, failure_type: str | None, after_attempts: int) -> bool:
+    """Whether a pending activity at `attempt` (Temporal's, from 1) whose last failure
+    is of `failure_type` (None: it has not failed) keeps failing for a reason no
+    outage explains: more than `after_attempts` attempts, the last one not an
+    outage's (`OUTAGE_FAILURES`)."""
+    return (
+        failure_type is not None
+        and attempt > after_attempts
+        and failure_type not in OUTAGE_FAILURES
+    )

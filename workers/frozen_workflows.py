@@ -58,6 +58,11 @@ from domain.health import task_frozen
 from domain.position import parse_position_workflow_id
 from domain.types import Severity
 from workers.dependency_alerts import RAISE_AGAIN_EVERY, record_watch_alert
+from workers.failing_activities import (
+    FailingActivity,
+    FailingActivityAlerts,
+    failing_activities,
+)
 from workers.stuck_workflows import position_id_of
 
 log = logging.getLogger("posguard.frozen")
@@ -108,8 +113,12 @@ class FrozenWorkflows:
         *,
         frozen_after: timedelta,
         reset: bool = True,
+        failing: FailingActivityAlerts | None = None,
     ) -> None:
         self.client = client
+        # the same descriptions, read for activities that keep failing
+        self.failing = failing
+        self._failing_seen: dict[str, list[FailingActivity]] = {}
         self.store = store
         self.task_queue = task_queue
         self.frozen_after = frozen_after
@@ -148,7 +157,12 @@ class FrozenWorkflows:
             async with limit:
                 return await self._frozen(workflow_id, now)
 
+        self._failing_seen = {}
         found = await asyncio.gather(*(one(i) for i in ids))
+        if self.failing is not None:
+            seen = self._failing_seen
+            failing = [f for fs in seen.values() for f in fs]
+            await self.failing.turn(failing, looked=set(seen), running=set(ids))
         frozen = [f for f in found if isinstance(f, FrozenRun)]
         # False: seen and not frozen; None: could not be described (changes nothing)
         fine = [i for i, f in zip(ids, found, strict=True) if f is False]
@@ -189,6 +203,7 @@ class FrozenWorkflows:
             return None
         if described.status is not None and described.status.name != "RUNNING":
             return False
+        self._failing_seen[workflow_id] = failing_activities(workflow_id, described)
         pending = described.raw_description.pending_workflow_task
         started = (
             pending.started_time.ToDatetime(tzinfo=UTC)

@@ -33,6 +33,7 @@ from workers.alert_dispatch import run_alert_dispatch
 from workers.dependency_alerts import DatabaseAlerts, DependencyAlerts
 from workers.embedded import start_postgres
 from workers.exchanges import make_gateways
+from workers.failing_activities import FailingActivityAlerts
 from workers.frozen_workflows import FrozenWorkflows
 from workers.health import DatabaseWatch, WorkerHealth
 from workers.metrics import MetricsPage, RecordsCollector
@@ -222,6 +223,7 @@ async def run_worker(
             settings.task_queue,
             frozen_after=settings.health.frozen_after,
             reset=settings.health.reset_frozen,
+            failing=FailingActivityAlerts(store),
         )
         metrics = MetricsPage([RecordsCollector(store.pool), StuckCollector(stuck)])
         health = WorkerHealth(

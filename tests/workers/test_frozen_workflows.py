@@ -29,6 +29,7 @@ from activities.store.repository import Store
 from domain.events import EventType
 from domain.position import position_workflow_id
 from tests.waiting import until
+from tests.workers.watch_alerts import alert_rows
 from workers.frozen_workflows import RESET_REASON, FrozenWorkflows, frozen_title
 
 SIGNALLED = EventType_.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
@@ -50,13 +51,6 @@ class Pokeable:
     async def run(self) -> int:
         await workflow.wait_condition(lambda: self.pokes >= 2)
         return self.pokes
-
-
-async def alert_rows(store: Store, title: str) -> list[tuple[bool, str, str]]:
-    found = await store.pool.fetch(
-        "SELECT resolution, severity, body FROM alerts WHERE title = $1 ORDER BY id", title
-    )
-    return [(r["resolution"], r["severity"], r["body"]) for r in found]
 
 
 def worker(client: Client, queue: str) -> Worker:

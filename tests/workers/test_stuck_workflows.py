@@ -16,6 +16,7 @@ from activities.store.repository import Store
 from domain.events import EventType
 from domain.position import position_workflow_id
 from tests.waiting import until
+from tests.workers.watch_alerts import alert_rows
 from workers.stuck_workflows import StuckCollector, StuckWorkflowAlerts, stuck_title
 
 # The "deployed code": broken until the test fixes it (an unsandboxed worker reads it).
@@ -29,13 +30,6 @@ class BrokenPosition:
         if BROKEN["on"]:
             raise RuntimeError("a bug deployed in workflow code")
         await workflow.wait_condition(lambda: False)
-
-
-async def alert_rows(store: Store, title: str) -> list[tuple[bool, str, str]]:
-    found = await store.pool.fetch(
-        "SELECT resolution, severity, body FROM alerts WHERE title = $1 ORDER BY id", title
-    )
-    return [(r["resolution"], r["severity"], r["body"]) for r in found]
 
 
 async def test_a_workflow_whose_task_keeps_failing_is_alerted_then_resolved(
