@@ -147,6 +147,12 @@ PATCH_BOOK_FUNDING = "book-funding"
 # Patch id: an emergency stop left from a bad round is cancelled at once once the
 # real stop protects (a look right away), not at the next periodic look.
 EMERGENCY_STOP_GOES_AT_ONCE = "emergency-stop-goes-at-once"
+# Patch id: an entry of unknown outcome is looked up over the window by the sum of the
+# waits between look-ups, not by `workflow.now()` differences across tasks. A harsh
+# 1000-kill chaos run froze a position in nondeterminism there: the run had waited
+# (a timer) where its replay found the window over (an activity), the two reading
+# different workflow times for the task that began the look-ups.
+ENTRY_LOOKUPS_COUNTED = "entry-lookups-counted"
 _STEP_OF_INTENT = {
     ProtectionStep.PLACE_STOP: OrderStep.STOP,
     ProtectionStep.PLACE_EMERGENCY_STOP: OrderStep.EMERGENCY_STOP,
@@ -593,18 +599,24 @@ class PositionWorkflow(Trailing):
         """An entry whose placement outcome is unknown: ask the exchange until sure.
 
         An accepted order can show up late, so it is looked up over a window before
-        it is judged absent; judged absent, a position that exists anyway on our
-        side is taken as ours and protected (never left without a stop).
+        it is judged absent (`ambiguous_entry_window` of waits between look-ups, the
+        look-ups' own time on top); judged absent, a position that exists anyway on
+        our side is taken as ours and protected (never left without a stop).
         """
+        counted = workflow.patched(ENTRY_LOOKUPS_COUNTED)
         loop_start = workflow.now()
-        delay = timedelta(milliseconds=250)
+        delay, waited = timedelta(milliseconds=250), timedelta(0)
         while True:
             view = await self._find(intent)
             if view is not None:
                 return view
-            if workflow.now() - loop_start >= self.cfg.ambiguous_entry_window:
-                return None
+            if counted:
+                if waited >= self.cfg.ambiguous_entry_window:
+                    return None
+            elif workflow.now() - loop_start >= self.cfg.ambiguous_entry_window:
+                return None  # histories from before the patch
             await self._sleep(delay, "look the entry up again")
+            waited += delay
             delay = min(delay * 2, timedelta(seconds=4))
 
     async def _settle_entry(self, intent: OrderIntent, view: OrderView | None) -> OrderView | None:

@@ -326,6 +326,19 @@ async def operator_close(stack: Stack) -> list[tuple[str, Handle]]:
     return [("operator_close", handle)]
 
 
+async def entry_never_found(stack: Stack) -> list[tuple[str, Handle]]:
+    """The entry's request fails (502, nothing executed): the entry is looked up over
+    the window of waits between look-ups (patch `entry-lookups-counted`), never
+    found, and the position rolled back."""
+    stack.sim.add_fault("http_status", endpoint="POST /fapi/v1/order", status=502, count=1)
+    try:
+        handle = await stack.open(spec("ADAUSDT", Side.LONG), exchange_attempts=1)
+        await handle.result()
+    finally:
+        stack.sim.clear_faults()
+    return [("entry_never_found", handle)]
+
+
 async def operator_cancel(stack: Stack) -> list[tuple[str, Handle]]:
     """`temporal workflow cancel`: the position is closed, the workflow ends cancelled."""
     handle = await stack.open(spec("DOGEUSDT", Side.SHORT))
@@ -571,6 +584,7 @@ SCENARIOS: dict[str, Scenario] = {
         emergency_stop_replaced,
         stale_stop_filled,
         own_stop_filled,
+        entry_never_found,
     )
 }
 BYBIT = frozenset({"trailing_long_bybit"})

@@ -383,6 +383,38 @@ async def test_an_entry_that_shows_up_late_is_protected_not_abandoned(stack: Sta
     assert stack.position_amt(symbol) == 0
 
 
+async def test_an_entry_never_found_is_looked_up_by_the_waits_then_rolled_back(
+    stack: Stack,
+) -> None:
+    """The entry's request fails (502: nothing executed) and the order is never found.
+    It is looked up over `ambiguous_entry_window` (5 s here) of waits between look-ups
+    (0.25, 0.5, 1, 2 and 4 s: six look-ups), however long each look-up takes (1.5 s
+    here; by elapsed time it would have been three). The count is a function of the
+    loop alone, so a replay decides as the run did (patch `entry-lookups-counted`:
+    the harsh chaos suite froze a position whose replay read the window over where
+    the run had waited)."""
+    symbol = "BNBUSDT"
+    stack.sim.set_price(symbol, "600")
+    stack.sim.add_fault("http_status", endpoint="POST /fapi/v1/order", status=502, count=1)
+    stack.sim.add_fault("latency", endpoint="GET /fapi/v1/order", latency_ms=1500)
+    try:
+        handle = await stack.open(spec(symbol, Side.LONG), exchange_attempts=1, **QUIET)
+        result = await handle.result()
+    finally:
+        stack.sim.clear_faults()
+    assert result.state is PositionState.ROLLED_BACK
+    assert result.reason is CloseReason.ENTRY_NOT_FILLED
+    history = await handle.fetch_history()
+    lookups = [
+        e
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+        and e.activity_task_scheduled_event_attributes.activity_type.name == "exchange.find_order"
+    ]
+    assert len(lookups) == 6
+    assert stack.position_amt(symbol) == 0
+
+
 async def test_an_entry_still_resting_is_cancelled_not_left_behind(stack: Stack) -> None:
     symbol, side = "XRPUSDT", Side.LONG
     stack.sim.set_price(symbol, "0.6")
