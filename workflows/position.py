@@ -1129,7 +1129,8 @@ class PositionWorkflow(Trailing):
         measure_due = self._volatility_due()
         if measure_due is not None:
             deadlines.append(measure_due)
-        timeout = max(min(deadlines) - now, timedelta(milliseconds=1))
+        due_at = min(deadlines)
+        timeout = max(due_at - now, timedelta(milliseconds=1))
         self._flush()
         try:
             await workflow.wait_condition(
@@ -1143,26 +1144,31 @@ class PositionWorkflow(Trailing):
                 timeout=timeout,
                 timeout_summary="next look at stop and position",
             )
+            now = workflow.now()
         except TimeoutError:
-            pass
+            # The timer's firing (an event in the history) says the deadline is
+            # reached, whatever time this activation reads: a query that runs the
+            # firing before its workflow task reads the last task's time, and a
+            # decision taken on that time would differ from every replay's.
+            now = max(workflow.now(), due_at)
         closing = self.m.close_requested is not None
         if self.pending_move is not None and not closing:
             await self._move_stop()
             return
         measure_due = self._volatility_due()
-        if measure_due is not None and workflow.now() >= measure_due and not closing:
+        if measure_due is not None and now >= measure_due and not closing:
             await self._measure_volatility()
             if self.pending_move is not None and self.m.close_requested is None:
                 await self._move_stop()
             return
         trail_due = self._trailing_timer()
-        if trail_due is not None and workflow.now() >= trail_due and not closing:
+        if trail_due is not None and now >= trail_due and not closing:
             assert self.trail is not None
-            self._apply_trailing(on_timer(self.trail, self._trailing_params(), workflow.now()))
+            self._apply_trailing(on_timer(self.trail, self._trailing_params(), now))
             if self.pending_move is not None:
                 await self._move_stop()
             return
-        nothing_due = min(deadlines) > workflow.now() and not (
+        nothing_due = due_at > now and not (
             closing or self.m.look_requested or self._should_continue_as_new()
         )
         if nothing_due:
@@ -1173,7 +1179,7 @@ class PositionWorkflow(Trailing):
             self.pending_move = None
             await self._close(self.m.close_requested, requested_by=self.m.close_requested_by)
             return
-        if self._aged_out():
+        if self._aged_out(now):
             await self._close(CloseReason.MAX_AGE)
             return
         self.m = self.m.look_taken()
@@ -1183,10 +1189,10 @@ class PositionWorkflow(Trailing):
         if not is_terminal(self.s.state) and self._should_continue_as_new():
             await self._continue_as_new()
 
-    def _aged_out(self) -> bool:
+    def _aged_out(self, now: datetime) -> bool:
         if self.spec.max_age is None or self.s.opened_at is None:
             return False
-        return workflow.now() >= self.s.opened_at + self.spec.max_age
+        return now >= self.s.opened_at + self.spec.max_age
 
     async def _look(self) -> None:
         """Read the exchange position, then our exit orders; react per `domain.protection`.
