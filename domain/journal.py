@@ -10,6 +10,10 @@ one that may ever be sent with it. A second, different intent under the same id
 is refused (`ErrorType.CLIENT_ID_REUSED`) and the error's details are
 `JournalEntry.details()` of the journaled order, so the workflow can find (and
 cancel) the order that really owns that id: ``JournalEntry.model_validate(details)``.
+
+A protective order sent while the journal could not be written gets its row from
+the workflow's own record of it (``Store.apply`` journals any recorded order of ours
+the journal lacks), so no order of ours stays unjournaled once the database is back.
 """
 
 from __future__ import annotations
@@ -26,6 +30,10 @@ PROTECTIVE_KINDS: frozenset[OrderKind] = frozenset(
     {OrderKind.STOP, OrderKind.EMERGENCY_STOP, OrderKind.CLOSE}
 )
 """Kinds that are sent even when the journal cannot be written (protection first)."""
+
+JOURNALED_KINDS: frozenset[str] = frozenset(k.value for k in OrderKind)
+"""Kind names of the orders posguard sends, all journaled (an `orders` row may also
+name an order posguard did not send: `outside`, `liquidation`)."""
 
 
 class JournalEntry(BaseModel):

@@ -24,7 +24,7 @@ from activities.store.migrate import apply_migrations, lock_schema
 from activities.tracing import tracer
 from domain.alerts import condition_key
 from domain.events import Event, EventType
-from domain.journal import JournalEntry
+from domain.journal import JOURNALED_KINDS, JournalEntry
 from domain.records import (
     AlertRecord,
     FillRecord,
@@ -401,11 +401,45 @@ class Store:
                 await self._upsert_position(conn, batch.position)
             for order in batch.orders:
                 await self._upsert_order(conn, order)
+            if batch.position is not None:
+                await self._journal_recorded(conn, batch.position.workflow_id, batch.orders)
             for fill in batch.fills:
                 await self._insert_fill(conn, fill)
             for alert in batch.alerts:
                 await self._insert_alert(conn, alert)
             return new_events
+
+    @staticmethod
+    async def _journal_recorded(
+        conn: asyncpg.Connection, workflow_id: str, orders: list[OrderRecord]
+    ) -> None:
+        """Journal each recorded order of ours the journal lacks (never changing a row).
+
+        A protective order is sent unjournaled when the database cannot be reached
+        (docs/safety.md); its workflow's record of it, written once the database is
+        back, gives it its journal row here, so no order of ours stays without one.
+        """
+        for order in orders:
+            if order.kind not in JOURNALED_KINDS or order.quantity <= 0:
+                continue  # not ours (outside, liquidation), or nothing sent
+            await conn.execute(
+                """INSERT INTO order_journal (client_order_id, position_id, workflow_id,
+                       account, exchange, symbol, kind, side, quantity, trigger_price,
+                       reduce_only)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                   ON CONFLICT (client_order_id) DO NOTHING""",
+                order.client_order_id,
+                order.position_id,
+                workflow_id,
+                order.account,
+                order.exchange,
+                order.symbol,
+                order.kind,
+                order.side,
+                order.quantity,
+                order.trigger_price,
+                order.reduce_only,
+            )
 
     async def upsert_position(self, rec: PositionRecord) -> None:
         """Insert or update a position row unless the stored revision is newer."""

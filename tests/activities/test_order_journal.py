@@ -11,6 +11,7 @@ import asyncpg
 from activities.store.repository import Store
 from domain.journal import JournalEntry, journal_entry
 from domain.orders import OrderKind, entry_intent, stop_intent
+from domain.records import OrderRecord, PositionRecord, StoreBatch
 from domain.types import OrderSide, Side
 
 
@@ -116,3 +117,60 @@ async def test_quantity_must_be_positive(store: Store) -> None:
     except asyncpg.CheckViolationError:
         return
     raise AssertionError("a zero quantity was journaled")
+
+
+def _recorded(cid: str, kind: str, position: str, qty: str = "0.5") -> OrderRecord:
+    return OrderRecord(
+        client_order_id=cid,
+        position_id=position,
+        account="acc",
+        exchange="binanceusdm",
+        symbol="SOLUSDT",
+        kind=kind,  # type: ignore[arg-type]
+        side="sell",
+        order_type="stop_market",
+        status="open",
+        quantity=Decimal(qty),
+        revision=1,
+        trigger_price=Decimal("95.5"),
+        reduce_only=True,
+    )
+
+
+async def test_a_recorded_order_the_journal_lacks_is_journaled_by_its_batch(
+    store: Store,
+) -> None:
+    """A stop sent unjournaled (database down) is journaled by its workflow's record of
+    it; a row already there is never changed, and orders posguard did not send
+    (liquidation, outside) are not journaled."""
+    position = f"wf-{_cid()}/run-1"
+    unjournaled, journaled, liquidation = _cid(), _cid(), _cid()
+    first = await store.journal_order(_stop(journaled, qty="0.7", position=position))
+    row = PositionRecord(
+        id=position,
+        workflow_id=position.split("/")[0],
+        account="acc",
+        exchange="binanceusdm",
+        symbol="SOLUSDT",
+        side="long",
+        status="active",
+        revision=1,
+        quantity=Decimal("0.5"),
+    )
+    orders = [
+        _recorded(unjournaled, "stop", position),
+        _recorded(journaled, "stop", position),
+        _recorded(liquidation, "liquidation", position),
+    ]
+    await store.apply(StoreBatch(position=row, orders=orders))
+    entry = await store.journaled_order(unjournaled)
+    assert entry is not None
+    assert (entry.position_id, entry.workflow_id) == (position, row.workflow_id)
+    assert (entry.kind, entry.side, entry.quantity) == (
+        OrderKind.STOP,
+        OrderSide.SELL,
+        Decimal("0.5"),
+    )
+    assert entry.trigger_price == Decimal("95.5") and entry.reduce_only
+    assert await store.journaled_order(journaled) == first.model_copy(update={"earlier": False})
+    assert await store.journaled_order(liquidation) is None
