@@ -252,13 +252,17 @@ class Store:
 
     @staticmethod
     async def _append_events(
-        conn: asyncpg.Connection, events: Sequence[Event], branch: str | None = None
+        conn: asyncpg.Connection,
+        events: Sequence[Event],
+        branch: str | None = None,
+        renamed: dict[str, str] | None = None,
     ) -> int:
         """Insert the events whose ids are not stored yet, in one statement; how many.
 
         `branch` (the writing workflow's run id): an event whose id is stored with
         another type, payload or order is a different fact (a run reset to an earlier
-        point numbers its events again from there), stored as `<id>~<branch mark>`.
+        point numbers its events again from there), stored as `<id>~<branch mark>`;
+        `renamed` (when given) gets each such id's new id.
 
         An id is claimed in `event_ids` (global uniqueness; the partitioned table's
         own key must include the time) and only claimed ids reach `events`; one
@@ -327,12 +331,14 @@ class Store:
             return len(inserted)
         ids = {r["event_id"] for r in differ}
         mark = branch_mark(branch)
-        renamed = [
+        marked = [
             e.model_copy(update={"event_id": f"{e.event_id}~{mark}"})
             for e in taken
             if e.event_id in ids
         ]
-        return len(inserted) + await Store._append_events(conn, renamed)
+        if renamed is not None:
+            renamed.update({e.event_id: f"{e.event_id}~{mark}" for e in taken if e.event_id in ids})
+        return len(inserted) + await Store._append_events(conn, marked)
 
     async def events(
         self,
@@ -396,7 +402,8 @@ class Store:
         """Apply one workflow transition atomically; returns how many events were new.
         `branch`: the writing run's id (see `_append_events`)."""
         async with self.transaction() as conn:
-            new_events = await self._append_events(conn, batch.events, branch)
+            renamed: dict[str, str] = {}
+            new_events = await self._append_events(conn, batch.events, branch, renamed)
             if batch.position is not None:
                 await self._upsert_position(conn, batch.position)
             for order in batch.orders:
@@ -406,6 +413,8 @@ class Store:
             for fill in batch.fills:
                 await self._insert_fill(conn, fill)
             for alert in batch.alerts:
+                if alert.event_id in renamed:  # its event is the new branch's other fact
+                    alert = alert.model_copy(update={"event_id": renamed[alert.event_id]})
                 await self._insert_alert(conn, alert)
             return new_events
 

@@ -11,6 +11,7 @@ import pytest
 from activities.store.migrate import apply_migrations, load_migrations
 from activities.store.repository import Store, branch_mark
 from domain.events import (
+    AlertSent,
     CriticalError,
     EventType,
     OrderFilled,
@@ -19,7 +20,7 @@ from domain.events import (
     event_id,
     make_event,
 )
-from domain.records import FillRecord, OrderRecord, PositionRecord, StoreBatch
+from domain.records import AlertRecord, FillRecord, OrderRecord, PositionRecord, StoreBatch
 from domain.types import Severity
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -324,3 +325,40 @@ async def test_exchange_ids_repeat_across_symbols_and_nothing_is_lost(store: Sto
         "AND symbol IN ('AAAUSDT', 'BBBUSDT')"
     )
     assert count == 2
+
+
+async def test_a_reset_branchs_alert_under_a_taken_id_is_kept_with_its_event(
+    store: Store,
+) -> None:
+    """The new branch's alert, numbered as the dropped branch numbered another alert,
+    gets its row under its event's marked id (before, the row was dropped); the
+    dropped branch's row stays."""
+    pid = "p-reset-alert"
+    await store.apply(StoreBatch(position=position(pid)))
+    eid = event_id(f"wf-{pid}/run1", 4)
+
+    def raised(title: str, minutes: int) -> StoreBatch:
+        sent = make_event(
+            EventType.ALERT_SENT,
+            AlertSent(channel="log", title=title, body="why"),
+            event_id=eid,
+            occurred_at=T0 + timedelta(minutes=minutes),
+            severity=Severity.WARNING,
+            position_id=pid,
+        )
+        row = AlertRecord(
+            event_id=eid, severity=Severity.WARNING, title=title, body="why", position_id=pid
+        )
+        return StoreBatch(events=[sent], alerts=[row])
+
+    assert await store.apply(raised("exchange call failed", 0), "old-run") == 1
+    batch = raised("take-profit not placed", 1)
+    assert await store.apply(batch, "new-run") == 1
+    assert await store.apply(batch, "new-run") == 0  # its retry
+    rows = await store.pool.fetch(
+        "SELECT event_id, title FROM alerts WHERE position_id = $1 ORDER BY event_id", pid
+    )
+    assert [(r["event_id"], r["title"]) for r in rows] == [
+        (eid, "exchange call failed"),
+        (f"{eid}~{branch_mark('new-run')}", "take-profit not placed"),
+    ]
