@@ -37,6 +37,10 @@ class PlaceOrderRequest(_Request):
     # The position's mode (`PositionSpec.hedge_mode`): refused, nothing sent, when it
     # is not the account's (None: not a position's order, not checked).
     hedge_mode: bool | None = None
+    # A stop on a venue whose entries carry their stop, after an unsure placement: the
+    # stop-loss the position already has (its entry's, whose answer was lost) is taken
+    # as this stop, moved to its level, instead of a second one beside it.
+    take_position_stop: bool = False
 
 
 class OrderRequest(_Request):

@@ -1008,7 +1008,15 @@ class PositionWorkflow(Trailing):
             EventType.SL_PLACEMENT_STARTED,
             StopPlacementStarted(client_order_id=cid, stop_price=price, quantity=self.s.qty),
         )
-        placed = await self._place(intent, look_up_first=reused_cid is not None)
+        # An unsure stop on a venue whose entries carry theirs may be the position's
+        # own stop-loss (an entry whose answer was lost came with it): taken, not doubled.
+        placed = await self._place(
+            intent,
+            look_up_first=reused_cid is not None,
+            take_position_stop=(
+                reused_cid is not None and not emergency and self._filters().entry_carries_stop
+            ),
+        )
         intent, view, error = placed.intent, placed.view, placed.error
         cid = intent.client_order_id
         if view is None:

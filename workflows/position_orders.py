@@ -203,7 +203,12 @@ class ExchangeCalls(Recording):
         raise NotImplementedError
 
     async def _place(
-        self, intent: OrderIntent, *, look_up_first: bool, local: bool = False
+        self,
+        intent: OrderIntent,
+        *,
+        look_up_first: bool,
+        local: bool = False,
+        take_position_stop: bool = False,
     ) -> Placement:
         """Place `intent` (idempotent by client id); the outcome as a value.
 
@@ -211,6 +216,8 @@ class ExchangeCalls(Recording):
         made in a workflow task that was lost, whose sequence number the replay
         handed out again), that other order is ours and goes to the stale list to
         be cancelled, and the intent is placed under a fresh client id.
+
+        `take_position_stop`: see `PlaceOrderRequest.take_position_stop`.
         """
         for _ in range(3):
             self.placing.add(intent.client_order_id)
@@ -225,6 +232,7 @@ class ExchangeCalls(Recording):
                             look_up_first=look_up_first,
                             position_id=self.position_id,
                             hedge_mode=self.spec.hedge_mode,
+                            take_position_stop=take_position_stop,
                         ),
                         summary=f"{intent.kind.value} {intent.side.value} {intent.qty} "
                         f"{intent.symbol}"

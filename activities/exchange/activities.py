@@ -45,7 +45,7 @@ from domain.errors import (
 from domain.events import Event, EventType, RateLimitHit, make_event
 from domain.journal import PROTECTIVE_KINDS, JournalEntry, journal_entry
 from domain.market import MarketFilters
-from domain.orders import Fill, OrderIntent, OrderView, OutsideExit, stop_intent
+from domain.orders import Fill, OrderIntent, OrderKind, OrderView, OutsideExit, stop_intent
 from domain.requests import (
     AccountRequest,
     AccountSnapshot,
@@ -394,12 +394,59 @@ class ExchangeActivities:
         gateway = self._gateway(req.account)
         gateway.check_position_spec(req.hedge_mode)
         look_up = req.look_up_first or activity.info().attempt > 1
+        if req.take_position_stop and req.intent.kind is OrderKind.STOP:
+            taken = await self._take_position_stop(gateway, req, look_up=look_up)
+            if taken is not None:
+                return taken
         conflict, earlier = await self._journaled(
             req.intent, req.position_id, gateway, may_exist=look_up
         )
         if conflict is not None:
             raise client_id_reused(conflict, req.intent)
         return await gateway.place(req.intent, look_up_first=look_up or earlier)
+
+    async def _take_position_stop(
+        self, gateway: ExchangeGateway, req: PlaceOrderRequest, *, look_up: bool
+    ) -> OrderView | None:
+        """The position's own stop-loss taken as `req.intent` (None: it has none).
+
+        On a venue whose entries carry their stop, an entry whose answer was lost
+        came with a stop-loss the workflow never learned of; its stop is then placed
+        under the id the entry's stop was given. The stop under that id, if an
+        earlier attempt placed it, is returned; else the position's own stop-loss,
+        moved in place to the intent's level, is this stop (one stop on the
+        position, the one its workflow moves), journaled under the intent's id.
+        """
+        intent = req.intent
+        assert intent.trigger_price is not None
+        if look_up:
+            own = await gateway.find(intent.symbol, intent.client_order_id, True)
+            if own is not None:
+                return own
+        held = Side.LONG if intent.side is OrderSide.SELL else Side.SHORT
+        stop = await gateway.position_stop(intent.symbol, side=held)
+        if stop is None:
+            return None
+        # Recorded before the move, as any order of ours (a row there already, the
+        # entry's carried stop under this id, is the same stop).
+        await self._journaled(intent, req.position_id, gateway, may_exist=True)
+        if stop.trigger_price != intent.trigger_price:
+            stop = await gateway.amend_stop(
+                intent.symbol,
+                client_order_id=intent.client_order_id,
+                exchange_order_id=stop.exchange_order_id,
+                trigger_price=intent.trigger_price,
+                position_stop=True,
+                side=held,
+            )
+        activity.logger.info(
+            "%s: the position's own stop-loss %s taken as %s @ %s",
+            intent.symbol,
+            stop.exchange_order_id,
+            intent.client_order_id,
+            stop.trigger_price,
+        )
+        return stop.model_copy(update={"client_order_id": intent.client_order_id})
 
     @activity.defn(name="exchange.place_entry_with_stop")
     @_exchange_call(placement=True)

@@ -82,3 +82,41 @@ async def test_an_entry_whose_stop_is_refused_is_refused_whole(stack: Stack) -> 
     assert result.reason is CloseReason.ENTRY_NOT_FILLED
     assert entry_count(stack, symbol) == before and stack.position_amt(symbol) == 0
     assert stack.open_stops(symbol) == [] and result.realised_pnl == Decimal(0)
+
+
+@pytest.mark.parametrize("side", list(Side))
+async def test_an_entry_whose_answer_is_lost_keeps_the_stop_it_came_with(
+    stack: Stack, side: Side
+) -> None:
+    """The entry (with its stop) is executed but its answer comes after the entry
+    activity has given up: the workflow finds the entry by its id, and its stop saga
+    takes the position's own stop-loss (the one the entry came with) as its stop,
+    moved to the fill's level, instead of placing a second one beside it that no event
+    would name the first of (found by the Bybit 1000-kill chaos run)."""
+    symbol = "XRPUSDT"
+    stack.sim.set_price(symbol, "0.6")
+    stack.sim.add_fault(
+        "delay_response", endpoint="POST /v5/order/create", latency_ms=4000, count=1
+    )
+    try:
+        handle = await stack.open(
+            stack.on(symbol, side),
+            exchange_attempts=1,
+            exchange_call_timeout=timedelta(seconds=2),
+            entry_call_timeout=timedelta(seconds=2),
+            check_interval=timedelta(hours=6),
+        )
+        view = await stack.wait_state(handle, PositionState.ACTIVE)
+    finally:
+        stack.sim.clear_faults()
+    stops = stack.open_stops(symbol)
+    assert len(stops) == 1, stops
+    own = view.snapshot.stop
+    assert own is not None and own.position_stop
+    assert Decimal(stops[0]["triggerPrice"]) == own.trigger_price == view.snapshot.stop_price
+    events = await stack.store.events(position_id=view.position_id, limit=500)
+    placed = [e for e in events if e.type.value == "sl_placed"]
+    assert [e.payload["exchange_order_id"] for e in placed] == [own.exchange_order_id]
+    assert episode(stack, symbol)["maxStops"] == 1
+    await stack.close(handle)
+    assert stack.position_amt(symbol) == 0 and stack.open_stops(symbol) == []
