@@ -152,6 +152,12 @@ async def _open_both(gw: ExchangeGateway) -> datetime:
     return since
 
 
+def _stop_settling(sim: PaperExchange) -> None:
+    """No settlement after this: the simulated clock runs on with real time, and one
+    a second would otherwise fall between reading the truth and reading the gateway."""
+    sim.harden(funding=False)
+
+
 def _truth(sim: PaperExchange) -> dict[Side, Decimal]:
     """What each side paid (-) or received (+), from the exchange's own records."""
     paid = {Side.LONG: Decimal(0), Side.SHORT: Decimal(0)}
@@ -179,6 +185,7 @@ async def test_each_side_books_only_its_own_funding(
     since = await _open_both(hedged)
     sim.harden(funding=True, funding_interval_ms=INTERVAL_MS, funding_rate=rate)
     sim.advance(3 * INTERVAL_MS + INTERVAL_MS // 2)  # three or four settlements
+    _stop_settling(sim)
     truth = _truth(sim)
     assert all(amount != 0 for amount in truth.values())
     # a positive rate: the long pays and the short receives; a negative one the reverse
@@ -200,6 +207,7 @@ async def test_each_settlement_is_told_by_its_own_rate(
     sim.advance(2 * INTERVAL_MS)
     assert sim.close_position(SYMBOL, "LONG") is not None
     sim.advance(2 * INTERVAL_MS)
+    _stop_settling(sim)
     incomes = [i for i in sim.engine.incomes if i.income_type == "FUNDING_FEE"]
     assert {i.rate > 0 for i in incomes} == {True, False}  # both signs were settled
     last_long = max(i.time for i in incomes if i.position_side == "LONG")
@@ -213,6 +221,7 @@ async def test_the_activity_passes_the_position_side(
     since = await _open_both(hedged)
     sim.harden(funding=True, funding_interval_ms=INTERVAL_MS, funding_rate="0.0003")
     sim.advance(2 * INTERVAL_MS + INTERVAL_MS // 2)
+    _stop_settling(sim)
     truth = _truth(sim)
     acts = ExchangeActivities({ACCOUNT: hedged})
     env = ActivityEnvironment()
