@@ -41,6 +41,10 @@ class PlaceOrderRequest(_Request):
     # stop-loss the position already has (its entry's, whose answer was lost) is taken
     # as this stop, moved to its level, instead of a second one beside it.
     take_position_stop: bool = False
+    # With `take_position_stop`: when the entry filled, on the exchange's clock. A
+    # stop-loss of the position's that has fired since then (before the workflow found
+    # the entry) is this stop, filled; the position is then flat, closed by it.
+    position_stop_fired_since: AwareDatetime | None = None
 
 
 class OrderRequest(_Request):

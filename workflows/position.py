@@ -210,6 +210,7 @@ class PositionWorkflow(Trailing):
         self.flushed = None  # the state last written
         self.step_failures = 0
         self.last_mark = None
+        self.entry_filled_at = None
 
     # --- messages ------------------------------------------------------------------------
 
@@ -686,6 +687,7 @@ class PositionWorkflow(Trailing):
         ref = self.s.entry_order
         assert ref is not None
         self._snap(self.s.with_entry_order(ref.with_exchange_id(view.exchange_order_id)))
+        self.entry_filled_at = view.updated_at
         entry_fill = await self._aggregate_fill(intent, view)
         self._snap(self.s.apply_entry_fills([entry_fill], workflow.now()))
         self._record_order(intent, view)
@@ -1009,13 +1011,14 @@ class PositionWorkflow(Trailing):
             StopPlacementStarted(client_order_id=cid, stop_price=price, quantity=self.s.qty),
         )
         # An unsure stop on a venue whose entries carry theirs may be the position's
-        # own stop-loss (an entry whose answer was lost came with it): taken, not doubled.
+        # own stop-loss (an entry whose answer was lost came with it): taken, not doubled,
+        # even when it has fired already (then it closed the position).
+        take = reused_cid is not None and not emergency and self._filters().entry_carries_stop
         placed = await self._place(
             intent,
             look_up_first=reused_cid is not None,
-            take_position_stop=(
-                reused_cid is not None and not emergency and self._filters().entry_carries_stop
-            ),
+            take_position_stop=take,
+            position_stop_fired_since=self.entry_filled_at if take else None,
         )
         intent, view, error = placed.intent, placed.view, placed.error
         cid = intent.client_order_id

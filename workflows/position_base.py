@@ -41,6 +41,9 @@ class PositionBase:
     flushed: ManagedPosition | None
     # The last mark price the gate told of, and when: shown in the run's details only.
     last_mark: tuple[Decimal, datetime] | None
+    # When this run booked its entry's fill, on the exchange's clock (None: not this
+    # run, or not told): where a stop-loss the entry came with may have fired since.
+    entry_filled_at: datetime | None
 
     # --- reads of the durable state ---------------------------------------------------------
 

@@ -209,6 +209,7 @@ class ExchangeCalls(Recording):
         look_up_first: bool,
         local: bool = False,
         take_position_stop: bool = False,
+        position_stop_fired_since: datetime | None = None,
     ) -> Placement:
         """Place `intent` (idempotent by client id); the outcome as a value.
 
@@ -217,7 +218,7 @@ class ExchangeCalls(Recording):
         handed out again), that other order is ours and goes to the stale list to
         be cancelled, and the intent is placed under a fresh client id.
 
-        `take_position_stop`: see `PlaceOrderRequest.take_position_stop`.
+        `take_position_stop`, `position_stop_fired_since`: see `PlaceOrderRequest`.
         """
         for _ in range(3):
             self.placing.add(intent.client_order_id)
@@ -233,6 +234,7 @@ class ExchangeCalls(Recording):
                             position_id=self.position_id,
                             hedge_mode=self.spec.hedge_mode,
                             take_position_stop=take_position_stop,
+                            position_stop_fired_since=position_stop_fired_since,
                         ),
                         summary=f"{intent.kind.value} {intent.side.value} {intent.qty} "
                         f"{intent.symbol}"

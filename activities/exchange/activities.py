@@ -416,6 +416,10 @@ class ExchangeActivities:
         earlier attempt placed it, is returned; else the position's own stop-loss,
         moved in place to the intent's level, is this stop (one stop on the
         position, the one its workflow moves), journaled under the intent's id.
+        With `position_stop_fired_since`, a stop-loss of the position's that has
+        fired since then (before anyone looked) is this stop too, returned filled
+        as it is: it closed the position, and the workflow books it as its stop's
+        fill (a second stop would be refused reduce-only on the flat position).
         """
         intent = req.intent
         assert intent.trigger_price is not None
@@ -424,13 +428,18 @@ class ExchangeActivities:
             if own is not None:
                 return own
         held = Side.LONG if intent.side is OrderSide.SELL else Side.SHORT
-        stop = await gateway.position_stop(intent.symbol, side=held)
+        since = req.position_stop_fired_since
+        stop = await gateway.position_stop(
+            intent.symbol,
+            fired_since=None if since is None else since - CARRIED_STOP_CLOCK_SLACK,
+            side=held,
+        )
         if stop is None:
             return None
         # Recorded before the move, as any order of ours (a row there already, the
         # entry's carried stop under this id, is the same stop).
         await self._journaled(intent, req.position_id, gateway, may_exist=True)
-        if stop.trigger_price != intent.trigger_price:
+        if stop.trigger_price != intent.trigger_price and not stop.is_final:
             stop = await gateway.amend_stop(
                 intent.symbol,
                 client_order_id=intent.client_order_id,
@@ -440,11 +449,12 @@ class ExchangeActivities:
                 side=held,
             )
         activity.logger.info(
-            "%s: the position's own stop-loss %s taken as %s @ %s",
+            "%s: the position's own stop-loss %s taken as %s @ %s (%s)",
             intent.symbol,
             stop.exchange_order_id,
             intent.client_order_id,
             stop.trigger_price,
+            stop.status.value,
         )
         return stop.model_copy(update={"client_order_id": intent.client_order_id})
 

@@ -120,3 +120,57 @@ async def test_an_entry_whose_answer_is_lost_keeps_the_stop_it_came_with(
     assert episode(stack, symbol)["maxStops"] == 1
     await stack.close(handle)
     assert stack.position_amt(symbol) == 0 and stack.open_stops(symbol) == []
+
+
+@pytest.mark.parametrize("side", list(Side))
+async def test_an_entry_whose_answer_is_lost_and_whose_stop_fired_closes_on_that_stop(
+    stack: Stack, side: Side
+) -> None:
+    """The entry's answer is lost and the stop it came with fires before the workflow
+    has found the entry: the position is flat when its stop saga starts. That stop is
+    the position's own (placed, triggered, with its fill and fee), and the position
+    closes on it, not as a close outside posguard (found by the Bybit harsh 1000-kill
+    chaos run: `-sl-2` refused reduce-only, booked `external` with no fill or fee)."""
+    symbol = "BNBUSDT"
+    stack.sim.set_price(symbol, "600")
+    before = entry_count(stack, symbol)
+    fills_before = len(symbol_fills(stack, symbol))
+    stack.sim.add_fault(
+        "delay_response", endpoint="POST /v5/order/create", latency_ms=4000, count=1
+    )
+    try:
+        handle = await stack.open(
+            stack.on(symbol, side),
+            exchange_attempts=1,
+            exchange_call_timeout=timedelta(seconds=2),
+            entry_call_timeout=timedelta(seconds=2),
+            check_interval=timedelta(seconds=1),
+        )
+        await wait_entry_filled(stack, symbol, before)
+        # through the stop the entry came with, while its answer is still on its way
+        stack.sim.set_price(symbol, "560" if side is Side.LONG else "640")
+        result = await handle.result()
+    finally:
+        stack.sim.clear_faults()
+        stack.sim.set_price(symbol, "600")
+    assert result.state is PositionState.CLOSED and result.reason is CloseReason.STOP_FILLED
+    assert result.realised_pnl < 0
+    assert stack.position_amt(symbol) == 0 and stack.open_stops(symbol) == []
+    view = await stack.view(handle)
+    kinds = await stack.event_types(view.position_id)
+    assert kinds.count("sl_placed") == 1 and "stop_triggered" in kinds
+    assert "sl_placement_failed" not in kinds
+    # the books are the exchange's: the entry's fill and the stop's, with their fees
+    executed = symbol_fills(stack, symbol)[fills_before:]
+    assert len(executed) == 2
+    assert result.fees == sum((Decimal(f["commission"]) for f in executed), Decimal(0))
+    stored = await stack.store.fills(view.position_id)
+    assert sorted((f.quantity, f.fee) for f in stored) == sorted(
+        (Decimal(f["qty"]), Decimal(f["commission"])) for f in executed
+    )
+    crossed = episode(stack, symbol)
+    assert crossed["unprotectedMs"] == 0 and crossed["maxStops"] == 1
+
+
+def symbol_fills(stack: Stack, symbol: str) -> list[dict[str, object]]:
+    return [f for f in stack.truth()["fills"] if f["symbol"] == symbol]
