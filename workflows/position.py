@@ -153,6 +153,10 @@ EMERGENCY_STOP_GOES_AT_ONCE = "emergency-stop-goes-at-once"
 # (a timer) where its replay found the window over (an activity), the two reading
 # different workflow times for the task that began the look-ups.
 ENTRY_LOOKUPS_COUNTED = "entry-lookups-counted"
+# Patch id: a stop found filled when it was placed (Bybit: the stop-loss an entry came
+# with fired before it was taken) is booked by a look right away, and no take-profit
+# is placed on the flat position (before: a take-profit refused, an alert, a look later).
+FIRED_STOP_BOOKED_AT_ONCE = "fired-stop-booked-at-once"
 _STEP_OF_INTENT = {
     ProtectionStep.PLACE_STOP: OrderStep.STOP,
     ProtectionStep.PLACE_EMERGENCY_STOP: OrderStep.EMERGENCY_STOP,
@@ -211,6 +215,7 @@ class PositionWorkflow(Trailing):
         self.step_failures = 0
         self.last_mark = None
         self.entry_filled_at = None
+        self.stop_found_filled = False
 
     # --- messages ------------------------------------------------------------------------
 
@@ -921,6 +926,9 @@ class PositionWorkflow(Trailing):
                     self._resolve_alert(UNPROTECTED, _PROTECTION_ENDS[action.kind])
             if action.kind is ActionKind.PROTECTED:
                 self._became_protected()
+                if self.stop_found_filled and workflow.patched(FIRED_STOP_BOOKED_AT_ONCE):
+                    self.m = self.m.look_wanted()  # it closed the position: book it now
+                    return
                 await self._place_take_profit()
                 return
             if action.kind is ActionKind.CLOSED:
@@ -1035,6 +1043,7 @@ class PositionWorkflow(Trailing):
 
     def _stop_placed(self, intent: OrderIntent, view: OrderView) -> None:
         """Remember and record a stop (or emergency stop) the exchange accepted."""
+        self.stop_found_filled = executed(view)
         ref, placed = self._resting(intent, view)
         self._record_order(intent, view)
         if intent.kind is OrderKind.EMERGENCY_STOP:

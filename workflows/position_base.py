@@ -44,6 +44,8 @@ class PositionBase:
     # When this run booked its entry's fill, on the exchange's clock (None: not this
     # run, or not told): where a stop-loss the entry came with may have fired since.
     entry_filled_at: datetime | None
+    # The stop just placed (or taken) was found filled already: it closed the position.
+    stop_found_filled: bool
 
     # --- reads of the durable state ---------------------------------------------------------
 

@@ -42,6 +42,7 @@ from domain.reconcile_io import ReconcileReport, reconcile_schedule_id  # noqa: 
 from domain.records import signal_record  # noqa: E402
 from domain.signal_wire import Accepted  # noqa: E402
 from domain.signals import Signal, SignalAction, wave_start  # noqa: E402
+from domain.sizing import TakeProfitRule  # noqa: E402
 from domain.trailing import TrailingRule  # noqa: E402
 from domain.types import ExchangeId, Side  # noqa: E402
 from domain.wave_io import ADD_SIGNALS, WaveResult, WaveSignals, wave_workflow_id  # noqa: E402
@@ -173,6 +174,35 @@ async def trailing_long_bybit(stack: Stack) -> list[tuple[str, Handle]]:
     `exchange.amend_stop` local activity; no second stop, nothing cancelled)."""
     [(_, handle)] = await trailing_long(stack)
     return [("trailing_long_bybit", handle)]
+
+
+async def fired_stop_taken_bybit(stack: Stack) -> list[tuple[str, Handle]]:
+    """Bybit: the entry's answer is lost and the stop-loss it came with fires before the
+    workflow finds the entry. The saga takes that fired stop-loss as its stop, and a
+    look books it at once, with no take-profit tried (patch `fired-stop-booked-at-once`)."""
+    symbol = "BNBUSDT"
+    entries = len(stack.orders(symbol, algo=False))
+    stack.sim.add_fault(
+        "delay_response", endpoint="POST /v5/order/create", latency_ms=4000, count=1
+    )
+    try:
+        handle = await stack.open(
+            spec(symbol, Side.LONG, take_profit=TakeProfitRule(percent=Decimal(3))),
+            exchange_attempts=1,
+            exchange_call_timeout=timedelta(seconds=2),
+            entry_call_timeout=timedelta(seconds=2),
+        )
+        for _ in range(200):  # the entry has filled: through its stop-loss
+            placed = stack.orders(symbol, algo=False)
+            if len(placed) > entries and placed[-1]["status"] == "FILLED":
+                break
+            await asyncio.sleep(0.02)
+        stack.sim.set_price(symbol, "560")
+        await handle.result()
+    finally:
+        stack.sim.clear_faults()
+        stack.sim.set_price(symbol, PRICES[symbol])
+    return [("fired_stop_taken_bybit", handle)]
 
 
 async def stop_filled_short(stack: Stack) -> list[tuple[str, Handle]]:
@@ -585,9 +615,10 @@ SCENARIOS: dict[str, Scenario] = {
         stale_stop_filled,
         own_stop_filled,
         entry_never_found,
+        fired_stop_taken_bybit,
     )
 }
-BYBIT = frozenset({"trailing_long_bybit"})
+BYBIT = frozenset({"trailing_long_bybit", "fired_stop_taken_bybit"})
 """Scenarios recorded against the paper exchange's Bybit venue."""
 
 

@@ -12,7 +12,7 @@ the fill), and this module checks what happens instead.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from datetime import timedelta
 from decimal import Decimal
 
@@ -20,9 +20,10 @@ import pytest
 import pytest_asyncio
 
 from domain.position import CloseReason, PositionState
+from domain.sizing import TakeProfitRule
 from domain.types import Side
 from simulator.server import PaperExchange
-from tests.workflows.harness import Stack, bybit_sim
+from tests.workflows.harness import Stack, bybit_sim, eventually
 from tests.workflows.test_position_paths import *  # noqa: F403  (the tests themselves)
 from tests.workflows.test_position_paths import entry_count, wait_entry_filled
 
@@ -114,9 +115,14 @@ async def test_an_entry_whose_answer_is_lost_keeps_the_stop_it_came_with(
     own = view.snapshot.stop
     assert own is not None and own.position_stop
     assert Decimal(stops[0]["triggerPrice"]) == own.trigger_price == view.snapshot.stop_price
-    events = await stack.store.events(position_id=view.position_id, limit=500)
-    placed = [e for e in events if e.type.value == "sl_placed"]
-    assert [e.payload["exchange_order_id"] for e in placed] == [own.exchange_order_id]
+
+    async def placed() -> list[object]:
+        events = await stack.store.events(position_id=view.position_id, limit=500)
+        return [e.payload["exchange_order_id"] for e in events if e.type.value == "sl_placed"]
+
+    # the store is written after the workflow moves on: its events come a moment later
+    assert await eventually(lambda: _nonempty(placed()))
+    assert await placed() == [own.exchange_order_id]
     assert episode(stack, symbol)["maxStops"] == 1
     await stack.close(handle)
     assert stack.position_amt(symbol) == 0 and stack.open_stops(symbol) == []
@@ -130,7 +136,8 @@ async def test_an_entry_whose_answer_is_lost_and_whose_stop_fired_closes_on_that
     has found the entry: the position is flat when its stop saga starts. That stop is
     the position's own (placed, triggered, with its fill and fee), and the position
     closes on it, not as a close outside posguard (found by the Bybit harsh 1000-kill
-    chaos run: `-sl-2` refused reduce-only, booked `external` with no fill or fee)."""
+    chaos run: `-sl-2` refused reduce-only, booked `external` with no fill or fee).
+    No take-profit is tried on the flat position (patch `fired-stop-booked-at-once`)."""
     symbol = "BNBUSDT"
     stack.sim.set_price(symbol, "600")
     before = entry_count(stack, symbol)
@@ -140,7 +147,7 @@ async def test_an_entry_whose_answer_is_lost_and_whose_stop_fired_closes_on_that
     )
     try:
         handle = await stack.open(
-            stack.on(symbol, side),
+            stack.on(symbol, side, take_profit=TakeProfitRule(percent=Decimal(3))),
             exchange_attempts=1,
             exchange_call_timeout=timedelta(seconds=2),
             entry_call_timeout=timedelta(seconds=2),
@@ -159,7 +166,9 @@ async def test_an_entry_whose_answer_is_lost_and_whose_stop_fired_closes_on_that
     view = await stack.view(handle)
     kinds = await stack.event_types(view.position_id)
     assert kinds.count("sl_placed") == 1 and "stop_triggered" in kinds
-    assert "sl_placement_failed" not in kinds
+    assert "sl_placement_failed" not in kinds and "alert_sent" not in kinds
+    orders = await stack.store.orders(view.position_id)
+    assert [(o.kind, o.status) for o in orders] == [("entry", "filled"), ("stop", "filled")]
     # the books are the exchange's: the entry's fill and the stop's, with their fees
     executed = symbol_fills(stack, symbol)[fills_before:]
     assert len(executed) == 2
@@ -170,6 +179,10 @@ async def test_an_entry_whose_answer_is_lost_and_whose_stop_fired_closes_on_that
     )
     crossed = episode(stack, symbol)
     assert crossed["unprotectedMs"] == 0 and crossed["maxStops"] == 1
+
+
+async def _nonempty(rows: Awaitable[list[object]]) -> bool:
+    return bool(await rows)
 
 
 def symbol_fills(stack: Stack, symbol: str) -> list[dict[str, object]]:
