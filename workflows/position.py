@@ -1313,7 +1313,7 @@ class PositionWorkflow(Trailing):
         emergency = intent.kind is OrderKind.EMERGENCY_STOP
         take_profit = intent.kind is OrderKind.TAKE_PROFIT
         fills = await self._fills_until_known(ref.client_order_id)
-        self._record_order(intent, None, status=OrderStatus.FILLED)
+        self._record_executed_order(intent, ref.exchange_order_id, fills)
         self._record_fills(intent.client_order_id, fills)
         filled = sum((f.qty for f in fills), Decimal(0))
         reaction = on_stop_filled(self.s.state, self.s.qty, filled, emergency=emergency)

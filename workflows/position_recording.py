@@ -34,7 +34,7 @@ with workflow.unsafe.imports_passed_through():
     from domain.position_details import details_markdown
     from domain.records import AlertRecord, FillRecord, StoreBatch
     from domain.types import Severity
-    from workflows.position_records import order_record, position_record
+    from workflows.position_records import executed_order_record, order_record, position_record
     from workflows.search_attributes import CLOSE_REASON, POSITION_STATE
 
 from workflows.position_base import PositionBase
@@ -181,6 +181,16 @@ class Recording(PositionBase):
     ) -> None:
         self.order_rows.append(
             order_record(self.position_id, self.spec, intent, view, self.s.event_seq, status=status)
+        )
+
+    def _record_executed_order(
+        self, intent: OrderIntent, exchange_order_id: str | None, fills: list[Fill]
+    ) -> None:
+        """Record one of our orders as filled by `fills` (no view of it at hand)."""
+        self.order_rows.append(
+            executed_order_record(
+                self.position_id, self.spec, intent, exchange_order_id, fills, self.s.event_seq
+            )
         )
 
     async def _sleep(self, duration: timedelta, summary: str | None = None) -> None:

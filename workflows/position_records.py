@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal
 
-from domain.orders import OrderIntent, OrderStatus, OrderView, OutsideOrder
-from domain.position import PositionSnapshot, PositionSpec, PositionState
+from domain.orders import Fill, OrderIntent, OrderStatus, OrderView, OutsideOrder
+from domain.position import PositionSnapshot, PositionSpec, PositionState, average_price
 from domain.records import OrderRecord, OrderStatusName, PositionRecord
 
 _ORDER_STATUS: dict[OrderStatus, OrderStatusName] = {
@@ -79,6 +80,28 @@ def order_record(
         trigger_price=intent.trigger_price,
         average_price=None if view is None else view.average_price,
         reduce_only=intent.reduce_only,
+    )
+
+
+def executed_order_record(
+    position_id: str,
+    spec: PositionSpec,
+    intent: OrderIntent,
+    exchange_order_id: str | None,
+    fills: Sequence[Fill],
+    revision: int,
+) -> OrderRecord:
+    """The `orders` row of one of our orders booked from its executions (no view of
+    the order at hand): filled, with the quantity and average price they add up to."""
+    qty = sum((f.qty for f in fills), Decimal(0))
+    return order_record(
+        position_id, spec, intent, None, revision, status=OrderStatus.FILLED
+    ).model_copy(
+        update={
+            "exchange_order_id": exchange_order_id,
+            "filled_quantity": qty,
+            "average_price": average_price(fills) if qty > 0 else None,
+        }
     )
 
 

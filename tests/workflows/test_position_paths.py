@@ -286,6 +286,12 @@ async def test_stop_filled_by_a_price_move_closes_the_position(stack: Stack, sid
     assert stack.open_stops(symbol) == []
     events = await stack.event_types(view.position_id)
     assert "stop_triggered" in events and events[-1] == "position_closed"
+    # the stop's row says what it did: its exchange id, the quantity it filled, at what
+    [row] = [o for o in await stack.store.orders(view.position_id) if o.kind == "stop"]
+    own = view.snapshot.stop
+    assert own is not None and row.exchange_order_id == own.exchange_order_id
+    assert row.status == "filled" and row.filled_quantity == view.snapshot.qty
+    assert row.average_price == result.exit_price
 
 
 async def test_adopt_protects_a_position_found_on_the_exchange(stack: Stack) -> None:

@@ -169,6 +169,9 @@ async def test_an_entry_whose_answer_is_lost_and_whose_stop_fired_closes_on_that
     assert "sl_placement_failed" not in kinds and "alert_sent" not in kinds
     orders = await stack.store.orders(view.position_id)
     assert [(o.kind, o.status) for o in orders] == [("entry", "filled"), ("stop", "filled")]
+    stop = orders[1]
+    assert stop.exchange_order_id and stop.filled_quantity == orders[0].filled_quantity
+    assert stop.average_price == result.exit_price
     # the books are the exchange's: the entry's fill and the stop's, with their fees
     executed = symbol_fills(stack, symbol)[fills_before:]
     assert len(executed) == 2
