@@ -26,10 +26,11 @@ Prints progress on stderr and, as the last line of stdout, one JSON object:
 `entries_per_position` (every position exactly 1), `positions_left_open` (0),
 `unprotected_ms_after_first_stop` (0 on every position), `orders_left_open` (0),
 `fills_mismatched` (0), `events_duplicated` and `events_missing` (0),
-`workflows_stuck` and `workflows_failed` (0), the counts of each kill and fault
-injected, and `violations` (empty). Exit status 1 when there is a violation; the
-world's directory (the Temporal database, the history of a position that does not
-replay) is then kept and named on stderr.
+`workflows_stuck` and `workflows_failed` (0), `order_rows_filled_off` (the `orders`
+rows whose filled quantity is not the exchange's: a figure, not a violation), the
+counts of each kill and fault injected, and `violations` (empty). Exit status 1
+when there is a violation; the world's directory (the Temporal database, the
+history of a position that does not replay) is then kept and named on stderr.
 
 Figures (2-core machine shared with other work, seed in brackets): `--kills 50
 --positions 8` (the suite's variant, [7]): 0 violations, 113 s of chaos. `--kills 200

@@ -1001,6 +1001,9 @@ async def judge(world: World, store: Store) -> dict[str, Any]:
     stuck = failed = task_failures = 0
     frozen_resets: list[str] = []
     fills_mismatch = events_dup = events_missing = unrecorded = 0
+    # Order rows whose filled quantity is not the exchange's: a figure, not (yet) a
+    # violation (the fills, which the books are made of, are checked above).
+    order_rows_off: list[str] = []
     positions = 0
     for wid in ids:
         handle = world.client.get_workflow_handle(wid, result_type=CloseResult)
@@ -1189,6 +1192,14 @@ async def judge(world: World, store: Store) -> dict[str, Any]:
         recorded: Counter[str] = Counter()
         for r in rows:
             recorded[r.client_order_id] += r.quantity  # type: ignore[assignment]
+        rows_by_cid = {o.client_order_id: o for o in await store.orders(position_id)}
+        for cid, qty in sorted(exchange_fills.items()):
+            order_row = rows_by_cid.get(cid)
+            if order_row is not None and order_row.filled_quantity != qty:
+                order_rows_off.append(
+                    f"{wid}: {cid} ({order_row.kind}) row says {order_row.filled_quantity} "
+                    f"filled, exchange {qty}"
+                )
         if dict(recorded) != dict(exchange_fills):
             fills_mismatch += 1
             violations.append(
@@ -1313,6 +1324,7 @@ async def judge(world: World, store: Store) -> dict[str, Any]:
         "events_duplicated": events_dup,
         "events_missing": events_missing,
         "orders_unrecorded": unrecorded,
+        "order_rows_filled_off": order_rows_off,
         "workflows_stuck": stuck,
         "workflows_failed": failed,
         "workflow_task_failures": task_failures,
