@@ -9,24 +9,24 @@ One `SignalClient` per configured service:
   one stored (`?after=<id>`). Without resume, a reconnection is recorded as a gap with
   its duration: what the service sent meanwhile is lost, and the record says so.
 - Each message is parsed (`domain.signal_wire`, which never raises). Each item is
-  stored in PostgreSQL (`Store.store_signals`), valid or rejected, before anything
-  else is done with it. Only then are its events recorded and the new valid signals
-  handed on (`sink`). A large batch's events (at least `_OVERLAP_MIN_EVENTS`, on a
-  store with a bulk path: `Store.append_signal_events`) are written after the hand-on,
-  while the next batch is read and stored: retried until written, at most one batch
-  of them in flight (the next batch's events wait for them), and all written before
-  `run` returns.
+  stored in PostgreSQL (`Store.store_signals`), valid or rejected, with its events
+  (`domain.signal_events`: received and validated, or rejected) in the same
+  transaction, before anything else is done with it. Only then are the new valid
+  signals handed on (`sink`). While one batch is stored and handed on, the next is
+  read and parsed (at most one waits).
 - **Batches across messages:** once a message is read, the messages that follow it
-  closely join it in one batch: every message already received, and any arriving
-  within `batch_linger` of the first, up to `batch_max` items (and `batch_max`
-  messages). A batch is one `store_signals` call, one `append_events` call and at
-  most one `sink` call with all its new valid signals, in arrival order. A signal
-  sent twice within a batch (or stored before) is stored once and handed on once.
-  One message is its own batch when nothing follows it within the linger.
-- **Backpressure instead of a buffer:** nothing is read beyond the batch being
-  built until that batch is stored and handed on. When the store or Temporal is
-  slow, the socket is simply read later (TCP flow control holds the service back):
-  nothing is dropped.
+  closely join it in one batch: every message arriving while the batch before is
+  still being stored, then every message already received and any arriving within
+  `batch_linger`, up to `batch_max` items (and `batch_max` messages). A batch is
+  one `store_signals` call and at most one `sink` call with all its new valid
+  signals, in arrival order. A signal sent twice within a batch (or stored before)
+  is stored once and handed on once. One message is its own batch when nothing
+  follows it within the linger.
+- **Backpressure instead of a buffer:** while a batch is stored and handed on, the
+  next one is read (everything arriving meanwhile joins it), up to `batch_max`
+  items; nothing is read beyond it until the batch before is handed on. When the
+  store or Temporal is slow, the socket is simply read later (TCP flow control holds
+  the service back): nothing is dropped.
 - Every message gets its own receipt time, strictly increasing per client, so two
   identical rejected messages are always two receipts (two rows), even when read
   within the same microsecond.
@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import random
 import time
@@ -49,26 +48,20 @@ import aiohttp
 from pydantic import SecretStr
 
 from domain.errors import scrub
-from domain.events import DEFAULT_SEVERITY, Event, EventType, WebsocketState, unchecked_event
+from domain.events import Event, EventType, WebsocketState
 from domain.records import SignalRecord, signal_record
+from domain.signal_events import events_of_record
 from domain.signal_wire import Accepted, FieldMapping, ParsedSignal, Rejected, parse_message
 from domain.signals import Signal
-from domain.types import Severity
 from signals_ingest.stream_events import StreamEvents
 
-__all__ = ["SignalClient", "SignalStore", "signal_event_id"]
+__all__ = ["SignalClient", "SignalStore"]
 
 log = logging.getLogger("posguard.signals")
 
 Sink = Callable[[list[Signal]], Awaitable[None]]
 """`sink(signals)`: hand on the new valid signals of one batch of messages (already
 stored), in arrival order, each once; never called with an empty list."""
-
-_OVERLAP_MIN_EVENTS: Final = 256
-"""A batch with at least this many events (on a store with a bulk path) has them
-written while the next batch is read: its rows are stored and its signals handed on
-first. At most one batch of events is in flight; smaller ones are written before
-the hand-on, as before."""
 
 _NO_WAIT_S: Final = 1e-6  # float ok: seconds
 """A receive timeout that takes only what is already received: aiohttp returns a
@@ -78,9 +71,12 @@ buffered message without suspending, so such a timeout can only end a wait."""
 class SignalStore(Protocol):
     """What the client needs of `activities.store.repository.Store`."""
 
-    async def store_signals(self, records: Sequence[SignalRecord]) -> set[str]: ...
+    async def store_signals(self, records: Sequence[SignalRecord]) -> set[str]:
+        """Store rows and their events (`domain.signal_events`) in one transaction;
+        the ids of the rows that were new."""
+        ...
 
-    async def append_events(self, events: Sequence[Event]) -> int: ...
+    async def append_signal_events(self, events: Sequence[Event]) -> int: ...
 
     async def append_event(self, event: Event) -> bool: ...
 
@@ -89,18 +85,6 @@ class SignalStore(Protocol):
     async def signals(
         self, service: str, *, limit: int = 100, received_after: datetime | None = None
     ) -> list[SignalRecord]: ...
-
-
-def signal_event_id(row_id: str, kind: EventType) -> str:
-    """The id of the `kind` event of one signal row: deterministic per row and kind.
-
-    An id longer than an event id may be (200; a row id may be 301 characters) is
-    replaced by a digest of it, as `domain.wave_io.decision_event_id` does.
-    """
-    text = f"signal/{row_id}/{kind.value}"
-    if len(text) <= 200:
-        return text
-    return f"signal/{hashlib.blake2b(text.encode(), digest_size=20).hexdigest()}/{kind.value}"
 
 
 async def _nowhere(signals: list[Signal]) -> None:
@@ -144,7 +128,7 @@ class SignalClient:
         backoff_initial: timedelta = timedelta(milliseconds=500),
         backoff_max: timedelta = timedelta(seconds=30),
         store_retry: timedelta = timedelta(seconds=1),
-        batch_max: int = 5_000,
+        batch_max: int = 10_000,
         batch_linger: timedelta = timedelta(milliseconds=2),
     ) -> None:
         if batch_max < 1:
@@ -174,28 +158,15 @@ class SignalClient:
         self._down_since: float | None = None  # float ok: monotonic time
         self._event_seq = 0
         self._events = StreamEvents(store, f"signal-service/{service}")
-        # A store with a bulk path for large event batches (the real `Store`) is
-        # written through it; any other `SignalStore` through `append_events`.
-        self._append_events: Callable[[Sequence[Event]], Awaitable[int]] = getattr(
-            store, "append_signal_events", store.append_events
-        )
-        self._bulk_events = hasattr(store, "append_signal_events")
-        self._writing: asyncio.Future[None] | None = None  # a large batch's events
 
     # --- the connection -------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
         """Read the service until `stop` is set, reconnecting with backoff and jitter.
 
-        Returns once the events of everything read are written too.
+        Returns once everything read is stored (with its events) and handed on.
         """
-        try:
-            await self._run(stop)
-        except BaseException:
-            if self._writing is not None:
-                self._writing.cancel()  # cancelled: not left retrying on its own
-            raise
-        await self._events_written()
+        await self._run(stop)
 
     async def _run(self, stop: asyncio.Event) -> None:
         attempt = 0
@@ -227,10 +198,12 @@ class SignalClient:
             await self._connected()
             stopper = asyncio.ensure_future(stop.wait())
             # One batch is stored and handed on while the next is read and parsed:
-            # the store (PostgreSQL, another core) and the parsing overlap. Bounded:
-            # at most one batch waits, and reading stops until the one before it is
-            # stored, so a slow store still slows the reading (backpressure). Order
-            # is kept: a batch is stored only after the previous one is handed on.
+            # the store (PostgreSQL, another core) and the parsing overlap, and the
+            # next batch takes whatever arrives meanwhile. Bounded: at most one batch
+            # (of `batch_max`) is read ahead, and reading stops there until the one
+            # before it is stored, so a slow store still slows the reading
+            # (backpressure). Order is kept: a batch is stored only after the
+            # previous one is handed on.
             processing: asyncio.Future[None] | None = None
             try:
                 while not stop.is_set():
@@ -250,7 +223,7 @@ class SignalClient:
                     batch = _Batch()
                     ended = self._take(ws, receive.result(), batch)
                     if ended is None:
-                        ended = await self._gather(ws, batch)
+                        ended = await self._gather(ws, batch, processing)
                     if processing is not None:
                         await processing
                     # What was read is stored and handed on even when the connection
@@ -272,24 +245,50 @@ class SignalClient:
                 await processing
 
     async def _gather(
-        self, ws: aiohttp.ClientWebSocketResponse, batch: _Batch
+        self,
+        ws: aiohttp.ClientWebSocketResponse,
+        batch: _Batch,
+        busy: asyncio.Future[None] | None,
     ) -> ConnectionError | None:
         """Add to `batch` the messages that follow its first, within the bounds.
 
-        Waits for a further message until `batch_linger` after the first; after
-        that only a message already received joins. Returns the error ending the
-        connection if one came (the batch so far is still to be stored).
+        While the batch before (`busy`) is still being stored and handed on, every
+        message that arrives joins this one: the socket is read while the store
+        works, never left to fill. After that (or with none before), it waits for a
+        further message until `batch_linger` from then; after that only a message
+        already received joins. Returns the error ending the connection if one came
+        (the batch so far is still to be stored).
         """
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._linger_s
+        deadline: float | None = None  # float ok: loop time
         while len(batch.items) < self.batch_max and batch.messages < self.batch_max:
-            try:
-                # A receive that times out leaves its message (if any) in aiohttp's
-                # queue: `WebSocketDataQueue.read` takes it only once awaited. Its
-                # one side effect, `close_code` 1006, is overwritten by a CLOSE frame.
-                msg = await ws.receive(timeout=max(deadline - loop.time(), _NO_WAIT_S))
-            except TimeoutError:
-                return None
+            if busy is not None and not busy.done():
+                receive = asyncio.ensure_future(ws.receive())
+                waiting: set[asyncio.Future[Any]] = {receive, busy}
+                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                if receive not in done:
+                    # Cancelled like a timed-out receive: a message that came
+                    # meanwhile stays in aiohttp's queue for the next receive.
+                    receive.cancel()
+                    try:
+                        msg = await receive
+                    except asyncio.CancelledError:
+                        task = asyncio.current_task()
+                        if task is not None and task.cancelling():
+                            raise
+                        continue
+                else:
+                    msg = receive.result()
+            else:
+                if deadline is None:
+                    deadline = loop.time() + self._linger_s
+                try:
+                    # A receive that times out leaves its message (if any) in aiohttp's
+                    # queue: `WebSocketDataQueue.read` takes it only once awaited. Its
+                    # one side effect, `close_code` 1006, is overwritten by a CLOSE frame.
+                    msg = await ws.receive(timeout=max(deadline - loop.time(), _NO_WAIT_S))
+                except TimeoutError:
+                    return None
             ended = self._take(ws, msg, batch)
             if ended is not None:
                 return ended
@@ -332,71 +331,26 @@ class SignalClient:
     # --- one batch ------------------------------------------------------------------------
 
     async def _batch(self, batch: _Batch) -> None:
-        """Store every item of a batch, then record and hand on what is new, in order."""
+        """Store every item of a batch with its events, then hand on what is new, in order."""
         if not batch.items:
             return  # heartbeats, or empty waves
         records = [
             signal_record(item, at) for item, at in zip(batch.items, batch.received, strict=True)
         ]
-        storing = asyncio.ensure_future(self._stored(records))
-        try:
-            await asyncio.sleep(0)  # let it send the INSERT before the CPU work below
-            # While PostgreSQL inserts (on another core), the events are built for every
-            # item; only those of rows new in the store are appended, after it answers.
-            built = [
-                self._events_of(item, rec) for item, rec in zip(batch.items, records, strict=True)
-            ]
-            new = await storing
-        except BaseException:
-            storing.cancel()  # never left retrying on its own (e.g. a store closed at stop)
-            raise
-        events: list[Event] = []
+        new = await self._stored(records)
         fresh: list[Signal] = []
         handled: set[str] = set()
-        for item, rec, its_events in zip(batch.items, records, built, strict=True):
+        for item, rec in zip(batch.items, records, strict=True):
             if rec.id not in new or rec.id in handled:  # stored before, or twice in this batch
                 self.duplicates += 1
                 continue
             handled.add(rec.id)
-            events.extend(its_events)
             if isinstance(item, Accepted):
                 fresh.append(item.signal)
         self.stored += len(new)
         self.rejected += sum(1 for item in batch.items if isinstance(item, Rejected))
-        # At most one batch of events in flight: the previous one's first.
-        await self._events_written()
-        if len(events) >= _OVERLAP_MIN_EVENTS and self._bulk_events:
-            # A large batch's events are written while the next batch is read and
-            # stored (their rows are stored already); retried until written.
-            self._writing = asyncio.ensure_future(self._written(events))
-        elif events:
-            with contextlib.suppress(Exception):  # the rows are stored; events follow
-                await self._append_events(events)
         if fresh:
             await self._sink(fresh)
-
-    async def _written(self, events: list[Event]) -> None:
-        """`append_events` of one batch, retried until it succeeds."""
-        while True:
-            try:
-                await self._append_events(events)
-                return
-            except Exception as exc:
-                log.warning(
-                    "%s: cannot record %d events (%r); retrying", self.service, len(events), exc
-                )
-                await asyncio.sleep(self._store_retry_s)
-
-    async def _events_written(self) -> None:
-        """Wait for the events of the previous batch, if still being written."""
-        writing, self._writing = self._writing, None
-        if writing is None:
-            return
-        try:
-            await asyncio.shield(writing)
-        except BaseException:
-            writing.cancel()  # cancelled (stop by cancellation): not left retrying alone
-            raise
 
     async def _stored(self, records: list[SignalRecord]) -> set[str]:
         """`store_signals`, retried until it succeeds: nothing is read meanwhile."""
@@ -409,15 +363,13 @@ class SignalClient:
                 )
                 await asyncio.sleep(self._store_retry_s)
 
-    def _events_of(self, item: ParsedSignal, rec: SignalRecord) -> list[Event]:
-        return events_of_record(rec)
-
     async def recover_events(self, since: timedelta, *, limit: int = 100_000) -> int:
         """Record again the events of the signals stored within `since` (idempotent).
 
-        A crash between storing a batch and writing its events (written after the
-        hand-on for a large batch) would otherwise leave stored signals without their
-        signal_received / validated / rejected events: the ingest calls this at start.
+        Rows and their events are stored in one transaction, so only rows stored
+        by an earlier posguard (which wrote the events after the rows) can lack
+        theirs; the ingest calls this at start, so an upgrade after a crash leaves
+        no stored signal without its signal_received / validated / rejected events.
         Returns how many events were missing.
         """
         after = datetime.now(UTC) - since
@@ -425,15 +377,10 @@ class SignalClient:
         events = [e for rec in reversed(rows) for e in events_of_record(rec)]
         if not events:
             return 0
-        append = getattr(self._store, "append_signal_events", self._store.append_events)
-        new: int = await append(events)
+        new = await self._store.append_signal_events(events)
         if new:
             log.warning("%s: %d signal events were missing; recorded now", self.service, new)
         return new
-
-    @staticmethod
-    def _event(kind: EventType, payload: dict[str, Any], rec: SignalRecord, **extra: Any) -> Event:
-        return _record_event(kind, payload, rec, **extra)
 
     # --- connection events ----------------------------------------------------------------
 
@@ -485,53 +432,3 @@ class SignalClient:
 
     def _safe_url(self) -> str:
         return self.url.split("?", 1)[0]  # never a token in a record
-
-
-def events_of_record(rec: SignalRecord) -> list[Event]:
-    """The events of one stored signal row, from the row alone (so they can be built
-    again after a crash): rejected, or received and validated."""
-    # The hot path: every field is built here from already validated values, so
-    # the events are constructed without validation. The payloads are exactly
-    # what `make_event` would store (SignalRejected / SignalReceived /
-    # SignalValidated dumped as JSON); tests compare both ways.
-    if rec.status == "rejected":
-        return [
-            _record_event(
-                EventType.SIGNAL_REJECTED,
-                {"signal_id": rec.signal_id, "reason": rec.reason or "", "errors": []},
-                rec,
-                error_message=rec.reason,
-            )
-        ]
-    return [
-        _record_event(
-            EventType.SIGNAL_RECEIVED,
-            {
-                "signal_id": rec.signal_id,
-                "symbol": rec.symbol,
-                "exchange": rec.exchange,
-                "raw": {"text": rec.raw[:2000]},
-            },
-            rec,
-        ),
-        _record_event(
-            EventType.SIGNAL_VALIDATED, {"signal_id": rec.signal_id, "wave_id": None}, rec
-        ),
-    ]
-
-
-def _record_event(
-    kind: EventType, payload: dict[str, Any], rec: SignalRecord, **extra: Any
-) -> Event:
-    # One signal row, one fact per kind: the id is the row's and the kind's.
-    return unchecked_event(
-        event_id=signal_event_id(rec.id, kind),
-        type=kind,
-        occurred_at=rec.received_at,
-        severity=DEFAULT_SEVERITY.get(kind, Severity.INFO),
-        payload=payload,
-        correlation_id=f"signal/{rec.id}",
-        exchange=rec.exchange,
-        symbol=rec.symbol,
-        **extra,
-    )

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextvars import ContextVar
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, Final, TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
 from opentelemetry.trace import SpanKind
@@ -23,7 +23,7 @@ from activities.store.event_metrics import count_alerts, count_events
 from activities.store.migrate import apply_migrations, lock_schema
 from activities.tracing import tracer
 from domain.alerts import condition_key
-from domain.events import Event, EventType
+from domain.events import DEFAULT_SEVERITY, Event, EventType
 from domain.journal import JOURNALED_KINDS, JournalEntry
 from domain.records import (
     AlertRecord,
@@ -34,6 +34,9 @@ from domain.records import (
     StoreBatch,
     WaveRecord,
 )
+from domain.signal_events import SIGNAL_ROW_EVENTS, signal_event_ids
+from domain.signal_wire import MAX_RAW_CHARS
+from domain.types import Severity
 
 
 def _json_default(value: object) -> str:
@@ -73,25 +76,93 @@ _SIGNAL_COLUMNS = (
     "reason",
 )
 assert set(_SIGNAL_COLUMNS) == set(SignalRecord.model_fields), "a SignalRecord field is not stored"
-_SIGNAL_TYPES = dict.fromkeys(_SIGNAL_COLUMNS, "text") | {
-    "received_at": "timestamptz",
-    "signal_at": "timestamptz",
-    "score_week": "numeric",
-    "score_month": "numeric",
-}
-
 _COPY_MIN_ROWS = 256
 """Batches of at least this many rows are written by COPY (see `store_signals`): below,
 a COPY's extra round trips and its staging table cost more than it saves."""
 
 # Session-local staging tables for COPY (created once per connection, emptied at
 # each commit); `client_min_messages` keeps "already exists" notices off the wire.
-_SIGNALS_IN_SQL = """SET LOCAL client_min_messages = warning;
-CREATE TEMP TABLE IF NOT EXISTS posguard_signals_in (
+# Besides the row's columns, the staging table holds the ids of the row's events
+# (`domain.signal_events.signal_event_ids`): a long row id's event ids are digests.
+_SIGNAL_ROWS_IN_SQL = """SET LOCAL client_min_messages = warning;
+CREATE TEMP TABLE IF NOT EXISTS posguard_signal_rows_in (
     id text, service text, received_at timestamptz, raw text, signal_id text,
     exchange text, symbol text, side text, action text, signal_at timestamptz,
-    wave_id text, score_week numeric, score_month numeric, status text, reason text
+    wave_id text, score_week numeric, score_month numeric, status text, reason text,
+    first_event_id text, second_event_id text
 ) ON COMMIT DELETE ROWS"""
+_SIGNAL_ROW_IN_COLUMNS = (*_SIGNAL_COLUMNS, "first_event_id", "second_event_id")
+
+
+def _signals_with_events_sql(source: str) -> str:
+    """One statement: the new rows of `source` (a relation named `b` with the columns
+    of `_SIGNAL_ROW_IN_COLUMNS`) into `signals`, and the events of exactly those rows
+    into `events`, built by PostgreSQL as `domain.signal_events.events_of_record`
+    builds them; answers the ids of the rows that were new.
+
+    $1..$3 are the types of the received, validated and rejected events, $4..$6
+    their severities. A row's event time is its receipt time and its id derives from
+    the row, so the log's key (event_id, occurred_at) alone refuses a repeat.
+    """
+    columns = ", ".join(_SIGNAL_COLUMNS)
+    return f"""WITH b AS (SELECT * FROM {source}),
+new AS (
+    INSERT INTO signals ({columns}) SELECT {columns} FROM b
+    ON CONFLICT DO NOTHING RETURNING id
+),
+written AS (
+    INSERT INTO events (event_id, occurred_at, type, severity, correlation_id, exchange,
+        symbol, payload, error_message)
+    SELECT e.event_id, b.received_at, e.type, e.severity, 'signal/' || b.id, b.exchange,
+        b.symbol, e.payload, e.error_message
+    FROM new JOIN b USING (id)
+    CROSS JOIN LATERAL (VALUES
+        (b.first_event_id,
+         CASE WHEN b.status = 'rejected' THEN $3 ELSE $1 END,
+         CASE WHEN b.status = 'rejected' THEN $6 ELSE $4 END,
+         CASE WHEN b.status = 'rejected'
+              THEN jsonb_build_object('signal_id', b.signal_id,
+                                      'reason', coalesce(b.reason, ''),
+                                      'errors', '[]'::jsonb)
+              ELSE jsonb_build_object('signal_id', b.signal_id, 'symbol', b.symbol,
+                                      'exchange', b.exchange,
+                                      'raw', jsonb_build_object('text',
+                                                                left(b.raw, {MAX_RAW_CHARS})))
+         END,
+         CASE WHEN b.status = 'rejected' THEN b.reason END),
+        (b.second_event_id, $2, $5,
+         jsonb_build_object('signal_id', b.signal_id, 'wave_id', NULL), NULL)
+    ) AS e(event_id, type, severity, payload, error_message)
+    WHERE e.event_id IS NOT NULL
+    ON CONFLICT (event_id, occurred_at) DO NOTHING
+)
+SELECT id FROM new"""
+
+
+_SIGNALS_WITH_EVENTS_COPY_SQL = _signals_with_events_sql("posguard_signal_rows_in")
+_SIGNAL_ROW_TYPES = dict.fromkeys(_SIGNAL_ROW_IN_COLUMNS, "text") | {
+    "received_at": "timestamptz",
+    "signal_at": "timestamptz",
+    "score_week": "numeric",
+    "score_month": "numeric",
+}
+_SIGNALS_WITH_EVENTS_UNNEST_SQL = _signals_with_events_sql(
+    "unnest("
+    + ", ".join(
+        f"${i}::{_SIGNAL_ROW_TYPES[name]}[]"
+        for i, name in enumerate(_SIGNAL_ROW_IN_COLUMNS, start=7)
+    )
+    + f") AS b({', '.join(_SIGNAL_ROW_IN_COLUMNS)})"
+)
+_SIGNAL_EVENT_KINDS = (
+    EventType.SIGNAL_RECEIVED,
+    EventType.SIGNAL_VALIDATED,
+    EventType.SIGNAL_REJECTED,
+)
+_SIGNAL_EVENT_ARGS = (
+    *(kind.value for kind in _SIGNAL_EVENT_KINDS),
+    *(DEFAULT_SEVERITY.get(kind, Severity.INFO).value for kind in _SIGNAL_EVENT_KINDS),
+)
 
 _EVENT_COLUMNS = (
     "event_id",
@@ -118,11 +189,12 @@ CREATE TEMP TABLE IF NOT EXISTS posguard_events_in (
 _ENCODE = json.JSONEncoder(default=_json_default, separators=(",", ":")).encode
 """`_dumps`, with its encoder made once (JSON text as the `jsonb` codec sends it)."""
 
-# A signal event's id and time both derive from its stored signal row (`signals_ingest.
-# signal_client.events_of_record`), so the same id always comes with the same time
-# and the log's own key (event_id, occurred_at) refuses a repeat: no claim in
+# A signal event's id and time both derive from its stored signal row
+# (`domain.signal_events.events_of_record`), so the same id always comes with the same
+# time and the log's own key (event_id, occurred_at) refuses a repeat: no claim in
 # `event_ids` is needed (a third of the cost of each event). Signal events are only
-# ever written this way, never through `append_events`.
+# ever written with their rows (`store_signals`) or again from them (this), never
+# through `append_events`.
 _SIGNAL_EVENTS_FROM_TEMP_SQL = """INSERT INTO events (event_id, occurred_at, type, severity,
     correlation_id, position_id, account, exchange, symbol, order_id, payload, error_message)
 SELECT b.event_id, b.occurred_at, b.type, b.severity, b.correlation_id, b.position_id,
@@ -139,11 +211,6 @@ FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $
     AS b(event_id, occurred_at, type, severity, correlation_id, position_id, account,
          exchange, symbol, order_id, payload, error_message)
 ON CONFLICT (event_id, occurred_at) DO NOTHING"""
-
-SIGNAL_ROW_EVENTS: Final = frozenset(
-    {EventType.SIGNAL_RECEIVED, EventType.SIGNAL_VALIDATED, EventType.SIGNAL_REJECTED}
-)
-"""The event types `append_signal_events` writes (and only it)."""
 
 
 def branch_mark(run_id: str) -> str:
@@ -610,22 +677,23 @@ class Store:
         return bool(await self.store_signals([rec]))
 
     async def store_signals(self, records: Sequence[SignalRecord]) -> set[str]:
-        """Store a batch of signal-service messages in one transaction; the ids stored now.
+        """Store a batch of signal rows and their events in one transaction; the ids new now.
 
-        A valid signal already stored (same service and id) is not stored again and
-        not in the answer: the caller acts only on what is new. A batch of at least
+        Each new row's events (`domain.signal_events.events_of_record`: received and
+        validated, or rejected) are written in the same statement, built by
+        PostgreSQL from the row: a row is never stored without its events, and the
+        ingest does no per-event work. A valid signal already stored (same service
+        and id) is not stored again, gets no second events, and is not in the
+        answer: the caller acts only on what is new. A batch of at least
         `_COPY_MIN_ROWS` rows is sent by binary COPY into a session-local temporary
-        table, then inserted with one `INSERT ... SELECT ... ON CONFLICT DO NOTHING
-        RETURNING id` (far cheaper per row than array parameters, dearer per call);
-        a smaller one is one statement with array parameters.
+        table (far cheaper per row than array parameters, dearer per call); a
+        smaller one is one statement with array parameters.
         """
         unique: dict[str, SignalRecord] = {}
         for rec in records:
             unique.setdefault(rec.id, rec)
         if not unique:
             return set()
-        if len(unique) < _COPY_MIN_ROWS:
-            return await self._insert_signals(list(unique.values()))
         rows = [
             (
                 r.id,
@@ -643,34 +711,27 @@ class Store:
                 r.score_month,
                 r.status,
                 r.reason,
+                *signal_event_ids(r),
             )
             for r in unique.values()
         ]
+        if len(rows) < _COPY_MIN_ROWS:
+            stored = await self.pool.fetch(
+                _SIGNALS_WITH_EVENTS_UNNEST_SQL,
+                *_SIGNAL_EVENT_ARGS,
+                *(list(column) for column in zip(*rows, strict=True)),
+            )
+            return {r[0] for r in stored}
         async with self.transaction() as conn:
-            await conn.execute(_SIGNALS_IN_SQL)
+            await conn.execute(_SIGNAL_ROWS_IN_SQL)
             await conn.copy_records_to_table(
-                "posguard_signals_in", records=rows, columns=_SIGNAL_COLUMNS
+                "posguard_signal_rows_in", records=rows, columns=_SIGNAL_ROW_IN_COLUMNS
             )
-            stored = await conn.fetch(
-                f"INSERT INTO signals ({', '.join(_SIGNAL_COLUMNS)}) "
-                f"SELECT {', '.join(_SIGNAL_COLUMNS)} FROM posguard_signals_in "
-                "ON CONFLICT DO NOTHING RETURNING id"
-            )
+            stored = await conn.fetch(_SIGNALS_WITH_EVENTS_COPY_SQL, *_SIGNAL_EVENT_ARGS)
         return {r[0] for r in stored}
 
-    async def _insert_signals(self, batch: list[SignalRecord]) -> set[str]:
-        types = [_SIGNAL_TYPES[name] for name in _SIGNAL_COLUMNS]
-        arrays = ", ".join(f"${i}::{t}[]" for i, t in enumerate(types, start=1))
-        rows = await self.pool.fetch(
-            f"INSERT INTO signals ({', '.join(_SIGNAL_COLUMNS)}) "
-            f"SELECT * FROM unnest({arrays}) "
-            "ON CONFLICT DO NOTHING RETURNING id",
-            *[[getattr(rec, name) for rec in batch] for name in _SIGNAL_COLUMNS],
-        )
-        return {r["id"] for r in rows}
-
     async def append_signal_events(self, events: Sequence[Event]) -> int:
-        """Append the events of stored signal rows (the ingest's hot path); how many were new.
+        """Append the events of stored signal rows again (recovery); how many were new.
 
         Only `SIGNAL_RECEIVED`, `SIGNAL_VALIDATED` and `SIGNAL_REJECTED` events built
         from their rows (`events_of_record`) are accepted: their id and time both

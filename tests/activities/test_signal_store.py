@@ -5,9 +5,7 @@ Real PostgreSQL (migrated store per module); messages parsed by the real parser.
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -27,8 +25,9 @@ from domain.events import (
     make_event,
 )
 from domain.records import SignalRecord, signal_record
+from domain.signal_events import events_of_record, signal_event_id
 from domain.signal_wire import Accepted, Rejected, parse_message
-from signals_ingest.signal_client import SignalClient, _Batch, signal_event_id
+from signals_ingest.signal_client import SignalClient, _Batch
 
 NOW = datetime(2026, 12, 2, 4, 0, 5, tzinfo=UTC)
 
@@ -158,7 +157,6 @@ def test_rows_and_events_built_unvalidated_equal_the_validated_ones() -> None:
     raw = message(signal(1), signal(2, recommended_action="MAYBE"), signal(3, "ETHUSDT"))
     items = parse_message(raw, service="svc-f", received_at=NOW)
     garbage = parse_message(b"\xff not json", service="svc-f", received_at=NOW)
-    c = client(Store(None), "svc-f")  # type: ignore[arg-type]  # no database: never used
     for item in [*items, *garbage]:
         rec = signal_record(item, NOW)
         assert rec == SignalRecord.model_validate(rec.model_dump())
@@ -168,7 +166,7 @@ def test_rows_and_events_built_unvalidated_equal_the_validated_ones() -> None:
                 rec.model_dump(include=rec.model_fields_set)
             ).model_fields_set
         )
-        built = c._events_of(item, rec)
+        built = events_of_record(rec)
         made = made_events(item, rec)
         assert built == made
         assert [e.model_dump(mode="json") for e in built] == [
@@ -239,110 +237,79 @@ async def test_a_signal_with_the_longest_ids_is_stored_and_recorded(store: Store
     ids = {e.event_id for e in events}
     assert all(len(i) <= 200 for i in ids) and len(ids) == 2
     # Deterministic per row and kind: the same row gives the same ids again.
-    assert ids == {e.event_id for e in c._events_of(items[0], rec)}
+    assert ids == {e.event_id for e in events_of_record(rec)}
     assert signal_event_id("x/1", EventType.SIGNAL_RECEIVED) == "signal/x/1/signal_received"
 
 
 @pytest.mark.parametrize("copy_min", [1, 1_000_000], ids=["copy", "arrays"])
-async def test_both_write_paths_store_the_same_rows(
+async def test_both_write_paths_store_the_same_rows_and_their_events(
     store: Store, monkeypatch: pytest.MonkeyPatch, copy_min: int
 ) -> None:
+    # The events PostgreSQL builds with each row are exactly `events_of_record`'s:
+    # every column, the JSON payload too, for every kind of row: valid, rejected
+    # (bad action, not JSON, no id), a raw text cut to its longest and not ASCII,
+    # and the longest ids (whose event ids are digests).
     monkeypatch.setattr(repository, "_COPY_MIN_ROWS", copy_min)
-    service = f"svc-path-{copy_min}"
-    raw = message(signal(1), signal(2, recommended_action="MAYBE"), signal(3, "ETHUSDT"))
+    service = f"svc-path-{copy_min}-" + "s" * 80
+    long_text = "é" * 2500
+    raw = message(
+        signal(1),
+        signal(2, recommended_action="MAYBE"),
+        signal(3, "ETHUSDT", note=long_text),
+        signal(int("9" * 200)),
+        {"pair_symbol": "BTCUSDT"},
+    )
     new = await stored(store, raw, service)
-    assert {f"{service}/1", f"{service}/3"} <= new and len(new) == 3
+    assert {f"{service}/1", f"{service}/3", f"{service}/{'9' * 200}"} <= new and len(new) == 5
+    garbage = await stored(store, b"\xff not json", service)
     again = await stored(store, raw, service, NOW + timedelta(seconds=1))
-    assert len(again) == 1 and not again & new  # only the rejected item's new receipt
-    rows = {(r.status, r.signal_id): r for r in await store.signals(service)}
-    assert len(rows) == 3 and sum(1 for r in await store.signals(service)) == 4
-    one = rows[("validated", "1")]
+    assert len(again) == 2 and not again & new  # only the rejected items' new receipts
+    rows = await store.signals(service, limit=100)
+    assert len(rows) == 8
+    assert {r.status for r in rows} == {"validated", "rejected"}
+    by_status = {(r.status, r.signal_id): r for r in rows}
+    one = by_status[("validated", "1")]
     assert one == signal_record(
         parse_message(message(signal(1)), service=service, received_at=NOW)[0], NOW
     )
     assert one.score_week == Decimal("71.123456789012345678")
-    parsed = parse_message(raw, service=service, received_at=NOW)
-    c = client(store, service)
-    events = [e for item in parsed for e in c._events_of(item, signal_record(item, NOW))]
-    assert await store.append_signal_events(events) == 5
-    assert await store.append_signal_events(events) == 0
-    got = await store.events(correlation_id=f"signal/{service}/1", limit=10)
-    assert got == [e for e in events if e.correlation_id == f"signal/{service}/1"]
-
-
-class GatedStore:
-    """The real store; its bulk event writes wait for `gate`, and the first one fails."""
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-        self.gate = asyncio.Event()
-        self.bulk_calls = 0
-
-    async def store_signals(self, records: Sequence[SignalRecord]) -> set[str]:
-        return await self._store.store_signals(records)
-
-    async def append_events(self, events: Sequence[Event]) -> int:
-        return await self._store.append_events(events)
-
-    async def append_event(self, event: Event) -> bool:
-        return await self._store.append_event(event)
-
-    async def last_signal_id(self, service: str) -> str | None:
-        return await self._store.last_signal_id(service)
-
-    async def append_signal_events(self, events: Sequence[Event]) -> int:
-        self.bulk_calls += 1
-        await self.gate.wait()
-        if self.bulk_calls == 1:
-            raise ConnectionError("the database went away")
-        return await self._store.append_signal_events(events)
-
-
-def wave_batch(service: str, first: int, n: int) -> _Batch:
-    batch = _Batch()
-    for m in range(0, n, 50):
-        at = NOW + timedelta(milliseconds=first + m)
-        raw = message(*[signal(first + m + i) for i in range(50)])
-        batch.add(at, parse_message(raw, service=service, received_at=at))
-    return batch
-
-
-async def test_a_large_batch_is_handed_on_before_its_events_and_they_are_all_written(
-    store: Store,
-) -> None:
-    service = "svc-overlap"
-    gated = GatedStore(store)
-    handed: list[str] = []
-
-    async def sink(signals: list[Any]) -> None:
-        handed.extend(s.signal_id for s in signals)
-
-    c = SignalClient(
-        service=service,
-        url="ws://127.0.0.1:1",
-        token=SecretStr("t"),
-        store=gated,
-        sink=sink,
-        store_retry=timedelta(milliseconds=10),
+    for rec in rows:
+        got = await store.events(correlation_id=f"signal/{rec.id}", limit=10)
+        assert sorted(got, key=lambda e: e.event_id) == sorted(
+            events_of_record(rec), key=lambda e: e.event_id
+        ), rec.id
+    assert len(garbage) == 1
+    long_one = by_status[("validated", "3")]
+    [received] = await store.events(
+        correlation_id=f"signal/{long_one.id}", event_type="signal_received", limit=10
     )
+    assert received.payload["raw"]["text"] == long_one.raw and len(long_one.raw) == 2000
+    # Stored with their rows: writing them again adds nothing.
+    events = [e for rec in rows for e in events_of_record(rec)]
+    assert len(events) == 3 * 2 + 5 and await store.append_signal_events(events) == 0
 
-    async def events_stored() -> int:
-        return int(
-            await store.pool.fetchval(
-                "SELECT count(*) FROM events WHERE correlation_id LIKE $1", f"signal/{service}/%"
-            )
+
+async def test_a_row_is_stored_with_its_events_or_not_at_all(store: Store) -> None:
+    # One transaction: when the events cannot be written, the rows are not stored
+    # either, and the ingest's retry stores both (the claim of a row is never
+    # without its record).
+    service = "svc-atomic"
+    parsed = parse_message(message(signal(1), signal(2)), service=service, received_at=NOW)
+    records = [signal_record(p, NOW) for p in parsed]
+    first = events_of_record(records[0])[0]
+    # An events table that refuses this service's events, as a full disk would.
+    async with store.pool.acquire() as conn:
+        await conn.execute(
+            "ALTER TABLE events ADD CONSTRAINT no_signal_events_yet "
+            f"CHECK (correlation_id NOT LIKE 'signal/{service}/%')"
         )
-
-    await c._batch(wave_batch(service, 0, 200))  # 400 events: written after the hand-on
-    assert len(handed) == 200 and await events_stored() == 0
-    second = asyncio.create_task(c._batch(wave_batch(service, 1000, 200)))
-    await asyncio.sleep(0.2)
-    # The second batch is stored, but waits for the first's events (one batch in
-    # flight): it is not handed on, and so nothing more would be read meanwhile.
-    assert not second.done() and len(handed) == 200
-    assert len(await store.signals(service, limit=1000)) == 400
-    gated.gate.set()  # the first write fails, and is retried
-    await asyncio.wait_for(second, 10)
-    assert len(handed) == 400
-    await c._events_written()
-    assert await events_stored() == 800 and gated.bulk_calls == 3
+    try:
+        with pytest.raises(Exception, match="no_signal_events_yet"):
+            await store.store_signals(records)
+        assert await store.signals(service) == []
+    finally:
+        async with store.pool.acquire() as conn:
+            await conn.execute("ALTER TABLE events DROP CONSTRAINT no_signal_events_yet")
+    assert await store.store_signals(records) == {r.id for r in records}
+    got = await store.events(correlation_id=f"signal/{records[0].id}", limit=10)
+    assert first in got and len(got) == 2

@@ -11,9 +11,9 @@ has one decision.
 
 As in tests/integration/test_crash.py, the windows are widened so the kill lands
 where the scenario says, not where a race happens to put it: a table lock held
-from the test (the store is slow, not broken) stops the killed process right
-after the step the scenario names, and the test waits until PostgreSQL shows it
-waiting there.
+from the test (the store is slow, not broken), or the ingest's connection to
+Temporal held by a proxy (Temporal is slow, not down), stops the killed process
+right after the step the scenario names, and the test waits until it shows there.
 
 Binance only, for the suite's time. The ingest's kill is the ingest's business (the
 exchange only holds the outcome); the worker's costs what Temporal's recovery after a
@@ -210,6 +210,67 @@ def opened_symbols(decisions: dict[str, dict[str, Any]]) -> set[str]:
     return symbols
 
 
+class HeldProxy:
+    """A TCP proxy on 127.0.0.1 to `target` whose requests can be held: while held,
+    nothing is forwarded to `target` (answers to what it already had still come
+    back). `cut` drops every connection with what it holds; new ones flow."""
+
+    def __init__(self, target: str) -> None:
+        host, port = target.rsplit(":", 1)
+        self._target = (host, int(port))
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+        self._pumps: set[asyncio.Task[None]] = set()
+        self._server: asyncio.Server | None = None
+        self.address = ""
+
+    async def __aenter__(self) -> HeldProxy:
+        self._server = await asyncio.start_server(self._connection, "127.0.0.1", 0)
+        self.address = f"127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._flowing.set()
+        assert self._server is not None
+        self._server.close()
+        for pump in self._pumps:
+            pump.cancel()
+        await asyncio.gather(*self._pumps, return_exceptions=True)
+
+    def hold(self) -> None:
+        self._flowing.clear()
+
+    async def cut(self) -> None:
+        """Drop every connection and what it holds (its client is gone), then flow."""
+        for pump in self._pumps:
+            pump.cancel()
+        await asyncio.gather(*self._pumps, return_exceptions=True)
+        self._flowing.set()
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self._target)
+        except OSError:
+            writer.close()
+            return
+        for src, dst, held in ((reader, up_writer, True), (up_reader, writer, False)):
+            pump = asyncio.create_task(self._pump(src, dst, held))
+            self._pumps.add(pump)
+            pump.add_done_callback(self._pumps.discard)
+
+    async def _pump(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, held: bool) -> None:
+        try:
+            while data := await src.read(65536):
+                if held:
+                    await self._flowing.wait()
+                dst.write(data)
+                await dst.drain()
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            dst.close()
+
+
 @asynccontextmanager
 async def table_held(database_url: str, table: str) -> AsyncIterator[asyncpg.Connection]:
     """`table` locked in SHARE mode (reads pass, writes wait) until the block ends."""
@@ -245,6 +306,7 @@ def ingest_env(
     service: SignalServiceSettings,
     waves: WaveSettings,
     config_dir: Path,
+    temporal_address: str | None = None,
 ) -> dict[str, str]:
     """The environment of `python -m workers.cli ingest`: the servers as environment
     variables, the rest (account, signal service with its token, waves) in a TOML file
@@ -297,7 +359,7 @@ def ingest_env(
         if not k.startswith("POSGUARD_") and k not in ("DATABASE_URL", "TEMPORAL_ADDRESS")
     }
     env.update(
-        TEMPORAL_ADDRESS=temporal_env.client.service_client.config.target_host,
+        TEMPORAL_ADDRESS=temporal_address or temporal_env.client.service_client.config.target_host,
         DATABASE_URL=database_url,
         POSGUARD_CONFIG=str(path),
         PYTHONUNBUFFERED="1",
@@ -323,8 +385,8 @@ async def test_sigkill_of_the_ingest_mid_wave_loses_no_signal_and_opens_nothing_
     Checks: the kill landed mid-wave (some signals not stored yet) and after a store
     before its hand-on (the restart's sweep must deliver those); the restarted ingest
     resumes from the last stored signal (the rest of the wave reaches it only that
-    way), so every emitted signal is stored exactly once and has exactly one decision
-    for the account; the selection is the one
+    way), so every emitted signal is stored exactly once, with its events, and has
+    exactly one decision for the account; the selection is the one
     `select_wave` makes of the signals the wave received in time; each selected symbol
     holds exactly one position with one stop on the paper exchange and exactly one
     entry order was ever placed for it; nothing else is held.
@@ -341,6 +403,7 @@ async def test_sigkill_of_the_ingest_mid_wave_loses_no_signal_and_opens_nothing_
             config=QUICK,
         ) as stack,
         SignalService(heartbeat_s=1.0, symbols=list(PRICES), seed=11) as svc,
+        HeldProxy(temporal_env.client.service_client.config.target_host) as temporal,
     ):
         account = stack.settings.accounts[0].name
         service = SignalServiceSettings(
@@ -350,7 +413,15 @@ async def test_sigkill_of_the_ingest_mid_wave_loses_no_signal_and_opens_nothing_
             resume=True,
             idle_timeout=timedelta(seconds=5),
         )
-        env = ingest_env(temporal_env, database_url, stack.settings, service, waves, tmp_path)
+        env = ingest_env(
+            temporal_env,
+            database_url,
+            stack.settings,
+            service,
+            waves,
+            tmp_path,
+            temporal_address=temporal.address,
+        )
         processes: list[WorkerProcess] = []
         emitting: asyncio.Task[list[dict[str, Any]]] | None = None
         try:
@@ -366,18 +437,27 @@ async def test_sigkill_of_the_ingest_mid_wave_loses_no_signal_and_opens_nothing_
                 "6 signals stored and the wave started",
                 interval=FAST_POLL_S,
             )
-            # ... then the next batch is stored, but its events (and so its hand-on to
-            # the wave) wait for the events table: that is where the kill lands.
-            async with table_held(database_url, "events") as holder:
+            [wave] = await wave_rows(store, account)
+            handle = stack.client.get_workflow_handle(wave["id"])
+
+            # ... then the next batch is stored, but its hand-on to the wave waits for
+            # Temporal: that is where the kill lands.
+            async def stored_not_handed_on() -> bool:
+                state = await handle.query("state")
+                return bool(await stored_count(store, service.name) > state["signals"])
+
+            temporal.hold()
+            try:
                 await until(
-                    lambda: someone_waits_on(holder),
-                    "the ingest waiting after storing a batch",
+                    stored_not_handed_on,
+                    "a batch stored and waiting for its hand-on",
                     interval=FAST_POLL_S,
                 )
                 await first.kill()
+            finally:
+                await temporal.cut()  # what the dead process had sent never arrives
             stored_at_kill = await stored_count(store, service.name)
-            [wave] = await wave_rows(store, account)
-            state = await stack.client.get_workflow_handle(wave["id"]).query("state")
+            state = await handle.query("state")
             assert stored_at_kill < size, "the kill landed after the whole wave was stored"
             assert state["signals"] < stored_at_kill, "no stored signal was waiting for its wave"
 
@@ -395,7 +475,7 @@ async def test_sigkill_of_the_ingest_mid_wave_loses_no_signal_and_opens_nothing_
             assert 1 <= len(selected) <= waves.max_new_per_wave
             await protected_exactly(stack.sim, selected)
             assert_one_entry_each(stack.sim, selected)
-            # The events of the batch stored just before the kill were written at restart.
+            # Every signal was stored with its events, those of the kill's batch too.
             received = await store.pool.fetchval(
                 "SELECT count(*) FROM events WHERE type = 'signal_received' "
                 "AND correlation_id LIKE $1",

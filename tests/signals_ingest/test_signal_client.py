@@ -3,7 +3,7 @@
 Every message stored before anything else, nothing lost on a disconnect when the
 service resumes, a gap recorded when it cannot, duplicates stored once, garbage
 rejected with a reason, and backpressure instead of dropping. Messages read
-together are one batch: one store call, one events call, one sink call, in order.
+together are one batch: one store call (rows and events), one sink call, in order.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ class SlowStore:
         await asyncio.sleep(self._delay_s)
         return await self._store.store_signals(records)
 
-    async def append_events(self, events: Sequence[Event]) -> int:
-        return await self._store.append_events(events)
+    async def append_signal_events(self, events: Sequence[Event]) -> int:
+        return await self._store.append_signal_events(events)
 
     async def append_event(self, event: Event) -> bool:
         return await self._store.append_event(event)
@@ -49,20 +49,24 @@ class SlowStore:
 
 class CountingStore(SlowStore):
     """The real store, recording each call's size: `batches` (records per
-    `store_signals`) and `event_batches` (events per `append_events`)."""
+    `store_signals`)."""
 
     def __init__(self, store: Store) -> None:
         super().__init__(store, 0)
         self.batches: list[int] = []
-        self.event_batches: list[int] = []
 
     async def store_signals(self, records: Sequence[SignalRecord]) -> set[str]:
         self.batches.append(len(records))
         return await super().store_signals(records)
 
-    async def append_events(self, events: Sequence[Event]) -> int:
-        self.event_batches.append(len(events))
-        return await super().append_events(events)
+
+async def signal_events(store: Store, service: str) -> dict[str, int]:
+    """How many events of each type the log holds for the service's signal rows."""
+    rows = await store.pool.fetch(
+        "SELECT type, count(*) AS n FROM events WHERE correlation_id LIKE $1 GROUP BY type",
+        f"signal/{service}/%",
+    )
+    return {r["type"]: int(r["n"]) for r in rows}
 
 
 @asynccontextmanager
@@ -214,7 +218,11 @@ async def test_messages_read_together_are_one_batch_in_their_order(store: Store)
         await until(lambda: len(h) == 30, "all 30 handed on")
         assert calls == [svc.sent[0:10], svc.sent[10:20], svc.sent[20:30]]
         assert counting.batches == [10, 10, 10]  # one INSERT a batch, not one a message
-        assert counting.event_batches == [20, 20, 20]  # received + validated, per batch
+        # Each row stored with its received and validated events, in the same call.
+        assert await signal_events(store, "batch") == {
+            "signal_received": 30,
+            "signal_validated": 30,
+        }
         assert c.messages == 30 and c.stored == 30 and c.duplicates == 0
         assert await ids_stored(store, "batch") == everything(svc)
 
@@ -240,7 +248,11 @@ async def test_a_copy_in_another_message_of_the_batch_is_stored_and_handed_on_on
         assert calls == [[str(s["id"]) for s in wave]]  # once each, in the wave's order
         assert c.stored == 5
         assert await ids_stored(store, "copies") == everything(svc)
-        assert counting.event_batches == [10]  # the copies recorded nothing
+        # The copies recorded nothing.
+        assert await signal_events(store, "copies") == {
+            "signal_received": 5,
+            "signal_validated": 5,
+        }
 
 
 async def test_a_blocked_sink_stops_the_reading(store: Store) -> None:
@@ -253,7 +265,7 @@ async def test_a_blocked_sink_stops_the_reading(store: Store) -> None:
 
     async with (
         SignalService(heartbeat_s=None) as svc,
-        reading(svc, store, "held", then=held) as (client, handed),
+        reading(svc, store, "held", then=held, batch_max=4) as (client, handed),
     ):
         first = await svc.emit_wave(size=3)
         await until(lambda: len(calls) == 1, "the first wave handed on (and held)")
@@ -262,7 +274,8 @@ async def test_a_blocked_sink_stops_the_reading(store: Store) -> None:
         await svc.emit_wave(size=4)
         # Nothing to wait for: the point is that nothing happens. Were the client
         # reading, 0.5 s would be ample to read, store and hand on two messages.
-        # One batch is read ahead (parsed while the one before is stored), no more.
+        # One batch (at most `batch_max`, 4 signals) is read ahead while the one
+        # before is stored and handed on, no more.
         await asyncio.sleep(0.5)
         assert client.messages == 2
         assert await ids_stored(store, "held") == sorted(str(s["id"]) for s in first)
