@@ -19,6 +19,7 @@ import asyncio
 import os
 import re
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -32,6 +33,7 @@ import pytest
 import pytest_asyncio
 
 from tests.waiting import PATIENCE_S
+from workers.embedded import stop_postgres
 
 pytestmark = pytest.mark.integration
 
@@ -193,6 +195,9 @@ async def dev() -> AsyncIterator[Dev]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        # A `posguard dev` that had to be killed could not stop its PostgreSQL.
+        stop_postgres(state / "pg")
+        shutil.rmtree(state, ignore_errors=True)
 
 
 def test_the_readme_has_the_blocks_this_test_runs() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import socket
 import tempfile
 import uuid
@@ -34,7 +35,7 @@ from domain.types import Severity
 from simulator.alert_sink import AlertSink
 from simulator.server import PaperExchange
 from tests.waiting import poll, started
-from workers.embedded import start_postgres
+from workers.embedded import start_postgres, stop_postgres
 from workers.health import WorkerHealth
 from workers.health_command import health
 from workers.settings import AccountSettings, HealthSettings, ReconcileSettings, Settings
@@ -148,6 +149,10 @@ async def world(temporal_env: WorkflowEnvironment) -> AsyncIterator[World]:
         await asyncio.wait_for(task, 60)
         await world.sim.stop()
         await sink.stop()
+        # Stopped now, not when the test process ends: the server was restarted by
+        # hand (`start_database`), and each test has its own.
+        await asyncio.to_thread(stop_postgres, datadir)
+        shutil.rmtree(parent, ignore_errors=True)
         for title in (DATABASE_DOWN_TITLE, f"exchange:{account.name} unreachable"):
             with contextlib.suppress(Exception):  # conditions left open time out anyway
                 await temporal_env.client.get_workflow_handle(
