@@ -106,11 +106,22 @@ async def start_alert_sink(settings: Settings) -> tuple[Settings, AlertSink | No
     return settings.model_copy(update={"alert_channels": [channel]}), sink
 
 
-async def _dashboard(client: Client, settings: Settings, stop: asyncio.Event) -> None:
-    """The dashboard beside the stack; its failure (a port in use) is logged and
-    leaves the rest of the stack running."""
+async def _dashboard(
+    client: Client, settings: Settings, stop: asyncio.Event, worker_ready: asyncio.Event
+) -> None:
+    """The dashboard beside the stack, once the worker has migrated the store (its
+    first reads would otherwise find no tables); its failure (a port in use) is
+    logged and leaves the rest of the stack running."""
     from workers.dashboard.server import run_dashboard
 
+    waits = [asyncio.ensure_future(worker_ready.wait()), asyncio.ensure_future(stop.wait())]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
+    if stop.is_set():
+        return
     try:
         await run_dashboard(client, settings, stop)
     except Exception:
@@ -183,8 +194,11 @@ async def run_dev_stack(settings: Settings, stop: asyncio.Event) -> int:
             flush=True,
         )
         # Worker and price gate side by side; either failing stops both.
+        worker_ready = asyncio.Event()
         tasks = [
-            asyncio.create_task(run_worker(client, settings, stop), name="worker"),
+            asyncio.create_task(
+                run_worker(client, settings, stop, ready=worker_ready), name="worker"
+            ),
             asyncio.create_task(
                 run_gate(settings, stop, client=client, market_data_client=make_market_data_client),
                 name="price-gate",
@@ -192,7 +206,9 @@ async def run_dev_stack(settings: Settings, stop: asyncio.Event) -> int:
             asyncio.create_task(run_ingest(client, settings, stop), name="ingest"),
         ]
         if settings.web_port >= 0:
-            tasks.append(asyncio.create_task(_dashboard(client, settings, stop), name="web"))
+            tasks.append(
+                asyncio.create_task(_dashboard(client, settings, stop, worker_ready), name="web")
+            )
         await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         stop.set()
         await asyncio.gather(*tasks)
