@@ -42,7 +42,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, Protocol
+from typing import Final, Protocol
 
 import aiohttp
 from pydantic import SecretStr
@@ -62,6 +62,10 @@ log = logging.getLogger("posguard.signals")
 Sink = Callable[[list[Signal]], Awaitable[None]]
 """`sink(signals)`: hand on the new valid signals of one batch of messages (already
 stored), in arrival order, each once; never called with an empty list."""
+
+_BUSY_POLL_S: Final = 0.005  # float ok: seconds
+"""While the batch before is being stored, how often the reading of the next one
+looks whether it is done when no message comes."""
 
 _NO_WAIT_S: Final = 1e-6  # float ok: seconds
 """A receive timeout that takes only what is already received: aiohttp returns a
@@ -263,22 +267,13 @@ class SignalClient:
         deadline: float | None = None  # float ok: loop time
         while len(batch.items) < self.batch_max and batch.messages < self.batch_max:
             if busy is not None and not busy.done():
-                receive = asyncio.ensure_future(ws.receive())
-                waiting: set[asyncio.Future[Any]] = {receive, busy}
-                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-                if receive not in done:
-                    # Cancelled like a timed-out receive: a message that came
-                    # meanwhile stays in aiohttp's queue for the next receive.
-                    receive.cancel()
-                    try:
-                        msg = await receive
-                    except asyncio.CancelledError:
-                        task = asyncio.current_task()
-                        if task is not None and task.cancelling():
-                            raise
-                        continue
-                else:
-                    msg = receive.result()
+                # Polled, not raced against `busy` with a task a message: a message
+                # already received is returned at once, and the batch before is
+                # looked at again every `_BUSY_POLL_S` while nothing arrives.
+                try:
+                    msg = await ws.receive(timeout=_BUSY_POLL_S)
+                except TimeoutError:
+                    continue
             else:
                 if deadline is None:
                     deadline = loop.time() + self._linger_s
