@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from datetime import timedelta
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -129,9 +129,11 @@ class CountingStore:
         self._store = store
         self.calls = 0
 
-    async def store_signals(self, records: Sequence[SignalRecord]) -> set[str]:
+    async def store_signals(
+        self, records: Sequence[SignalRecord], *, commit_after: Awaitable[object] | None = None
+    ) -> set[str]:
         self.calls += 1
-        return await self._store.store_signals(records)
+        return await self._store.store_signals(records, commit_after=commit_after)
 
     async def append_events(self, events: Sequence[Event]) -> int:
         return await self._store.append_events(events)

@@ -12,21 +12,22 @@ One `SignalClient` per configured service:
   stored in PostgreSQL (`Store.store_signals`), valid or rejected, with its events
   (`domain.signal_events`: received and validated, or rejected) in the same
   transaction, before anything else is done with it. Only then are the new valid
-  signals handed on (`sink`). While one batch is stored and handed on, the next is
-  read and parsed (at most one waits).
+  signals handed on (`sink`). Two batches are written side by side (each its own
+  transaction, the later committed only after the earlier, and handed on after it)
+  while the next is read and parsed.
 - **Batches across messages:** once a message is read, the messages that follow it
-  closely join it in one batch: every message arriving while the batch before is
-  still being stored, then every message already received and any arriving within
-  `batch_linger`, up to `batch_max` items (and `batch_max` messages). A batch is
-  one `store_signals` call and at most one `sink` call with all its new valid
-  signals, in arrival order. A signal sent twice within a batch (or stored before)
-  is stored once and handed on once. One message is its own batch when nothing
-  follows it within the linger.
-- **Backpressure instead of a buffer:** while a batch is stored and handed on, the
-  next one is read (everything arriving meanwhile joins it), up to `batch_max`
-  items; nothing is read beyond it until the batch before is handed on. When the
-  store or Temporal is slow, the socket is simply read later (TCP flow control holds
-  the service back): nothing is dropped.
+  closely join it in one batch: every message arriving while the oldest batch in
+  flight is still being stored, then every message already received and any
+  arriving within `batch_linger`, up to `batch_max` items (and `batch_max`
+  messages). A batch is one `store_signals` call and at most one `sink` call with
+  all its new valid signals, in arrival order. A signal sent twice (within a batch,
+  in the two batches in flight, or stored before) is stored once and handed on
+  once. One message is its own batch when nothing follows it within the linger.
+- **Backpressure instead of a buffer:** while two batches are stored and handed
+  on, the next one is read (everything arriving meanwhile joins it), up to
+  `batch_max` items; nothing is read beyond it until the older is handed on. When
+  the store or Temporal is slow, the socket is simply read later (TCP flow control
+  holds the service back): nothing is dropped.
 - Every message gets its own receipt time, strictly increasing per client, so two
   identical rejected messages are always two receipts (two rows), even when read
   within the same microsecond.
@@ -39,6 +40,7 @@ import contextlib
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -63,6 +65,9 @@ Sink = Callable[[list[Signal]], Awaitable[None]]
 """`sink(signals)`: hand on the new valid signals of one batch of messages (already
 stored), in arrival order, each once; never called with an empty list."""
 
+_IN_FLIGHT: Final = 2
+"""Batches stored side by side (each in its own transaction, committed in order)."""
+
 _BUSY_POLL_S: Final = 0.005  # float ok: seconds
 """While the batch before is being stored, how often the reading of the next one
 looks whether it is done when no message comes."""
@@ -75,9 +80,11 @@ buffered message without suspending, so such a timeout can only end a wait."""
 class SignalStore(Protocol):
     """What the client needs of `activities.store.repository.Store`."""
 
-    async def store_signals(self, records: Sequence[SignalRecord]) -> set[str]:
-        """Store rows and their events (`domain.signal_events`) in one transaction;
-        the ids of the rows that were new."""
+    async def store_signals(
+        self, records: Sequence[SignalRecord], *, commit_after: Awaitable[object] | None = None
+    ) -> set[str]:
+        """Store rows and their events (`domain.signal_events`) in one transaction,
+        committed once `commit_after` is done; the ids of the rows that were new."""
         ...
 
     async def append_signal_events(self, events: Sequence[Event]) -> int: ...
@@ -93,6 +100,16 @@ class SignalStore(Protocol):
 
 async def _nowhere(signals: list[Signal]) -> None:
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class _InFlight:
+    """A batch being stored: its row ids, whether its rows are committed, and whether
+    it is done (stored and handed on)."""
+
+    ids: frozenset[str]
+    committed: asyncio.Future[None]
+    done: asyncio.Future[None]
 
 
 @dataclass(slots=True)
@@ -201,14 +218,13 @@ class SignalClient:
         async with session.ws_connect(self.url, headers=headers, params=params) as ws:
             await self._connected()
             stopper = asyncio.ensure_future(stop.wait())
-            # One batch is stored and handed on while the next is read and parsed:
-            # the store (PostgreSQL, another core) and the parsing overlap, and the
-            # next batch takes whatever arrives meanwhile. Bounded: at most one batch
-            # (of `batch_max`) is read ahead, and reading stops there until the one
-            # before it is stored, so a slow store still slows the reading
-            # (backpressure). Order is kept: a batch is stored only after the
-            # previous one is handed on.
-            processing: asyncio.Future[None] | None = None
+            # Two batches are written side by side while the next is read and parsed:
+            # PostgreSQL (on both cores) and the parsing overlap, and the batch being
+            # read takes whatever arrives meanwhile. Bounded: once two batches are in
+            # flight, reading stops at `batch_max` until the older is stored and handed
+            # on, so a slow store still slows the reading (backpressure). Order is
+            # kept: each batch commits after the one before and is handed on after it.
+            flight: deque[_InFlight] = deque()
             try:
                 while not stop.is_set():
                     receive = asyncio.ensure_future(ws.receive())
@@ -227,26 +243,26 @@ class SignalClient:
                     batch = _Batch()
                     ended = self._take(ws, receive.result(), batch)
                     if ended is None:
-                        ended = await self._gather(ws, batch, processing)
-                    if processing is not None:
-                        await processing
+                        ended = await self._gather(ws, batch, flight[0].done if flight else None)
+                    if len(flight) == _IN_FLIGHT:
+                        await flight.popleft().done
                     # What was read is stored and handed on even when the connection
                     # ended right after it: nothing read is ever dropped.
-                    processing = asyncio.ensure_future(self._batch(batch))
+                    flight.append(self._store_batch(batch, flight[-1] if flight else None))
                     if ended is not None:
                         raise ended
             except asyncio.CancelledError:
-                if processing is not None:
-                    processing.cancel()  # stopped by cancellation: nothing left retrying
+                for f in flight:
+                    f.done.cancel()  # stopped by cancellation: nothing left retrying
                 raise
             except BaseException:
-                if processing is not None:
-                    await processing  # the connection ended: what was read is stored first
+                for f in flight:
+                    await f.done  # the connection ended: what was read is stored first
                 raise
             finally:
                 stopper.cancel()
-            if processing is not None:
-                await processing
+            for f in flight:
+                await f.done
 
     async def _gather(
         self,
@@ -325,17 +341,53 @@ class SignalClient:
 
     # --- one batch ------------------------------------------------------------------------
 
-    async def _batch(self, batch: _Batch) -> None:
-        """Store every item of a batch with its events, then hand on what is new, in order."""
-        if not batch.items:
-            return  # heartbeats, or empty waves
+    def _store_batch(self, batch: _Batch, before: _InFlight | None) -> _InFlight:
+        """Start storing `batch` (beside `before`, the batch read just before it)."""
         records = [
             signal_record(item, at) for item, at in zip(batch.items, batch.received, strict=True)
         ]
-        new = await self._stored(records)
+        committed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        ids = frozenset(r.id for r in records)
+        done = asyncio.ensure_future(self._batch(batch, records, committed, before))
+        return _InFlight(ids=ids, committed=committed, done=done)
+
+    async def _batch(
+        self,
+        batch: _Batch,
+        records: list[SignalRecord],
+        committed: asyncio.Future[None],
+        before: _InFlight | None,
+    ) -> None:
+        """Store every item of a batch with its events, committed after `before`'s
+        rows; then, once `before` is handed on, hand on what is new, in order.
+
+        An item whose row `before` holds too (the same signal sent again) is left to
+        `before`: the two transactions never write the same row, so neither ever
+        waits for the other's.
+        """
+        try:
+            keep = [
+                (item, rec)
+                for item, rec in zip(batch.items, records, strict=True)
+                if before is None or rec.id not in before.ids
+            ]
+            self.duplicates += len(records) - len(keep)
+            after = before.committed if before is not None else None
+            if keep:
+                new = await self._stored([rec for _, rec in keep], after)
+            else:
+                new = set()
+                if after is not None:
+                    await after
+            committed.set_result(None)
+        finally:
+            if not committed.done():
+                committed.cancel()  # the batch after never commits ahead of this one
+        if before is not None:
+            await before.done
         fresh: list[Signal] = []
         handled: set[str] = set()
-        for item, rec in zip(batch.items, records, strict=True):
+        for item, rec in keep:
             if rec.id not in new or rec.id in handled:  # stored before, or twice in this batch
                 self.duplicates += 1
                 continue
@@ -347,11 +399,13 @@ class SignalClient:
         if fresh:
             await self._sink(fresh)
 
-    async def _stored(self, records: list[SignalRecord]) -> set[str]:
-        """`store_signals`, retried until it succeeds: nothing is read meanwhile."""
+    async def _stored(
+        self, records: list[SignalRecord], after: asyncio.Future[None] | None
+    ) -> set[str]:
+        """`store_signals` (committed after `after`), retried until it succeeds."""
         while True:
             try:
-                return await self._store.store_signals(records)
+                return await self._store.store_signals(records, commit_after=after)
             except Exception as exc:
                 log.warning(
                     "%s: cannot store %d signals (%r); retrying", self.service, len(records), exc

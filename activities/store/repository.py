@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextvars import ContextVar
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -676,8 +676,16 @@ class Store:
         """Store a signal once; returns False when it is already stored."""
         return bool(await self.store_signals([rec]))
 
-    async def store_signals(self, records: Sequence[SignalRecord]) -> set[str]:
+    async def store_signals(
+        self, records: Sequence[SignalRecord], *, commit_after: Awaitable[object] | None = None
+    ) -> set[str]:
         """Store a batch of signal rows and their events in one transaction; the ids new now.
+
+        With `commit_after`, the rows are written at once but committed only once it
+        is done (the batch before, committed): batches are written side by side and
+        committed in order. If it fails, nothing is stored and its error is raised.
+        The caller keeps the batches' ids disjoint (a row waiting on a row the other
+        transaction holds would wait for ever).
 
         Each new row's events (`domain.signal_events.events_of_record`: received and
         validated, or rejected) are written in the same statement, built by
@@ -715,7 +723,8 @@ class Store:
             )
             for r in unique.values()
         ]
-        if len(rows) < _COPY_MIN_ROWS:
+        small = len(rows) < _COPY_MIN_ROWS
+        if small and commit_after is None:
             stored = await self.pool.fetch(
                 _SIGNALS_WITH_EVENTS_UNNEST_SQL,
                 *_SIGNAL_EVENT_ARGS,
@@ -723,11 +732,20 @@ class Store:
             )
             return {r[0] for r in stored}
         async with self.transaction() as conn:
-            await conn.execute(_SIGNAL_ROWS_IN_SQL)
-            await conn.copy_records_to_table(
-                "posguard_signal_rows_in", records=rows, columns=_SIGNAL_ROW_IN_COLUMNS
-            )
-            stored = await conn.fetch(_SIGNALS_WITH_EVENTS_COPY_SQL, *_SIGNAL_EVENT_ARGS)
+            if small:
+                stored = await conn.fetch(
+                    _SIGNALS_WITH_EVENTS_UNNEST_SQL,
+                    *_SIGNAL_EVENT_ARGS,
+                    *(list(column) for column in zip(*rows, strict=True)),
+                )
+            else:
+                await conn.execute(_SIGNAL_ROWS_IN_SQL)
+                await conn.copy_records_to_table(
+                    "posguard_signal_rows_in", records=rows, columns=_SIGNAL_ROW_IN_COLUMNS
+                )
+                stored = await conn.fetch(_SIGNALS_WITH_EVENTS_COPY_SQL, *_SIGNAL_EVENT_ARGS)
+            if commit_after is not None:
+                await commit_after
         return {r[0] for r in stored}
 
     async def append_signal_events(self, events: Sequence[Event]) -> int:

@@ -5,7 +5,9 @@ Real PostgreSQL (migrated store per module); messages parsed by the real parser.
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -28,6 +30,7 @@ from domain.records import SignalRecord, signal_record
 from domain.signal_events import events_of_record, signal_event_id
 from domain.signal_wire import Accepted, Rejected, parse_message
 from signals_ingest.signal_client import SignalClient, _Batch
+from tests.waiting import until
 
 NOW = datetime(2026, 12, 2, 4, 0, 5, tzinfo=UTC)
 
@@ -225,7 +228,7 @@ async def test_a_signal_with_the_longest_ids_is_stored_and_recorded(store: Store
     items = parse_message(raw, service=service, received_at=NOW)
     batch = _Batch()
     batch.add(NOW, items)
-    await c._batch(batch)
+    await c._store_batch(batch, None).done
     assert c.stored == 2 and c.rejected == 1
     rec = signal_record(items[0], NOW)
     assert rec.id == f"{service}/{sid}" and len(rec.id) == 301
@@ -313,3 +316,92 @@ async def test_a_row_is_stored_with_its_events_or_not_at_all(store: Store) -> No
     assert await store.store_signals(records) == {r.id for r in records}
     got = await store.events(correlation_id=f"signal/{records[0].id}", limit=10)
     assert first in got and len(got) == 2
+
+
+class HeldFirstStore:
+    """The real store; its first `store_signals` call waits for `gate` first."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.gate = asyncio.Event()
+        self.calls = 0
+
+    async def store_signals(
+        self, records: Sequence[SignalRecord], *, commit_after: Awaitable[object] | None = None
+    ) -> set[str]:
+        self.calls += 1
+        if self.calls == 1:
+            await self.gate.wait()
+        return await self._store.store_signals(records, commit_after=commit_after)
+
+    async def append_signal_events(self, events: Sequence[Event]) -> int:
+        return await self._store.append_signal_events(events)
+
+    async def append_event(self, event: Event) -> bool:
+        return await self._store.append_event(event)
+
+    async def last_signal_id(self, service: str) -> str | None:
+        return await self._store.last_signal_id(service)
+
+    async def signals(
+        self, service: str, *, limit: int = 100, received_after: datetime | None = None
+    ) -> list[SignalRecord]:
+        return await self._store.signals(service, limit=limit, received_after=received_after)
+
+
+def batch_of(service: str, at: datetime, *ids: int) -> _Batch:
+    batch = _Batch()
+    batch.add(at, parse_message(message(*map(signal, ids)), service=service, received_at=at))
+    return batch
+
+
+async def test_batches_written_side_by_side_commit_and_are_handed_on_in_order(
+    store: Store,
+) -> None:
+    # The resume asks for what follows the last stored signal: a batch committed
+    # before the one read ahead of it would make a crash between the two lose that
+    # one. So the second batch is written at once but committed after the first;
+    # a signal both hold is the first's (one row, one hand-on), so neither
+    # transaction ever waits on a row the other holds.
+    service = "svc-side-by-side"
+    held = HeldFirstStore(store)
+    handed: list[list[str]] = []
+
+    async def sink(signals: list[Any]) -> None:
+        handed.append([s.signal_id for s in signals])
+
+    c = SignalClient(
+        service=service, url="ws://127.0.0.1:1", token=SecretStr("t"), store=held, sink=sink
+    )
+    first = c._store_batch(batch_of(service, NOW, 1, 2, 3), None)
+    second = c._store_batch(batch_of(service, NOW + timedelta(seconds=1), 3, 4, 5), first)
+    await until(lambda: held.calls == 2, "the second batch being written")
+    await asyncio.sleep(0.3)  # ample for the second batch's statement
+    async with store.pool.acquire() as conn:  # what another session sees
+        stored_rows = await conn.fetchval(
+            "SELECT count(*) FROM signals WHERE service = $1", service
+        )
+    assert stored_rows == 0 and handed == [] and not second.done.done()
+    held.gate.set()
+    await asyncio.wait_for(asyncio.gather(first.done, second.done), 10)
+    assert handed == [["1", "2", "3"], ["4", "5"]]
+    assert sorted(r.signal_id or "" for r in await store.signals(service)) == list("12345")
+    assert c.stored == 5 and c.duplicates == 1
+    got = await store.events(correlation_id=f"signal/{service}/3", limit=10)
+    assert len(got) == 2  # received and validated, once
+
+
+async def test_a_batch_whose_predecessor_fails_is_not_committed(store: Store) -> None:
+    # The batch before never commits (its store is cancelled, as at a stop): the
+    # one after it is rolled back rather than committed ahead of it.
+    service = "svc-cancelled-before"
+    parsed = parse_message(message(signal(7)), service=service, received_at=NOW)
+    before: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    writing = asyncio.create_task(
+        store.store_signals([signal_record(p, NOW) for p in parsed], commit_after=before)
+    )
+    await asyncio.sleep(0.2)
+    before.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await writing
+    assert await store.signals(service) == []

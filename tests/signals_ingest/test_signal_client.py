@@ -33,9 +33,11 @@ class SlowStore:
         self._store = store
         self._delay_s = delay_s
 
-    async def store_signals(self, records: Sequence[SignalRecord]) -> set[str]:
+    async def store_signals(
+        self, records: Sequence[SignalRecord], *, commit_after: Awaitable[object] | None = None
+    ) -> set[str]:
         await asyncio.sleep(self._delay_s)
-        return await self._store.store_signals(records)
+        return await self._store.store_signals(records, commit_after=commit_after)
 
     async def append_signal_events(self, events: Sequence[Event]) -> int:
         return await self._store.append_signal_events(events)
@@ -55,9 +57,11 @@ class CountingStore(SlowStore):
         super().__init__(store, 0)
         self.batches: list[int] = []
 
-    async def store_signals(self, records: Sequence[SignalRecord]) -> set[str]:
+    async def store_signals(
+        self, records: Sequence[SignalRecord], *, commit_after: Awaitable[object] | None = None
+    ) -> set[str]:
         self.batches.append(len(records))
-        return await super().store_signals(records)
+        return await super().store_signals(records, commit_after=commit_after)
 
 
 async def signal_events(store: Store, service: str) -> dict[str, int]:
@@ -255,6 +259,10 @@ async def test_a_copy_in_another_message_of_the_batch_is_stored_and_handed_on_on
         }
 
 
+async def _ids_are(store: Store, service: str, ids: list[str]) -> bool:
+    return await ids_stored(store, service) == ids
+
+
 async def test_a_blocked_sink_stops_the_reading(store: Store) -> None:
     release = asyncio.Event()
     calls: list[list[str]] = []
@@ -269,22 +277,29 @@ async def test_a_blocked_sink_stops_the_reading(store: Store) -> None:
     ):
         first = await svc.emit_wave(size=3)
         await until(lambda: len(calls) == 1, "the first wave handed on (and held)")
+        second = await svc.emit_wave(size=4)
+        await until(lambda: client.messages == 2, "the next batch read")
         await svc.emit_wave(size=4)
-        await until(lambda: client.messages == 2, "the next batch read (not stored)")
+        await until(lambda: client.messages == 3, "a third batch read (not stored)")
         await svc.emit_wave(size=4)
         # Nothing to wait for: the point is that nothing happens. Were the client
         # reading, 0.5 s would be ample to read, store and hand on two messages.
-        # One batch (at most `batch_max`, 4 signals) is read ahead while the one
-        # before is stored and handed on, no more.
+        # Two batches are stored side by side (the second waits to be handed on
+        # after the first) and one more (at most `batch_max`, 4 signals) is read
+        # ahead, no more.
         await asyncio.sleep(0.5)
-        assert client.messages == 2
-        assert await ids_stored(store, "held") == sorted(str(s["id"]) for s in first)
+        assert client.messages == 3
+        stored = sorted(str(s["id"]) for s in [*first, *second])
+        await until(
+            lambda: _ids_are(store, "held", stored), "the second batch stored (not handed on)"
+        )
         assert len(calls) == 1
         release.set()
         await until(stored_all(store, "held", svc), "the held waves stored")
-        await until(lambda: len(handed) == 11, "the held waves handed on")
-        assert calls == [svc.sent[:3], svc.sent[3:7], svc.sent[7:]]  # in order, each once
-        assert client.messages == 3 and client.stored == 11
+        await until(lambda: len(handed) == 15, "the held waves handed on")
+        # In order, each once.
+        assert calls == [svc.sent[:3], svc.sent[3:7], svc.sent[7:11], svc.sent[11:]]
+        assert client.messages == 4 and client.stored == 15
 
 
 async def test_batch_bounds_are_checked(store: Store) -> None:
