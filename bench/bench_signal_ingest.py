@@ -47,10 +47,10 @@ os.environ["POSGUARD_CONFIG"] = "/nonexistent.toml"  # no posguard.toml of the w
 from pydantic import SecretStr  # noqa: E402
 
 from activities.store.repository import Store  # noqa: E402
-from domain.events import Event  # noqa: E402
 from domain.records import SignalRecord  # noqa: E402
 from domain.signals import Signal  # noqa: E402
 from signals_ingest.signal_client import SignalClient  # noqa: E402
+from tests.signal_stores import StoreInFront  # noqa: E402
 from workers.embedded import start_postgres  # noqa: E402
 
 N = int(os.environ.get("BENCH_N", "50000"))
@@ -122,31 +122,18 @@ class Service:
 # --- the client under test ----------------------------------------------------------------
 
 
-class CountingStore:
+class CountingStore(StoreInFront):
     """The real store; counts `store_signals` calls (one per batch)."""
 
     def __init__(self, store: Store) -> None:
-        self._store = store
+        super().__init__(store)
         self.calls = 0
 
     async def store_signals(
         self, records: Sequence[SignalRecord], *, commit_after: Awaitable[object] | None = None
     ) -> set[str]:
         self.calls += 1
-        return await self._store.store_signals(records, commit_after=commit_after)
-
-    async def append_events(self, events: Sequence[Event]) -> int:
-        return await self._store.append_events(events)
-
-    async def append_signal_events(self, events: Sequence[Event]) -> int:
-        # The real store's bulk path, which the client uses when its store has one.
-        return await self._store.append_signal_events(events)
-
-    async def append_event(self, event: Event) -> bool:
-        return await self._store.append_event(event)
-
-    async def last_signal_id(self, service: str) -> str | None:
-        return await self._store.last_signal_id(service)
+        return await super().store_signals(records, commit_after=commit_after)
 
 
 async def phase(

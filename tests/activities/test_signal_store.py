@@ -30,6 +30,7 @@ from domain.records import SignalRecord, signal_record
 from domain.signal_events import events_of_record, signal_event_id
 from domain.signal_wire import Accepted, Rejected, parse_message
 from signals_ingest.signal_client import SignalClient, _Batch
+from tests.signal_stores import StoreInFront
 from tests.waiting import until
 
 NOW = datetime(2026, 12, 2, 4, 0, 5, tzinfo=UTC)
@@ -318,11 +319,11 @@ async def test_a_row_is_stored_with_its_events_or_not_at_all(store: Store) -> No
     assert first in got and len(got) == 2
 
 
-class HeldFirstStore:
+class HeldFirstStore(StoreInFront):
     """The real store; its first `store_signals` call waits for `gate` first."""
 
     def __init__(self, store: Store) -> None:
-        self._store = store
+        super().__init__(store)
         self.gate = asyncio.Event()
         self.calls = 0
 
@@ -332,21 +333,7 @@ class HeldFirstStore:
         self.calls += 1
         if self.calls == 1:
             await self.gate.wait()
-        return await self._store.store_signals(records, commit_after=commit_after)
-
-    async def append_signal_events(self, events: Sequence[Event]) -> int:
-        return await self._store.append_signal_events(events)
-
-    async def append_event(self, event: Event) -> bool:
-        return await self._store.append_event(event)
-
-    async def last_signal_id(self, service: str) -> str | None:
-        return await self._store.last_signal_id(service)
-
-    async def signals(
-        self, service: str, *, limit: int = 100, received_after: datetime | None = None
-    ) -> list[SignalRecord]:
-        return await self._store.signals(service, limit=limit, received_after=received_after)
+        return await super().store_signals(records, commit_after=commit_after)
 
 
 def batch_of(service: str, at: datetime, *ids: int) -> _Batch:

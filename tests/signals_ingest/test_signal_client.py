@@ -23,30 +23,22 @@ from domain.records import SignalRecord
 from domain.signals import Signal
 from signals_ingest.signal_client import SignalClient
 from simulator.signals import SignalService
+from tests.signal_stores import StoreInFront
 from tests.waiting import poll, until
 
 
-class SlowStore:
+class SlowStore(StoreInFront):
     """The real store, each batch of signals written `delay_s` late (a slow database)."""
 
     def __init__(self, store: Store, delay_s: float) -> None:  # float ok: seconds
-        self._store = store
+        super().__init__(store)
         self._delay_s = delay_s
 
     async def store_signals(
         self, records: Sequence[SignalRecord], *, commit_after: Awaitable[object] | None = None
     ) -> set[str]:
         await asyncio.sleep(self._delay_s)
-        return await self._store.store_signals(records, commit_after=commit_after)
-
-    async def append_signal_events(self, events: Sequence[Event]) -> int:
-        return await self._store.append_signal_events(events)
-
-    async def append_event(self, event: Event) -> bool:
-        return await self._store.append_event(event)
-
-    async def last_signal_id(self, service: str) -> str | None:
-        return await self._store.last_signal_id(service)
+        return await super().store_signals(records, commit_after=commit_after)
 
 
 class CountingStore(SlowStore):
