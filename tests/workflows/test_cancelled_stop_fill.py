@@ -100,6 +100,11 @@ async def test_a_wick_through_the_old_stop_during_its_move_is_booked(stack: Stac
         e.type.value == "stop_triggered" and e.payload.get("client_order_id") == old for e in events
     ), [e.type.value for e in events]
     assert [o for o in stack.orders_of(view, algo=True) if o["algoStatus"] == "NEW"] == []
+    # The old stop's row says what it did: the quantity it filled, at what price.
+    [row] = [o for o in await stack.store.orders(view.position_id) if o.client_order_id == old]
+    assert row.status == "filled" and row.filled_quantity == view.snapshot.qty
+    assert row.average_price == result.exit_price
+    assert row.exchange_order_id == view.snapshot.stop.exchange_order_id
 
 
 async def _ended(handle: Any) -> Any:
