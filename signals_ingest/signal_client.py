@@ -98,6 +98,18 @@ class SignalStore(Protocol):
     ) -> list[SignalRecord]: ...
 
 
+def _data_waiting(ws: aiohttp.ClientWebSocketResponse) -> bool:
+    """Whether aiohttp already holds a received text or binary frame, which a
+    `receive()` then returns at once (without the timer a timeout costs). False
+    when that cannot be told: aiohttp's internals are read, not relied on."""
+    buffer = getattr(getattr(ws, "_reader", None), "_buffer", None)
+    if not buffer:
+        return False
+    head = buffer[0]
+    msg = head[0] if isinstance(head, tuple) else head
+    return getattr(msg, "type", None) in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY)
+
+
 async def _nowhere(signals: list[Signal]) -> None:
     return None
 
@@ -282,7 +294,9 @@ class SignalClient:
         loop = asyncio.get_running_loop()
         deadline: float | None = None  # float ok: loop time
         while len(batch.items) < self.batch_max and batch.messages < self.batch_max:
-            if busy is not None and not busy.done():
+            if _data_waiting(ws):
+                msg = await ws.receive()  # returned at once: no timer needed
+            elif busy is not None and not busy.done():
                 # Polled, not raced against `busy` with a task a message: a message
                 # already received is returned at once, and the batch before is
                 # looked at again every `_BUSY_POLL_S` while nothing arrives.

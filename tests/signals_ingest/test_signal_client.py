@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
+import aiohttp
 import pytest
 from pydantic import SecretStr
 
@@ -21,7 +22,7 @@ from activities.store.repository import Store
 from domain.events import Event
 from domain.records import SignalRecord
 from domain.signals import Signal
-from signals_ingest.signal_client import SignalClient
+from signals_ingest.signal_client import SignalClient, _data_waiting
 from simulator.signals import SignalService
 from tests.signal_stores import StoreInFront
 from tests.waiting import poll, until
@@ -300,3 +301,20 @@ async def test_batch_bounds_are_checked(store: Store) -> None:
         SignalClient(**options, store=store, batch_max=0)
     with pytest.raises(ValueError, match="batch_linger"):
         SignalClient(**options, store=store, batch_linger=timedelta(milliseconds=-1))
+
+
+async def test_a_frame_already_received_is_seen_waiting() -> None:
+    # The reading takes a frame aiohttp already holds without a timer: this tells
+    # when aiohttp's internals change and that fast path is lost (the reading
+    # still works, only slower).
+    async with SignalService(heartbeat_s=None) as svc, aiohttp.ClientSession() as http:
+        headers = {"Authorization": f"Bearer {svc.token}"}
+        async with http.ws_connect(svc.url, headers=headers) as ws:
+            await until(lambda: svc.connections == 1, "connected")
+            assert not _data_waiting(ws)
+            await svc.emit_wave(size=2, per_message=1)
+            await until(lambda: _data_waiting(ws), "the two frames received")
+            first = await ws.receive()
+            assert first.type is aiohttp.WSMsgType.TEXT and _data_waiting(ws)
+            await ws.receive()
+            assert not _data_waiting(ws)
