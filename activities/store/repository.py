@@ -723,21 +723,19 @@ class Store:
             )
             for r in unique.values()
         ]
-        small = len(rows) < _COPY_MIN_ROWS
-        if small and commit_after is None:
-            stored = await self.pool.fetch(
-                _SIGNALS_WITH_EVENTS_UNNEST_SQL,
-                *_SIGNAL_EVENT_ARGS,
-                *(list(column) for column in zip(*rows, strict=True)),
-            )
+        # A small batch: one statement with array parameters (its own transaction
+        # unless its commit must wait).
+        arrays = (
+            (*_SIGNAL_EVENT_ARGS, *(list(column) for column in zip(*rows, strict=True)))
+            if len(rows) < _COPY_MIN_ROWS
+            else None
+        )
+        if arrays is not None and commit_after is None:
+            stored = await self.pool.fetch(_SIGNALS_WITH_EVENTS_UNNEST_SQL, *arrays)
             return {r[0] for r in stored}
         async with self.transaction() as conn:
-            if small:
-                stored = await conn.fetch(
-                    _SIGNALS_WITH_EVENTS_UNNEST_SQL,
-                    *_SIGNAL_EVENT_ARGS,
-                    *(list(column) for column in zip(*rows, strict=True)),
-                )
+            if arrays is not None:
+                stored = await conn.fetch(_SIGNALS_WITH_EVENTS_UNNEST_SQL, *arrays)
             else:
                 await conn.execute(_SIGNAL_ROWS_IN_SQL)
                 await conn.copy_records_to_table(
